@@ -1,0 +1,92 @@
+//! segql's SQL functions for Apache DataFusion.
+//!
+//! Year-ignoring date windows (`in_yearly_window`, `days_to_anniversary`,
+//! `anniversary_between`), RFM scoring (`rfm_bucket`, `rfm_quantile`,
+//! `rfm_code`, `rfm_segment`) and customer-lifetime summaries
+//! (`clv_summary`). Every function is registered by one call on any
+//! [`FunctionRegistry`] (a `SessionContext`, a `SessionState`, a Ballista
+//! executor's registry):
+//!
+//! ```
+//! use datafusion::prelude::SessionContext;
+//! let mut ctx = SessionContext::new();
+//! segql_udfs::register_all(&mut ctx).unwrap();
+//! ```
+
+use std::sync::Arc;
+
+use datafusion::common::Result;
+use datafusion::execution::FunctionRegistry;
+use datafusion::logical_expr::{AggregateUDF, ScalarUDF, WindowUDF};
+
+pub mod anniversary;
+pub mod clv;
+mod common;
+pub mod rfm;
+
+pub use common::Feb29Rule;
+pub use rfm::segment_map::{STANDARD_MAP, SegmentMap, SegmentRule};
+
+/// Every scalar function of this crate, `rfm_segment` with the standard map.
+pub fn scalar_functions() -> Vec<Arc<ScalarUDF>> {
+    vec![
+        Arc::new(ScalarUDF::from(
+            anniversary::in_yearly_window::InYearlyWindowFunc::new(),
+        )),
+        Arc::new(ScalarUDF::from(
+            anniversary::days_to_anniversary::DaysToAnniversaryFunc::new(),
+        )),
+        Arc::new(ScalarUDF::from(
+            anniversary::anniversary_between::AnniversaryBetweenFunc::new(),
+        )),
+        Arc::new(ScalarUDF::from(rfm::rfm_bucket::RfmBucketFunc::new())),
+        Arc::new(ScalarUDF::from(rfm::rfm_code::RfmCodeFunc::new())),
+        rfm_segment_with_map(SegmentMap::standard()),
+    ]
+}
+
+/// Every aggregate function of this crate.
+pub fn aggregate_functions() -> Vec<Arc<AggregateUDF>> {
+    vec![Arc::new(AggregateUDF::from(
+        clv::clv_summary::ClvSummaryFunc::new(),
+    ))]
+}
+
+/// Every window function of this crate.
+pub fn window_functions() -> Vec<Arc<WindowUDF>> {
+    vec![Arc::new(WindowUDF::from(
+        rfm::rfm_quantile::RfmQuantileFunc::new(),
+    ))]
+}
+
+/// `rfm_segment` answering from `map`; register it after [`register_all`]
+/// to replace the standard map.
+pub fn rfm_segment_with_map(map: SegmentMap) -> Arc<ScalarUDF> {
+    Arc::new(ScalarUDF::from(rfm::rfm_segment::RfmSegmentFunc::new(map)))
+}
+
+/// Registers every segql function with `registry`.
+pub fn register_all(registry: &mut dyn FunctionRegistry) -> Result<()> {
+    for f in scalar_functions() {
+        registry.register_udf(f)?;
+    }
+    for f in aggregate_functions() {
+        registry.register_udaf(f)?;
+    }
+    for f in window_functions() {
+        registry.register_udwf(f)?;
+    }
+    Ok(())
+}
+
+/// The names of every function [`register_all`] registers.
+pub fn function_names() -> Vec<String> {
+    let mut names: Vec<String> = scalar_functions()
+        .iter()
+        .map(|f| f.name().to_string())
+        .chain(aggregate_functions().iter().map(|f| f.name().to_string()))
+        .chain(window_functions().iter().map(|f| f.name().to_string()))
+        .collect();
+    names.sort();
+    names
+}

@@ -1,0 +1,301 @@
+//! `rfm_quantile(value, bins, direction[, ties]) OVER (...)`.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, AsArray, Int32Array};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type};
+use datafusion::common::{Result, ScalarValue, plan_err};
+use datafusion::logical_expr::function::{
+    PartitionEvaluatorArgs, WindowFunctionSimplification, WindowUDFFieldArgs,
+};
+use datafusion::logical_expr::{
+    Documentation, Expr, LimitEffect, PartitionEvaluator, Signature, Volatility, WindowUDFImpl,
+};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::Literal;
+use datafusion_macros::user_doc;
+
+use super::Direction;
+use crate::common::{check_arity, check_numeric_arg, check_text_arg, literal_of, scalar_text};
+
+const NAME: &str = "rfm_quantile";
+const SYNTAX: &str = "rfm_quantile(value, bins, 'high' | 'low'[, 'share' | 'ntile']) OVER (...)";
+
+#[user_doc(
+    doc_section(label = "segql: RFM"),
+    description = "Quantile score of `value` within its window partition: 1 (worst) to `bins` (best). Rows are ranked from worst to best (ascending values for 'high', descending for 'low') and split as `ntile(bins)` splits them: with n rows, the first n % bins buckets get one row more. With ties 'ntile' the result is exactly `ntile(bins) OVER (ORDER BY value)` (`DESC` for 'low') over the non-NULL rows, so equal values may get different scores. With ties 'share' (the default) equal values always share a score: every run of equal values takes the score ntile gives the first row of the run, so a bucket boundary never splits a run and the buckets after a large run are smaller or empty (all values tied: everyone scores 1). NULL values get NULL and are not counted. The window frame and any ORDER BY are ignored: the whole partition is scored.",
+    syntax_example = "rfm_quantile(value, bins, 'high' | 'low'[, 'share' | 'ntile']) OVER ([PARTITION BY ...])",
+    sql_example = r#"```sql
+> SELECT v, rfm_quantile(v, 2, 'high') OVER () AS shared,
+         rfm_quantile(v, 2, 'high', 'ntile') OVER () AS ntile
+  FROM (VALUES (1), (2), (2), (3)) AS t(v) ORDER BY v;
++---+--------+-------+
+| v | shared | ntile |
++---+--------+-------+
+| 1 | 1      | 1     |
+| 2 | 1      | 1     |
+| 2 | 1      | 2     |
+| 3 | 2      | 2     |
++---+--------+-------+
+```"#,
+    argument(name = "value", description = "The measure to score: any number."),
+    argument(name = "bins", description = "Constant number of scores, 2 to 10."),
+    argument(
+        name = "direction",
+        description = "'high' when high values are best (frequency, spend), 'low' when low values are best (days since the last order)."
+    ),
+    argument(
+        name = "ties",
+        description = "Optional: 'share' (default; equal values share a score) or 'ntile' (same as ntile)."
+    )
+)]
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct RfmQuantileFunc {
+    signature: Signature,
+}
+
+impl Default for RfmQuantileFunc {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RfmQuantileFunc {
+    pub fn new() -> Self {
+        Self {
+            signature: Signature::variadic_any(Volatility::Immutable),
+        }
+    }
+}
+
+/// How equal values are scored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ties {
+    Share,
+    Ntile,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Options {
+    bins: usize,
+    direction: Direction,
+    ties: Ties,
+}
+
+impl Options {
+    /// Reads the constant arguments; `None` marks one that is not constant.
+    fn from_constants(args: &[Option<&ScalarValue>]) -> Result<Self> {
+        check_arity(NAME, args.len(), 3, 4, SYNTAX)?;
+        let bins = match args[1] {
+            Some(v) if v.data_type().is_integer() => match v.cast_to(&DataType::Int64)? {
+                ScalarValue::Int64(Some(n)) if (2..=10).contains(&n) => n as usize,
+                ScalarValue::Int64(Some(n)) => {
+                    return plan_err!("{NAME}: argument `bins` must be from 2 to 10, got {n}");
+                }
+                _ => return plan_err!("{NAME}: argument `bins` must not be NULL"),
+            },
+            Some(v) => {
+                return plan_err!(
+                    "{NAME}: argument `bins` must be an integer from 2 to 10, got {}",
+                    v.data_type()
+                );
+            }
+            None => return plan_err!("{NAME}: argument `bins` must be a constant from 2 to 10"),
+        };
+        let direction = Direction::from_scalar(NAME, args[2])?;
+        let ties = match args.get(3) {
+            None => Ties::Share,
+            Some(None) => return plan_err!("{NAME}: argument `ties` must be a constant"),
+            Some(Some(v)) => match scalar_text(NAME, "ties", v)? {
+                Some(t) if t.eq_ignore_ascii_case("share") => Ties::Share,
+                Some(t) if t.eq_ignore_ascii_case("ntile") => Ties::Ntile,
+                Some(t) => {
+                    return plan_err!(
+                        "{NAME}: argument `ties` must be 'share' (equal values share a score) \
+                         or 'ntile' (same as ntile), got '{t}'"
+                    );
+                }
+                None => return plan_err!("{NAME}: argument `ties` must not be NULL"),
+            },
+        };
+        Ok(Self {
+            bins,
+            direction,
+            ties,
+        })
+    }
+}
+
+impl WindowUDFImpl for RfmQuantileFunc {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn field(&self, field_args: WindowUDFFieldArgs) -> Result<FieldRef> {
+        let fields = field_args.input_fields();
+        check_arity(NAME, fields.len(), 3, 4, SYNTAX)?;
+        check_numeric_arg(NAME, "value", fields[0].data_type())?;
+        if !fields[1].data_type().is_integer() {
+            return plan_err!(
+                "{NAME}: argument `bins` must be an integer from 2 to 10, got {}",
+                fields[1].data_type()
+            );
+        }
+        check_text_arg(NAME, "direction", fields[2].data_type())?;
+        if let Some(ties) = fields.get(3) {
+            check_text_arg(NAME, "ties", ties.data_type())?;
+        }
+        Ok(Field::new(field_args.name(), DataType::Int32, true).into())
+    }
+
+    fn simplify(&self) -> Option<WindowFunctionSimplification> {
+        // Not a rewrite: the planner's simplification pass is where constant
+        // arguments are first known, so bad ones fail before execution.
+        Some(Box::new(|function, _info| {
+            let constants: Vec<_> = function.params.args.iter().map(literal_of).collect();
+            Options::from_constants(&constants)?;
+            Ok(Expr::from(function))
+        }))
+    }
+
+    fn partition_evaluator(&self, args: PartitionEvaluatorArgs) -> Result<Box<dyn PartitionEvaluator>> {
+        let constants: Vec<_> = args
+            .input_exprs()
+            .iter()
+            .map(|e: &Arc<dyn PhysicalExpr>| {
+                e.downcast_ref::<Literal>().map(Literal::value)
+            })
+            .collect();
+        Ok(Box::new(QuantileEvaluator {
+            options: Options::from_constants(&constants)?,
+        }))
+    }
+
+    fn documentation(&self) -> Option<&Documentation> {
+        self.doc()
+    }
+
+    fn limit_effect(&self, _args: &[Arc<dyn PhysicalExpr>]) -> LimitEffect {
+        LimitEffect::Unknown
+    }
+}
+
+#[derive(Debug)]
+struct QuantileEvaluator {
+    options: Options,
+}
+
+impl PartitionEvaluator for QuantileEvaluator {
+    fn evaluate_all(&mut self, values: &[ArrayRef], num_rows: usize) -> Result<ArrayRef> {
+        let values = cast(&values[0], &DataType::Float64)?;
+        let values = values.as_primitive::<Float64Type>();
+        Ok(Arc::new(score_partition(
+            values.iter().take(num_rows),
+            self.options,
+        )))
+    }
+}
+
+/// Scores one partition: see the function's documentation for the rule.
+fn score_partition(values: impl Iterator<Item = Option<f64>>, options: Options) -> Int32Array {
+    let values: Vec<Option<f64>> = values.collect();
+    let mut order: Vec<(f64, usize)> = values
+        .iter()
+        .enumerate()
+        .filter_map(|(row, v)| v.map(|v| (v, row)))
+        .collect();
+    // Worst first; the row number keeps equal values in input order.
+    match options.direction {
+        Direction::High => order.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1))),
+        Direction::Low => order.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))),
+    }
+    let n = order.len();
+    let bins = options.bins;
+    let (base, remainder) = (n / bins, n % bins);
+    let large = base + 1;
+    let ntile = |position: usize| -> i32 {
+        let bucket = if position < remainder * large {
+            position / large
+        } else {
+            remainder + (position - remainder * large) / base.max(1)
+        };
+        bucket as i32 + 1
+    };
+    let mut scores = vec![None; values.len()];
+    let mut run_score = 0;
+    for (position, &(value, row)) in order.iter().enumerate() {
+        let score = match options.ties {
+            Ties::Ntile => ntile(position),
+            Ties::Share => {
+                let starts_run = position == 0 || order[position - 1].0.total_cmp(&value).is_ne();
+                if starts_run {
+                    run_score = ntile(position);
+                }
+                run_score
+            }
+        };
+        scores[row] = Some(score);
+    }
+    Int32Array::from(scores)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(values: &[Option<f64>], bins: usize, direction: Direction, ties: Ties) -> Vec<Option<i32>> {
+        let options = Options { bins, direction, ties };
+        score_partition(values.iter().copied(), options).iter().collect()
+    }
+
+    fn some(v: &[f64]) -> Vec<Option<f64>> {
+        v.iter().copied().map(Some).collect()
+    }
+
+    #[test]
+    fn ntile_sizes_match_sql_ntile() {
+        // ntile(4) over 10 rows: sizes 3, 3, 2, 2.
+        let values = some(&[1., 2., 3., 4., 5., 6., 7., 8., 9., 10.]);
+        let expected: Vec<_> = [1, 1, 1, 2, 2, 2, 3, 3, 4, 4].map(Some).to_vec();
+        assert_eq!(run(&values, 4, Direction::High, Ties::Ntile), expected);
+        assert_eq!(run(&values, 4, Direction::High, Ties::Share), expected);
+        let reversed: Vec<_> = [4, 4, 3, 3, 2, 2, 2, 1, 1, 1].map(Some).to_vec();
+        assert_eq!(run(&values, 4, Direction::Low, Ties::Ntile), reversed);
+    }
+
+    #[test]
+    fn shared_ties_take_the_first_rows_score() {
+        let values = some(&[1., 2., 2., 2., 3., 4.]);
+        // ntile(3): positions 0-1 -> 1, 2-3 -> 2, 4-5 -> 3.
+        assert_eq!(
+            run(&values, 3, Direction::High, Ties::Ntile),
+            [1, 1, 2, 2, 3, 3].map(Some).to_vec()
+        );
+        assert_eq!(
+            run(&values, 3, Direction::High, Ties::Share),
+            [1, 1, 1, 1, 3, 3].map(Some).to_vec()
+        );
+    }
+
+    #[test]
+    fn all_tied_nulls_empty_and_few_rows() {
+        assert_eq!(run(&some(&[7.; 5]), 5, Direction::High, Ties::Share), vec![Some(1); 5]);
+        assert_eq!(run(&some(&[7.; 5]), 5, Direction::Low, Ties::Share), vec![Some(1); 5]);
+        assert_eq!(
+            run(&[None, Some(3.0), None, Some(1.0)], 2, Direction::High, Ties::Share),
+            vec![None, Some(2), None, Some(1)]
+        );
+        assert_eq!(run(&[], 5, Direction::High, Ties::Share), vec![]);
+        assert_eq!(run(&[None], 5, Direction::High, Ties::Share), vec![None]);
+        // Fewer rows than bins: as ntile, one row per bucket from the bottom.
+        assert_eq!(
+            run(&some(&[30., 10., 20.]), 5, Direction::High, Ties::Share),
+            [3, 1, 2].map(Some).to_vec()
+        );
+    }
+}
