@@ -122,9 +122,7 @@ impl DateArg {
         match value {
             ColumnarValue::Scalar(scalar) => {
                 let array = to_date32(name, arg, &scalar.to_array()?)?;
-                Ok(Self::Scalar(
-                    (!array.is_null(0)).then(|| array.value(0)),
-                ))
+                Ok(Self::Scalar((!array.is_null(0)).then(|| array.value(0))))
             }
             ColumnarValue::Array(array) => Ok(Self::Array(to_date32(name, arg, array)?)),
         }
@@ -166,7 +164,9 @@ pub(crate) fn to_date32(name: &str, arg: &str, array: &ArrayRef) -> Result<Date3
 /// Turns a one-row result into a scalar when every input was a scalar.
 pub(crate) fn finish(array: ArrayRef, all_scalar: bool) -> Result<ColumnarValue> {
     if all_scalar {
-        Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&array, 0)?))
+        Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
+            &array, 0,
+        )?))
     } else {
         Ok(ColumnarValue::Array(array))
     }
@@ -196,9 +196,7 @@ impl Feb29Rule {
         match text.to_ascii_lowercase().as_str() {
             "feb28" => Ok(Self::Feb28),
             "mar1" => Ok(Self::Mar1),
-            _ => plan_err!(
-                "{name}: argument `feb29_rule` must be 'feb28' or 'mar1', got '{text}'"
-            ),
+            _ => plan_err!("{name}: argument `feb29_rule` must be 'feb28' or 'mar1', got '{text}'"),
         }
     }
 
@@ -207,9 +205,9 @@ impl Feb29Rule {
     /// be a constant.
     pub(crate) fn from_scalar(name: &str, value: Option<&ScalarValue>) -> Result<Self> {
         match value {
-            None => plan_err!(
-                "{name}: argument `feb29_rule` must be a constant, 'feb28' or 'mar1'"
-            ),
+            None => {
+                plan_err!("{name}: argument `feb29_rule` must be a constant, 'feb28' or 'mar1'")
+            }
             Some(value) => match scalar_text(name, "feb29_rule", value)? {
                 Some(text) => Self::parse(name, text),
                 None => plan_err!("{name}: argument `feb29_rule` must not be NULL"),
@@ -224,6 +222,38 @@ impl Feb29Rule {
             Some(ColumnarValue::Array(_)) => Self::from_scalar(name, None),
         }
     }
+}
+
+/// Calls a scalar function the way DataFusion's executor does.
+#[cfg(test)]
+pub(crate) fn invoke(
+    udf: &dyn datafusion::logical_expr::ScalarUDFImpl,
+    args: Vec<ColumnarValue>,
+    rows: usize,
+) -> Result<ColumnarValue> {
+    use datafusion::arrow::datatypes::Field;
+    let arg_fields: Vec<_> = args
+        .iter()
+        .map(|a| Arc::new(Field::new("a", a.data_type(), true)))
+        .collect();
+    let scalars: Vec<_> = args
+        .iter()
+        .map(|a| match a {
+            ColumnarValue::Scalar(s) => Some(s),
+            ColumnarValue::Array(_) => None,
+        })
+        .collect();
+    let return_field = udf.return_field_from_args(datafusion::logical_expr::ReturnFieldArgs {
+        arg_fields: &arg_fields,
+        scalar_arguments: &scalars,
+    })?;
+    udf.invoke_with_args(datafusion::logical_expr::ScalarFunctionArgs {
+        args,
+        arg_fields,
+        number_rows: rows,
+        return_field,
+        config_options: Arc::new(datafusion::config::ConfigOptions::default()),
+    })
 }
 
 /// Calendar arithmetic on days since 1970-01-01 (proleptic Gregorian), after

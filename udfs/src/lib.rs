@@ -90,3 +90,52 @@ pub fn function_names() -> Vec<String> {
     names.sort();
     names
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_function_documents_itself_with_an_example() {
+        let docs: Vec<_> = scalar_functions()
+            .iter()
+            .map(|f| (f.name().to_string(), f.documentation().cloned()))
+            .chain(
+                aggregate_functions()
+                    .iter()
+                    .map(|f| (f.name().to_string(), f.documentation().cloned())),
+            )
+            .chain(
+                window_functions()
+                    .iter()
+                    .map(|f| (f.name().to_string(), f.documentation().cloned())),
+            )
+            .collect();
+        assert_eq!(docs.len(), 8);
+        for (name, doc) in docs {
+            let doc = doc.unwrap_or_else(|| panic!("{name} has no documentation"));
+            let example = doc.sql_example.unwrap_or_default();
+            assert!(
+                example.contains(&name),
+                "{name}: the SQL example does not call it"
+            );
+            assert!(
+                doc.syntax_example.starts_with(&name),
+                "{name}: syntax example"
+            );
+        }
+    }
+
+    #[test]
+    fn registers_on_a_session() {
+        let mut ctx = datafusion::prelude::SessionContext::new();
+        register_all(&mut ctx).unwrap();
+        for name in function_names() {
+            let state = ctx.state();
+            let found = state.scalar_functions().contains_key(&name)
+                || state.aggregate_functions().contains_key(&name)
+                || state.window_functions().contains_key(&name);
+            assert!(found, "{name} is not registered");
+        }
+    }
+}

@@ -31,9 +31,18 @@ const SYNTAX: &str = "anniversary_between(date, from_date, to_date[, feb29_rule]
 | true |
 +------+
 ```"#,
-    argument(name = "date", description = "Date, timestamp or 'YYYY-MM-DD' text: a birthday, a first order."),
-    argument(name = "from_date", description = "First day of the window (date, timestamp or text)."),
-    argument(name = "to_date", description = "Last day of the window (date, timestamp or text)."),
+    argument(
+        name = "date",
+        description = "Date, timestamp or 'YYYY-MM-DD' text: a birthday, a first order."
+    ),
+    argument(
+        name = "from_date",
+        description = "First day of the window (date, timestamp or text)."
+    ),
+    argument(
+        name = "to_date",
+        description = "Last day of the window (date, timestamp or text)."
+    ),
     argument(
         name = "feb29_rule",
         description = "Optional constant: 'feb28' (default) or 'mar1', the day a Feb 29 date is celebrated on in common years."
@@ -106,7 +115,12 @@ impl ScalarUDFImpl for AnniversaryBetweenFunc {
         let to = DateArg::from_columnar(NAME, "to_date", &args.args[2])?;
         let result: BooleanArray = (0..rows)
             .map(|row| {
-                Some(anniversary_between(dates.get(row)?, from.get(row)?, to.get(row)?, rule))
+                Some(anniversary_between(
+                    dates.get(row)?,
+                    from.get(row)?,
+                    to.get(row)?,
+                    rule,
+                ))
             })
             .collect();
         finish(arc(result), scalar)
@@ -114,5 +128,74 @@ impl ScalarUDFImpl for AnniversaryBetweenFunc {
 
     fn documentation(&self) -> Option<&Documentation> {
         self.doc()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{Array, ArrayRef, Date32Array};
+
+    use super::*;
+    use crate::common::{civil, invoke};
+
+    fn day(y: i32, m: u32, d: u32) -> ScalarValue {
+        ScalarValue::Date32(Some(civil::to_days(y, m, d)))
+    }
+
+    #[test]
+    fn next_three_days_over_new_year() {
+        let births: ArrayRef = Arc::new(Date32Array::from(vec![
+            Some(civil::to_days(1985, 12, 29)),
+            Some(civil::to_days(1986, 1, 2)),
+            None,
+        ]));
+        let args = vec![
+            ColumnarValue::Array(births),
+            ColumnarValue::Scalar(day(2023, 12, 30)),
+            ColumnarValue::Scalar(day(2024, 1, 2)),
+        ];
+        let out = invoke(&AnniversaryBetweenFunc::new(), args, 3)
+            .unwrap()
+            .into_array(3)
+            .unwrap();
+        let expected = BooleanArray::from(vec![Some(false), Some(true), None]);
+        assert_eq!(out.as_any().downcast_ref::<BooleanArray>(), Some(&expected));
+    }
+
+    #[test]
+    fn scalar_leap_day_with_rule() {
+        let args = |rule: &str| {
+            vec![
+                ColumnarValue::Scalar(day(2000, 2, 29)),
+                ColumnarValue::Scalar(day(2023, 3, 1)),
+                ColumnarValue::Scalar(day(2023, 3, 1)),
+                ColumnarValue::Scalar(ScalarValue::from(rule)),
+            ]
+        };
+        let f = AnniversaryBetweenFunc::new();
+        let mar1 = invoke(&f, args("mar1"), 1).unwrap();
+        assert!(matches!(
+            mar1,
+            ColumnarValue::Scalar(ScalarValue::Boolean(Some(true)))
+        ));
+        let feb28 = invoke(&f, args("feb28"), 1).unwrap();
+        assert!(matches!(
+            feb28,
+            ColumnarValue::Scalar(ScalarValue::Boolean(Some(false)))
+        ));
+        let err = invoke(&f, args("feb30"), 1).unwrap_err().strip_backtrace();
+        assert_eq!(
+            err,
+            "Error during planning: anniversary_between: argument `feb29_rule` must be 'feb28' or 'mar1', got 'feb30'"
+        );
+        assert!(
+            invoke(&f, args("mar1"), 1)
+                .unwrap()
+                .into_array(1)
+                .unwrap()
+                .is_valid(0)
+        );
     }
 }

@@ -32,8 +32,14 @@ const SYNTAX: &str = "days_to_anniversary(date, as_of[, feb29_rule])";
 | 5       | 2    |
 +---------+------+
 ```"#,
-    argument(name = "date", description = "Date, timestamp or 'YYYY-MM-DD' text: a birthday, a first order."),
-    argument(name = "as_of", description = "The day to count from (date, timestamp or text)."),
+    argument(
+        name = "date",
+        description = "Date, timestamp or 'YYYY-MM-DD' text: a birthday, a first order."
+    ),
+    argument(
+        name = "as_of",
+        description = "The day to count from (date, timestamp or text)."
+    ),
     argument(
         name = "feb29_rule",
         description = "Optional constant: 'feb28' (default) or 'mar1', the day a Feb 29 date is celebrated on in common years."
@@ -117,52 +123,41 @@ impl ScalarUDFImpl for DaysToAnniversaryFunc {
 mod tests {
     use std::sync::Arc;
 
-    use datafusion::arrow::array::{Array, ArrayRef, Date32Array, StringArray};
-    use datafusion::config::ConfigOptions;
+    use datafusion::arrow::array::{ArrayRef, StringArray};
 
     use super::*;
+    use crate::common::invoke;
 
     fn call(args: Vec<ColumnarValue>, rows: usize) -> Result<ColumnarValue> {
-        let arg_fields = args
-            .iter()
-            .map(|a| Arc::new(Field::new("a", a.data_type(), true)))
-            .collect();
-        DaysToAnniversaryFunc::new().invoke_with_args(ScalarFunctionArgs {
-            args,
-            arg_fields,
-            number_rows: rows,
-            return_field: Arc::new(Field::new(NAME, DataType::Int32, true)),
-            config_options: Arc::new(ConfigOptions::default()),
-        })
+        invoke(&DaysToAnniversaryFunc::new(), args, rows)
     }
 
     #[test]
-    fn text_dates_array_and_nulls() -> Result<()> {
+    fn text_dates_array_and_nulls() {
         let dates: ArrayRef = Arc::new(StringArray::from(vec![
             Some("1990-07-25"),
             None,
             Some("1992-02-29"),
         ]));
         let as_of = ColumnarValue::Scalar(ScalarValue::Date32(Some(19_562))); // 2023-07-24
-        let ColumnarValue::Array(out) = call(vec![ColumnarValue::Array(dates), as_of], 3)? else {
-            return Err(datafusion::common::DataFusionError::Internal("scalar".into()));
-        };
-        let out = out.as_any().downcast_ref::<Int32Array>().cloned();
+        let out = call(vec![ColumnarValue::Array(dates), as_of], 3).unwrap();
+        let out = out.into_array(3).unwrap();
         // 2023-07-24 -> 2023-07-25 is 1 day; -> 2024-02-29 is 220 days.
-        assert_eq!(out, Some(Int32Array::from(vec![Some(1), None, Some(220)])));
-        Ok(())
+        let expected = Int32Array::from(vec![Some(1), None, Some(220)]);
+        assert_eq!(out.as_any().downcast_ref::<Int32Array>(), Some(&expected));
     }
 
     #[test]
     fn bad_date_text_is_an_error() {
         let dates: ArrayRef = Arc::new(StringArray::from(vec!["1990-13-01"]));
         let as_of = ColumnarValue::Scalar(ScalarValue::Date32(Some(0)));
-        let err = call(vec![ColumnarValue::Array(dates), as_of], 1)
-            .err()
-            .map(|e| e.strip_backtrace())
-            .unwrap_or_default();
-        assert!(err.starts_with("Execution error: days_to_anniversary: argument `date` is not a valid date"), "{err}");
-        let dates: ArrayRef = Arc::new(Date32Array::from(vec![Some(0)]));
-        assert!(dates.len() == 1);
+        let err = call(vec![ColumnarValue::Array(dates), as_of], 1).unwrap_err();
+        let err = err.strip_backtrace();
+        assert!(
+            err.starts_with(
+                "Execution error: days_to_anniversary: argument `date` is not a valid date"
+            ),
+            "{err}"
+        );
     }
 }

@@ -37,7 +37,10 @@ const SYNTAX: &str = "in_yearly_window(date, 'MM-DD', 'MM-DD'[, feb29_rule])";
         name = "date",
         description = "Date, timestamp or 'YYYY-MM-DD' text, typically a birthday or a sign-up date."
     ),
-    argument(name = "from", description = "First day of the window as 'MM-DD' text."),
+    argument(
+        name = "from",
+        description = "First day of the window as 'MM-DD' text."
+    ),
     argument(name = "to", description = "Last day of the window as 'MM-DD' text."),
     argument(
         name = "feb29_rule",
@@ -66,10 +69,10 @@ impl InYearlyWindowFunc {
 /// Checks the constant arguments of a call; `None` marks a non-constant.
 fn check_constants(args: &[Option<&ScalarValue>]) -> Result<()> {
     for (index, arg) in [(1, "from"), (2, "to")] {
-        if let Some(Some(text)) = args.get(index).map(|v| v.map(|s| scalar_text(NAME, arg, s))) {
-            if let Some(text) = text? {
-                plan_month_day(NAME, arg, text)?;
-            }
+        if let Some(Some(value)) = args.get(index)
+            && let Some(text) = scalar_text(NAME, arg, value)?
+        {
+            plan_month_day(NAME, arg, text)?;
         }
     }
     if let Some(rule) = args.get(3) {
@@ -177,23 +180,12 @@ mod tests {
     use std::sync::Arc;
 
     use datafusion::arrow::array::{ArrayRef, Date32Array};
-    use datafusion::config::ConfigOptions;
 
     use super::*;
-    use crate::common::civil;
+    use crate::common::{civil, invoke};
 
     fn call(args: Vec<ColumnarValue>, rows: usize) -> Result<ColumnarValue> {
-        let arg_fields = args
-            .iter()
-            .map(|a| Arc::new(Field::new("a", a.data_type(), true)))
-            .collect();
-        InYearlyWindowFunc::new().invoke_with_args(ScalarFunctionArgs {
-            args,
-            arg_fields,
-            number_rows: rows,
-            return_field: Arc::new(Field::new(NAME, DataType::Boolean, true)),
-            config_options: Arc::new(ConfigOptions::default()),
-        })
+        invoke(&InYearlyWindowFunc::new(), args, rows)
     }
 
     fn text(s: &str) -> ColumnarValue {
@@ -205,7 +197,7 @@ mod tests {
     }
 
     #[test]
-    fn array_with_nulls_and_wrap() -> Result<()> {
+    fn array_with_nulls_and_wrap() {
         let dates: ArrayRef = Arc::new(Date32Array::from(vec![
             date(1990, 12, 2),
             date(1990, 12, 1),
@@ -216,39 +208,39 @@ mod tests {
         let out = call(
             vec![ColumnarValue::Array(dates), text("12-02"), text("01-03")],
             5,
-        )?;
-        let ColumnarValue::Array(out) = out else {
-            return Err(datafusion::common::DataFusionError::Internal("scalar".into()));
-        };
-        let expected = BooleanArray::from(vec![Some(true), Some(false), None, Some(true), Some(false)]);
+        )
+        .unwrap()
+        .into_array(5)
+        .unwrap();
+        let expected =
+            BooleanArray::from(vec![Some(true), Some(false), None, Some(true), Some(false)]);
         assert_eq!(out.as_any().downcast_ref::<BooleanArray>(), Some(&expected));
-        Ok(())
     }
 
     #[test]
-    fn scalars_give_a_scalar() -> Result<()> {
-        let out = call(
-            vec![ColumnarValue::Scalar(ScalarValue::Date32(date(1992, 2, 29))), text("03-01"), text("03-01"), text("mar1")],
-            1,
-        )?;
-        assert!(matches!(out, ColumnarValue::Scalar(ScalarValue::Boolean(Some(true)))));
-        let out = call(
-            vec![ColumnarValue::Scalar(ScalarValue::Date32(None)), text("03-01"), text("03-01")],
-            1,
-        )?;
-        assert!(matches!(out, ColumnarValue::Scalar(ScalarValue::Boolean(None))));
-        Ok(())
+    fn scalars_give_a_scalar() {
+        let leap = ColumnarValue::Scalar(ScalarValue::Date32(date(1992, 2, 29)));
+        let out = call(vec![leap, text("03-01"), text("03-01"), text("mar1")], 1).unwrap();
+        assert!(matches!(
+            out,
+            ColumnarValue::Scalar(ScalarValue::Boolean(Some(true)))
+        ));
+        let null = ColumnarValue::Scalar(ScalarValue::Date32(None));
+        let out = call(vec![null, text("03-01"), text("03-01")], 1).unwrap();
+        assert!(matches!(
+            out,
+            ColumnarValue::Scalar(ScalarValue::Boolean(None))
+        ));
     }
 
     #[test]
-    fn bad_bound_is_an_error() {
-        let err = call(
-            vec![ColumnarValue::Scalar(ScalarValue::Date32(date(1992, 2, 29))), text("02-30"), text("03-01")],
-            1,
-        );
+    fn bad_bound_is_a_planning_error() {
+        let leap = ColumnarValue::Scalar(ScalarValue::Date32(date(1992, 2, 29)));
+        let err = call(vec![leap, text("02-30"), text("03-01")], 1).unwrap_err();
         assert_eq!(
-            err.map_err(|e| e.strip_backtrace()).err().as_deref(),
-            Some("Execution error: in_yearly_window: argument `from` must be 'MM-DD' text, got '02-30': day 30 does not exist in month 02")
+            err.strip_backtrace(),
+            "Error during planning: in_yearly_window: argument `from` must be 'MM-DD' text, \
+             got '02-30': day 30 does not exist in month 02"
         );
     }
 }

@@ -25,7 +25,8 @@ impl MonthDay {
         let Some((m, d)) = trimmed.split_once('-') else {
             return Err("expected 'MM-DD' such as '07-25'".to_string());
         };
-        let digits = |s: &str| !s.is_empty() && s.len() <= 2 && s.bytes().all(|b| b.is_ascii_digit());
+        let digits =
+            |s: &str| !s.is_empty() && s.len() <= 2 && s.bytes().all(|b| b.is_ascii_digit());
         if !digits(m) || !digits(d) {
             return Err("expected 'MM-DD' such as '07-25'".to_string());
         }
@@ -103,7 +104,8 @@ pub(crate) fn days_to_anniversary(date: i32, as_of: i32, rule: Feb29Rule) -> i32
 /// Whether an anniversary of `date` falls in `[from, to]`.
 #[inline]
 pub(crate) fn anniversary_between(date: i32, from: i32, to: i32, rule: Feb29Rule) -> bool {
-    to >= from && i64::from(from) + i64::from(days_to_anniversary(date, from, rule)) <= i64::from(to)
+    to >= from
+        && i64::from(from) + i64::from(days_to_anniversary(date, from, rule)) <= i64::from(to)
 }
 
 /// Whether `date`'s month and day fall in the inclusive window
@@ -113,7 +115,11 @@ pub(crate) fn anniversary_between(date: i32, from: i32, to: i32, rule: Feb29Rule
 pub(crate) fn in_window(date: MonthDay, from: MonthDay, to: MonthDay, rule: Feb29Rule) -> bool {
     let inside = |md: MonthDay| {
         let (k, f, t) = (md.key(), from.key(), to.key());
-        if f <= t { f <= k && k <= t } else { k >= f || k <= t }
+        if f <= t {
+            f <= k && k <= t
+        } else {
+            k >= f || k <= t
+        }
     };
     if inside(date) {
         return true;
@@ -184,51 +190,137 @@ mod tests {
         assert!(in_window(feb29, md("02-01"), md("02-28"), Feb29Rule::Feb28));
         assert!(!in_window(feb29, md("02-01"), md("02-28"), Feb29Rule::Mar1));
         assert!(in_window(feb29, md("03-01"), md("03-05"), Feb29Rule::Mar1));
-        assert!(!in_window(feb29, md("03-01"), md("03-05"), Feb29Rule::Feb28));
+        assert!(!in_window(
+            feb29,
+            md("03-01"),
+            md("03-05"),
+            Feb29Rule::Feb28
+        ));
         assert!(in_window(feb29, md("02-29"), md("02-29"), Feb29Rule::Mar1));
-        assert!(!in_window(md("02-28"), md("02-29"), md("02-29"), Feb29Rule::Feb28));
+        assert!(!in_window(
+            md("02-28"),
+            md("02-29"),
+            md("02-29"),
+            Feb29Rule::Feb28
+        ));
     }
 
     #[test]
     fn days_to_next_anniversary() {
         let born = d(1990, 7, 25);
-        assert_eq!(days_to_anniversary(born, d(2024, 7, 25), Feb29Rule::Feb28), 0);
-        assert_eq!(days_to_anniversary(born, d(2024, 7, 24), Feb29Rule::Feb28), 1);
-        assert_eq!(days_to_anniversary(born, d(2024, 7, 26), Feb29Rule::Feb28), 364);
-        assert_eq!(days_to_anniversary(born, d(2023, 7, 26), Feb29Rule::Feb28), 365);
+        assert_eq!(
+            days_to_anniversary(born, d(2024, 7, 25), Feb29Rule::Feb28),
+            0
+        );
+        assert_eq!(
+            days_to_anniversary(born, d(2024, 7, 24), Feb29Rule::Feb28),
+            1
+        );
+        assert_eq!(
+            days_to_anniversary(born, d(2024, 7, 26), Feb29Rule::Feb28),
+            364
+        );
+        assert_eq!(
+            days_to_anniversary(born, d(2023, 7, 26), Feb29Rule::Feb28),
+            365
+        );
         // New Year in between.
-        assert_eq!(days_to_anniversary(d(1990, 1, 2), d(2023, 12, 30), Feb29Rule::Feb28), 3);
+        assert_eq!(
+            days_to_anniversary(d(1990, 1, 2), d(2023, 12, 30), Feb29Rule::Feb28),
+            3
+        );
         // A date after as_of still has anniversaries.
-        assert_eq!(days_to_anniversary(d(2030, 1, 1), d(2024, 12, 31), Feb29Rule::Feb28), 1);
+        assert_eq!(
+            days_to_anniversary(d(2030, 1, 1), d(2024, 12, 31), Feb29Rule::Feb28),
+            1
+        );
     }
 
     #[test]
     fn leap_day_anniversaries() {
         let leap = d(1992, 2, 29);
-        assert_eq!(days_to_anniversary(leap, d(2023, 2, 28), Feb29Rule::Feb28), 0);
-        assert_eq!(days_to_anniversary(leap, d(2023, 2, 28), Feb29Rule::Mar1), 1);
-        assert_eq!(days_to_anniversary(leap, d(2024, 2, 28), Feb29Rule::Feb28), 1);
-        assert_eq!(days_to_anniversary(leap, d(2024, 2, 28), Feb29Rule::Mar1), 1);
-        assert_eq!(days_to_anniversary(leap, d(2023, 3, 1), Feb29Rule::Feb28), 365);
+        assert_eq!(
+            days_to_anniversary(leap, d(2023, 2, 28), Feb29Rule::Feb28),
+            0
+        );
+        assert_eq!(
+            days_to_anniversary(leap, d(2023, 2, 28), Feb29Rule::Mar1),
+            1
+        );
+        assert_eq!(
+            days_to_anniversary(leap, d(2024, 2, 28), Feb29Rule::Feb28),
+            1
+        );
+        assert_eq!(
+            days_to_anniversary(leap, d(2024, 2, 28), Feb29Rule::Mar1),
+            1
+        );
+        assert_eq!(
+            days_to_anniversary(leap, d(2023, 3, 1), Feb29Rule::Feb28),
+            365
+        );
         assert_eq!(days_to_anniversary(leap, d(2023, 3, 1), Feb29Rule::Mar1), 0);
         // Mar 1 born never moves.
-        assert_eq!(days_to_anniversary(d(1991, 3, 1), d(2024, 2, 29), Feb29Rule::Feb28), 1);
+        assert_eq!(
+            days_to_anniversary(d(1991, 3, 1), d(2024, 2, 29), Feb29Rule::Feb28),
+            1
+        );
     }
 
     #[test]
     fn anniversary_windows() {
         let born = d(1985, 1, 2);
-        assert!(anniversary_between(born, d(2023, 12, 30), d(2024, 1, 2), Feb29Rule::Feb28));
-        assert!(!anniversary_between(born, d(2023, 12, 30), d(2024, 1, 1), Feb29Rule::Feb28));
+        assert!(anniversary_between(
+            born,
+            d(2023, 12, 30),
+            d(2024, 1, 2),
+            Feb29Rule::Feb28
+        ));
+        assert!(!anniversary_between(
+            born,
+            d(2023, 12, 30),
+            d(2024, 1, 1),
+            Feb29Rule::Feb28
+        ));
         // A window of a year or more always holds an anniversary.
-        assert!(anniversary_between(born, d(2024, 1, 3), d(2025, 1, 2), Feb29Rule::Feb28));
-        assert!(anniversary_between(born, d(2020, 6, 1), d(2030, 6, 1), Feb29Rule::Feb28));
+        assert!(anniversary_between(
+            born,
+            d(2024, 1, 3),
+            d(2025, 1, 2),
+            Feb29Rule::Feb28
+        ));
+        assert!(anniversary_between(
+            born,
+            d(2020, 6, 1),
+            d(2030, 6, 1),
+            Feb29Rule::Feb28
+        ));
         // Reversed windows hold nothing.
-        assert!(!anniversary_between(born, d(2024, 1, 3), d(2024, 1, 1), Feb29Rule::Feb28));
+        assert!(!anniversary_between(
+            born,
+            d(2024, 1, 3),
+            d(2024, 1, 1),
+            Feb29Rule::Feb28
+        ));
         // Leap-day birthday in a common year.
         let leap = d(2000, 2, 29);
-        assert!(anniversary_between(leap, d(2023, 2, 28), d(2023, 2, 28), Feb29Rule::Feb28));
-        assert!(!anniversary_between(leap, d(2023, 2, 28), d(2023, 2, 28), Feb29Rule::Mar1));
-        assert!(anniversary_between(leap, d(2024, 2, 29), d(2024, 2, 29), Feb29Rule::Mar1));
+        assert!(anniversary_between(
+            leap,
+            d(2023, 2, 28),
+            d(2023, 2, 28),
+            Feb29Rule::Feb28
+        ));
+        assert!(!anniversary_between(
+            leap,
+            d(2023, 2, 28),
+            d(2023, 2, 28),
+            Feb29Rule::Mar1
+        ));
+        assert!(anniversary_between(
+            leap,
+            d(2024, 2, 29),
+            d(2024, 2, 29),
+            Feb29Rule::Mar1
+        ));
     }
 }

@@ -34,9 +34,15 @@ const SYNTAX: &str = "clv_summary(order_ts, amount, as_of)";
 | {frequency: 2, recency: 20, t: 30, monetary_value: 30.0, first_purchase: 2024-01-01, last_purchase: 2024-01-21} |
 +-------------------------------------------------------------------------------------------------------------+
 ```"#,
-    argument(name = "order_ts", description = "Order date or timestamp (its calendar day is used)."),
+    argument(
+        name = "order_ts",
+        description = "Order date or timestamp (its calendar day is used)."
+    ),
     argument(name = "amount", description = "Order amount: any number."),
-    argument(name = "as_of", description = "End of the observation period (date or timestamp).")
+    argument(
+        name = "as_of",
+        description = "End of the observation period (date or timestamp)."
+    )
 )]
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct ClvSummaryFunc {
@@ -83,7 +89,10 @@ impl AggregateUDFImpl for ClvSummaryFunc {
         check_date_arg(NAME, "order_ts", &arg_types[0])?;
         check_numeric_arg(NAME, "amount", &arg_types[1])?;
         check_date_arg(NAME, "as_of", &arg_types[2])?;
-        if matches!(arg_types[0], DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) {
+        if matches!(
+            arg_types[0],
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+        ) {
             return plan_err!(
                 "{NAME}: argument `order_ts` must be a date or timestamp column, got {}",
                 arg_types[0]
@@ -163,9 +172,11 @@ impl Accumulator for ClvAccumulator {
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
         let fields = summary_fields();
-        let (Some((&first, first_total)), Some((&last, _)), Some(as_of)) =
-            (self.days.first_key_value(), self.days.last_key_value(), self.as_of)
-        else {
+        let (Some((&first, first_total)), Some((&last, _)), Some(as_of)) = (
+            self.days.first_key_value(),
+            self.days.last_key_value(),
+            self.as_of,
+        ) else {
             return ScalarValue::try_from(DataType::Struct(fields));
         };
         let frequency = self.days.len() as i64 - 1;
@@ -239,14 +250,30 @@ mod tests {
     use super::*;
 
     fn summary(acc: &mut ClvAccumulator) -> String {
-        acc.evaluate().map(|v| v.to_string()).unwrap_or_else(|e| e.to_string())
+        acc.evaluate()
+            .map(|v| v.to_string())
+            .unwrap_or_else(|e| e.to_string())
     }
 
     #[test]
     fn lifetimes_fields_at_daily_granularity() -> Result<()> {
         let mut acc = ClvAccumulator::default();
-        let days: ArrayRef = Arc::new(Date32Array::from(vec![Some(0), Some(0), Some(10), None, Some(20), Some(40)]));
-        let amounts: ArrayRef = Arc::new(Float64Array::from(vec![Some(10.0), Some(5.0), Some(20.0), Some(1.0), Some(40.0), Some(99.0)]));
+        let days: ArrayRef = Arc::new(Date32Array::from(vec![
+            Some(0),
+            Some(0),
+            Some(10),
+            None,
+            Some(20),
+            Some(40),
+        ]));
+        let amounts: ArrayRef = Arc::new(Float64Array::from(vec![
+            Some(10.0),
+            Some(5.0),
+            Some(20.0),
+            Some(1.0),
+            Some(40.0),
+            Some(99.0),
+        ]));
         let as_of: ArrayRef = Arc::new(Date32Array::from(vec![30; 6]));
         acc.update_batch(&[days, amounts, as_of])?;
         // Day 40 is after as_of: ignored. Repeat days 10 and 20: mean 30.

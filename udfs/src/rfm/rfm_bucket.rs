@@ -1,5 +1,7 @@
 //! `rfm_bucket(value, thresholds, direction)`.
 
+use std::sync::Arc;
+
 use datafusion::arrow::array::{Array, AsArray, Int32Array};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type};
@@ -175,7 +177,7 @@ impl ScalarUDFImpl for RfmBucketFunc {
         let scalar = all_scalar(&args.args);
         let values = match &args.args[0] {
             ColumnarValue::Scalar(s) => s.to_array()?,
-            ColumnarValue::Array(a) => std::sync::Arc::clone(a),
+            ColumnarValue::Array(a) => Arc::clone(a),
         };
         let values = cast(&values, &DataType::Float64)?;
         let values = values.as_primitive::<Float64Type>();
@@ -212,6 +214,28 @@ mod tests {
     }
 
     #[test]
+    fn invoked_on_arrays_and_nulls() {
+        use crate::common::invoke;
+        use datafusion::arrow::array::{ArrayRef, Float64Array};
+        let values: ArrayRef = Arc::new(Float64Array::from(vec![Some(49.99), None, Some(100.0)]));
+        let thresholds = ScalarValue::List(ScalarValue::new_list_nullable(
+            &[ScalarValue::Int64(Some(50)), ScalarValue::Int64(Some(100))],
+            &DataType::Int64,
+        ));
+        let args = vec![
+            ColumnarValue::Array(values),
+            ColumnarValue::Scalar(thresholds),
+            ColumnarValue::Scalar(ScalarValue::from("high")),
+        ];
+        let out = invoke(&RfmBucketFunc::new(), args, 3)
+            .unwrap()
+            .into_array(3)
+            .unwrap();
+        let expected = Int32Array::from(vec![Some(1), None, Some(3)]);
+        assert_eq!(out.as_any().downcast_ref::<Int32Array>(), Some(&expected));
+    }
+
+    #[test]
     fn thresholds_are_checked() {
         let list = |v: Vec<Option<i64>>| {
             ScalarValue::List(ScalarValue::new_list_nullable(
@@ -220,7 +244,10 @@ mod tests {
             ))
         };
         let msg = |r: Result<Vec<f64>>| r.err().map(|e| e.strip_backtrace()).unwrap_or_default();
-        assert_eq!(thresholds(Some(&list(vec![Some(2), Some(6)]))).ok(), Some(vec![2.0, 6.0]));
+        assert_eq!(
+            thresholds(Some(&list(vec![Some(2), Some(6)]))).ok(),
+            Some(vec![2.0, 6.0])
+        );
         assert_eq!(
             msg(thresholds(Some(&list(vec![Some(6), Some(2)])))),
             "Error during planning: rfm_bucket: argument `thresholds` must be strictly ascending, but 6 is followed by 2"

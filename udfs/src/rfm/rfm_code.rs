@@ -118,3 +118,41 @@ impl ScalarUDFImpl for RfmCodeFunc {
         self.doc()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{ArrayRef, Int32Array, StringArray};
+    use datafusion::common::ScalarValue;
+
+    use super::*;
+    use crate::common::invoke;
+
+    #[test]
+    fn arrays_scalars_and_nulls() {
+        let r: ArrayRef = Arc::new(Int32Array::from(vec![Some(5), Some(1), None]));
+        let args = vec![
+            ColumnarValue::Array(r),
+            ColumnarValue::Scalar(ScalarValue::Int64(Some(4))),
+            ColumnarValue::Scalar(ScalarValue::Int8(Some(3))),
+        ];
+        let out = invoke(&RfmCodeFunc::new(), args, 3)
+            .unwrap()
+            .into_array(3)
+            .unwrap();
+        let expected = StringArray::from(vec![Some("543"), Some("143"), None]);
+        assert_eq!(out.as_any().downcast_ref::<StringArray>(), Some(&expected));
+    }
+
+    #[test]
+    fn two_digit_scores_are_refused() {
+        let args = [5, 10, 5].map(|v| ColumnarValue::Scalar(ScalarValue::Int64(Some(v))));
+        let err = invoke(&RfmCodeFunc::new(), args.to_vec(), 1).unwrap_err();
+        assert_eq!(
+            err.strip_backtrace(),
+            "Execution error: rfm_code: score `f` = 10 is outside 1..9; codes need one digit per \
+             score (use at most 9 bins)"
+        );
+    }
+}

@@ -163,13 +163,14 @@ impl WindowUDFImpl for RfmQuantileFunc {
         }))
     }
 
-    fn partition_evaluator(&self, args: PartitionEvaluatorArgs) -> Result<Box<dyn PartitionEvaluator>> {
+    fn partition_evaluator(
+        &self,
+        args: PartitionEvaluatorArgs,
+    ) -> Result<Box<dyn PartitionEvaluator>> {
         let constants: Vec<_> = args
             .input_exprs()
             .iter()
-            .map(|e: &Arc<dyn PhysicalExpr>| {
-                e.downcast_ref::<Literal>().map(Literal::value)
-            })
+            .map(|e: &Arc<dyn PhysicalExpr>| e.downcast_ref::<Literal>().map(Literal::value))
             .collect();
         Ok(Box::new(QuantileEvaluator {
             options: Options::from_constants(&constants)?,
@@ -248,9 +249,20 @@ fn score_partition(values: impl Iterator<Item = Option<f64>>, options: Options) 
 mod tests {
     use super::*;
 
-    fn run(values: &[Option<f64>], bins: usize, direction: Direction, ties: Ties) -> Vec<Option<i32>> {
-        let options = Options { bins, direction, ties };
-        score_partition(values.iter().copied(), options).iter().collect()
+    fn run(
+        values: &[Option<f64>],
+        bins: usize,
+        direction: Direction,
+        ties: Ties,
+    ) -> Vec<Option<i32>> {
+        let options = Options {
+            bins,
+            direction,
+            ties,
+        };
+        score_partition(values.iter().copied(), options)
+            .iter()
+            .collect()
     }
 
     fn some(v: &[f64]) -> Vec<Option<f64>> {
@@ -284,10 +296,21 @@ mod tests {
 
     #[test]
     fn all_tied_nulls_empty_and_few_rows() {
-        assert_eq!(run(&some(&[7.; 5]), 5, Direction::High, Ties::Share), vec![Some(1); 5]);
-        assert_eq!(run(&some(&[7.; 5]), 5, Direction::Low, Ties::Share), vec![Some(1); 5]);
         assert_eq!(
-            run(&[None, Some(3.0), None, Some(1.0)], 2, Direction::High, Ties::Share),
+            run(&some(&[7.; 5]), 5, Direction::High, Ties::Share),
+            vec![Some(1); 5]
+        );
+        assert_eq!(
+            run(&some(&[7.; 5]), 5, Direction::Low, Ties::Share),
+            vec![Some(1); 5]
+        );
+        assert_eq!(
+            run(
+                &[None, Some(3.0), None, Some(1.0)],
+                2,
+                Direction::High,
+                Ties::Share
+            ),
             vec![None, Some(2), None, Some(1)]
         );
         assert_eq!(run(&[], 5, Direction::High, Ties::Share), vec![]);

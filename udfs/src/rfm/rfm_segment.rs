@@ -31,7 +31,10 @@ const SYNTAX: &str = "rfm_segment(r, f[, m])";
 | Champions | Can't Lose | Need Attention |
 +-----------+------------+----------------+
 ```"#,
-    argument(name = "r", description = "Recency score, 1 to the map's scale (5 by default)."),
+    argument(
+        name = "r",
+        description = "Recency score, 1 to the map's scale (5 by default)."
+    ),
     argument(name = "f", description = "Frequency score, 1 to the map's scale."),
     argument(
         name = "m",
@@ -90,7 +93,10 @@ impl ScalarUDFImpl for RfmSegmentFunc {
             .iter()
             .map(|a| cast(&a.to_array(rows)?, &DataType::Int64).map_err(Into::into))
             .collect::<Result<Vec<_>>>()?;
-        let scores: Vec<_> = scores.iter().map(|a| a.as_primitive::<Int64Type>()).collect();
+        let scores: Vec<_> = scores
+            .iter()
+            .map(|a| a.as_primitive::<Int64Type>())
+            .collect();
         let scale = self.map.scale();
         let mut out = StringBuilder::with_capacity(rows, rows * 12);
         for row in 0..rows {
@@ -119,5 +125,50 @@ impl ScalarUDFImpl for RfmSegmentFunc {
 
     fn documentation(&self) -> Option<&Documentation> {
         self.doc()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray};
+    use datafusion::common::ScalarValue;
+
+    use super::*;
+    use crate::common::invoke;
+
+    #[test]
+    fn standard_and_custom_maps() {
+        let r: ArrayRef = Arc::new(Int64Array::from(vec![Some(5), Some(1), None, Some(3)]));
+        let f: ArrayRef = Arc::new(Int64Array::from(vec![Some(5), Some(1), Some(2), Some(3)]));
+        let args = vec![ColumnarValue::Array(r), ColumnarValue::Array(f)];
+        let out = invoke(&RfmSegmentFunc::default(), args.clone(), 4).unwrap();
+        let expected = StringArray::from(vec![
+            Some("Champions"),
+            Some("Lost"),
+            None,
+            Some("Need Attention"),
+        ]);
+        assert_eq!(
+            out.into_array(4).unwrap().as_any().downcast_ref(),
+            Some(&expected)
+        );
+
+        let custom = SegmentMap::parse("Top: r 5, f 5\nRest: r 1-4, f 1-5").unwrap();
+        let out = invoke(&RfmSegmentFunc::new(custom), args, 4).unwrap();
+        let expected = StringArray::from(vec![Some("Top"), Some("Rest"), None, Some("Rest")]);
+        assert_eq!(
+            out.into_array(4).unwrap().as_any().downcast_ref(),
+            Some(&expected)
+        );
+    }
+
+    #[test]
+    fn scores_outside_the_scale_are_refused() {
+        let args = [6, 1].map(|v| ColumnarValue::Scalar(ScalarValue::Int64(Some(v))));
+        let err = invoke(&RfmSegmentFunc::default(), args.to_vec(), 1).unwrap_err();
+        assert!(
+            err.strip_backtrace()
+                .contains("score `r` = 6 is outside 1..5")
+        );
     }
 }

@@ -76,7 +76,9 @@ impl SegmentMap {
                     .parse()
                     .ok()
                     .filter(|s| (2..=10).contains(s))
-                    .ok_or_else(|| format!("line {line_no}: scale must be a number from 2 to 10"))?;
+                    .ok_or_else(|| {
+                        format!("line {line_no}: scale must be a number from 2 to 10")
+                    })?;
                 continue;
             }
             let (name, ranges) = line
@@ -98,17 +100,31 @@ impl SegmentMap {
                     "r" => &mut r,
                     "f" => &mut f,
                     "m" => &mut m,
-                    _ => return Err(format!("line {line_no}: unknown score `{key}`; use r, f or m")),
+                    _ => {
+                        return Err(format!(
+                            "line {line_no}: unknown score `{key}`; use r, f or m"
+                        ));
+                    }
                 };
                 *slot = Some(range);
             }
             let (Some(r), Some(f)) = (r, f) else {
-                return Err(format!("line {line_no}: `{name}` needs both an r and an f range"));
+                return Err(format!(
+                    "line {line_no}: `{name}` needs both an r and an f range"
+                ));
             };
-            rules.push(SegmentRule { name: name.to_string(), r, f, m });
+            rules.push(SegmentRule {
+                name: name.to_string(),
+                r,
+                f,
+                m,
+            });
         }
         for rule in &rules {
-            for range in [Some(&rule.r), Some(&rule.f), rule.m.as_ref()].into_iter().flatten() {
+            for range in [Some(&rule.r), Some(&rule.f), rule.m.as_ref()]
+                .into_iter()
+                .flatten()
+            {
                 if *range.start() < 1 || *range.end() > scale {
                     return Err(format!(
                         "`{}`: range {}-{} is outside the scale 1-{scale}",
@@ -161,7 +177,15 @@ impl fmt::Display for SegmentMap {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "scale {}", self.scale)?;
         for rule in &self.rules {
-            write!(f, "{}: r {}-{}, f {}-{}", rule.name, rule.r.start(), rule.r.end(), rule.f.start(), rule.f.end())?;
+            write!(
+                f,
+                "{}: r {}-{}, f {}-{}",
+                rule.name,
+                rule.r.start(),
+                rule.r.end(),
+                rule.f.start(),
+                rule.f.end()
+            )?;
             if let Some(m) = &rule.m {
                 write!(f, ", m {}-{}", m.start(), m.end())?;
             }
@@ -179,7 +203,12 @@ mod tests {
     fn standard_map_covers_every_cell_once() {
         let map = SegmentMap::parse(STANDARD_MAP).unwrap_or_else(|e| SegmentMap {
             scale: 0,
-            rules: vec![SegmentRule { name: e, r: 0..=0, f: 0..=0, m: None }],
+            rules: vec![SegmentRule {
+                name: e,
+                r: 0..=0,
+                f: 0..=0,
+                m: None,
+            }],
         });
         assert_eq!(map.scale(), 5);
         assert_eq!(map.rules().len(), 11);
@@ -208,10 +237,22 @@ mod tests {
         assert_eq!(map.lookup(3, 3, Some(3)), Some("Best"));
         assert_eq!(map.lookup(3, 3, Some(2)), Some("Rest"));
         assert_eq!(map.lookup(3, 3, None), Some("Rest"));
-        assert_eq!(SegmentMap::parse("A: r 1-6, f 1").err(), Some("`A`: range 1-6 is outside the scale 1-5".into()));
-        assert_eq!(SegmentMap::parse("A: r 1").err(), Some("line 1: `A` needs both an r and an f range".into()));
-        assert_eq!(SegmentMap::parse("A: x 1, f 2").err(), Some("line 1: unknown score `x`; use r, f or m".into()));
-        assert_eq!(SegmentMap::parse("# nothing").err(), Some("the map has no groups".into()));
+        assert_eq!(
+            SegmentMap::parse("A: r 1-6, f 1").err(),
+            Some("`A`: range 1-6 is outside the scale 1-5".into())
+        );
+        assert_eq!(
+            SegmentMap::parse("A: r 1").err(),
+            Some("line 1: `A` needs both an r and an f range".into())
+        );
+        assert_eq!(
+            SegmentMap::parse("A: x 1, f 2").err(),
+            Some("line 1: unknown score `x`; use r, f or m".into())
+        );
+        assert_eq!(
+            SegmentMap::parse("# nothing").err(),
+            Some("the map has no groups".into())
+        );
         let round_trip = SegmentMap::parse(&map.to_string());
         assert_eq!(round_trip.ok(), Some(map));
     }
