@@ -126,6 +126,72 @@ mod tests {
         }
     }
 
+    /// Splits a documentation example into (SQL, expected table) pairs: a
+    /// statement starts at `> ` and runs until the table's first `+` line.
+    fn example_queries(example: &str) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        let mut in_sql = false;
+        for line in example.lines() {
+            if line.starts_with("```") {
+                continue;
+            }
+            if let Some(sql) = line.strip_prefix("> ") {
+                out.push((sql.to_string(), String::new()));
+                in_sql = true;
+            } else if let Some(last) = out.last_mut() {
+                if in_sql && !line.starts_with('+') {
+                    last.0.push('\n');
+                    last.0.push_str(line);
+                } else if !line.trim().is_empty() {
+                    in_sql = false;
+                    if !last.1.is_empty() {
+                        last.1.push('\n');
+                    }
+                    last.1.push_str(line);
+                }
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn documentation_examples_give_the_documented_results() {
+        let mut ctx = datafusion::prelude::SessionContext::new();
+        register_all(&mut ctx).unwrap();
+        let docs = scalar_functions()
+            .iter()
+            .filter_map(|f| f.documentation().cloned())
+            .chain(
+                aggregate_functions()
+                    .iter()
+                    .filter_map(|f| f.documentation().cloned()),
+            )
+            .chain(
+                window_functions()
+                    .iter()
+                    .filter_map(|f| f.documentation().cloned()),
+            )
+            .collect::<Vec<_>>();
+        let mut checked = 0;
+        for doc in docs {
+            for (sql, expected) in example_queries(doc.sql_example.as_deref().unwrap_or("")) {
+                let batches = ctx
+                    .sql(sql.trim_end_matches(';'))
+                    .await
+                    .unwrap()
+                    .collect()
+                    .await;
+                let table =
+                    datafusion::arrow::util::pretty::pretty_format_batches(&batches.unwrap())
+                        .unwrap()
+                        .to_string();
+                assert_eq!(table, expected, "example:\n{sql}");
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 8);
+    }
+
     #[test]
     fn registers_on_a_session() {
         let mut ctx = datafusion::prelude::SessionContext::new();
