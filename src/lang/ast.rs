@@ -1,0 +1,127 @@
+//! The segment language's syntax tree: plain data, no DataFusion types,
+//! serialisable for snapshots and tools.
+
+use serde::Serialize;
+
+use super::error::Span;
+use super::lexer::Unit;
+
+/// A name as written, with its span.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Name {
+    pub name: String,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum Literal {
+    Number(f64),
+    Text(String),
+    Bool(bool),
+    /// An absolute date.
+    Date {
+        year: i32,
+        month: u32,
+        day: u32,
+    },
+    /// A date relative to the evaluation's `as_of` day.
+    Relative {
+        amount: i64,
+        unit: Unit,
+    },
+    /// `today`: the `as_of` day.
+    Today,
+    /// A month and day of any year.
+    MonthDay {
+        month: u32,
+        day: u32,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Value {
+    pub literal: Literal,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum CompareOp {
+    Eq,
+    NotEq,
+    Lt,
+    LtEq,
+    Gt,
+    GtEq,
+}
+
+/// A date range for behaviour conditions: either end may be open.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DateRange {
+    pub from: Option<Value>,
+    pub to: Option<Value>,
+    pub span: Span,
+}
+
+/// One `key: value` argument of a call such as `bought(...)`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum Argument {
+    Value { key: Name, value: Value },
+    Range { key: Name, range: DateRange },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum Condition {
+    And(Vec<Condition>),
+    Or(Vec<Condition>),
+    Not(Box<Condition>),
+    /// `attribute op value`.
+    Compare {
+        attribute: Name,
+        op: CompareOp,
+        value: Value,
+    },
+    /// `attribute [NOT] BETWEEN low AND high` (inclusive).
+    Between {
+        attribute: Name,
+        low: Value,
+        high: Value,
+        negated: bool,
+    },
+    /// `attribute [NOT] IN (v1, v2, ...)`.
+    InList {
+        attribute: Name,
+        values: Vec<Value>,
+        negated: bool,
+    },
+    /// `attribute IS [NOT] NULL`.
+    IsNull {
+        attribute: Name,
+        negated: bool,
+    },
+    /// `attribute [NOT] IN MM-DD..MM-DD`: a window of any year.
+    YearlyWindow {
+        attribute: Name,
+        from: Value,
+        to: Value,
+        negated: bool,
+    },
+    /// `attribute [NOT] IN NEXT n DAYS` / `IN LAST n DAYS`: an anniversary
+    /// of the date falls in the n days after (or before) `as_of`,
+    /// `as_of` included.
+    Anniversary {
+        attribute: Name,
+        days: i64,
+        future: bool,
+        negated: bool,
+        span: Span,
+    },
+    /// `name(key: value, ...)`: a behaviour or membership test such as
+    /// `bought(category: 'sofa', date: -365d..today)` or `in_segment(vip)`.
+    Call {
+        function: Name,
+        arguments: Vec<Argument>,
+        /// A bare name argument such as the segment code of `in_segment(vip)`.
+        positional: Vec<Name>,
+        span: Span,
+    },
+}

@@ -1,0 +1,116 @@
+//! `segment('<condition>'[, as_of])`: the customers matching a condition,
+//! as a table usable anywhere SQL takes one.
+
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::common::{DataFusionError, Result, ScalarValue, plan_err};
+use datafusion::datasource::ViewTable;
+use datafusion::logical_expr::Expr;
+use datafusion::prelude::SessionContext;
+
+use super::catalog::SegmentCatalog;
+use super::planner::{AsOf, PlanError, plan_condition};
+use crate::lang;
+
+/// The `segment` table function over one session's tables.
+#[derive(Debug)]
+pub struct SegmentTableFunction {
+    catalog: SegmentCatalog,
+}
+
+impl SegmentTableFunction {
+    pub fn new(catalog: SegmentCatalog) -> Self {
+        Self { catalog }
+    }
+}
+
+/// Registers `segment(...)` when the session has a `customers` table;
+/// returns whether it did.
+pub async fn register(ctx: &SessionContext) -> bool {
+    match SegmentCatalog::from_session(ctx).await {
+        Some(catalog) => {
+            ctx.register_udtf("segment", Arc::new(SegmentTableFunction::new(catalog)));
+            true
+        }
+        None => false,
+    }
+}
+
+/// Parses and plans `source`, turning errors into DataFusion planning
+/// errors that show the condition with a caret.
+pub fn plan_text(
+    source: &str,
+    catalog: &SegmentCatalog,
+    as_of: AsOf,
+) -> Result<datafusion::logical_expr::LogicalPlan> {
+    let condition = lang::parse(source).map_err(|e| {
+        DataFusionError::Plan(format!("in segment condition\n{}", e.render(source)))
+    })?;
+    plan_condition(&condition, catalog, as_of).map_err(|e| match e {
+        PlanError::DataFusion(e) => e,
+        lang_error @ PlanError::Lang(_) => DataFusionError::Plan(format!(
+            "in segment condition\n{}",
+            lang_error.render(source)
+        )),
+    })
+}
+
+fn literal(expr: &Expr) -> Option<&ScalarValue> {
+    match expr {
+        Expr::Literal(value, _) => Some(value),
+        Expr::Cast(c) => literal(&c.expr),
+        _ => None,
+    }
+}
+
+/// Reads the optional `as_of` argument: a date or 'YYYY-MM-DD' text.
+fn as_of_argument(expr: Option<&Expr>) -> Result<AsOf> {
+    let Some(expr) = expr else {
+        return Ok(AsOf::today());
+    };
+    match literal(expr) {
+        Some(ScalarValue::Date32(Some(days))) => NaiveDate::default()
+            .checked_add_signed(chrono::Duration::days(i64::from(*days)))
+            .map(AsOf)
+            .ok_or_else(|| DataFusionError::Plan("segment: as_of is out of range".into())),
+        Some(
+            ScalarValue::Utf8(Some(text))
+            | ScalarValue::Utf8View(Some(text))
+            | ScalarValue::LargeUtf8(Some(text)),
+        ) => NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d")
+            .map(AsOf)
+            .or_else(|_| {
+                plan_err!("segment: as_of must be a date such as '2011-12-10', got '{text}'")
+            }),
+        _ => plan_err!("segment: as_of must be a constant date such as DATE '2011-12-10'"),
+    }
+}
+
+impl TableFunctionImpl for SegmentTableFunction {
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        let exprs = args.exprs();
+        if exprs.is_empty() || exprs.len() > 2 {
+            return plan_err!(
+                "segment expects 1 or 2 arguments: segment('<condition>'[, as_of]); got {}",
+                exprs.len()
+            );
+        }
+        let source = match literal(&exprs[0]) {
+            Some(
+                ScalarValue::Utf8(Some(s))
+                | ScalarValue::Utf8View(Some(s))
+                | ScalarValue::LargeUtf8(Some(s)),
+            ) => s.clone(),
+            _ => {
+                return plan_err!(
+                    "segment: the condition must be constant text, as in segment('orders_count >= 3')"
+                );
+            }
+        };
+        let as_of = as_of_argument(exprs.get(1))?;
+        let plan = plan_text(&source, &self.catalog, as_of)?;
+        Ok(Arc::new(ViewTable::new(plan, Some(source))))
+    }
+}
