@@ -42,8 +42,12 @@ impl SegqlDb {
         segql_udfs::register_all(&mut ctx)?;
         for table in ["orders", "customers", "order_items"] {
             let path = root.join(format!("data/online_retail/{table}.parquet"));
-            ctx.register_parquet(table, path.to_string_lossy().as_ref(), ParquetReadOptions::default())
-                .await?;
+            ctx.register_parquet(
+                table,
+                path.to_string_lossy().as_ref(),
+                ParquetReadOptions::default(),
+            )
+            .await?;
         }
         Ok(Self { ctx })
     }
@@ -60,7 +64,11 @@ fn cell(array: &ArrayRef, row: usize) -> Result<String, SltError> {
         .map_err(|e| SltError(e.to_string()))?
         .value(row)
         .to_string();
-    Ok(if text.is_empty() { "(empty)".to_string() } else { text })
+    Ok(if text.is_empty() {
+        "(empty)".to_string()
+    } else {
+        text
+    })
 }
 
 fn column_type(data_type: &DataType) -> DefaultColumnType {
@@ -68,7 +76,10 @@ fn column_type(data_type: &DataType) -> DefaultColumnType {
         DefaultColumnType::Integer
     } else if data_type.is_floating() || matches!(data_type, DataType::Decimal128(_, _)) {
         DefaultColumnType::FloatingPoint
-    } else if matches!(data_type, DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8) {
+    } else if matches!(
+        data_type,
+        DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8
+    ) {
         DefaultColumnType::Text
     } else {
         DefaultColumnType::Any
@@ -87,7 +98,11 @@ impl AsyncDB for SegqlDb {
         if schema.fields().is_empty() {
             return Ok(DBOutput::StatementComplete(0));
         }
-        let types = schema.fields().iter().map(|f| column_type(f.data_type())).collect();
+        let types = schema
+            .fields()
+            .iter()
+            .map(|f| column_type(f.data_type()))
+            .collect();
         let mut rows = Vec::new();
         for batch in &batches {
             for row in 0..batch.num_rows() {
@@ -116,7 +131,9 @@ fn slt_files(dir: &Path, filters: &[String]) -> std::io::Result<Vec<PathBuf>> {
         .filter(|p| p.extension().is_some_and(|x| x == "slt"))
         .filter(|p| {
             filters.is_empty()
-                || filters.iter().any(|f| p.to_string_lossy().contains(f.as_str()))
+                || filters
+                    .iter()
+                    .any(|f| p.to_string_lossy().contains(f.as_str()))
         })
         .collect();
     files.sort();
@@ -127,7 +144,10 @@ fn slt_files(dir: &Path, filters: &[String]) -> std::io::Result<Vec<PathBuf>> {
 async fn main() -> ExitCode {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     // Cargo passes libtest flags such as `--nocapture`; only plain words filter.
-    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     let files = match slt_files(&root.join("tests/slt"), &filters) {
         Ok(files) => files,
         Err(e) => {
@@ -137,7 +157,11 @@ async fn main() -> ExitCode {
     };
     let (mut passed, mut failed) = (0, 0);
     for file in &files {
-        let name = file.strip_prefix(&root).unwrap_or(file).display().to_string();
+        let name = file
+            .strip_prefix(&root)
+            .unwrap_or(file)
+            .display()
+            .to_string();
         let root = root.clone();
         let mut runner = Runner::new(move || {
             let root = root.clone();

@@ -1,0 +1,350 @@
+//! The project file (`segql.toml`): which Parquet data each table name means.
+//!
+//! The file has one section today, `[tables]`, mapping a table name to a
+//! Parquet file, a directory of Parquet files, or a glob such as
+//! `data/*.parquet`. Relative paths resolve against the folder of the project
+//! file, so a project works from any working directory; URLs with a scheme
+//! (`s3://...`, `file://...`) pass through unchanged. Unknown keys are
+//! errors, so a typo never silently drops a setting. This module only reads
+//! and checks the file; `session` turns it into registered tables.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::Error;
+
+/// The project file looked for in the working directory when none is named.
+pub const DEFAULT_CONFIG_FILE: &str = "segql.toml";
+
+/// A loaded project file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Config {
+    /// The file this came from, as given (for messages); `None` when the
+    /// configuration was built in code or no file was used.
+    pub source: Option<PathBuf>,
+    /// The tables, in name order.
+    pub tables: Vec<TableConfig>,
+}
+
+/// One entry of `[tables]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableConfig {
+    /// The SQL name of the table.
+    pub name: String,
+    /// Where its Parquet data is.
+    pub location: TableLocation,
+}
+
+/// Where a table's Parquet data lives, after resolving relative paths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TableLocation {
+    /// A local file or directory (absolute).
+    Path(PathBuf),
+    /// A local glob pattern (absolute), e.g. `/data/orders/*.parquet`.
+    Glob(PathBuf),
+    /// A URL with a scheme, handed to DataFusion unchanged.
+    Url(String),
+}
+
+impl TableLocation {
+    /// The location as DataFusion's `register_parquet` takes it.
+    pub fn to_table_path(&self) -> String {
+        match self {
+            Self::Path(path) | Self::Glob(path) => path.to_string_lossy().into_owned(),
+            Self::Url(url) => url.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for TableLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.to_table_path())
+    }
+}
+
+/// The file's shape, as serde reads it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    #[serde(default)]
+    tables: BTreeMap<String, String>,
+}
+
+impl Config {
+    /// Reads and checks the project file at `path`.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, Error> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                Error::ConfigNotFound {
+                    path: path.to_path_buf(),
+                }
+            } else {
+                Error::ConfigRead {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            }
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Parses project-file text that came from `path`; relative table paths
+    /// resolve against `path`'s folder.
+    pub fn from_toml(text: &str, path: impl AsRef<Path>) -> Result<Self, Error> {
+        let path = path.as_ref();
+        let file: ConfigFile = toml::from_str(text).map_err(|e| {
+            let (line, column) = e
+                .span()
+                .map_or((1, 1), |span| line_and_column(text, span.start));
+            Error::ConfigSyntax {
+                path: path.to_path_buf(),
+                line,
+                column,
+                message: e.message().trim().to_string(),
+            }
+        })?;
+
+        let base_dir = absolute(path)
+            .parent()
+            .map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
+
+        let mut tables = Vec::with_capacity(file.tables.len());
+        for (name, raw) in file.tables {
+            if !is_valid_identifier(&name) {
+                return Err(Error::InvalidTableName {
+                    path: path.to_path_buf(),
+                    name,
+                });
+            }
+            if raw.trim().is_empty() {
+                return Err(Error::EmptyTablePath {
+                    path: path.to_path_buf(),
+                    name,
+                });
+            }
+            let location = resolve_location(&raw, &base_dir);
+            tables.push(TableConfig { name, location });
+        }
+        Ok(Self {
+            source: Some(path.to_path_buf()),
+            tables,
+        })
+    }
+
+    /// Where the tables came from, for messages: the project file's path as
+    /// given, or `configuration` when built in code.
+    pub fn origin(&self) -> String {
+        self.source
+            .as_ref()
+            .map_or_else(|| "configuration".to_string(), |p| p.display().to_string())
+    }
+}
+
+/// Resolves a `[tables]` value: URLs unchanged, local paths made absolute
+/// against `base_dir` (and `.`/`..` removed, so messages show a clean path).
+pub fn resolve_location(raw: &str, base_dir: &Path) -> TableLocation {
+    if is_url(raw) {
+        return TableLocation::Url(raw.to_string());
+    }
+    let path = normalize(&base_dir.join(raw));
+    if is_glob(raw) {
+        TableLocation::Glob(path)
+    } else {
+        TableLocation::Path(path)
+    }
+}
+
+/// True for `scheme://...` (RFC 3986 scheme: a letter, then letters, digits,
+/// `+`, `-`, `.`).
+pub fn is_url(s: &str) -> bool {
+    let Some((scheme, _)) = s.split_once("://") else {
+        return false;
+    };
+    let mut chars = scheme.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+}
+
+/// True when `s` holds a glob character. The set is DataFusion's
+/// (`ListingTableUrl`): `*`, `?` and `[`.
+pub fn is_glob(s: &str) -> bool {
+    s.contains(['*', '?', '['])
+}
+
+/// True for a SQL identifier that needs no quoting: `[A-Za-z_][A-Za-z0-9_]*`.
+pub fn is_valid_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// `path` made absolute against the working directory, without touching the
+/// file system (no symlink resolution); unchanged if that is impossible.
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// Removes `.` and resolves `..` lexically, as DataFusion does when it turns
+/// a path into a URL.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                // Never pop past the root.
+                if !matches!(
+                    out.components().next_back(),
+                    None | Some(Component::RootDir | Component::Prefix(_))
+                ) {
+                    out.pop();
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// 1-based line and character column of byte `offset` in `text`.
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before.get(line_start..).map_or(0, |s| s.chars().count()) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_folder() {
+        let config = Config::from_toml(
+            "[tables]\norders = \"data/orders.parquet\"\nup = \"../x/./y.parquet\"\n",
+            "/proj/sub/segql.toml",
+        )
+        .unwrap();
+        assert_eq!(config.source, Some(PathBuf::from("/proj/sub/segql.toml")));
+        assert_eq!(
+            config.tables,
+            vec![
+                TableConfig {
+                    name: "orders".into(),
+                    location: TableLocation::Path("/proj/sub/data/orders.parquet".into()),
+                },
+                TableConfig {
+                    name: "up".into(),
+                    location: TableLocation::Path("/proj/x/y.parquet".into()),
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn relative_config_path_resolves_against_the_working_directory() {
+        let config = Config::from_toml("[tables]\nt = \"t.parquet\"\n", "segql.toml").unwrap();
+        let expected = std::env::current_dir().unwrap().join("t.parquet");
+        assert_eq!(config.tables[0].location, TableLocation::Path(expected));
+    }
+
+    #[test]
+    fn absolute_paths_globs_and_urls() {
+        let base = Path::new("/proj");
+        assert_eq!(
+            resolve_location("/data/o.parquet", base),
+            TableLocation::Path("/data/o.parquet".into())
+        );
+        assert_eq!(
+            resolve_location("data/*.parquet", base),
+            TableLocation::Glob("/proj/data/*.parquet".into())
+        );
+        assert_eq!(
+            resolve_location("s3://bucket/orders/", base),
+            TableLocation::Url("s3://bucket/orders/".into())
+        );
+        assert_eq!(
+            resolve_location("file:///tmp/o.parquet", base),
+            TableLocation::Url("file:///tmp/o.parquet".into())
+        );
+    }
+
+    #[test]
+    fn glob_detection() {
+        assert!(is_glob("data/*.parquet"));
+        assert!(is_glob("data/part-?.parquet"));
+        assert!(is_glob("data/[ab].parquet"));
+        assert!(!is_glob("data/orders.parquet"));
+        assert!(!is_glob("data/orders/"));
+    }
+
+    #[test]
+    fn url_detection() {
+        assert!(is_url("s3://bucket/key"));
+        assert!(is_url("gs+x.y-z://b"));
+        assert!(!is_url("data/orders.parquet"));
+        assert!(!is_url("://nothing"));
+        assert!(!is_url("1s3://bucket"));
+        assert!(!is_url("dir with space://x"));
+    }
+
+    #[test]
+    fn identifier_check() {
+        for ok in ["orders", "_tmp", "order_items", "T1", "a"] {
+            assert!(is_valid_identifier(ok), "{ok}");
+        }
+        for bad in ["", "1orders", "order-items", "orders.x", "naïve", "a b"] {
+            assert!(!is_valid_identifier(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bad_table_name_is_an_error() {
+        let err =
+            Config::from_toml("[tables]\n\"order-items\" = \"x.parquet\"\n", "p.toml").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "project file p.toml: `order-items` is not a valid table name; table names start \
+             with a letter or `_` and contain only letters, digits and `_` (rename the key \
+             under [tables])"
+        );
+    }
+
+    #[test]
+    fn unknown_key_reports_line_and_column() {
+        let err =
+            Config::from_toml("# c\n[tabels]\norders = \"o.parquet\"\n", "p.toml").unwrap_err();
+        let Error::ConfigSyntax {
+            line,
+            column,
+            message,
+            ..
+        } = err
+        else {
+            panic!("unexpected error {err}");
+        };
+        assert_eq!((line, column), (2, 2));
+        assert_eq!(message, "unknown field `tabels`, expected `tables`");
+    }
+
+    #[test]
+    fn empty_file_has_no_tables() {
+        let config = Config::from_toml("", "p.toml").unwrap();
+        assert!(config.tables.is_empty());
+    }
+
+    #[test]
+    fn line_and_column_count_characters() {
+        assert_eq!(line_and_column("ab\ncd", 0), (1, 1));
+        assert_eq!(line_and_column("ab\ncd", 4), (2, 2));
+        assert_eq!(line_and_column("é\nx", 3), (2, 1));
+        assert_eq!(line_and_column("éa", 2), (1, 2));
+    }
+}

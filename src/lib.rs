@@ -1,0 +1,20 @@
+//! segql: customer segmentation on Apache DataFusion.
+//!
+//! The SQL functions live in the [`segql_udfs`] crate (re-exported here);
+//! this library adds what a project around them needs: the project file
+//! ([`config`]), registering its Parquet tables and running SQL texts on a
+//! caller's `SessionContext` ([`session`]), writing results as a table, CSV
+//! or JSON ([`output`]), and the error type all of them share ([`error`]).
+//! The `segql` binary is a thin command line over these modules.
+
+pub mod config;
+pub mod error;
+pub mod lang;
+pub mod output;
+pub mod segment;
+pub mod session;
+
+pub use config::Config;
+pub use error::Error;
+pub use output::Format;
+pub use segql_udfs;

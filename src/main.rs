@@ -1,0 +1,119 @@
+//! The `segql` command line: runs SQL (`-c`) and SQL files (`-f`) over the
+//! project's Parquet tables with segql's functions registered, and prints
+//! the results as a table, CSV or JSON.
+//!
+//! This file owns the session and the process: it builds the
+//! `SessionContext`, and it is the only place where an error becomes a
+//! message on standard error and an exit code (1 for failures, 2 for usage
+//! errors, as clap does).
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Parser;
+use datafusion::prelude::SessionContext;
+use segql::config::{Config, DEFAULT_CONFIG_FILE};
+use segql::error::Error;
+use segql::output::{Format, Printer};
+use segql::session::{register_tables, run_sql};
+
+/// Customer segmentation SQL over Parquet, on Apache DataFusion.
+///
+/// Runs the statements of every -c, then of every -f file, in order, over
+/// the tables of the project file, and prints each result.
+#[derive(Debug, Parser)]
+#[command(
+    name = "segql",
+    version,
+    override_usage = "segql [--config FILE] [-c SQL]... [-f FILE]... \
+                      [--format table|csv|json|ndjson] [--output PATH]"
+)]
+struct Args {
+    /// Project file mapping table names to Parquet paths
+    /// [default: ./segql.toml when it exists]
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// SQL to run; several statements separated by `;` (repeatable)
+    #[arg(short = 'c', long = "command", value_name = "SQL")]
+    commands: Vec<String>,
+
+    /// File of SQL statements, `--` comments allowed (repeatable; runs
+    /// after every -c)
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    files: Vec<PathBuf>,
+
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+
+    /// Write results to this file instead of standard output
+    #[arg(long, value_name = "PATH")]
+    output: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    if args.commands.is_empty() && args.files.is_empty() {
+        eprintln!(
+            "segql: the interactive prompt is not built yet; run SQL with -c \"SQL\" or \
+             -f FILE (see segql --help)"
+        );
+        return ExitCode::from(2);
+    }
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        // The reader closed the pipe (`segql ... | head`): not a failure.
+        Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), Error> {
+    let config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None if Path::new(DEFAULT_CONFIG_FILE).is_file() => Config::load(DEFAULT_CONFIG_FILE)?,
+        None => Config::default(),
+    };
+
+    let mut ctx = SessionContext::new();
+    segql_udfs::register_all(&mut ctx)?;
+    register_tables(&ctx, &config).await?;
+    segql::segment::table_function::register(&ctx).await;
+
+    let (out, target): (Box<dyn Write>, String) = match &args.output {
+        Some(path) => {
+            let file = File::create(path).map_err(|source| Error::OutputCreate {
+                path: path.clone(),
+                source,
+            })?;
+            (Box::new(BufWriter::new(file)), path.display().to_string())
+        }
+        None => (
+            Box::new(BufWriter::new(std::io::stdout().lock())),
+            "standard output".to_string(),
+        ),
+    };
+    let mut printer = Printer::new(out, args.format, target);
+
+    for sql in &args.commands {
+        run_sql(&ctx, sql, |result| printer.print(result)).await?;
+    }
+    for path in &args.files {
+        let sql = std::fs::read_to_string(path).map_err(|source| Error::SqlFileRead {
+            path: path.clone(),
+            source,
+        })?;
+        run_sql(&ctx, &sql, |result| printer.print(result))
+            .await
+            .map_err(|e| e.in_file(path))?;
+    }
+    printer.finish()?;
+    Ok(())
+}

@@ -1,0 +1,369 @@
+//! Putting a project to work on a caller's `SessionContext`: registering the
+//! project file's tables, and running texts of SQL statements.
+//!
+//! The library never builds a `SessionContext` of its own: the binary (or any
+//! other host program) owns the session, its configuration and its
+//! functions, and passes it in. Local table paths are checked before
+//! DataFusion sees them, so a typo in a path reads as "no file at ...", not
+//! as an empty table or an object-store error. SQL texts are split into
+//! statements with DataFusion's own parser and the session's dialect, then
+//! planned and run one at a time, so a `CREATE VIEW` is visible to the
+//! statements after it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::datasource::listing::ListingTableUrl;
+use datafusion::error::DataFusionError;
+use datafusion::object_store::path::Path as ObjectPath;
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use datafusion::sql::parser::{DFParserBuilder, Statement};
+use datafusion::sql::sqlparser::dialect::dialect_from_str;
+use datafusion::sql::sqlparser::parser::ParserError;
+use datafusion::sql::sqlparser::tokenizer::Token;
+
+use crate::config::{Config, TableConfig, TableLocation};
+use crate::error::Error;
+
+/// Directory levels searched below a glob's or directory's base when
+/// checking that it holds a Parquet file; guards against symlink cycles.
+const MAX_LISTING_DEPTH: usize = 32;
+
+/// Registers every table of `config` on `ctx` as a Parquet listing table.
+///
+/// Local paths are checked first: a missing file or directory, a glob that
+/// matches no `.parquet` file, a directory without one, or a file not named
+/// `*.parquet` is an error naming the table, the absolute path and the
+/// project file. URLs go to DataFusion unchecked (their object store must be
+/// registered on `ctx`).
+pub async fn register_tables(ctx: &SessionContext, config: &Config) -> Result<(), Error> {
+    let origin = config.origin();
+    for table in &config.tables {
+        check_location(ctx, table, &origin)?;
+        let location = table.location.to_table_path();
+        ctx.register_parquet(
+            table.name.as_str(),
+            &location,
+            ParquetReadOptions::default(),
+        )
+        .await
+        .map_err(|source| Error::TableRegistration {
+            table: table.name.clone(),
+            location,
+            origin: origin.clone(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// The checks on a local location that DataFusion would otherwise report
+/// less clearly (or not at all).
+fn check_location(ctx: &SessionContext, table: &TableConfig, origin: &str) -> Result<(), Error> {
+    let extension = ParquetReadOptions::default().file_extension;
+    match &table.location {
+        TableLocation::Url(url) => {
+            let parsed =
+                ListingTableUrl::parse(url).map_err(|source| Error::TableRegistration {
+                    table: table.name.clone(),
+                    location: url.clone(),
+                    origin: origin.to_string(),
+                    source,
+                })?;
+            match ctx.runtime_env().object_store(&parsed) {
+                Ok(_) => Ok(()),
+                Err(_) => Err(Error::NoObjectStore {
+                    table: table.name.clone(),
+                    url: url.clone(),
+                    scheme: parsed.scheme().to_string(),
+                    origin: origin.to_string(),
+                }),
+            }
+        }
+        TableLocation::Path(path) => {
+            if path.is_file() {
+                if path.to_string_lossy().ends_with(extension) {
+                    Ok(())
+                } else {
+                    Err(Error::NotParquet {
+                        table: table.name.clone(),
+                        path: path.clone(),
+                        origin: origin.to_string(),
+                    })
+                }
+            } else if path.is_dir() {
+                if holds_parquet(ctx, table, origin, path, extension)? {
+                    Ok(())
+                } else {
+                    Err(Error::EmptyDirectory {
+                        table: table.name.clone(),
+                        path: path.clone(),
+                        origin: origin.to_string(),
+                    })
+                }
+            } else {
+                Err(Error::TableNotFound {
+                    table: table.name.clone(),
+                    path: path.clone(),
+                    origin: origin.to_string(),
+                })
+            }
+        }
+        TableLocation::Glob(pattern) => {
+            if holds_parquet(ctx, table, origin, pattern, extension)? {
+                Ok(())
+            } else {
+                Err(Error::GlobNoMatch {
+                    table: table.name.clone(),
+                    pattern: pattern.to_string_lossy().into_owned(),
+                    origin: origin.to_string(),
+                })
+            }
+        }
+    }
+}
+
+/// Whether the local directory or glob `location` takes in at least one
+/// file ending in `extension`, by DataFusion's own rules
+/// ([`ListingTableUrl::contains`], honouring
+/// `datafusion.execution.listing_table_ignore_subdirectory`).
+fn holds_parquet(
+    ctx: &SessionContext,
+    table: &TableConfig,
+    origin: &str,
+    location: &Path,
+    extension: &str,
+) -> Result<bool, Error> {
+    let text = location.to_string_lossy();
+    let url = ListingTableUrl::parse(&text).map_err(|source| Error::TableRegistration {
+        table: table.name.clone(),
+        location: text.to_string(),
+        origin: origin.to_string(),
+        source,
+    })?;
+    let ignore_subdirectory = ctx
+        .copied_config()
+        .options()
+        .execution
+        .listing_table_ignore_subdirectory;
+    let base = glob_base(location);
+    if !base.is_dir() {
+        return Ok(false);
+    }
+    let mut pending = vec![(base, 0)];
+    while let Some((dir, depth)) = pending.pop() {
+        let entries = std::fs::read_dir(&dir).map_err(|source| Error::TableListing {
+            table: table.name.clone(),
+            path: dir.clone(),
+            origin: origin.to_string(),
+            source,
+        })?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                if depth < MAX_LISTING_DEPTH {
+                    pending.push((path, depth + 1));
+                }
+            } else if path.to_string_lossy().ends_with(extension)
+                && ObjectPath::from_absolute_path(&path)
+                    .is_ok_and(|p| url.contains(&p, ignore_subdirectory))
+            {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// The directory a glob is evaluated in: everything before the first path
+/// segment holding a glob character (DataFusion splits the same way). A
+/// path without one is its own base.
+fn glob_base(location: &Path) -> PathBuf {
+    let mut base = PathBuf::new();
+    for component in location.components() {
+        if crate::config::is_glob(&component.as_os_str().to_string_lossy()) {
+            break;
+        }
+        base.push(component);
+    }
+    base
+}
+
+/// One statement of a SQL text, with the line it starts on (1-based).
+#[derive(Debug, Clone)]
+pub struct SqlStatement {
+    /// The parsed statement.
+    pub statement: Statement,
+    /// The line of the text where the statement starts.
+    pub line: u64,
+}
+
+/// What one statement returned: its schema (so an empty result still has
+/// column names) and its batches. Statements without output (`CREATE VIEW`,
+/// `SET`) have a schema with no fields.
+#[derive(Debug, Clone)]
+pub struct StatementResult {
+    /// The result's columns.
+    pub schema: SchemaRef,
+    /// The result's rows.
+    pub batches: Vec<RecordBatch>,
+}
+
+impl StatementResult {
+    /// Number of rows over all batches.
+    pub fn num_rows(&self) -> usize {
+        self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+}
+
+/// Splits `sql` into statements with DataFusion's parser, using the dialect
+/// and recursion limit configured on `ctx`. Empty statements (`;;`) and `--`
+/// or `/* */` comments are skipped. The whole text is parsed before anything
+/// runs, so a syntax error anywhere runs nothing.
+pub fn parse_statements(ctx: &SessionContext, sql: &str) -> Result<Vec<SqlStatement>, Error> {
+    let state = ctx.state();
+    let options = &state.config().options().sql_parser;
+    let dialect = dialect_from_str(options.dialect).ok_or_else(|| {
+        DataFusionError::Plan(format!(
+            "unsupported SQL dialect `{}`; set datafusion.sql_parser.dialect to a dialect \
+             DataFusion knows",
+            options.dialect
+        ))
+    })?;
+    let mut parser = DFParserBuilder::new(sql)
+        .with_dialect(dialect.as_ref())
+        .with_recursion_limit(options.recursion_limit.get())
+        .build()?;
+
+    // DFParser::parse_statements, keeping each statement's first line.
+    let mut statements = Vec::new();
+    let mut expecting_delimiter = false;
+    loop {
+        while parser.parser.consume_token(&Token::SemiColon) {
+            expecting_delimiter = false;
+        }
+        let next = parser.parser.peek_token();
+        if next.token == Token::EOF {
+            break;
+        }
+        if expecting_delimiter {
+            // The text DFParser gives for the same mistake.
+            let message = format!(
+                "Expected: end of statement, found: {}{}",
+                next, next.span.start
+            );
+            return Err(
+                DataFusionError::SQL(Box::new(ParserError::ParserError(message)), None).into(),
+            );
+        }
+        let line = next.span.start.line;
+        let statement = parser.parse_statement()?;
+        statements.push(SqlStatement { statement, line });
+        expecting_delimiter = true;
+    }
+    Ok(statements)
+}
+
+/// Plans and runs one statement on `ctx`, collecting its result.
+pub async fn run_statement(
+    ctx: &SessionContext,
+    statement: SqlStatement,
+) -> Result<StatementResult, Error> {
+    let plan = ctx.state().statement_to_plan(statement.statement).await?;
+    let frame = ctx.execute_logical_plan(plan).await?;
+    let schema = Arc::clone(frame.schema().inner());
+    let batches = frame.collect().await?;
+    Ok(StatementResult { schema, batches })
+}
+
+/// Runs every statement of `sql` in order, handing each result to
+/// `on_result` as soon as it is complete (so output appears while a long
+/// batch is still running). Stops at the first error; when the text holds
+/// several statements the error says which one failed and on which line.
+pub async fn run_sql<F>(ctx: &SessionContext, sql: &str, mut on_result: F) -> Result<(), Error>
+where
+    F: FnMut(&StatementResult) -> Result<(), Error>,
+{
+    let statements = parse_statements(ctx, sql)?;
+    let several = statements.len() > 1;
+    for (index, statement) in statements.into_iter().enumerate() {
+        let line = statement.line;
+        let outcome = match run_statement(ctx, statement).await {
+            Ok(result) => on_result(&result),
+            Err(e) => Err(e),
+        };
+        if let Err(source) = outcome {
+            return Err(if several && !matches!(source, Error::Write { .. }) {
+                Error::Statement {
+                    number: index + 1,
+                    line,
+                    source: Box::new(source),
+                }
+            } else {
+                source
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Runs every statement of `sql` and returns all their results.
+pub async fn collect_sql(ctx: &SessionContext, sql: &str) -> Result<Vec<StatementResult>, Error> {
+    let mut results = Vec::new();
+    run_sql(ctx, sql, |result| {
+        results.push(result.clone());
+        Ok(())
+    })
+    .await?;
+    Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_keep_their_first_line() {
+        let ctx = SessionContext::new();
+        let sql = "-- header\nSELECT 1;\n\n;; SELECT\n  2;\n/* c */ SELECT 3";
+        let lines: Vec<u64> = parse_statements(&ctx, sql)
+            .unwrap()
+            .iter()
+            .map(|s| s.line)
+            .collect();
+        assert_eq!(lines, vec![2, 4, 6]);
+    }
+
+    #[test]
+    fn missing_semicolon_is_a_syntax_error() {
+        let ctx = SessionContext::new();
+        let err = parse_statements(&ctx, "SELECT 1 SELECT 2").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "SQL syntax error: Expected: end of statement, found: SELECT at Line: 1, Column: 10"
+        );
+    }
+
+    #[test]
+    fn glob_base_stops_at_the_first_glob_segment() {
+        assert_eq!(
+            glob_base(Path::new("/d/x/*/y/*.parquet")),
+            PathBuf::from("/d/x")
+        );
+        assert_eq!(glob_base(Path::new("/d/x")), PathBuf::from("/d/x"));
+    }
+
+    #[tokio::test]
+    async fn results_carry_their_schema_when_empty() {
+        let ctx = SessionContext::new();
+        let results = collect_sql(&ctx, "SELECT 1 AS a WHERE false; SELECT 2 AS b")
+            .await
+            .unwrap();
+        assert_eq!(results.len(), 2);
+        assert_eq!(results[0].num_rows(), 0);
+        assert_eq!(results[0].schema.field(0).name(), "a");
+        assert_eq!(results[1].num_rows(), 1);
+    }
+}

@@ -1,0 +1,183 @@
+//! Bad SQL, unknown tables, unreadable files and usage errors: each exits
+//! with status 1 (2 for usage errors) and one clear `error:` line.
+
+use std::fs;
+
+use crate::{assert_fails, segql};
+
+#[test]
+fn bad_sql_shows_the_parser_error() {
+    assert_fails(
+        &segql(&["-c", "SELEC 1"]),
+        1,
+        "error: SQL syntax error: Expected: an SQL statement, found: SELEC at Line: 1, Column: 1\n",
+    );
+}
+
+#[test]
+fn missing_semicolon_between_statements() {
+    assert_fails(
+        &segql(&["-c", "SELECT 1\nSELECT 2"]),
+        1,
+        "error: SQL syntax error: Expected: end of statement, found: SELECT at Line: 2, Column: 1\n",
+    );
+}
+
+#[test]
+fn a_syntax_error_anywhere_runs_nothing() {
+    // The whole text is parsed before the first statement runs.
+    assert_fails(
+        &segql(&["-c", "SELECT 1 AS a; SELECT (1 + ;"]),
+        1,
+        "error: SQL syntax error: Expected: an expression, found: ; at Line: 1, Column: 28\n",
+    );
+}
+
+#[test]
+fn unknown_table() {
+    assert_fails(
+        &segql(&["-c", "SELECT * FROM ordres"]),
+        1,
+        "error: Error during planning: table 'datafusion.public.ordres' not found\n",
+    );
+}
+
+#[test]
+fn unknown_column() {
+    // DataFusion's message, which lists the valid fields on a second line.
+    assert_fails(
+        &segql(&["-c", "SELECT amout FROM orders"]),
+        1,
+        "error: Schema error: No field named amout. Did you mean 'orders.amount'?\n\
+         Valid fields are orders.order_id, orders.customer_id, orders.order_ts, orders.amount, \
+         orders.status, orders.n_lines, orders.n_units, orders.country, orders.channel.\n",
+    );
+}
+
+#[test]
+fn failing_statement_is_named_and_earlier_output_kept() {
+    let run = segql(&[
+        "--format",
+        "csv",
+        "-c",
+        "SELECT 1 AS a;\nSELECT * FROM nope",
+    ]);
+    assert_eq!(run.code, Some(1));
+    assert_eq!(run.stdout, "a\n1\n");
+    assert_eq!(
+        run.stderr,
+        "error: statement 2 (line 2): Error during planning: table 'datafusion.public.nope' not found\n"
+    );
+}
+
+#[test]
+fn error_in_a_file_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("q.sql");
+    fs::write(
+        &file,
+        "-- first\nSELECT 1 AS a;\n\n-- second\nSELECT * FROM nope;\n",
+    )
+    .unwrap();
+    let run = segql(&["--format", "csv", "-f", file.to_str().unwrap()]);
+    assert_eq!(run.code, Some(1));
+    assert_eq!(run.stdout, "a\n1\n");
+    assert_eq!(
+        run.stderr,
+        format!(
+            "error: in {}: statement 2 (line 5): Error during planning: table \
+             'datafusion.public.nope' not found\n",
+            file.display()
+        )
+    );
+}
+
+#[test]
+fn syntax_error_in_a_file_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.sql");
+    fs::write(&file, "-- comment\nSELECT 1;\nSELEC 2;\n").unwrap();
+    assert_fails(
+        &segql(&["-f", file.to_str().unwrap()]),
+        1,
+        &format!(
+            "error: in {}: SQL syntax error: Expected: an SQL statement, found: SELEC at \
+             Line: 3, Column: 1\n",
+            file.display()
+        ),
+    );
+}
+
+#[test]
+fn missing_sql_file() {
+    assert_fails(
+        &segql(&["-f", "no/such/file.sql"]),
+        1,
+        "error: cannot read SQL file no/such/file.sql: No such file or directory (os error 2)\n",
+    );
+}
+
+#[test]
+fn runtime_error_from_a_segql_function() {
+    let run = segql(&["-c", "SELECT rfm_code(12, 1, 1)"]);
+    assert_eq!(run.code, Some(1));
+    assert_eq!(run.stdout, "");
+    assert!(run.stderr.starts_with("error: "), "{}", run.stderr);
+    assert!(run.stderr.contains("rfm_code"), "{}", run.stderr);
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+}
+
+#[test]
+fn unknown_format_is_a_usage_error() {
+    let run = segql(&["--format", "xml", "-c", "SELECT 1"]);
+    assert_eq!(run.code, Some(2));
+    assert_eq!(run.stdout, "");
+    assert!(
+        run.stderr.starts_with(
+            "error: invalid value 'xml' for '--format <FORMAT>'\n  \
+             [possible values: table, csv, json, ndjson]\n"
+        ),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn unknown_flag_is_a_usage_error() {
+    let run = segql(&["--frmat", "csv"]);
+    assert_eq!(run.code, Some(2));
+    assert!(
+        run.stderr
+            .starts_with("error: unexpected argument '--frmat' found"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn nested_column_in_csv() {
+    assert_fails(
+        &segql(&["--format", "csv", "-c", "SELECT named_struct('a', 1) AS s"]),
+        1,
+        "error: cannot write column `s` as csv: its type Struct(\"a\": Int64) is nested; use \
+         --format json or ndjson, or select the fields you need\n",
+    );
+}
+
+#[test]
+fn nested_column_in_json() {
+    crate::assert_ok(
+        &segql(&["--format", "json", "-c", "SELECT named_struct('a', 1) AS s"]),
+        "[{\"s\":{\"a\":1}}]\n",
+    );
+}
+
+#[test]
+fn output_file_in_a_missing_folder() {
+    assert_fails(
+        &segql(&["--output", "no/such/dir/out.csv", "-c", "SELECT 1"]),
+        1,
+        "error: cannot create output file no/such/dir/out.csv: No such file or directory \
+         (os error 2); check that its folder exists and is writable\n",
+    );
+}

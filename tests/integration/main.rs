@@ -1,0 +1,76 @@
+//! The `segql` command line end to end: the built binary is run as a user
+//! would run it, on the bundled Online Retail data or on files written to a
+//! temporary folder, and its exit code, standard output and standard error
+//! are compared with exact expected texts.
+//!
+//! - `cli`: output formats, several statements, files, `--output`, the
+//!   default project file;
+//! - `errors`: bad SQL, unknown tables, unreadable files, usage errors;
+//! - `config`: project-file and table-path mistakes;
+//! - `queries`: every `queries/*.sql` example against its snapshot.
+
+// clippy's allow-unwrap-in-tests covers `#[test]` functions only; the set-up
+// helpers here should fail their test just as loudly.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+mod cli;
+mod config;
+mod errors;
+mod queries;
+mod segments;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// What one run of `segql` did.
+#[derive(Debug)]
+pub struct Run {
+    /// Exit code (`None` if killed by a signal).
+    pub code: Option<i32>,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+/// The repository root, where `segql.toml` and `data/` are.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs `segql args...` with `dir` as the working directory.
+pub fn segql_in(dir: &Path, args: &[&str]) -> Run {
+    let output = Command::new(env!("CARGO_BIN_EXE_segql"))
+        .args(args)
+        .current_dir(dir)
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    Run {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Runs `segql args...` from the repository root (so `./segql.toml` maps
+/// the bundled tables).
+pub fn segql(args: &[&str]) -> Run {
+    segql_in(&repo_root(), args)
+}
+
+/// Asserts a successful run with exactly `stdout` and nothing on stderr.
+#[track_caller]
+pub fn assert_ok(run: &Run, stdout: &str) {
+    assert_eq!(run.stderr, "", "unexpected stderr");
+    assert_eq!(run.code, Some(0));
+    assert_eq!(run.stdout, stdout);
+}
+
+/// Asserts a run that failed with `code`, exactly `stderr` and no output.
+#[track_caller]
+pub fn assert_fails(run: &Run, code: i32, stderr: &str) {
+    assert_eq!(run.stderr, stderr);
+    assert_eq!(run.code, Some(code));
+    assert_eq!(run.stdout, "", "unexpected stdout");
+}

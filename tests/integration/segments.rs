@@ -1,0 +1,295 @@
+//! The segment language end to end on the bundled Online Retail data, as of
+//! 2011-12-10: every example in `queries/segments/` against its snapshot
+//! (plan and result) and against the same condition written independently
+//! in plain SQL.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use chrono::NaiveDate;
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::datatypes::Int64Type;
+use datafusion::prelude::SessionContext;
+use segql::segment::table_function::plan_text;
+use segql::segment::{AsOf, SegmentCatalog};
+
+const AS_OF: &str = "2011-12-10";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+async fn session() -> SessionContext {
+    let mut ctx = SessionContext::new();
+    segql_udfs::register_all(&mut ctx).unwrap();
+    let config = segql::Config::load(root().join("segql.toml")).unwrap();
+    segql::session::register_tables(&ctx, &config)
+        .await
+        .unwrap();
+    assert!(segql::segment::table_function::register(&ctx).await);
+    ctx
+}
+
+fn as_of() -> AsOf {
+    AsOf(NaiveDate::parse_from_str(AS_OF, "%Y-%m-%d").unwrap())
+}
+
+async fn ids(ctx: &SessionContext, sql: &str) -> BTreeSet<i64> {
+    let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+    let mut out = BTreeSet::new();
+    for batch in batches {
+        let column = datafusion::arrow::compute::cast(
+            batch.column(0),
+            &datafusion::arrow::datatypes::DataType::Int64,
+        )
+        .unwrap();
+        let column = column.as_primitive::<Int64Type>();
+        for i in 0..column.len() {
+            if column.is_valid(i) {
+                out.insert(column.value(i));
+            }
+        }
+    }
+    out
+}
+
+fn condition_of(name: &str) -> String {
+    std::fs::read_to_string(root().join(format!("queries/segments/{name}.seg"))).unwrap()
+}
+
+async fn members(ctx: &SessionContext, name: &str) -> BTreeSet<i64> {
+    let condition = condition_of(name).replace('\'', "''");
+    ids(
+        ctx,
+        &format!("SELECT customer_id FROM segment('{condition}', '{AS_OF}')"),
+    )
+    .await
+}
+
+/// Purchases in plain SQL, as the planner defines them.
+const PURCHASES: &str = "status = 'completed' AND customer_id IS NOT NULL AND CAST(order_ts AS DATE) < DATE '2011-12-10'";
+
+/// Each example's condition, written independently in SQL.
+fn independent_sql(name: &str) -> String {
+    let rfm = format!(
+        "WITH base AS (
+           SELECT customer_id, CAST(DATE '2011-12-10' - CAST(max(order_ts) AS DATE) AS BIGINT) AS recency,
+                  count(order_id) AS frequency, sum(amount) AS monetary,
+                  CAST(max(order_ts) AS DATE) AS last_day
+           FROM orders WHERE {PURCHASES} GROUP BY customer_id)
+         SELECT *, rfm_quantile(recency, 5, 'low') OVER () AS r,
+                   rfm_quantile(frequency, 5, 'high') OVER () AS f,
+                   rfm_quantile(monetary, 5, 'high') OVER () AS m FROM base"
+    );
+    let bought = |pattern: &str, from: &str, to: &str| {
+        format!(
+            "SELECT customer_id FROM order_items WHERE {PURCHASES} AND description ILIKE '{pattern}'
+             AND CAST(order_ts AS DATE) BETWEEN DATE '{from}' AND DATE '{to}'"
+        )
+    };
+    let month_day = "date_part('month', created_at) * 100 + date_part('day', created_at)";
+    match name {
+        "lapsed_big_spenders" => format!("SELECT customer_id FROM ({rfm}) WHERE m >= 4 AND r <= 2 AND f <= 2"),
+        "tea_never_coffee" => format!(
+            "SELECT customer_id FROM customers WHERE customer_id IN ({}) AND customer_id NOT IN ({})",
+            bought("%TEA%", "2010-12-10", "2011-12-10"),
+            bought("%COFFEE%", "2010-12-10", "2011-12-10")
+        ),
+        "lunch_bag_not_box" => format!(
+            "SELECT customer_id FROM customers WHERE customer_id IN ({}) AND customer_id NOT IN ({})",
+            bought("%LUNCH BAG%", "2011-11-10", "2011-12-10"),
+            bought("%LUNCH BOX%", "2011-11-10", "2011-12-10")
+        ),
+        "christmas_prior_year" => format!(
+            "SELECT customer_id FROM order_items WHERE {PURCHASES} AND description ILIKE '%CHRISTMAS%'
+             AND CAST(order_ts AS DATE) <= DATE '2010-12-31'
+             GROUP BY customer_id HAVING count(DISTINCT order_id) >= 2"
+        ),
+        "anniversary_next_3_days" => format!("SELECT customer_id FROM customers WHERE {month_day} BETWEEN 1210 AND 1213"),
+        "window_late_summer" => format!("SELECT customer_id FROM customers WHERE {month_day} BETWEEN 725 AND 928"),
+        "window_new_year" => format!("SELECT customer_id FROM customers WHERE {month_day} >= 1202 OR {month_day} <= 103"),
+        "outside_uk" => "SELECT customer_id FROM customers WHERE country <> 'United Kingdom'".to_string(),
+        "frequent_high_spenders_benelux" => format!(
+            "SELECT c.customer_id FROM customers c JOIN orders o ON o.customer_id = c.customer_id
+             WHERE c.country IN ('Belgium', 'Netherlands', 'Luxembourg') AND o.{PURCHASES}
+             GROUP BY c.customer_id HAVING count(*) >= 5 AND sum(o.amount) >= 2000"
+        )
+        .replace("o.status = 'completed' AND customer_id IS NOT NULL AND CAST(order_ts", "o.status = 'completed' AND o.customer_id IS NOT NULL AND CAST(o.order_ts"),
+        "champions_or_loyal_recent" => format!(
+            "SELECT customer_id FROM ({rfm}) WHERE rfm_segment(r, f) = 'Champions'
+             OR (rfm_segment(r, f) = 'Loyal' AND last_day >= DATE '2011-11-10')"
+        ),
+        other => panic!("no independent SQL for example `{other}`: add one"),
+    }
+}
+
+fn examples() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(root().join("queries/segments"))
+        .unwrap()
+        .filter_map(|e| {
+            let path = e.unwrap().path();
+            (path.extension()? == "seg")
+                .then(|| path.file_stem().unwrap().to_string_lossy().into_owned())
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// Compares `actual` with the snapshot file, or rewrites it when
+/// `SEGQL_UPDATE_SNAPSHOTS=1`.
+fn check_snapshot(path: &Path, actual: &str) {
+    if std::env::var("SEGQL_UPDATE_SNAPSHOTS").is_ok_and(|v| v == "1") {
+        std::fs::write(path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(path).unwrap_or_else(|_| {
+        panic!(
+            "no snapshot {}: run with SEGQL_UPDATE_SNAPSHOTS=1 and review it",
+            path.display()
+        )
+    });
+    assert_eq!(
+        expected,
+        actual,
+        "snapshot {} differs (SEGQL_UPDATE_SNAPSHOTS=1 rewrites it)",
+        path.display()
+    );
+}
+
+#[tokio::test]
+async fn examples_match_their_snapshots() {
+    let ctx = session().await;
+    let catalog = SegmentCatalog::from_session(&ctx).await.unwrap();
+    let names = examples();
+    assert_eq!(names.len(), 10);
+    for name in names {
+        let condition = condition_of(&name);
+        let plan = plan_text(&condition, &catalog, as_of()).unwrap();
+        let members = members(&ctx, &name).await;
+        let first: Vec<String> = members.iter().take(10).map(i64::to_string).collect();
+        let snapshot = format!(
+            "# as of {AS_OF}\n{}\n## plan\n{}\n\n## result\nmembers: {}\nfirst: {}\n",
+            condition.trim_end(),
+            plan.display_indent(),
+            members.len(),
+            first.join(", ")
+        );
+        check_snapshot(
+            &root().join(format!("queries/segments/{name}.snap")),
+            &snapshot,
+        );
+    }
+}
+
+#[tokio::test]
+async fn examples_equal_independent_sql() {
+    let ctx = session().await;
+    for name in examples() {
+        let ours = members(&ctx, &name).await;
+        let theirs = ids(&ctx, &independent_sql(&name)).await;
+        assert!(
+            !ours.is_empty(),
+            "{name}: no members, the example tests nothing"
+        );
+        assert_eq!(ours, theirs, "{name}: members differ from the plain SQL");
+    }
+}
+
+#[tokio::test]
+async fn plans_read_only_what_the_condition_needs() {
+    let ctx = session().await;
+    let catalog = SegmentCatalog::from_session(&ctx).await.unwrap();
+    let plan = |c: &str| {
+        plan_text(c, &catalog, as_of())
+            .unwrap()
+            .display_indent()
+            .to_string()
+    };
+
+    let customers_only = plan(&condition_of("outside_uk"));
+    assert!(
+        !customers_only.contains("TableScan: orders"),
+        "{customers_only}"
+    );
+    assert!(!customers_only.contains("order_items"), "{customers_only}");
+
+    let metrics = plan(
+        "orders_count >= 2 AND amount_spent > 100 AND avg_order_value > 10 AND last_order_date > -90d AND days_since_last_order < 60",
+    );
+    assert_eq!(metrics.matches("TableScan: orders").count(), 1, "{metrics}");
+    assert_eq!(metrics.matches("Aggregate:").count(), 1, "{metrics}");
+
+    let products = plan(&condition_of("tea_never_coffee"));
+    assert!(products.contains("LeftSemi Join"), "{products}");
+    assert!(products.contains("LeftAnti Join"), "{products}");
+    assert!(!products.contains("TableScan: orders\n"), "{products}");
+
+    // Inside OR a purchase test is a left join checked for a match.
+    let mixed = plan("country = 'France' OR bought(description: '%TEA%')");
+    assert!(mixed.contains("Left Join"), "{mixed}");
+}
+
+#[tokio::test]
+async fn language_errors_point_at_the_problem() {
+    let ctx = session().await;
+    let catalog = SegmentCatalog::from_session(&ctx).await.unwrap();
+    let err = |c: &str| {
+        plan_text(c, &catalog, as_of())
+            .unwrap_err()
+            .strip_backtrace()
+    };
+    assert_eq!(
+        err("contry = 'France'"),
+        "Error during planning: in segment condition\nerror: unknown attribute `contry`\n  |\n1 | contry = 'France'\n  | ^^^^^^\n  = help: did you mean `country`?"
+    );
+    assert_eq!(
+        err("created_at > 5"),
+        "Error during planning: in segment condition\nerror: `created_at` is a date, but this is a number\n  |\n1 | created_at > 5\n  |              ^"
+    );
+    assert_eq!(
+        err("country IN NEXT 3 DAYS"),
+        "Error during planning: in segment condition\nerror: `country` is text, not a date: year-ignoring windows need a date\n  |\n1 | country IN NEXT 3 DAYS\n  | ^^^^^^^"
+    );
+    assert_eq!(
+        err("bougth(description: 'x')"),
+        "Error during planning: in segment condition\nerror: unknown function `bougth`\n  |\n1 | bougth(description: 'x')\n  | ^^^^^^\n  = help: did you mean `bought`?"
+    );
+    assert_eq!(
+        err("bought(descripton: 'x')"),
+        "Error during planning: in segment condition\nerror: unknown filter `descripton` for bought(...)\n  |\n1 | bought(descripton: 'x')\n  |        ^^^^^^^^^^\n  = help: did you mean `description`?"
+    );
+    assert!(err("orders_count >= 'many'").contains("`orders_count` is a number, but this is text"));
+    assert!(err("in_segment(vip)").contains("unknown segment `vip`"));
+}
+
+#[tokio::test]
+async fn segments_join_with_sql() {
+    let ctx = session().await;
+    let sql = "SELECT s.country, count(*) AS n FROM segment('orders_count >= 20', '2011-12-10') s
+               JOIN orders o ON o.customer_id = s.customer_id
+               WHERE o.status = 'completed' GROUP BY s.country ORDER BY n DESC LIMIT 1";
+    let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+    let table = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+        .unwrap()
+        .to_string();
+    assert!(table.contains("United Kingdom"), "{table}");
+    let err = ctx
+        .sql("SELECT * FROM segment(42)")
+        .await
+        .unwrap_err()
+        .strip_backtrace();
+    assert_eq!(
+        err,
+        "Error during planning: segment: the condition must be constant text, as in segment('orders_count >= 3')"
+    );
+    let err = ctx
+        .sql("SELECT * FROM segment('country = ''X''', 'yesterday')")
+        .await
+        .unwrap_err()
+        .strip_backtrace();
+    assert_eq!(
+        err,
+        "Error during planning: segment: as_of must be a date such as '2011-12-10', got 'yesterday'"
+    );
+}
