@@ -16,17 +16,17 @@ use segql::segment::{AsOf, SegmentCatalog, plan_condition};
 fn bench(c: &mut Criterion) {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let as_of = AsOf(NaiveDate::from_ymd_opt(2011, 12, 10).expect("date"));
     let catalog = rt.block_on(async {
         let ctx = SessionContext::new();
         let config = segql::Config::load(root.join("segql.toml")).expect("segql.toml");
         segql::session::register_tables(&ctx, &config)
             .await
             .expect("tables");
-        SegmentCatalog::from_session(&ctx)
+        SegmentCatalog::from_session(&ctx, as_of)
             .await
             .expect("customers table")
     });
-    let as_of = AsOf(NaiveDate::from_ymd_opt(2011, 12, 10).expect("date"));
     let mut examples: Vec<(String, String)> = std::fs::read_dir(root.join("queries/segments"))
         .expect("queries/segments")
         .filter_map(|e| e.ok().map(|e| e.path()))

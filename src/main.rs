@@ -17,6 +17,7 @@ use datafusion::prelude::SessionContext;
 use segql::config::{Config, DEFAULT_CONFIG_FILE};
 use segql::error::Error;
 use segql::output::{Format, Printer};
+use segql::segment::AsOf;
 use segql::session::{register_tables, run_sql};
 
 /// Customer segmentation SQL over Parquet, on Apache DataFusion.
@@ -28,7 +29,7 @@ use segql::session::{register_tables, run_sql};
     name = "segql",
     version,
     override_usage = "segql [--config FILE] [-c SQL]... [-f FILE]... \
-                      [--format table|csv|json|ndjson] [--output PATH]"
+                      [--format table|csv|json|ndjson] [--output PATH] [--as-of DATE]"
 )]
 struct Args {
     /// Project file mapping table names to Parquet paths
@@ -52,6 +53,18 @@ struct Args {
     /// Write results to this file instead of standard output
     #[arg(long, value_name = "PATH")]
     output: Option<PathBuf>,
+
+    /// Day that segment conditions are evaluated on (YYYY-MM-DD): relative
+    /// dates resolve against it and only orders before it count
+    /// [default: today]
+    #[arg(long = "as-of", value_name = "DATE", value_parser = parse_as_of)]
+    as_of: Option<AsOf>,
+}
+
+fn parse_as_of(text: &str) -> Result<AsOf, String> {
+    chrono::NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d")
+        .map(AsOf)
+        .map_err(|_| format!("`{text}` is not a date; write it as YYYY-MM-DD, e.g. 2011-12-10"))
 }
 
 #[tokio::main]
@@ -85,7 +98,7 @@ async fn run(args: Args) -> Result<(), Error> {
     let mut ctx = SessionContext::new();
     segql_udfs::register_all(&mut ctx)?;
     register_tables(&ctx, &config).await?;
-    segql::segment::table_function::register(&ctx).await;
+    segql::segment::table_function::register(&ctx, args.as_of.unwrap_or_else(AsOf::today)).await;
 
     let (out, target): (Box<dyn Write>, String) = match &args.output {
         Some(path) => {

@@ -26,6 +26,7 @@ use datafusion::sql::sqlparser::tokenizer::Token;
 
 use crate::config::{Config, TableConfig, TableLocation};
 use crate::error::Error;
+use crate::segment::statements::SegmentCommand;
 
 /// Directory levels searched below a glob's or directory's base when
 /// checking that it holds a Parquet file; guards against symlink cycles.
@@ -191,11 +192,22 @@ fn glob_base(location: &Path) -> PathBuf {
     base
 }
 
+/// A statement of a text: SQL for DataFusion, or a segment statement.
+#[derive(Debug, Clone)]
+pub enum ParsedStatement {
+    Sql(Box<Statement>),
+    /// `PREVIEW SEGMENT <condition>` or `EXPLAIN SEGMENT <condition>`.
+    Segment {
+        command: SegmentCommand,
+        condition: String,
+    },
+}
+
 /// One statement of a SQL text, with the line it starts on (1-based).
 #[derive(Debug, Clone)]
 pub struct SqlStatement {
     /// The parsed statement.
-    pub statement: Statement,
+    pub statement: ParsedStatement,
     /// The line of the text where the statement starts.
     pub line: u64,
 }
@@ -259,23 +271,78 @@ pub fn parse_statements(ctx: &SessionContext, sql: &str) -> Result<Vec<SqlStatem
             );
         }
         let line = next.span.start.line;
-        let statement = parser.parse_statement()?;
+        let statement = match segment_command(&parser) {
+            Some(command) => {
+                parser.parser.next_token();
+                parser.parser.next_token();
+                let start = parser.parser.peek_token().span.start;
+                let end = loop {
+                    let token = parser.parser.peek_token();
+                    if token.token == Token::SemiColon || token.token == Token::EOF {
+                        break (token.token != Token::EOF).then_some(token.span.start);
+                    }
+                    parser.parser.next_token();
+                };
+                let from = byte_offset(sql, start.line, start.column);
+                let to = end.map_or(sql.len(), |end| byte_offset(sql, end.line, end.column));
+                let condition = sql.get(from..to.max(from)).unwrap_or("").to_string();
+                ParsedStatement::Segment { command, condition }
+            }
+            None => ParsedStatement::Sql(Box::new(parser.parse_statement()?)),
+        };
         statements.push(SqlStatement { statement, line });
         expecting_delimiter = true;
     }
     Ok(statements)
 }
 
-/// Plans and runs one statement on `ctx`, collecting its result.
+/// `PREVIEW SEGMENT` / `EXPLAIN SEGMENT` at the parser's position.
+fn segment_command(parser: &datafusion::sql::parser::DFParser) -> Option<SegmentCommand> {
+    let word = |n: usize| match parser.parser.peek_nth_token(n).token {
+        Token::Word(w) => Some(w.value.to_ascii_uppercase()),
+        _ => None,
+    };
+    if word(1).as_deref() != Some("SEGMENT") {
+        return None;
+    }
+    match word(0).as_deref() {
+        Some("PREVIEW") => Some(SegmentCommand::Preview),
+        Some("EXPLAIN") => Some(SegmentCommand::Explain),
+        _ => None,
+    }
+}
+
+/// The byte offset of a 1-based line and character column in `text`.
+fn byte_offset(text: &str, line: u64, column: u64) -> usize {
+    let mut offset = 0;
+    for (index, l) in text.split_inclusive('\n').enumerate() {
+        if index as u64 + 1 == line {
+            let chars = column.saturating_sub(1) as usize;
+            return offset + l.char_indices().nth(chars).map_or(l.len(), |(i, _)| i);
+        }
+        offset += l.len();
+    }
+    text.len()
+}
+
+/// Plans and runs one statement on `ctx`, collecting its results (segment
+/// statements may give more than one).
 pub async fn run_statement(
     ctx: &SessionContext,
     statement: SqlStatement,
-) -> Result<StatementResult, Error> {
-    let plan = ctx.state().statement_to_plan(statement.statement).await?;
-    let frame = ctx.execute_logical_plan(plan).await?;
-    let schema = Arc::clone(frame.schema().inner());
-    let batches = frame.collect().await?;
-    Ok(StatementResult { schema, batches })
+) -> Result<Vec<StatementResult>, Error> {
+    match statement.statement {
+        ParsedStatement::Sql(statement) => {
+            let plan = ctx.state().statement_to_plan(*statement).await?;
+            let frame = ctx.execute_logical_plan(plan).await?;
+            let schema = Arc::clone(frame.schema().inner());
+            let batches = frame.collect().await?;
+            Ok(vec![StatementResult { schema, batches }])
+        }
+        ParsedStatement::Segment { command, condition } => {
+            crate::segment::statements::run(ctx, command, &condition).await
+        }
+    }
 }
 
 /// Runs every statement of `sql` in order, handing each result to
@@ -291,7 +358,7 @@ where
     for (index, statement) in statements.into_iter().enumerate() {
         let line = statement.line;
         let outcome = match run_statement(ctx, statement).await {
-            Ok(result) => on_result(&result),
+            Ok(results) => results.iter().try_for_each(&mut on_result),
             Err(e) => Err(e),
         };
         if let Err(source) = outcome {

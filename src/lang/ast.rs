@@ -92,6 +92,8 @@ pub enum Condition {
         attribute: Name,
         values: Vec<Value>,
         negated: bool,
+        /// From the attribute to the closing parenthesis.
+        span: Span,
     },
     /// `attribute IS [NOT] NULL`.
     IsNull {
@@ -124,4 +126,32 @@ pub enum Condition {
         positional: Vec<Name>,
         span: Span,
     },
+}
+
+impl Condition {
+    /// The part of the source text the condition was parsed from (without
+    /// the parentheses around it).
+    pub fn span(&self) -> Span {
+        match self {
+            Self::And(parts) | Self::Or(parts) => parts
+                .iter()
+                .map(Condition::span)
+                .reduce(Span::to)
+                .unwrap_or(Span::new(0, 0)),
+            Self::Not(inner) => inner.span(),
+            Self::Compare {
+                attribute, value, ..
+            } => attribute.span.to(value.span),
+            Self::Between {
+                attribute, high, ..
+            } => attribute.span.to(high.span),
+            Self::InList { span, .. } => *span,
+            Self::IsNull { attribute, .. } => attribute.span,
+            Self::YearlyWindow { attribute, to, .. } => attribute.span.to(to.span),
+            Self::Anniversary {
+                attribute, span, ..
+            } => attribute.span.to(*span),
+            Self::Call { span, .. } => *span,
+        }
+    }
 }

@@ -230,11 +230,13 @@ impl Parser {
                 self.bump();
                 values.push(self.value()?);
             }
-            self.expect(TokenKind::RParen, "`,` or `)`")?;
+            let close = self.expect(TokenKind::RParen, "`,` or `)`")?;
+            let span = attribute.span.to(close.span);
             return Ok(Condition::InList {
                 attribute,
                 values,
                 negated,
+                span,
             });
         }
         if let TokenKind::MonthDay { .. } = self.peek().kind {

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use datafusion::catalog::TableProvider;
 use datafusion::prelude::SessionContext;
 
+use super::planner::AsOf;
+
 /// Purchases are orders whose status is not one of these.
 pub const DEFAULT_NON_PURCHASE_STATUSES: [&str; 2] = ["cancelled", "adjustment"];
 
@@ -17,12 +19,14 @@ pub struct SegmentCatalog {
     pub order_items: Option<Arc<dyn TableProvider>>,
     /// Order statuses that are not purchases (compared case-blind).
     pub non_purchase_statuses: Vec<String>,
+    /// The day conditions are evaluated on unless a call names another.
+    pub as_of: AsOf,
 }
 
 impl SegmentCatalog {
     /// Looks up `customers` (required), `orders` and `order_items` in the
     /// session. Returns `None` when there is no `customers` table.
-    pub async fn from_session(ctx: &SessionContext) -> Option<Self> {
+    pub async fn from_session(ctx: &SessionContext, as_of: AsOf) -> Option<Self> {
         let customers = ctx.table_provider("customers").await.ok()?;
         Some(Self {
             customers,
@@ -32,6 +36,7 @@ impl SegmentCatalog {
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
+            as_of,
         })
     }
 }

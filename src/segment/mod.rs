@@ -5,6 +5,7 @@
 
 pub mod catalog;
 pub mod planner;
+pub mod statements;
 pub mod table_function;
 
 pub use catalog::SegmentCatalog;

@@ -360,6 +360,7 @@ impl Planner<'_> {
                 attribute,
                 values,
                 negated,
+                ..
             } => {
                 let (expr, kind) = self.attribute(attribute)?;
                 let values = values

@@ -24,12 +24,17 @@ impl SegmentTableFunction {
     pub fn new(catalog: SegmentCatalog) -> Self {
         Self { catalog }
     }
+
+    /// The tables and default `as_of` this function plans with.
+    pub fn catalog(&self) -> &SegmentCatalog {
+        &self.catalog
+    }
 }
 
-/// Registers `segment(...)` when the session has a `customers` table;
-/// returns whether it did.
-pub async fn register(ctx: &SessionContext) -> bool {
-    match SegmentCatalog::from_session(ctx).await {
+/// Registers `segment(...)` when the session has a `customers` table, with
+/// `as_of` as the default evaluation day; returns whether it did.
+pub async fn register(ctx: &SessionContext, as_of: AsOf) -> bool {
+    match SegmentCatalog::from_session(ctx, as_of).await {
         Some(catalog) => {
             ctx.register_udtf("segment", Arc::new(SegmentTableFunction::new(catalog)));
             true
@@ -66,9 +71,9 @@ fn literal(expr: &Expr) -> Option<&ScalarValue> {
 }
 
 /// Reads the optional `as_of` argument: a date or 'YYYY-MM-DD' text.
-fn as_of_argument(expr: Option<&Expr>) -> Result<AsOf> {
+fn as_of_argument(expr: Option<&Expr>, default: AsOf) -> Result<AsOf> {
     let Some(expr) = expr else {
-        return Ok(AsOf::today());
+        return Ok(default);
     };
     match literal(expr) {
         Some(ScalarValue::Date32(Some(days))) => NaiveDate::default()
@@ -109,7 +114,7 @@ impl TableFunctionImpl for SegmentTableFunction {
                 );
             }
         };
-        let as_of = as_of_argument(exprs.get(1))?;
+        let as_of = as_of_argument(exprs.get(1), self.catalog.as_of)?;
         let plan = plan_text(&source, &self.catalog, as_of)?;
         Ok(Arc::new(ViewTable::new(plan, Some(source))))
     }

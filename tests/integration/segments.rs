@@ -26,7 +26,7 @@ async fn session() -> SessionContext {
     segql::session::register_tables(&ctx, &config)
         .await
         .unwrap();
-    assert!(segql::segment::table_function::register(&ctx).await);
+    assert!(segql::segment::table_function::register(&ctx, as_of()).await);
     ctx
 }
 
@@ -160,7 +160,7 @@ fn check_snapshot(path: &Path, actual: &str) {
 #[tokio::test]
 async fn examples_match_their_snapshots() {
     let ctx = session().await;
-    let catalog = SegmentCatalog::from_session(&ctx).await.unwrap();
+    let catalog = SegmentCatalog::from_session(&ctx, as_of()).await.unwrap();
     let names = examples();
     assert_eq!(names.len(), 10);
     for name in names {
@@ -199,7 +199,7 @@ async fn examples_equal_independent_sql() {
 #[tokio::test]
 async fn plans_read_only_what_the_condition_needs() {
     let ctx = session().await;
-    let catalog = SegmentCatalog::from_session(&ctx).await.unwrap();
+    let catalog = SegmentCatalog::from_session(&ctx, as_of()).await.unwrap();
     let plan = |c: &str| {
         plan_text(c, &catalog, as_of())
             .unwrap()
@@ -233,7 +233,7 @@ async fn plans_read_only_what_the_condition_needs() {
 #[tokio::test]
 async fn language_errors_point_at_the_problem() {
     let ctx = session().await;
-    let catalog = SegmentCatalog::from_session(&ctx).await.unwrap();
+    let catalog = SegmentCatalog::from_session(&ctx, as_of()).await.unwrap();
     let err = |c: &str| {
         plan_text(c, &catalog, as_of())
             .unwrap_err()
@@ -292,4 +292,158 @@ async fn segments_join_with_sql() {
         err,
         "Error during planning: segment: as_of must be a date such as '2011-12-10', got 'yesterday'"
     );
+}
+
+#[test]
+fn preview_and_explain_from_the_command_line() {
+    let run = crate::segql(&[
+        "--as-of",
+        AS_OF,
+        "--format",
+        "csv",
+        "-c",
+        "PREVIEW SEGMENT country = 'Iceland'",
+    ]);
+    crate::assert_ok(
+        &run,
+        "members\n1\n\ncustomer_id,created_at,country,n_countries,birthday\n12347,2010-12-07T14:57:00,Iceland,1,\n",
+    );
+
+    let run = crate::segql(&[
+        "--as-of",
+        AS_OF,
+        "--format",
+        "csv",
+        "-c",
+        "EXPLAIN SEGMENT country IN ('Belgium', 'Netherlands') AND orders_count >= 5 AND NOT bought(description: '%TEA%')",
+    ]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let lines: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("keeps") || l.starts_with("customers") || l.starts_with("as_of"))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "as_of,2011-12-10",
+            "customers,4372",
+            "keeps 1,\"country IN ('Belgium', 'Netherlands'): 33 alone, 33 with the conditions before it\"",
+            "keeps 2,\"orders_count >= 5: 1115 alone, 11 with the conditions before it\"",
+            "keeps 3,\"NOT bought(description: '%TEA%'): 1816 alone, 2 with the conditions before it\"",
+        ]
+    );
+    for step in ["condition,", "logical_plan,", "optimized_plan,", "sql,"] {
+        assert!(run.stdout.contains(step), "no {step} in {}", run.stdout);
+    }
+    assert!(
+        run.stdout.contains("NOT EXISTS (SELECT 1 FROM"),
+        "{}",
+        run.stdout
+    );
+
+    // Segment statements mix with SQL in one text, and errors show the caret.
+    let run = crate::segql(&[
+        "--as-of",
+        AS_OF,
+        "-c",
+        "SELECT 1 AS one; PREVIEW SEGMENT orders_count >= 'many'",
+    ]);
+    assert_eq!(run.code, Some(1));
+    assert!(run.stdout.contains("| one |"), "{}", run.stdout);
+    assert!(
+        run.stderr.contains("error: `orders_count` is a number, but this is text\n  |\n1 | orders_count >= 'many'\n  |                 ^^^^^^"),
+        "{}",
+        run.stderr
+    );
+
+    let run = crate::segql(&["--as-of", "2011-02-30", "-c", "SELECT 1"]);
+    assert_eq!(run.code, Some(2));
+    assert!(
+        run.stderr
+            .contains("`2011-02-30` is not a date; write it as YYYY-MM-DD"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[tokio::test]
+async fn random_token_sequences_never_panic_the_planner() {
+    let ctx = session().await;
+    let catalog = SegmentCatalog::from_session(&ctx, as_of()).await.unwrap();
+    let pieces = [
+        "orders_count",
+        "country",
+        "created_at",
+        "rfm_group",
+        "amount_spent",
+        "bought",
+        "description",
+        "date",
+        "count",
+        "NOT",
+        "AND",
+        "OR",
+        "IN",
+        "BETWEEN",
+        "IS",
+        "NULL",
+        "NEXT",
+        "DAYS",
+        "today",
+        "(",
+        ")",
+        ",",
+        ":",
+        "..",
+        "=",
+        "!=",
+        ">=",
+        "3",
+        "'x'",
+        "2011-03-01",
+        "07-25",
+        "-30d",
+    ];
+    let mut state: u64 = 0x5EC_0DE;
+    let mut next = |n: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n as u64) as usize
+    };
+    // Valid conditions, mutated: a token replaced, dropped or repeated.
+    let seeds = [
+        "orders_count >= 3 AND country != 'x'",
+        "created_at IN 07-25 .. 07-25 OR created_at IN NEXT 3 DAYS",
+        "NOT ( amount_spent BETWEEN 3 AND 3 ) AND rfm_group IS NOT NULL",
+        "bought ( description : 'x' , date : -30d .. today , count : 3 ) AND country IN ( 'x' , 'x' )",
+    ];
+    let mut planned = 0;
+    for round in 0..4_000 {
+        let mut tokens: Vec<&str> = seeds[round % seeds.len()].split(' ').collect();
+        for _ in 0..next(3) {
+            let at = next(tokens.len());
+            match next(3) {
+                0 => tokens[at] = pieces[next(pieces.len())],
+                1 if tokens.len() > 1 => {
+                    tokens.remove(at);
+                }
+                _ => tokens.insert(at, tokens[at]),
+            }
+        }
+        let text = tokens.join(" ");
+        if plan_text(&text, &catalog, as_of()).is_ok() {
+            planned += 1;
+        }
+    }
+    for _ in 0..4_000 {
+        let len = 1 + next(10);
+        let text = (0..len)
+            .map(|_| pieces[next(pieces.len())])
+            .collect::<Vec<_>>()
+            .join(" ");
+        let _ = plan_text(&text, &catalog, as_of());
+    }
+    assert!(planned > 0, "no random condition planned");
 }

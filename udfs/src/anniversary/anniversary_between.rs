@@ -10,7 +10,7 @@ use datafusion::logical_expr::{
 };
 use datafusion_macros::user_doc;
 
-use super::anniversary_between;
+use super::{AsOfYears, anniversary_between_in};
 use crate::common::{
     DateArg, Feb29Rule, all_scalar, arc, check_arity, check_date_arg, check_text_arg, finish,
     literal_of,
@@ -113,14 +113,12 @@ impl ScalarUDFImpl for AnniversaryBetweenFunc {
         let dates = DateArg::from_columnar(NAME, "date", &args.args[0])?;
         let from = DateArg::from_columnar(NAME, "from_date", &args.args[1])?;
         let to = DateArg::from_columnar(NAME, "to_date", &args.args[2])?;
+        let mut years = None;
         let result: BooleanArray = (0..rows)
             .map(|row| {
-                Some(anniversary_between(
-                    dates.get(row)?,
-                    from.get(row)?,
-                    to.get(row)?,
-                    rule,
-                ))
+                let (date, from, to) = (dates.get(row)?, from.get(row)?, to.get(row)?);
+                let from = AsOfYears::for_day(&mut years, from);
+                Some(anniversary_between_in(date, from, to, rule))
             })
             .collect();
         finish(arc(result), scalar)

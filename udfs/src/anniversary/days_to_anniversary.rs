@@ -10,7 +10,7 @@ use datafusion::logical_expr::{
 };
 use datafusion_macros::user_doc;
 
-use super::days_to_anniversary;
+use super::AsOfYears;
 use crate::common::{
     DateArg, Feb29Rule, all_scalar, arc, check_arity, check_date_arg, check_text_arg, finish,
     literal_of,
@@ -108,8 +108,12 @@ impl ScalarUDFImpl for DaysToAnniversaryFunc {
         let rule = Feb29Rule::from_columnar(NAME, args.args.get(2))?;
         let dates = DateArg::from_columnar(NAME, "date", &args.args[0])?;
         let as_of = DateArg::from_columnar(NAME, "as_of", &args.args[1])?;
+        let mut years = None;
         let result: Int32Array = (0..rows)
-            .map(|row| Some(days_to_anniversary(dates.get(row)?, as_of.get(row)?, rule)))
+            .map(|row| {
+                let (date, as_of) = (dates.get(row)?, as_of.get(row)?);
+                Some(AsOfYears::for_day(&mut years, as_of).days_to(date, rule))
+            })
             .collect();
         finish(arc(result), scalar)
     }

@@ -75,37 +75,98 @@ pub(crate) fn exec_month_day(name: &str, arg: &str, text: &str) -> Result<MonthD
     })
 }
 
-/// The day number on which `date`'s anniversary falls in `year`.
-#[inline]
-pub(crate) fn anniversary_in(date: MonthDay, year: i32, rule: Feb29Rule) -> i32 {
-    if date.is_feb29() && !civil::is_leap(year) {
-        match rule {
-            Feb29Rule::Feb28 => civil::to_days(year, 2, 28),
-            Feb29Rule::Mar1 => civil::to_days(year, 3, 1),
+/// Days before the first of each month in a common year.
+const DAYS_BEFORE_MONTH: [i32; 12] = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334];
+
+/// The first day of a year and whether it is a leap year.
+#[derive(Debug, Clone, Copy)]
+struct YearStart {
+    jan1: i32,
+    leap: bool,
+}
+
+impl YearStart {
+    fn new(year: i32) -> Self {
+        Self {
+            jan1: civil::to_days(year, 1, 1),
+            leap: civil::is_leap(year),
         }
-    } else {
-        civil::to_days(year, date.month, date.day)
+    }
+
+    /// The day number of `date`'s anniversary in this year.
+    #[inline]
+    fn anniversary(self, date: MonthDay, rule: Feb29Rule) -> i32 {
+        let (month, day) = if date.is_feb29() && !self.leap {
+            match rule {
+                Feb29Rule::Feb28 => (2, 28),
+                Feb29Rule::Mar1 => (3, 1),
+            }
+        } else {
+            (date.month, date.day)
+        };
+        let leap_day = i32::from(self.leap && month > 2);
+        self.jan1 + DAYS_BEFORE_MONTH[(month - 1) as usize] + day as i32 - 1 + leap_day
+    }
+}
+
+/// The year of an `as_of` day and of the next one, computed once for a run
+/// of rows with the same `as_of` (the usual case: a constant).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AsOfYears {
+    as_of: i32,
+    this: YearStart,
+    next: YearStart,
+}
+
+impl AsOfYears {
+    pub(crate) fn new(as_of: i32) -> Self {
+        let (year, _, _) = civil::from_days(as_of);
+        Self {
+            as_of,
+            this: YearStart::new(year),
+            next: YearStart::new(year + 1),
+        }
+    }
+
+    /// `self` for `as_of`, recomputed only when `as_of` changes.
+    #[inline]
+    pub(crate) fn for_day(cache: &mut Option<Self>, as_of: i32) -> Self {
+        match cache {
+            Some(years) if years.as_of == as_of => *years,
+            _ => *cache.insert(Self::new(as_of)),
+        }
+    }
+
+    /// Days from `as_of` to the first anniversary of `date` on or after it.
+    #[inline]
+    pub(crate) fn days_to(self, date: i32, rule: Feb29Rule) -> i32 {
+        let md = MonthDay::of_days(date);
+        let this_year = self.this.anniversary(md, rule);
+        if this_year >= self.as_of {
+            this_year - self.as_of
+        } else {
+            self.next.anniversary(md, rule) - self.as_of
+        }
     }
 }
 
 /// Days from `as_of` to the first anniversary of `date` on or after it.
-#[inline]
+#[cfg(test)]
 pub(crate) fn days_to_anniversary(date: i32, as_of: i32, rule: Feb29Rule) -> i32 {
-    let md = MonthDay::of_days(date);
-    let (year, _, _) = civil::from_days(as_of);
-    let this_year = anniversary_in(md, year, rule);
-    if this_year >= as_of {
-        this_year - as_of
-    } else {
-        anniversary_in(md, year + 1, rule) - as_of
-    }
+    AsOfYears::new(as_of).days_to(date, rule)
+}
+
+/// Whether an anniversary of `date` falls in `[from, to]`, with the years of
+/// `from` already computed.
+#[inline]
+pub(crate) fn anniversary_between_in(date: i32, from: AsOfYears, to: i32, rule: Feb29Rule) -> bool {
+    to >= from.as_of && i64::from(from.as_of) + i64::from(from.days_to(date, rule)) <= i64::from(to)
 }
 
 /// Whether an anniversary of `date` falls in `[from, to]`.
-#[inline]
+#[cfg(test)]
 pub(crate) fn anniversary_between(date: i32, from: i32, to: i32, rule: Feb29Rule) -> bool {
-    to >= from
-        && i64::from(from) + i64::from(days_to_anniversary(date, from, rule)) <= i64::from(to)
+    anniversary_between_in(date, AsOfYears::new(from), to, rule)
 }
 
 /// Whether `date`'s month and day fall in the inclusive window
@@ -265,6 +326,44 @@ mod tests {
             days_to_anniversary(d(1991, 3, 1), d(2024, 2, 29), Feb29Rule::Feb28),
             1
         );
+    }
+
+    /// The definition, day by day: the first day on or after `as_of` whose
+    /// month and day are the date's (or its stand-in in a common year).
+    fn naive_days_to(date: i32, as_of: i32, rule: Feb29Rule) -> i32 {
+        let md = MonthDay::of_days(date);
+        (0..800)
+            .find(|offset| {
+                let (year, month, day) = civil::from_days(as_of + offset);
+                let target = if md.is_feb29() && !civil::is_leap(year) {
+                    match rule {
+                        Feb29Rule::Feb28 => (2, 28),
+                        Feb29Rule::Mar1 => (3, 1),
+                    }
+                } else {
+                    (md.month, md.day)
+                };
+                (month, day) == target
+            })
+            .unwrap_or(-1)
+    }
+
+    #[test]
+    fn fast_path_matches_the_definition() {
+        let dates: Vec<i32> = (d(1999, 12, 25)..d(2001, 1, 5))
+            .chain([d(1992, 2, 29)])
+            .collect();
+        for as_of in (d(2023, 1, 1)..d(2025, 3, 5)).step_by(5) {
+            for &date in &dates {
+                for rule in [Feb29Rule::Feb28, Feb29Rule::Mar1] {
+                    assert_eq!(
+                        days_to_anniversary(date, as_of, rule),
+                        naive_days_to(date, as_of, rule),
+                        "date {date} as_of {as_of} {rule:?}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -4,14 +4,16 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Date32Array, Float64Array, Int64Array, StructArray,
+    Array, ArrayRef, AsArray, BooleanArray, Date32Array, Date32Builder, Float64Array,
+    Float64Builder, Int64Array, ListBuilder, StructArray,
 };
+use datafusion::arrow::buffer::NullBuffer;
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields, Float64Type};
 use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{
-    Accumulator, AggregateUDFImpl, Documentation, Signature, Volatility,
+    Accumulator, AggregateUDFImpl, Documentation, EmitTo, GroupsAccumulator, Signature, Volatility,
 };
 use datafusion_macros::user_doc;
 
@@ -105,6 +107,17 @@ impl AggregateUDFImpl for ClvSummaryFunc {
         Ok(Box::<ClvAccumulator>::default())
     }
 
+    fn groups_accumulator_supported(&self, _args: AccumulatorArgs) -> bool {
+        true
+    }
+
+    fn create_groups_accumulator(
+        &self,
+        _args: AccumulatorArgs,
+    ) -> Result<Box<dyn GroupsAccumulator>> {
+        Ok(Box::<ClvGroupsAccumulator>::default())
+    }
+
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
         let list = |name: &str, t: DataType| {
             Field::new(
@@ -123,6 +136,75 @@ impl AggregateUDFImpl for ClvSummaryFunc {
     fn documentation(&self) -> Option<&Documentation> {
         self.doc()
     }
+}
+
+/// The summary of one customer from its per-day totals in day order.
+struct Summary {
+    frequency: i64,
+    recency: i64,
+    t: i64,
+    monetary_value: f64,
+    first: i32,
+    last: i32,
+}
+
+impl Summary {
+    fn from_days(mut days: impl Iterator<Item = (i32, f64)>, as_of: i32) -> Option<Self> {
+        let (first, _) = days.next()?;
+        let (mut last, mut repeat_days, mut repeat_total) = (first, 0i64, 0.0);
+        for (day, total) in days {
+            last = day;
+            repeat_days += 1;
+            repeat_total += total;
+        }
+        Some(Self {
+            frequency: repeat_days,
+            recency: i64::from(last - first),
+            t: i64::from(as_of - first),
+            monetary_value: if repeat_days > 0 {
+                repeat_total / repeat_days as f64
+            } else {
+                0.0
+            },
+            first,
+            last,
+        })
+    }
+}
+
+/// Builds the result column; `None` gives a NULL struct.
+fn summaries_to_array(summaries: &[Option<Summary>]) -> Result<ArrayRef> {
+    let get = |f: fn(&Summary) -> i64| -> Int64Array {
+        summaries
+            .iter()
+            .map(|s| Some(s.as_ref().map_or(0, f)))
+            .collect()
+    };
+    let dates = |f: fn(&Summary) -> i32| -> Date32Array {
+        summaries
+            .iter()
+            .map(|s| Some(s.as_ref().map_or(0, f)))
+            .collect()
+    };
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(get(|s| s.frequency)),
+        Arc::new(get(|s| s.recency)),
+        Arc::new(get(|s| s.t)),
+        Arc::new(
+            summaries
+                .iter()
+                .map(|s| Some(s.as_ref().map_or(0.0, |s| s.monetary_value)))
+                .collect::<Float64Array>(),
+        ),
+        Arc::new(dates(|s| s.first)),
+        Arc::new(dates(|s| s.last)),
+    ];
+    let nulls = NullBuffer::from(summaries.iter().map(Option::is_some).collect::<Vec<_>>());
+    Ok(Arc::new(StructArray::try_new(
+        summary_fields(),
+        columns,
+        Some(nulls),
+    )?))
 }
 
 /// Per-day purchase totals of one group.
@@ -171,32 +253,10 @@ impl Accumulator for ClvAccumulator {
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
-        let fields = summary_fields();
-        let (Some((&first, first_total)), Some((&last, _)), Some(as_of)) = (
-            self.days.first_key_value(),
-            self.days.last_key_value(),
-            self.as_of,
-        ) else {
-            return ScalarValue::try_from(DataType::Struct(fields));
-        };
-        let frequency = self.days.len() as i64 - 1;
-        let repeat_total: f64 = self.days.values().sum::<f64>() - first_total;
-        let monetary = if frequency > 0 {
-            repeat_total / frequency as f64
-        } else {
-            0.0
-        };
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(Int64Array::from(vec![frequency])),
-            Arc::new(Int64Array::from(vec![i64::from(last - first)])),
-            Arc::new(Int64Array::from(vec![i64::from(as_of - first)])),
-            Arc::new(Float64Array::from(vec![monetary])),
-            Arc::new(Date32Array::from(vec![first])),
-            Arc::new(Date32Array::from(vec![last])),
-        ];
-        Ok(ScalarValue::Struct(Arc::new(StructArray::try_new(
-            fields, columns, None,
-        )?)))
+        let summary = self
+            .as_of
+            .and_then(|as_of| Summary::from_days(self.days.iter().map(|(d, t)| (*d, *t)), as_of));
+        ScalarValue::try_from_array(&summaries_to_array(&[summary])?, 0)
     }
 
     fn size(&self) -> usize {
@@ -245,6 +305,174 @@ impl Accumulator for ClvAccumulator {
     }
 }
 
+/// Purchases of many groups at once: each group's (day, amount) pairs in
+/// arrival order, sorted and summed per day only when the group is emitted.
+#[derive(Debug, Default)]
+struct ClvGroupsAccumulator {
+    purchases: Vec<Vec<(i32, f64)>>,
+    as_of: Vec<Option<i32>>,
+}
+
+impl ClvGroupsAccumulator {
+    fn resize(&mut self, groups: usize) {
+        if self.purchases.len() < groups {
+            self.purchases.resize_with(groups, Vec::new);
+            self.as_of.resize(groups, None);
+        }
+    }
+
+    fn add(&mut self, group: usize, day: i32, amount: f64, as_of: i32) -> Result<()> {
+        match self.as_of[group] {
+            Some(current) if current != as_of => {
+                return exec_err!(
+                    "{NAME}: argument `as_of` must be the same for every row of a group, \
+                     got two different days"
+                );
+            }
+            _ => self.as_of[group] = Some(as_of),
+        }
+        if day <= as_of {
+            self.purchases[group].push((day, amount));
+        }
+        Ok(())
+    }
+
+    /// Each emitted group's per-day totals in day order.
+    fn take(&mut self, emit_to: EmitTo) -> (Vec<Vec<(i32, f64)>>, Vec<Option<i32>>) {
+        let mut purchases = emit_to.take_needed(&mut self.purchases);
+        for group in &mut purchases {
+            group.sort_unstable_by_key(|(day, _)| *day);
+            let mut merged: Vec<(i32, f64)> = Vec::with_capacity(group.len());
+            for &(day, amount) in group.iter() {
+                match merged.last_mut() {
+                    Some((last, total)) if *last == day => *total += amount,
+                    _ => merged.push((day, amount)),
+                }
+            }
+            *group = merged;
+        }
+        (purchases, emit_to.take_needed(&mut self.as_of))
+    }
+}
+
+fn is_selected(filter: Option<&BooleanArray>, row: usize) -> bool {
+    filter.is_none_or(|f| f.is_valid(row) && f.value(row))
+}
+
+/// The state columns for groups of per-day totals.
+fn state_arrays(purchases: &[Vec<(i32, f64)>], as_of: &[Option<i32>]) -> Vec<ArrayRef> {
+    let mut days = ListBuilder::new(Date32Builder::new());
+    let mut totals = ListBuilder::new(Float64Builder::new());
+    for group in purchases {
+        for (day, total) in group {
+            days.values().append_value(*day);
+            totals.values().append_value(*total);
+        }
+        days.append(true);
+        totals.append(true);
+    }
+    vec![
+        Arc::new(days.finish()),
+        Arc::new(totals.finish()),
+        Arc::new(as_of.iter().copied().collect::<Date32Array>()),
+    ]
+}
+
+impl GroupsAccumulator for ClvGroupsAccumulator {
+    fn update_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        opt_filter: Option<&BooleanArray>,
+        total_num_groups: usize,
+    ) -> Result<()> {
+        self.resize(total_num_groups);
+        let days = to_date32(NAME, "order_ts", &values[0])?;
+        let amounts = cast(&values[1], &DataType::Float64)?;
+        let amounts = amounts.as_primitive::<Float64Type>();
+        let as_of = to_date32(NAME, "as_of", &values[2])?;
+        for (row, &group) in group_indices.iter().enumerate() {
+            if !is_selected(opt_filter, row)
+                || days.is_null(row)
+                || amounts.is_null(row)
+                || as_of.is_null(row)
+            {
+                continue;
+            }
+            self.add(group, days.value(row), amounts.value(row), as_of.value(row))?;
+        }
+        Ok(())
+    }
+
+    fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
+        let (purchases, as_of) = self.take(emit_to);
+        let summaries: Vec<Option<Summary>> = purchases
+            .into_iter()
+            .zip(as_of)
+            .map(|(days, as_of)| Summary::from_days(days.into_iter(), as_of?))
+            .collect();
+        summaries_to_array(&summaries)
+    }
+
+    fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
+        let (purchases, as_of) = self.take(emit_to);
+        Ok(state_arrays(&purchases, &as_of))
+    }
+
+    fn merge_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        total_num_groups: usize,
+    ) -> Result<()> {
+        self.resize(total_num_groups);
+        let days = values[0].as_list::<i32>();
+        let totals = values[1].as_list::<i32>();
+        let as_of = to_date32(NAME, "as_of", &values[2])?;
+        for (row, &group) in group_indices.iter().enumerate() {
+            if as_of.is_null(row) {
+                continue;
+            }
+            let row_days = to_date32(NAME, "order_ts", &days.value(row))?;
+            let row_totals = totals.value(row);
+            let row_totals = row_totals.as_primitive::<Float64Type>();
+            if row_days.is_empty() {
+                // Keep as_of even for a group with no purchase yet.
+                if self.as_of[group].is_none() {
+                    self.as_of[group] = Some(as_of.value(row));
+                }
+            }
+            for (day, total) in row_days.iter().zip(row_totals.iter()) {
+                if let (Some(day), Some(total)) = (day, total) {
+                    self.add(group, day, total, as_of.value(row))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn convert_to_state(
+        &self,
+        values: &[ArrayRef],
+        opt_filter: Option<&BooleanArray>,
+    ) -> Result<Vec<ArrayRef>> {
+        let mut single = Self::default();
+        let rows = values[0].len();
+        let indices: Vec<usize> = (0..rows).collect();
+        single.update_batch(values, &indices, opt_filter, rows)?;
+        let (purchases, as_of) = single.take(EmitTo::All);
+        Ok(state_arrays(&purchases, &as_of))
+    }
+
+    fn size(&self) -> usize {
+        self.purchases
+            .iter()
+            .map(|g| g.capacity() * size_of::<(i32, f64)>() + size_of::<Vec<(i32, f64)>>())
+            .sum::<usize>()
+            + self.as_of.capacity() * size_of::<Option<i32>>()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,6 +515,63 @@ mod tests {
         let mut merged = ClvAccumulator::default();
         merged.merge_batch(&arrays)?;
         assert_eq!(summary(&mut merged), summary(&mut acc));
+        Ok(())
+    }
+
+    #[test]
+    fn groups_accumulator_matches_the_row_accumulator() -> Result<()> {
+        let days: ArrayRef = Arc::new(Date32Array::from(vec![
+            Some(0),
+            Some(10),
+            Some(0),
+            None,
+            Some(20),
+            Some(5),
+            Some(40),
+        ]));
+        let amounts: ArrayRef = Arc::new(Float64Array::from(vec![
+            Some(10.0),
+            Some(20.0),
+            Some(5.0),
+            Some(1.0),
+            Some(40.0),
+            Some(7.0),
+            Some(99.0),
+        ]));
+        let as_of: ArrayRef = Arc::new(Date32Array::from(vec![30; 7]));
+        let groups = [0, 0, 0, 0, 0, 1, 0];
+        let mut acc = ClvGroupsAccumulator::default();
+        let values = [Arc::clone(&days), Arc::clone(&amounts), Arc::clone(&as_of)];
+        acc.update_batch(&values, &groups, None, 3)?;
+        // Through state and merge, as a two-phase aggregation does.
+        let state = acc.state(EmitTo::All)?;
+        let mut merged = ClvGroupsAccumulator::default();
+        merged.merge_batch(&state, &[0, 1, 2], 3)?;
+        let out = merged.evaluate(EmitTo::All)?;
+        let text: Vec<String> = (0..3)
+            .map(|i| ScalarValue::try_from_array(&out, i).map(|v| v.to_string()))
+            .collect::<Result<_>>()?;
+        let mut row = ClvAccumulator::default();
+        row.update_batch(&[
+            Arc::new(Date32Array::from(vec![
+                Some(0),
+                Some(10),
+                Some(0),
+                Some(20),
+                Some(40),
+            ])) as ArrayRef,
+            Arc::new(Float64Array::from(vec![10.0, 20.0, 5.0, 40.0, 99.0])),
+            Arc::new(Date32Array::from(vec![30; 5])),
+        ])?;
+        assert_eq!(text[0], summary(&mut row));
+        assert_eq!(
+            text[1],
+            "{frequency:0,recency:0,t:25,monetary_value:0.0,first_purchase:1970-01-06,last_purchase:1970-01-06}"
+        );
+        assert_eq!(text[2], "NULL");
+        // convert_to_state gives one state row per input row.
+        let state = acc.convert_to_state(&values, None)?;
+        assert_eq!(state[0].len(), 7);
         Ok(())
     }
 

@@ -1,0 +1,171 @@
+//! `PREVIEW SEGMENT <condition>` and `EXPLAIN SEGMENT <condition>`: the
+//! segment statements that run beside SQL in `-c` texts and batch files.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::common::DataFusionError;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::SessionContext;
+use datafusion::sql::unparser::plan_to_sql;
+
+use super::catalog::SegmentCatalog;
+use super::planner::{PlanError, plan_condition};
+use super::table_function::{SegmentTableFunction, plan_text};
+use crate::error::Error;
+use crate::lang::{self, ast::Condition};
+use crate::session::StatementResult;
+
+/// Rows shown by `PREVIEW SEGMENT`.
+pub const PREVIEW_ROWS: usize = 10;
+
+/// Which segment statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegmentCommand {
+    Preview,
+    Explain,
+}
+
+/// The catalog the session's `segment` function was registered with.
+fn catalog(ctx: &SessionContext) -> Result<SegmentCatalog, Error> {
+    let function = ctx.table_function("segment").map_err(|_| {
+        DataFusionError::Plan(
+            "segment statements need a `customers` table: add one to [tables] in the project file"
+                .into(),
+        )
+    })?;
+    let function: &dyn Any = function.function().as_ref();
+    function
+        .downcast_ref::<SegmentTableFunction>()
+        .map(|f| f.catalog().clone())
+        .ok_or_else(|| DataFusionError::Internal("`segment` is not segql's function".into()).into())
+}
+
+/// Runs one segment statement on `condition` (the text after `SEGMENT`).
+pub async fn run(
+    ctx: &SessionContext,
+    command: SegmentCommand,
+    condition: &str,
+) -> Result<Vec<StatementResult>, Error> {
+    let catalog = catalog(ctx)?;
+    let plan = plan_text(condition, &catalog, catalog.as_of)?;
+    match command {
+        SegmentCommand::Preview => preview(ctx, plan).await,
+        SegmentCommand::Explain => explain(ctx, condition, &catalog, plan).await,
+    }
+}
+
+async fn count(ctx: &SessionContext, plan: LogicalPlan) -> Result<usize, Error> {
+    Ok(ctx.execute_logical_plan(plan).await?.count().await?)
+}
+
+async fn preview(ctx: &SessionContext, plan: LogicalPlan) -> Result<Vec<StatementResult>, Error> {
+    let members = count(ctx, plan.clone()).await?;
+    let frame = ctx
+        .execute_logical_plan(plan)
+        .await?
+        .limit(0, Some(PREVIEW_ROWS))?;
+    let schema = Arc::clone(frame.schema().inner());
+    let batches = frame.collect().await?;
+    Ok(vec![
+        single_row("members", members as i64)?,
+        StatementResult { schema, batches },
+    ])
+}
+
+fn single_row(name: &str, value: i64) -> Result<StatementResult, Error> {
+    let schema = Arc::new(Schema::new(vec![Field::new(name, DataType::Int64, false)]));
+    let column: ArrayRef = Arc::new(Int64Array::from(vec![value]));
+    let batch =
+        RecordBatch::try_new(Arc::clone(&schema), vec![column]).map_err(DataFusionError::from)?;
+    Ok(StatementResult {
+        schema,
+        batches: vec![batch],
+    })
+}
+
+/// The plans, the equivalent SQL, and how many customers each top-level
+/// condition keeps, alone and after the ones before it.
+async fn explain(
+    ctx: &SessionContext,
+    source: &str,
+    catalog: &SegmentCatalog,
+    plan: LogicalPlan,
+) -> Result<Vec<StatementResult>, Error> {
+    let mut rows: Vec<(String, String)> = vec![
+        ("condition".into(), source.trim().to_string()),
+        ("as_of".into(), catalog.as_of.0.to_string()),
+        ("logical_plan".into(), plan.display_indent().to_string()),
+    ];
+    let optimized = ctx.state().optimize(&plan)?;
+    rows.push((
+        "optimized_plan".into(),
+        optimized.display_indent().to_string(),
+    ));
+    rows.push((
+        "sql".into(),
+        match plan_to_sql(&plan) {
+            Ok(sql) => sql.to_string(),
+            Err(e) => format!(
+                "(DataFusion cannot write this plan as SQL: {})",
+                e.strip_backtrace()
+            ),
+        },
+    ));
+    let all = count(ctx, plan_of(&all_customers(), catalog)?).await?;
+    rows.push(("customers".into(), all.to_string()));
+    let condition = lang::parse(source).map_err(|e| DataFusionError::Plan(e.render(source)))?;
+    let parts = match &condition {
+        Condition::And(parts) => parts.clone(),
+        other => vec![other.clone()],
+    };
+    for (index, part) in parts.iter().enumerate() {
+        let span = part.span();
+        let text = source.get(span.start..span.end).unwrap_or("").trim();
+        // A negation's span is its operand's.
+        let text = match part {
+            Condition::Not(_) => format!("NOT {text}"),
+            _ => text.to_string(),
+        };
+        let alone = count(ctx, plan_of(part, catalog)?).await?;
+        let so_far = count(
+            ctx,
+            plan_of(&Condition::And(parts[..=index].to_vec()), catalog)?,
+        )
+        .await?;
+        rows.push((
+            format!("keeps {}", index + 1),
+            format!("{text}: {alone} alone, {so_far} with the conditions before it"),
+        ));
+    }
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("step", DataType::Utf8, false),
+        Field::new("detail", DataType::Utf8, false),
+    ]));
+    let steps: ArrayRef = Arc::new(StringArray::from_iter_values(
+        rows.iter().map(|r| r.0.as_str()),
+    ));
+    let details: ArrayRef = Arc::new(StringArray::from_iter_values(
+        rows.iter().map(|r| r.1.as_str()),
+    ));
+    let batch = RecordBatch::try_new(Arc::clone(&schema), vec![steps, details])
+        .map_err(DataFusionError::from)?;
+    Ok(vec![StatementResult {
+        schema,
+        batches: vec![batch],
+    }])
+}
+
+/// A condition every customer meets, to count the population.
+fn all_customers() -> Condition {
+    Condition::And(Vec::new())
+}
+
+fn plan_of(condition: &Condition, catalog: &SegmentCatalog) -> Result<LogicalPlan, Error> {
+    plan_condition(condition, catalog, catalog.as_of).map_err(|e| match e {
+        PlanError::DataFusion(e) => e.into(),
+        PlanError::Lang(e) => DataFusionError::Plan(e.message).into(),
+    })
+}
