@@ -295,6 +295,12 @@ fn describe_datafusion(error: &DataFusionError) -> String {
     match error {
         DataFusionError::Diagnostic(_, inner) => describe_datafusion(inner),
         DataFusionError::Shared(inner) => describe_datafusion(inner),
+        // An argument check that fires while the optimizer simplifies
+        // (segql's functions check constant arguments there) is the user's
+        // error, not the rule's: show it without the rule's wrapper.
+        DataFusionError::Context(context, inner) if context.starts_with("Optimizer rule") => {
+            describe_datafusion(inner)
+        }
         // DataFusion's prefix repeats the one parquet's own text starts with.
         DataFusionError::ParquetError(inner) => inner.to_string(),
         DataFusionError::SQL(parser_error, _) => match parser_error.as_ref() {

@@ -181,3 +181,30 @@ fn output_file_in_a_missing_folder() {
          (os error 2); check that its folder exists and is writable\n",
     );
 }
+
+#[test]
+fn bad_function_arguments_name_the_function_and_argument() {
+    assert_fails(
+        &segql(&["-c", "SELECT rfm_bucket(1, [3, 2], 'high')"]),
+        1,
+        "error: Error during planning: rfm_bucket: argument `thresholds` must be strictly \
+         ascending, but 3 is followed by 2\n",
+    );
+    assert_fails(
+        &segql(&[
+            "-c",
+            "SELECT rfm_quantile(amount, 12, 'high') OVER () FROM orders",
+        ]),
+        1,
+        "error: Error during planning: rfm_quantile: argument `bins` must be from 2 to 10, got 12\n",
+    );
+    assert_fails(
+        &segql(&[
+            "-c",
+            "SELECT in_yearly_window(created_at, '07-32', '09-28') FROM customers",
+        ]),
+        1,
+        "error: Error during planning: in_yearly_window: argument `from` must be 'MM-DD' text, \
+         got '07-32': day 32 does not exist in month 07\n",
+    );
+}

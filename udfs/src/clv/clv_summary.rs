@@ -305,11 +305,14 @@ impl Accumulator for ClvAccumulator {
     }
 }
 
+/// One group's (day, amount) pairs.
+type DayTotals = Vec<(i32, f64)>;
+
 /// Purchases of many groups at once: each group's (day, amount) pairs in
 /// arrival order, sorted and summed per day only when the group is emitted.
 #[derive(Debug, Default)]
 struct ClvGroupsAccumulator {
-    purchases: Vec<Vec<(i32, f64)>>,
+    purchases: Vec<DayTotals>,
     as_of: Vec<Option<i32>>,
 }
 
@@ -338,11 +341,11 @@ impl ClvGroupsAccumulator {
     }
 
     /// Each emitted group's per-day totals in day order.
-    fn take(&mut self, emit_to: EmitTo) -> (Vec<Vec<(i32, f64)>>, Vec<Option<i32>>) {
+    fn take(&mut self, emit_to: EmitTo) -> (Vec<DayTotals>, Vec<Option<i32>>) {
         let mut purchases = emit_to.take_needed(&mut self.purchases);
         for group in &mut purchases {
             group.sort_unstable_by_key(|(day, _)| *day);
-            let mut merged: Vec<(i32, f64)> = Vec::with_capacity(group.len());
+            let mut merged: DayTotals = Vec::with_capacity(group.len());
             for &(day, amount) in group.iter() {
                 match merged.last_mut() {
                     Some((last, total)) if *last == day => *total += amount,
@@ -360,7 +363,7 @@ fn is_selected(filter: Option<&BooleanArray>, row: usize) -> bool {
 }
 
 /// The state columns for groups of per-day totals.
-fn state_arrays(purchases: &[Vec<(i32, f64)>], as_of: &[Option<i32>]) -> Vec<ArrayRef> {
+fn state_arrays(purchases: &[DayTotals], as_of: &[Option<i32>]) -> Vec<ArrayRef> {
     let mut days = ListBuilder::new(Date32Builder::new());
     let mut totals = ListBuilder::new(Float64Builder::new());
     for group in purchases {
