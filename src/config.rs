@@ -26,6 +26,10 @@ pub struct Config {
     pub source: Option<PathBuf>,
     /// The tables, in name order.
     pub tables: Vec<TableConfig>,
+    /// The folder of segment definitions (`<code>.seg` files) that
+    /// conditions can refer to with `in_segment(code)`, from
+    /// `[segments] folder`; resolved against the file's folder.
+    pub segments_folder: Option<PathBuf>,
 }
 
 /// One entry of `[tables]`.
@@ -70,6 +74,15 @@ impl std::fmt::Display for TableLocation {
 struct ConfigFile {
     #[serde(default)]
     tables: BTreeMap<String, String>,
+    #[serde(default)]
+    segments: Option<SegmentsSection>,
+}
+
+/// `[segments]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SegmentsSection {
+    folder: String,
 }
 
 impl Config {
@@ -128,9 +141,13 @@ impl Config {
             let location = resolve_location(&raw, &base_dir);
             tables.push(TableConfig { name, location });
         }
+        let segments_folder = file
+            .segments
+            .map(|section| normalize(&base_dir.join(section.folder.trim())));
         Ok(Self {
             source: Some(path.to_path_buf()),
             tables,
+            segments_folder,
         })
     }
 
@@ -331,7 +348,10 @@ mod tests {
             panic!("unexpected error {err}");
         };
         assert_eq!((line, column), (2, 2));
-        assert_eq!(message, "unknown field `tabels`, expected `tables`");
+        assert_eq!(
+            message,
+            "unknown field `tabels`, expected `tables` or `segments`"
+        );
     }
 
     #[test]

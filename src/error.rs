@@ -19,6 +19,11 @@ pub enum Error {
     #[error("{}", describe_datafusion(.0))]
     DataFusion(#[from] DataFusionError),
 
+    /// The `[segments] folder` of the project file could not be read, or
+    /// holds a badly named or unreadable `.seg` file.
+    #[error("{0}")]
+    Segments(String),
+
     /// The project file named by `--config` does not exist.
     #[error(
         "project file {} not found; pass an existing file to --config, or leave --config out \
@@ -44,7 +49,8 @@ pub enum Error {
     #[error(
         "project file {}, line {line}, column {column}: {message}; a project file has a \
          [tables] section mapping table names to Parquet paths, e.g. \
-         orders = \"data/orders.parquet\"",
+         orders = \"data/orders.parquet\", and an optional [segments] section with the \
+         folder of saved segments, e.g. folder = \"segments\"",
         .path.display()
     )]
     ConfigSyntax {

@@ -18,6 +18,7 @@ use segql::config::{Config, DEFAULT_CONFIG_FILE};
 use segql::error::Error;
 use segql::output::{Format, Printer};
 use segql::segment::AsOf;
+use segql::segment::catalog::load_definitions;
 use segql::session::{register_tables, run_sql};
 
 /// Customer segmentation SQL over Parquet, on Apache DataFusion.
@@ -98,7 +99,12 @@ async fn run(args: Args) -> Result<(), Error> {
     let mut ctx = SessionContext::new();
     segql_udfs::register_all(&mut ctx)?;
     register_tables(&ctx, &config).await?;
-    segql::segment::table_function::register(&ctx, args.as_of.unwrap_or_else(AsOf::today)).await;
+    let definitions = match &config.segments_folder {
+        Some(folder) => load_definitions(folder).map_err(Error::Segments)?,
+        None => Default::default(),
+    };
+    let as_of = args.as_of.unwrap_or_else(AsOf::today);
+    segql::segment::table_function::register(&ctx, as_of, definitions).await;
 
     let (out, target): (Box<dyn Write>, String) = match &args.output {
         Some(path) => {

@@ -40,6 +40,12 @@ impl LangError {
         }
     }
 
+    /// The same error pointing at `span`.
+    pub fn with_span(mut self, span: Span) -> Self {
+        self.span = span;
+        self
+    }
+
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
         self

@@ -133,6 +133,17 @@ pub fn plan_condition(
     catalog: &SegmentCatalog,
     as_of: AsOf,
 ) -> Result<LogicalPlan> {
+    plan_nested(condition, catalog, as_of, &[])
+}
+
+/// [`plan_condition`] inside the segments named in `outer` (innermost
+/// last), which a reference must not lead back to.
+fn plan_nested(
+    condition: &Condition,
+    catalog: &SegmentCatalog,
+    as_of: AsOf,
+    outer: &[String],
+) -> Result<LogicalPlan> {
     let mut planner = Planner {
         catalog,
         as_of,
@@ -140,6 +151,7 @@ pub fn plan_condition(
         needs_metrics: false,
         needs_rfm: false,
         joins: Vec::new(),
+        outer,
     };
     let mut filters = Vec::new();
     let conjuncts = match condition {
@@ -153,8 +165,8 @@ pub fn plan_condition(
                 arguments,
                 positional,
                 span,
-            } if is_bought(function) => {
-                let plan = planner.bought(arguments, positional, *span)?;
+            } if is_join_call(function) => {
+                let plan = planner.join_call(function, arguments, positional, *span)?;
                 planner.joins.push(Join::Semi(plan));
             }
             Condition::Not(inner) => match inner.as_ref() {
@@ -163,8 +175,8 @@ pub fn plan_condition(
                     arguments,
                     positional,
                     span,
-                } if is_bought(function) => {
-                    let plan = planner.bought(arguments, positional, *span)?;
+                } if is_join_call(function) => {
+                    let plan = planner.join_call(function, arguments, positional, *span)?;
                     planner.joins.push(Join::Anti(plan));
                 }
                 _ => filters.push(planner.condition(part)?),
@@ -179,7 +191,17 @@ fn is_bought(function: &Name) -> bool {
     function.name.eq_ignore_ascii_case("bought")
 }
 
-/// A `bought(...)` subquery and how it joins `customers`.
+fn is_segment_ref(function: &Name) -> bool {
+    function.name.eq_ignore_ascii_case("in_segment")
+}
+
+/// Calls answered by a subquery of customer ids joined to `customers`.
+fn is_join_call(function: &Name) -> bool {
+    is_bought(function) || is_segment_ref(function)
+}
+
+/// A `bought(...)` or `in_segment(...)` subquery and how it joins
+/// `customers`.
 enum Join {
     Semi(LogicalPlan),
     Anti(LogicalPlan),
@@ -194,6 +216,7 @@ struct Planner<'a> {
     needs_metrics: bool,
     needs_rfm: bool,
     joins: Vec<Join>,
+    outer: &'a [String],
 }
 
 fn customer_col(name: &str) -> Expr {
@@ -421,16 +444,11 @@ impl Planner<'_> {
                 positional,
                 span,
             } => {
-                if is_bought(function) {
-                    let plan = self.bought(arguments, positional, *span)?;
+                if is_join_call(function) {
+                    let plan = self.join_call(function, arguments, positional, *span)?;
                     let alias = plan.schema().field(0).name().clone();
                     self.joins.push(Join::Mark(plan));
                     Expr::Column(Column::from_name(alias)).is_not_null()
-                } else if function.name.eq_ignore_ascii_case("in_segment") {
-                    let code = positional.first().map_or("", |n| n.name.as_str());
-                    return Err(LangError::new(format!("unknown segment `{code}`"), *span)
-                        .with_hint("no segments are saved yet: write its condition here instead")
-                        .into());
                 } else {
                     let mut err = LangError::new(
                         format!("unknown function `{}`", function.name),
@@ -596,6 +614,89 @@ impl Planner<'_> {
                 return Err(mismatch("this is a date"));
             }
         })
+    }
+
+    fn join_call(
+        &mut self,
+        function: &Name,
+        arguments: &[Argument],
+        positional: &[Name],
+        span: Span,
+    ) -> Result<LogicalPlan> {
+        if is_bought(function) {
+            self.bought(arguments, positional, span)
+        } else {
+            self.segment_ref(arguments, positional, span)
+        }
+    }
+
+    /// The members of a saved segment: one column `__segment_N` of
+    /// customer ids, planned from the segment's own condition.
+    fn segment_ref(
+        &mut self,
+        arguments: &[Argument],
+        positional: &[Name],
+        span: Span,
+    ) -> Result<LogicalPlan> {
+        let ([code], []) = (positional, arguments) else {
+            return Err(
+                LangError::new("expected one segment code, as in in_segment(vip)", span).into(),
+            );
+        };
+        let Some(text) = self.catalog.definitions.get(&code.name) else {
+            let mut err = LangError::new(format!("unknown segment `{}`", code.name), code.span);
+            err = match did_you_mean(&code.name, self.catalog.definitions.keys().map(String::as_str)) {
+                Some(near) => err.with_hint(format!("did you mean `{near}`?")),
+                None if self.catalog.definitions.is_empty() => err.with_hint(
+                    "no segments are defined: name a folder of <code>.seg files in [segments] folder",
+                ),
+                None => err.with_hint(format!(
+                    "known segments: {}",
+                    self.catalog.definitions.keys().cloned().collect::<Vec<_>>().join(", ")
+                )),
+            };
+            return Err(err.into());
+        };
+        if let Some(start) = self.outer.iter().position(|c| *c == code.name) {
+            let mut cycle = self.outer[start..].to_vec();
+            cycle.push(code.name.clone());
+            return Err(LangError::new(
+                format!(
+                    "segments refer to each other in a cycle: {}",
+                    cycle.join(" -> ")
+                ),
+                code.span,
+            )
+            .with_hint(
+                "a segment cannot contain itself; break the cycle in one of their conditions",
+            )
+            .into());
+        }
+        let condition = crate::lang::parse(text).map_err(|e| {
+            LangError::new(
+                format!("segment `{}` does not parse: {}", code.name, e.message),
+                code.span,
+            )
+        })?;
+        let mut outer = self.outer.to_vec();
+        outer.push(code.name.clone());
+        let inner =
+            plan_nested(&condition, self.catalog, self.as_of, &outer).map_err(|e| match e {
+                // An error inside the referenced segment is reported at the
+                // reference, saying which segment it is in.
+                PlanError::Lang(inner) if inner.message.starts_with("segments refer") => {
+                    PlanError::Lang(inner.with_span(code.span))
+                }
+                PlanError::Lang(inner) => PlanError::Lang(LangError::new(
+                    format!("in segment `{}`: {}", code.name, inner.message),
+                    code.span,
+                )),
+                other => other,
+            })?;
+        let alias = format!("__segment_{}", self.joins.len());
+        Ok(LogicalPlanBuilder::from(inner)
+            .project(vec![customer_col("customer_id").alias(&alias)])?
+            .build()?)
     }
 
     /// The customers who bought matching `order_items` lines: one column

@@ -1,7 +1,6 @@
 //! `PREVIEW SEGMENT <condition>` and `EXPLAIN SEGMENT <condition>`: the
 //! segment statements that run beside SQL in `-c` texts and batch files.
 
-use std::any::Any;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
@@ -13,7 +12,7 @@ use datafusion::sql::unparser::plan_to_sql;
 
 use super::catalog::SegmentCatalog;
 use super::planner::{PlanError, plan_condition};
-use super::table_function::{SegmentTableFunction, plan_text};
+use super::table_function::{plan_text, session_catalog};
 use crate::error::Error;
 use crate::lang::{self, ast::Condition};
 use crate::session::StatementResult;
@@ -30,17 +29,13 @@ pub enum SegmentCommand {
 
 /// The catalog the session's `segment` function was registered with.
 fn catalog(ctx: &SessionContext) -> Result<SegmentCatalog, Error> {
-    let function = ctx.table_function("segment").map_err(|_| {
+    session_catalog(ctx).ok_or_else(|| {
         DataFusionError::Plan(
             "segment statements need a `customers` table: add one to [tables] in the project file"
                 .into(),
         )
-    })?;
-    let function: &dyn Any = function.function().as_ref();
-    function
-        .downcast_ref::<SegmentTableFunction>()
-        .map(|f| f.catalog().clone())
-        .ok_or_else(|| DataFusionError::Internal("`segment` is not segql's function".into()).into())
+        .into()
+    })
 }
 
 /// Runs one segment statement on `condition` (the text after `SEGMENT`).

@@ -32,15 +32,30 @@ impl SegmentTableFunction {
 }
 
 /// Registers `segment(...)` when the session has a `customers` table, with
-/// `as_of` as the default evaluation day; returns whether it did.
-pub async fn register(ctx: &SessionContext, as_of: AsOf) -> bool {
+/// `as_of` as the default evaluation day and the saved `definitions` that
+/// conditions may refer to; returns whether it did.
+pub async fn register(
+    ctx: &SessionContext,
+    as_of: AsOf,
+    definitions: std::collections::BTreeMap<String, String>,
+) -> bool {
     match SegmentCatalog::from_session(ctx, as_of).await {
         Some(catalog) => {
+            let catalog = catalog.with_definitions(definitions);
             ctx.register_udtf("segment", Arc::new(SegmentTableFunction::new(catalog)));
             true
         }
         None => false,
     }
+}
+
+/// The catalog of the `segment` function registered on `ctx`, if any.
+pub fn session_catalog(ctx: &SessionContext) -> Option<SegmentCatalog> {
+    let function = ctx.table_function("segment").ok()?;
+    let function: &dyn std::any::Any = function.function().as_ref();
+    function
+        .downcast_ref::<SegmentTableFunction>()
+        .map(|f| f.catalog().clone())
 }
 
 /// Parses and plans `source`, turning errors into DataFusion planning

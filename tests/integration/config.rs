@@ -55,7 +55,8 @@ fn toml_syntax_error_names_file_and_line() {
         1,
         "error: project file segql.toml, line 3, column 25: invalid basic string, expected `\"`; \
          a project file has a [tables] section mapping table names to Parquet paths, e.g. \
-         orders = \"data/orders.parquet\"\n",
+         orders = \"data/orders.parquet\", and an optional [segments] section with the folder \
+         of saved segments, e.g. folder = \"segments\"\n",
     );
 }
 
@@ -80,8 +81,9 @@ fn unknown_section_is_an_error() {
         &count(&dir),
         1,
         "error: project file segql.toml, line 1, column 2: unknown field `tabels`, expected \
-         `tables`; a project file has a [tables] section mapping table names to Parquet paths, \
-         e.g. orders = \"data/orders.parquet\"\n",
+         `tables` or `segments`; a project file has a [tables] section mapping table names to \
+         Parquet paths, e.g. orders = \"data/orders.parquet\", and an optional [segments] \
+         section with the folder of saved segments, e.g. folder = \"segments\"\n",
     );
 }
 
@@ -92,8 +94,9 @@ fn unknown_top_level_key_is_an_error() {
         &count(&dir),
         1,
         "error: project file segql.toml, line 1, column 1: unknown field `timezone`, expected \
-         `tables`; a project file has a [tables] section mapping table names to Parquet paths, \
-         e.g. orders = \"data/orders.parquet\"\n",
+         `tables` or `segments`; a project file has a [tables] section mapping table names to \
+         Parquet paths, e.g. orders = \"data/orders.parquet\", and an optional [segments] \
+         section with the folder of saved segments, e.g. folder = \"segments\"\n",
     );
 }
 
@@ -105,7 +108,8 @@ fn table_path_must_be_a_string() {
         1,
         "error: project file segql.toml, line 2, column 10: invalid type: integer `3`, expected \
          a string; a project file has a [tables] section mapping table names to Parquet paths, \
-         e.g. orders = \"data/orders.parquet\"\n",
+         e.g. orders = \"data/orders.parquet\", and an optional [segments] section with the \
+         folder of saved segments, e.g. folder = \"segments\"\n",
     );
 }
 
@@ -307,4 +311,51 @@ fn empty_project_file_has_no_tables() {
         ),
         "one\n1\n",
     );
+}
+
+#[test]
+fn segments_folder_mistakes() {
+    let dir = project("[tables]\n[segments]\nfolder = \"segs\"\n");
+    let run = count(&dir);
+    assert_eq!(run.code, Some(1));
+    assert!(
+        run.stderr
+            .starts_with("error: cannot read the segments folder ")
+            && run
+                .stderr
+                .ends_with("; fix [segments] folder in the project file\n"),
+        "{}",
+        run.stderr
+    );
+
+    fs::create_dir(dir.path().join("segs")).unwrap();
+    fs::write(dir.path().join("segs/Big-Spenders.seg"), "orders_count > 1").unwrap();
+    let run = count(&dir);
+    assert_eq!(run.code, Some(1));
+    assert!(
+        run.stderr.contains(
+            "`Big-Spenders` is not a valid segment code; name it with lower-case letters, \
+             digits and _ (starting with a letter)"
+        ),
+        "{}",
+        run.stderr
+    );
+
+    // A valid folder is read; other files in it are ignored.
+    fs::remove_file(dir.path().join("segs/Big-Spenders.seg")).unwrap();
+    fs::write(dir.path().join("segs/big_spenders.seg"), "orders_count > 1").unwrap();
+    fs::write(dir.path().join("segs/notes.txt"), "not a segment").unwrap();
+    copy_orders(dir.path(), "orders.parquet");
+    let run = segql_in(
+        dir.path(),
+        &[
+            "--config",
+            "segql.toml",
+            "--format",
+            "csv",
+            "-c",
+            "SELECT 1 AS one",
+        ],
+    );
+    crate::assert_ok(&run, "one\n1\n");
 }
