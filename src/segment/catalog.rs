@@ -19,6 +19,9 @@ pub struct SegmentCatalog {
     pub customers: Arc<dyn TableProvider>,
     pub orders: Option<Arc<dyn TableProvider>>,
     pub order_items: Option<Arc<dyn TableProvider>>,
+    /// Product attributes (category, brand, ...) joined to `order_items`
+    /// on `product_id` when a `bought(...)` filter names one.
+    pub products: Option<Arc<dyn TableProvider>>,
     /// Order statuses that are not purchases (compared case-blind).
     pub non_purchase_statuses: Vec<String>,
     /// The day conditions are evaluated on unless a call names another.
@@ -36,6 +39,7 @@ impl SegmentCatalog {
             customers,
             orders: ctx.table_provider("orders").await.ok(),
             order_items: ctx.table_provider("order_items").await.ok(),
+            products: ctx.table_provider("products").await.ok(),
             non_purchase_statuses: DEFAULT_NON_PURCHASE_STATUSES
                 .iter()
                 .map(|s| s.to_string())

@@ -579,8 +579,23 @@ impl Planner<'_> {
             .ok_or_else(|| LangError::new("this date is out of range", value.span).into())
     }
 
-    /// A literal checked against the attribute's kind.
+    /// A literal checked against the attribute's kind (and, for an
+    /// attribute with a fixed set of values, against that set).
     fn value(&self, value: &Value, kind: Kind, attribute: &Name) -> Result<Expr> {
+        if let Literal::Text(text) = &value.literal
+            && attribute.name.eq_ignore_ascii_case("rfm_group")
+        {
+            let map = segql_udfs::SegmentMap::standard();
+            let groups: Vec<&str> = map.rules().iter().map(|r| r.name.as_str()).collect();
+            if !groups.contains(&text.as_str()) {
+                let err = LangError::new(format!("`{text}` is not an RFM group"), value.span);
+                return Err(match did_you_mean(text, groups.iter().copied()) {
+                    Some(near) => err.with_hint(format!("did you mean '{near}'?")),
+                    None => err.with_hint(format!("the groups are: {}", groups.join(", "))),
+                }
+                .into());
+            }
+        }
         let mismatch = |what: &str| -> PlanError {
             LangError::new(
                 format!("`{}` is {}, but {what}", attribute.name, kind.name()),
@@ -724,7 +739,9 @@ impl Planner<'_> {
             );
         }
         let schema = items.schema();
+        let products = self.catalog.products.as_ref().map(Arc::clone);
         let mut filter = self.purchase_filter("order_ts");
+        let mut product_filters: Vec<Expr> = Vec::new();
         let mut min_count = 1i64;
         for argument in arguments {
             match argument {
@@ -754,28 +771,38 @@ impl Planner<'_> {
                     };
                 }
                 Argument::Value { key, value } => {
-                    let Some(field) = schema
-                        .fields()
-                        .iter()
-                        .find(|f| f.name().eq_ignore_ascii_case(&key.name))
-                    else {
-                        let known: Vec<&str> = schema
+                    let find = |schema: &SchemaRef| {
+                        schema
                             .fields()
                             .iter()
-                            .map(|f| f.name().as_str())
-                            .chain(["date", "count"])
-                            .collect();
-                        let mut err = LangError::new(
-                            format!("unknown filter `{}` for bought(...)", key.name),
-                            key.span,
-                        );
-                        err = match did_you_mean(&key.name, known.iter().copied()) {
-                            Some(near) => err.with_hint(format!("did you mean `{near}`?")),
-                            None => err.with_hint(format!("filters: {}", known.join(", "))),
-                        };
-                        return Err(err.into());
+                            .find(|f| f.name().eq_ignore_ascii_case(&key.name))
+                            .cloned()
                     };
-                    let column = col(field.name());
+                    let product_field = products.as_ref().and_then(|p| find(&p.schema()));
+                    let (field, table) = match (find(&schema), product_field) {
+                        (Some(field), _) => (field, "order_items"),
+                        (None, Some(field)) => (field, "products"),
+                        (None, None) => {
+                            let products_schema = products.as_ref().map(|p| p.schema());
+                            let known: Vec<&str> = schema
+                                .fields()
+                                .iter()
+                                .chain(products_schema.iter().flat_map(|s| s.fields().iter()))
+                                .map(|f| f.name().as_str())
+                                .chain(["date", "count"])
+                                .collect();
+                            let mut err = LangError::new(
+                                format!("unknown filter `{}` for bought(...)", key.name),
+                                key.span,
+                            );
+                            err = match did_you_mean(&key.name, known.iter().copied()) {
+                                Some(near) => err.with_hint(format!("did you mean `{near}`?")),
+                                None => err.with_hint(format!("filters: {}", known.join(", "))),
+                            };
+                            return Err(err.into());
+                        }
+                    };
+                    let column = Expr::Column(Column::new(Some(table), field.name()));
                     let kind = Kind::of(field.data_type());
                     let test = match &value.literal {
                         Literal::Text(text) if kind == Kind::Text && text.contains('%') => {
@@ -783,7 +810,11 @@ impl Planner<'_> {
                         }
                         _ => column.eq(self.value(value, kind, key)?),
                     };
-                    filter = filter.and(test);
+                    if table == "products" {
+                        product_filters.push(test);
+                    } else {
+                        filter = filter.and(test);
+                    }
                 }
                 Argument::Range { key, .. } => {
                     return Err(LangError::new(
@@ -796,8 +827,28 @@ impl Planner<'_> {
             }
         }
         let alias = format!("__bought_{}", self.joins.len());
-        let plan = LogicalPlanBuilder::scan("order_items", provider_as_source(items), None)?
-            .filter(filter)?
+        let mut lines = LogicalPlanBuilder::scan("order_items", provider_as_source(items), None)?
+            .filter(filter)?;
+        // Product attributes (category, brand, ...) come from `products`,
+        // joined on product_id only when a filter names one.
+        if let (Some(product_filter), Some(products)) =
+            (product_filters.into_iter().reduce(Expr::and), products)
+        {
+            let products =
+                LogicalPlanBuilder::scan("products", provider_as_source(products), None)?
+                    .filter(product_filter)?
+                    .build()?;
+            lines = lines.join(
+                products,
+                JoinType::LeftSemi,
+                (
+                    vec![Column::new(Some("order_items"), "product_id")],
+                    vec![Column::new(Some("products"), "product_id")],
+                ),
+                None,
+            )?;
+        }
+        let plan = lines
             .aggregate(
                 vec![col("customer_id").alias(&alias)],
                 vec![count_distinct(col("order_id")).alias("__n")],

@@ -266,6 +266,10 @@ async fn language_errors_point_at_the_problem() {
         err("bought(descripton: 'x')"),
         "Error during planning: in segment condition\nerror: unknown filter `descripton` for bought(...)\n  |\n1 | bought(descripton: 'x')\n  |        ^^^^^^^^^^\n  = help: did you mean `description`?"
     );
+    assert_eq!(
+        err("rfm_group = 'Champion'"),
+        "Error during planning: in segment condition\nerror: `Champion` is not an RFM group\n  |\n1 | rfm_group = 'Champion'\n  |             ^^^^^^^^^^\n  = help: did you mean 'Champions'?"
+    );
     assert!(err("orders_count >= 'many'").contains("`orders_count` is a number, but this is text"));
     assert_eq!(
         err("in_segment(lapsed_big_spender)"),
@@ -322,6 +326,72 @@ async fn segment_references_nest_and_cycles_are_refused() {
         .await
         .unwrap();
     assert_eq!(n, 4372 - 87);
+}
+
+#[tokio::test]
+async fn product_attributes_come_from_products() {
+    let ctx = session().await;
+    // The Online Retail data has no products table: derive one with a
+    // category per SKU, and give the lines the product_id it joins on.
+    for sql in [
+        "CREATE VIEW items_with_product AS SELECT *, sku AS product_id FROM order_items",
+        "CREATE TABLE products AS SELECT sku AS product_id,
+           max(CASE WHEN description ILIKE '%TEA%' THEN 'Tea'
+                    WHEN description ILIKE '%COFFEE%' THEN 'Coffee' ELSE 'Other' END) AS category
+         FROM order_items GROUP BY sku",
+    ] {
+        ctx.sql(sql).await.unwrap().collect().await.unwrap();
+    }
+    let mut catalog = segql::segment::table_function::session_catalog(&ctx).unwrap();
+    catalog.order_items = Some(ctx.table_provider("items_with_product").await.unwrap());
+    catalog.products = Some(ctx.table_provider("products").await.unwrap());
+    let condition =
+        "bought(category: 'Coffee', date: -365d..today) AND NOT bought(category: 'Tea')";
+    let plan = plan_text(condition, &catalog, as_of()).unwrap();
+    assert!(
+        plan.display_indent()
+            .to_string()
+            .contains("TableScan: products")
+    );
+    let ours = {
+        let batches = ctx
+            .execute_logical_plan(plan)
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let mut out = BTreeSet::new();
+        for batch in batches {
+            let column = batch.column(0).as_primitive::<Int64Type>();
+            out.extend(column.iter().flatten());
+        }
+        out
+    };
+    let theirs = ids(
+        &ctx,
+        &format!(
+            "SELECT customer_id FROM customers WHERE customer_id IN (
+               SELECT i.customer_id FROM items_with_product i JOIN products p USING (product_id)
+               WHERE i.{PURCHASES} AND p.category = 'Coffee'
+                 AND CAST(i.order_ts AS DATE) >= DATE '2010-12-10')
+             AND customer_id NOT IN (
+               SELECT i.customer_id FROM items_with_product i JOIN products p USING (product_id)
+               WHERE i.{PURCHASES} AND p.category = 'Tea')"
+        )
+        .replace(
+            "i.status = 'completed' AND customer_id IS NOT NULL AND CAST(order_ts",
+            "i.status = 'completed' AND i.customer_id IS NOT NULL AND CAST(i.order_ts",
+        ),
+    )
+    .await;
+    assert!(!ours.is_empty());
+    assert_eq!(ours, theirs);
+    // A name in neither table is an error that lists both.
+    let err = plan_text("bought(categry: 'Tea')", &catalog, as_of())
+        .unwrap_err()
+        .strip_backtrace();
+    assert!(err.contains("did you mean `category`?"), "{err}");
 }
 
 #[tokio::test]
