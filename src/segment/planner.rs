@@ -158,8 +158,14 @@ fn plan_nested(
         Condition::And(parts) => parts.iter().collect(),
         other => vec![other],
     };
+    // A top-level `bought(...)` / `in_segment(...)` is a semi join, its
+    // negation an anti join; everything else becomes a filter.
     for part in conjuncts {
-        match part {
+        let (call, negated) = match part {
+            Condition::Not(inner) => (inner.as_ref(), true),
+            other => (other, false),
+        };
+        match call {
             Condition::Call {
                 function,
                 arguments,
@@ -167,20 +173,12 @@ fn plan_nested(
                 span,
             } if is_join_call(function) => {
                 let plan = planner.join_call(function, arguments, positional, *span)?;
-                planner.joins.push(Join::Semi(plan));
+                planner.joins.push(if negated {
+                    Join::Anti(plan)
+                } else {
+                    Join::Semi(plan)
+                });
             }
-            Condition::Not(inner) => match inner.as_ref() {
-                Condition::Call {
-                    function,
-                    arguments,
-                    positional,
-                    span,
-                } if is_join_call(function) => {
-                    let plan = planner.join_call(function, arguments, positional, *span)?;
-                    planner.joins.push(Join::Anti(plan));
-                }
-                _ => filters.push(planner.condition(part)?),
-            },
             _ => filters.push(planner.condition(part)?),
         }
     }
