@@ -23,9 +23,17 @@ fn bench(c: &mut Criterion) {
         segql::session::register_tables(&ctx, &config)
             .await
             .expect("tables");
+        let definitions = segql::segment::catalog::load_definitions(
+            config
+                .segments_folder
+                .as_deref()
+                .expect("[segments] folder"),
+        )
+        .expect("segment definitions");
         SegmentCatalog::from_session(&ctx, as_of)
             .await
             .expect("customers table")
+            .with_definitions(definitions)
     });
     let mut examples: Vec<(String, String)> = std::fs::read_dir(root.join("queries/segments"))
         .expect("queries/segments")
