@@ -71,13 +71,6 @@ fn parse_as_of(text: &str) -> Result<AsOf, String> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    if args.commands.is_empty() && args.files.is_empty() {
-        eprintln!(
-            "segql: the interactive prompt is not built yet; run SQL with -c \"SQL\" or \
-             -f FILE (see segql --help)"
-        );
-        return ExitCode::from(2);
-    }
     match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         // The reader closed the pipe (`segql ... | head`): not a failure.
@@ -105,6 +98,11 @@ async fn run(args: Args) -> Result<(), Error> {
     };
     let as_of = args.as_of.unwrap_or_else(AsOf::today);
     segql::segment::table_function::register(&ctx, as_of, definitions).await;
+
+    // Without statements to run: the interactive prompt.
+    if args.commands.is_empty() && args.files.is_empty() {
+        return segql::repl::run(&ctx, args.format).await;
+    }
 
     let (out, target): (Box<dyn Write>, String) = match &args.output {
         Some(path) => {

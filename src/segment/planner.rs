@@ -81,7 +81,7 @@ impl PlanError {
 type Result<T, E = PlanError> = std::result::Result<T, E>;
 
 /// Order metrics computed on demand from `orders`.
-const METRICS: [&str; 6] = [
+pub const METRICS: [&str; 6] = [
     "orders_count",
     "amount_spent",
     "avg_order_value",
@@ -91,7 +91,7 @@ const METRICS: [&str; 6] = [
 ];
 
 /// RFM attributes: quintile scores (5 best) over the purchasing customers.
-const RFM: [&str; 5] = ["rfm_r", "rfm_f", "rfm_m", "rfm_code", "rfm_group"];
+pub const RFM: [&str; 5] = ["rfm_r", "rfm_f", "rfm_m", "rfm_code", "rfm_group"];
 
 const FUNCTIONS: [&str; 2] = ["bought", "in_segment"];
 

@@ -17,6 +17,7 @@ mod cli;
 mod config;
 mod errors;
 mod queries;
+mod repl;
 mod segments;
 
 use std::path::{Path, PathBuf};
