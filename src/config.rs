@@ -68,6 +68,39 @@ impl std::fmt::Display for TableLocation {
     }
 }
 
+/// The project file `segql init` writes: every setting, commented.
+pub const TEMPLATE: &str = r#"# segql project file. Paths are relative to this file's folder.
+
+# Source tables: a name for SQL, and where its Parquet data is: a file, a
+# folder of Parquet files, a glob such as "orders/*.parquet", or a URL.
+# `orders` and `customers` are what segments and RFM read; `order_items`
+# (and `products`, joined on product_id) answer bought(...) conditions.
+[tables]
+orders = "data/orders.parquet"
+customers = "data/customers.parquet"
+# order_items = "data/order_items.parquet"
+# products = "data/products.parquet"
+
+# Saved segments: a folder of <code>.seg files, one condition each, that
+# other conditions use with in_segment(code). No default: without this
+# section there are no saved segments.
+# [segments]
+# folder = "segments"
+"#;
+
+/// Writes [`TEMPLATE`] to `path`; refuses to replace a file unless `force`.
+pub fn write_template(path: &Path, force: bool) -> Result<(), Error> {
+    if path.exists() && !force {
+        return Err(Error::AlreadyExists {
+            path: path.to_path_buf(),
+        });
+    }
+    std::fs::write(path, TEMPLATE).map_err(|source| Error::OutputCreate {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 /// The file's shape, as serde reads it.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -352,6 +385,23 @@ mod tests {
             message,
             "unknown field `tabels`, expected `tables` or `segments`"
         );
+    }
+
+    #[test]
+    fn the_init_template_is_a_valid_project_file() {
+        let config = Config::from_toml(TEMPLATE, "/p/segql.toml").unwrap();
+        let names: Vec<_> = config.tables.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["customers", "orders"]);
+        assert_eq!(config.segments_folder, None);
+        // Uncommenting every optional line still gives a valid file.
+        let all = TEMPLATE
+            .replace("# order_items = ", "order_items = ")
+            .replace("# products = ", "products = ")
+            .replace("# [segments]", "[segments]")
+            .replace("# folder = ", "folder = ");
+        let config = Config::from_toml(&all, "/p/segql.toml").unwrap();
+        assert_eq!(config.tables.len(), 4);
+        assert_eq!(config.segments_folder, Some(PathBuf::from("/p/segments")));
     }
 
     #[test]

@@ -24,6 +24,10 @@ pub enum Error {
     #[error("{0}")]
     Segments(String),
 
+    /// A file that a command would create is already there.
+    #[error("{} already exists; pass --force to replace it", path.display())]
+    AlreadyExists { path: PathBuf },
+
     /// The project file named by `--config` does not exist.
     #[error(
         "project file {} not found; pass an existing file to --config, or leave --config out \

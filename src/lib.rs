@@ -12,6 +12,7 @@ pub mod error;
 pub mod lang;
 pub mod output;
 pub mod repl;
+pub mod rfm_grid;
 pub mod segment;
 pub mod session;
 

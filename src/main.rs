@@ -24,18 +24,24 @@ use segql::session::{register_tables, run_sql};
 /// Customer segmentation SQL over Parquet, on Apache DataFusion.
 ///
 /// Runs the statements of every -c, then of every -f file, in order, over
-/// the tables of the project file, and prints each result.
+/// the tables of the project file, and prints each result. Without -c or
+/// -f it starts an interactive prompt. Subcommands: `rfm` (the R x F grid),
+/// `init` (write a commented project file).
 #[derive(Debug, Parser)]
 #[command(
     name = "segql",
     version,
     override_usage = "segql [--config FILE] [-c SQL]... [-f FILE]... \
-                      [--format table|csv|json|ndjson] [--output PATH] [--as-of DATE]"
+                      [--format table|csv|json|ndjson] [--output PATH] [--as-of DATE]\n       \
+                      segql [--config FILE] [--as-of DATE] <COMMAND>"
 )]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+
     /// Project file mapping table names to Parquet paths
     /// [default: ./segql.toml when it exists]
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
 
     /// SQL to run; several statements separated by `;` (repeatable)
@@ -58,8 +64,28 @@ struct Args {
     /// Day that segment conditions are evaluated on (YYYY-MM-DD): relative
     /// dates resolve against it and only orders before it count
     /// [default: today]
-    #[arg(long = "as-of", value_name = "DATE", value_parser = parse_as_of)]
+    #[arg(long = "as-of", value_name = "DATE", value_parser = parse_as_of, global = true)]
     as_of: Option<AsOf>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Score RFM quintiles and print the R x F grid (customers and average
+    /// spend per cell); optionally draw it as an SVG heat map
+    Rfm {
+        /// Also write the grid as an SVG heat map to this file
+        #[arg(long, value_name = "PATH")]
+        svg: Option<PathBuf>,
+    },
+    /// Write a commented project file with every setting and its default
+    Init {
+        /// Where to write it
+        #[arg(default_value = "segql.toml")]
+        path: PathBuf,
+        /// Replace an existing file
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 fn parse_as_of(text: &str) -> Result<AsOf, String> {
@@ -83,6 +109,9 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), Error> {
+    if let Some(Command::Init { path, force }) = &args.command {
+        return segql::config::write_template(path, *force);
+    }
     let config = match &args.config {
         Some(path) => Config::load(path)?,
         None if Path::new(DEFAULT_CONFIG_FILE).is_file() => Config::load(DEFAULT_CONFIG_FILE)?,
@@ -98,6 +127,19 @@ async fn run(args: Args) -> Result<(), Error> {
     };
     let as_of = args.as_of.unwrap_or_else(AsOf::today);
     segql::segment::table_function::register(&ctx, as_of, definitions).await;
+
+    if let Some(Command::Rfm { svg }) = &args.command {
+        let grid = segql::rfm_grid::RfmGrid::compute(&ctx, as_of).await?;
+        print!("{}", grid.to_text());
+        if let Some(path) = svg {
+            std::fs::write(path, grid.to_svg()).map_err(|source| Error::OutputCreate {
+                path: path.clone(),
+                source,
+            })?;
+            println!("heat map written to {}", path.display());
+        }
+        return Ok(());
+    }
 
     // Without statements to run: the interactive prompt.
     if args.commands.is_empty() && args.files.is_empty() {

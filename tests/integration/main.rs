@@ -14,6 +14,7 @@
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 mod cli;
+mod commands;
 mod config;
 mod errors;
 mod queries;

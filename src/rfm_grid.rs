@@ -1,0 +1,224 @@
+//! The R x F grid of `segql rfm`: customers and average spend per cell of
+//! recency and frequency quintile scores, printed in the terminal and drawn
+//! as an SVG heat map.
+
+use std::fmt::Write as _;
+
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
+use datafusion::prelude::SessionContext;
+
+use crate::error::Error;
+use crate::segment::AsOf;
+
+/// Scores run 1..=BINS (5 best).
+pub const BINS: usize = 5;
+
+/// One cell: customers with recency score `r` and frequency score `f`.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Cell {
+    pub customers: i64,
+    pub avg_spend: f64,
+}
+
+/// `cells[r - 1][f - 1]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RfmGrid {
+    pub as_of: AsOf,
+    pub cells: [[Cell; BINS]; BINS],
+}
+
+impl RfmGrid {
+    /// Scores every purchasing customer (completed orders with a customer
+    /// id, before `as_of`) and counts them per cell.
+    pub async fn compute(ctx: &SessionContext, as_of: AsOf) -> Result<Self, Error> {
+        // `as_of` is a date formatted by chrono, never user text.
+        let day = as_of.0.format("%Y-%m-%d");
+        let sql = format!(
+            "WITH base AS (
+               SELECT customer_id,
+                      CAST(DATE '{day}' - CAST(max(order_ts) AS DATE) AS BIGINT) AS recency,
+                      count(order_id) AS frequency,
+                      CAST(sum(amount) AS DOUBLE) AS monetary
+               FROM orders
+               WHERE customer_id IS NOT NULL
+                 AND lower(coalesce(status, '')) NOT IN ('cancelled', 'adjustment')
+                 AND CAST(order_ts AS DATE) < DATE '{day}'
+               GROUP BY customer_id),
+             scored AS (
+               SELECT monetary,
+                      rfm_quantile(recency, {BINS}, 'low') OVER () AS r,
+                      rfm_quantile(frequency, {BINS}, 'high') OVER () AS f
+               FROM base)
+             SELECT CAST(r AS BIGINT) AS r, CAST(f AS BIGINT) AS f,
+                    count(*) AS customers, avg(monetary) AS avg_spend
+             FROM scored GROUP BY r, f"
+        );
+        let batches = ctx.sql(&sql).await?.collect().await?;
+        let mut cells = [[Cell::default(); BINS]; BINS];
+        for batch in batches {
+            let r = batch.column(0).as_primitive::<Int64Type>();
+            let f = batch.column(1).as_primitive::<Int64Type>();
+            let n = cast(batch.column(2), &DataType::Int64)
+                .map_err(datafusion::error::DataFusionError::from)?;
+            let n = n.as_primitive::<Int64Type>();
+            let spend = batch.column(3).as_primitive::<Float64Type>();
+            for row in 0..batch.num_rows() {
+                let (r, f) = (r.value(row) as usize, f.value(row) as usize);
+                if (1..=BINS).contains(&r) && (1..=BINS).contains(&f) {
+                    cells[r - 1][f - 1] = Cell {
+                        customers: n.value(row),
+                        avg_spend: if spend.is_null(row) {
+                            0.0
+                        } else {
+                            spend.value(row)
+                        },
+                    };
+                }
+            }
+        }
+        Ok(Self { as_of, cells })
+    }
+
+    fn max_customers(&self) -> i64 {
+        self.cells
+            .iter()
+            .flatten()
+            .map(|c| c.customers)
+            .max()
+            .unwrap_or(0)
+            .max(1)
+    }
+
+    /// The grid as text: recency rows 5 (top) to 1, frequency columns 1 to
+    /// 5; each cell "customers / average spend", shaded by customers.
+    pub fn to_text(&self) -> String {
+        const SHADES: [char; 5] = [' ', '░', '▒', '▓', '█'];
+        let max = self.max_customers() as f64;
+        let mut out = format!(
+            "R x F grid as of {} (rows: recency score, 5 = most recent; columns: frequency score)\n",
+            self.as_of.0
+        );
+        let _ = write!(out, "{:>5}", "R\\F");
+        for f in 1..=BINS {
+            let _ = write!(out, " | {:^18}", f);
+        }
+        out.push('\n');
+        for r in (1..=BINS).rev() {
+            let _ = write!(out, "{:>5}", r);
+            for f in 1..=BINS {
+                let cell = self.cells[r - 1][f - 1];
+                let level = ((cell.customers as f64 / max) * 4.0).round() as usize;
+                let shade = SHADES[level.min(4)];
+                let _ = write!(
+                    out,
+                    " | {shade}{:>6} {:>9.2}{shade}",
+                    cell.customers, cell.avg_spend
+                );
+            }
+            out.push('\n');
+        }
+        out.push_str("cells: customers, average spend; shading: share of the fullest cell\n");
+        out
+    }
+
+    /// The grid as an SVG heat map: darker cells hold more customers.
+    pub fn to_svg(&self) -> String {
+        let (cell, margin) = (110, 70);
+        let size = margin + cell * BINS + 20;
+        let max = self.max_customers() as f64;
+        let mut svg = format!(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{size}\" height=\"{}\" \
+             font-family=\"sans-serif\" font-size=\"13\">\n\
+             <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+             <text x=\"{margin}\" y=\"22\" font-size=\"15\">R x F grid as of {}</text>\n",
+            size + 30,
+            self.as_of.0
+        );
+        for r in (1..=BINS).rev() {
+            let y = 40 + (BINS - r) * cell;
+            let _ = writeln!(
+                svg,
+                "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">R {r}</text>",
+                margin - 8,
+                y + cell / 2
+            );
+            for f in 1..=BINS {
+                let x = margin + (f - 1) * cell;
+                let c = self.cells[r - 1][f - 1];
+                let share = c.customers as f64 / max;
+                // From pale to deep blue.
+                let shade = |low: f64, high: f64| (low + (high - low) * share).round() as u8;
+                let (red, green, blue) =
+                    (shade(239.0, 8.0), shade(243.0, 48.0), shade(255.0, 107.0));
+                let ink = if share > 0.5 { "white" } else { "black" };
+                let _ = writeln!(
+                    svg,
+                    "<rect x=\"{x}\" y=\"{y}\" width=\"{cell}\" height=\"{cell}\" \
+                     fill=\"rgb({red},{green},{blue})\" stroke=\"white\"/>\n\
+                     <text x=\"{}\" y=\"{}\" text-anchor=\"middle\" fill=\"{ink}\">{}</text>\n\
+                     <text x=\"{}\" y=\"{}\" text-anchor=\"middle\" fill=\"{ink}\" font-size=\"11\">avg {:.0}</text>",
+                    x + cell / 2,
+                    y + cell / 2 - 4,
+                    c.customers,
+                    x + cell / 2,
+                    y + cell / 2 + 14,
+                    c.avg_spend
+                );
+            }
+        }
+        let bottom = 40 + BINS * cell + 20;
+        for f in 1..=BINS {
+            let _ = writeln!(
+                svg,
+                "<text x=\"{}\" y=\"{bottom}\" text-anchor=\"middle\">F {f}</text>",
+                margin + (f - 1) * cell + cell / 2
+            );
+        }
+        svg.push_str("</svg>\n");
+        svg
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grid() -> RfmGrid {
+        let mut cells = [[Cell::default(); BINS]; BINS];
+        cells[4][4] = Cell {
+            customers: 100,
+            avg_spend: 2500.5,
+        };
+        cells[0][0] = Cell {
+            customers: 50,
+            avg_spend: 12.0,
+        };
+        RfmGrid {
+            as_of: AsOf(chrono::NaiveDate::from_ymd_opt(2011, 12, 10).unwrap_or_default()),
+            cells,
+        }
+    }
+
+    #[test]
+    fn text_puts_recent_frequent_top_right() {
+        let text = grid().to_text();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[2].starts_with("    5"), "{text}");
+        assert!(lines[2].ends_with("█   100   2500.50█"), "{text}");
+        assert!(lines[6].starts_with("    1 | ▒    50     12.00▒"), "{text}");
+    }
+
+    #[test]
+    fn svg_has_a_cell_per_score_pair() {
+        let svg = grid().to_svg();
+        assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
+        assert!(svg.trim_end().ends_with("</svg>"));
+        assert_eq!(svg.matches("<rect x=").count(), 25);
+        assert!(
+            svg.contains("fill=\"rgb(8,48,107)\""),
+            "the fullest cell is the darkest"
+        );
+    }
+}

@@ -1,0 +1,72 @@
+//! The `rfm` and `init` subcommands.
+
+use std::fs;
+
+use crate::{assert_fails, assert_ok, segql, segql_in};
+
+#[test]
+fn rfm_grid_in_the_terminal_and_as_svg() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("grid.svg");
+    let run = segql(&[
+        "rfm",
+        "--as-of",
+        "2011-12-10",
+        "--svg",
+        svg.to_str().unwrap(),
+    ]);
+    assert_eq!(run.stderr, "");
+    assert_eq!(run.code, Some(0));
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(
+        lines[0],
+        "R x F grid as of 2011-12-10 (rows: recency score, 5 = most recent; columns: frequency score)"
+    );
+    assert_eq!(lines.len(), 9, "{}", run.stdout);
+    // The cells hold every purchasing customer once.
+    let total: i64 = lines[2..7]
+        .iter()
+        .flat_map(|line| line.split('|').skip(1))
+        .map(|cell| {
+            let cell = cell
+                .trim()
+                .trim_matches(|c: char| "░▒▓█".contains(c))
+                .trim();
+            cell.split_whitespace()
+                .next()
+                .unwrap()
+                .parse::<i64>()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(total, 4339);
+    assert_eq!(lines[8], format!("heat map written to {}", svg.display()));
+    let svg = fs::read_to_string(&svg).unwrap();
+    assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
+    assert!(svg.trim_end().ends_with("</svg>"));
+    assert_eq!(svg.matches("<rect x=").count(), 25);
+    assert!(svg.contains(">R x F grid as of 2011-12-10</text>"));
+}
+
+#[test]
+fn init_writes_a_project_file_once() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_ok(&segql_in(dir.path(), &["init"]), "");
+    let text = fs::read_to_string(dir.path().join("segql.toml")).unwrap();
+    assert!(text.starts_with("# segql project file."));
+    assert!(text.contains("[tables]\norders = \"data/orders.parquet\""));
+    assert_fails(
+        &segql_in(dir.path(), &["init"]),
+        1,
+        "error: segql.toml already exists; pass --force to replace it\n",
+    );
+    fs::write(dir.path().join("segql.toml"), "broken").unwrap();
+    assert_ok(&segql_in(dir.path(), &["init", "--force"]), "");
+    assert!(
+        fs::read_to_string(dir.path().join("segql.toml"))
+            .unwrap()
+            .starts_with("# segql")
+    );
+    assert_ok(&segql_in(dir.path(), &["init", "other.toml"]), "");
+    assert!(dir.path().join("other.toml").exists());
+}
