@@ -24,6 +24,11 @@ pub enum Error {
     #[error("{0}")]
     Segments(String),
 
+    /// With --continue-on-error: how many statements failed (each was
+    /// reported as it failed).
+    #[error("{0} statement(s) failed")]
+    StatementsFailed(usize),
+
     /// A file that a command would create is already there.
     #[error("{} already exists; pass --force to replace it", path.display())]
     AlreadyExists { path: PathBuf },

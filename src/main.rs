@@ -19,7 +19,7 @@ use segql::error::Error;
 use segql::output::{Format, Printer};
 use segql::segment::AsOf;
 use segql::segment::catalog::load_definitions;
-use segql::session::{register_tables, run_sql};
+use segql::session::{register_tables, run_sql, run_sql_each};
 
 /// Customer segmentation SQL over Parquet, on Apache DataFusion.
 ///
@@ -66,6 +66,46 @@ struct Args {
     /// [default: today]
     #[arg(long = "as-of", value_name = "DATE", value_parser = parse_as_of, global = true)]
     as_of: Option<AsOf>,
+
+    /// Memory for query execution, such as 512M or 4G; sorts, joins and
+    /// aggregations that need more spill to temporary files [default: no
+    /// limit]
+    #[arg(long = "memory-limit", value_name = "SIZE", value_parser = parse_size, global = true)]
+    memory_limit: Option<usize>,
+
+    /// In -f files, report a failing statement and go on with the next
+    /// (the exit code is still 1)
+    #[arg(long = "continue-on-error")]
+    continue_on_error: bool,
+}
+
+/// `512M`, `4G`, `1500K` or a number of bytes.
+fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(
+        text.find(|c: char| c.is_ascii_alphabetic())
+            .unwrap_or(text.len()),
+    );
+    let factor: u64 = match unit.to_ascii_uppercase().trim_end_matches('B') {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        "T" => 1 << 40,
+        _ => {
+            return Err(format!(
+                "unknown unit in `{text}`; write a size such as 512M or 4G"
+            ));
+        }
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size; write a size such as 512M or 4G"))?;
+    if value.is_nan() || value <= 0.0 {
+        return Err(format!("`{text}`: the memory limit must be more than 0"));
+    }
+    Ok((value * factor as f64) as usize)
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -118,7 +158,15 @@ async fn run(args: Args) -> Result<(), Error> {
         None => Config::default(),
     };
 
-    let mut ctx = SessionContext::new();
+    let mut ctx = match args.memory_limit {
+        Some(bytes) => SessionContext::new_with_config_rt(
+            datafusion::prelude::SessionConfig::new(),
+            datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+                .with_memory_limit(bytes, 1.0)
+                .build_arc()?,
+        ),
+        None => SessionContext::new(),
+    };
     segql_udfs::register_all(&mut ctx)?;
     register_tables(&ctx, &config).await?;
     let definitions = match &config.segments_folder {
@@ -164,15 +212,27 @@ async fn run(args: Args) -> Result<(), Error> {
     for sql in &args.commands {
         run_sql(&ctx, sql, |result| printer.print(result)).await?;
     }
+    let mut failed = 0;
     for path in &args.files {
         let sql = std::fs::read_to_string(path).map_err(|source| Error::SqlFileRead {
             path: path.clone(),
             source,
         })?;
-        run_sql(&ctx, &sql, |result| printer.print(result))
-            .await
-            .map_err(|e| e.in_file(path))?;
+        if args.continue_on_error {
+            let errors = run_sql_each(&ctx, &sql, |result| printer.print(result)).await?;
+            for e in &errors {
+                eprintln!("error: in {}: {e}", path.display());
+            }
+            failed += errors.len();
+        } else {
+            run_sql(&ctx, &sql, |result| printer.print(result))
+                .await
+                .map_err(|e| e.in_file(path))?;
+        }
     }
     printer.finish()?;
+    if failed > 0 {
+        return Err(Error::StatementsFailed(failed));
+    }
     Ok(())
 }

@@ -376,6 +376,33 @@ where
     Ok(())
 }
 
+/// Runs every statement of `sql` in order like [`run_sql`], but a statement
+/// that fails does not stop the others: its error (naming the statement and
+/// line) is collected and returned. A syntax error, or a failure to write a
+/// result, still stops everything.
+pub async fn run_sql_each<F>(
+    ctx: &SessionContext,
+    sql: &str,
+    mut on_result: F,
+) -> Result<Vec<Error>, Error>
+where
+    F: FnMut(&StatementResult) -> Result<(), Error>,
+{
+    let mut errors = Vec::new();
+    for (index, statement) in parse_statements(ctx, sql)?.into_iter().enumerate() {
+        let line = statement.line;
+        match run_statement(ctx, statement).await {
+            Ok(results) => results.iter().try_for_each(&mut on_result)?,
+            Err(source) => errors.push(Error::Statement {
+                number: index + 1,
+                line,
+                source: Box::new(source),
+            }),
+        }
+    }
+    Ok(errors)
+}
+
 /// Runs every statement of `sql` and returns all their results.
 pub async fn collect_sql(ctx: &SessionContext, sql: &str) -> Result<Vec<StatementResult>, Error> {
     let mut results = Vec::new();

@@ -3,7 +3,7 @@
 
 use std::fs;
 
-use crate::{assert_fails, segql};
+use crate::{assert_fails, assert_ok, segql};
 
 #[test]
 fn bad_sql_shows_the_parser_error() {
@@ -207,4 +207,61 @@ fn bad_function_arguments_name_the_function_and_argument() {
         "error: Error during planning: in_yearly_window: argument `from` must be 'MM-DD' text, \
          got '07-32': day 32 does not exist in month 07\n",
     );
+}
+
+#[test]
+fn continue_on_error_runs_the_rest_and_still_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("batch.sql");
+    fs::write(&file, "SELECT 1 AS a;\nSELECT nope;\nSELECT 3 AS c;\n").unwrap();
+    let file = file.to_str().unwrap();
+    let run = segql(&["--format", "csv", "--continue-on-error", "-f", file]);
+    assert_eq!(run.code, Some(1));
+    assert_eq!(run.stdout, "a\n1\n\nc\n3\n");
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", run.stderr);
+    assert!(
+        lines[0].starts_with(&format!("error: in {file}: statement 2 (line 2): ")),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(lines[1], "error: 1 statement(s) failed");
+    // Without the flag the batch stops at the failing statement.
+    let run = segql(&["--format", "csv", "-f", file]);
+    assert_eq!(run.code, Some(1));
+    assert_eq!(run.stdout, "a\n1\n");
+}
+
+#[test]
+fn memory_limit_spills_or_is_refused_clearly() {
+    // Sorting and grouping all 541,909 lines in 32 MiB spills to disk and
+    // still answers.
+    let run = segql(&[
+        "--memory-limit",
+        "32M",
+        "--format",
+        "csv",
+        "-c",
+        "SELECT max(rn) AS m FROM (SELECT row_number() OVER (ORDER BY description, line_no) AS rn FROM order_items); \
+         SELECT count(*) AS n FROM (SELECT DISTINCT order_id, line_no, description FROM order_items)",
+    ]);
+    assert_ok(&run, "m\n541909\n\nn\n541909\n");
+    // What cannot spill is refused with DataFusion's account of the memory.
+    let run = segql(&[
+        "--memory-limit",
+        "32M",
+        "-c",
+        "SELECT line_amount FROM order_items ORDER BY description LIMIT 1000000",
+    ]);
+    assert_eq!(run.code, Some(1));
+    assert!(
+        run.stderr.starts_with("error: Resources exhausted: "),
+        "{}",
+        run.stderr
+    );
+    for bad in ["0", "12X", "lots"] {
+        let run = segql(&["--memory-limit", bad, "-c", "SELECT 1"]);
+        assert_eq!(run.code, Some(2), "{bad}");
+        assert!(run.stderr.contains("--memory-limit"), "{}", run.stderr);
+    }
 }
