@@ -29,6 +29,17 @@ pub enum Error {
     #[error("{0} statement(s) failed")]
     StatementsFailed(usize),
 
+    /// A second result for a Parquet output, which holds one table.
+    #[error(
+        "a Parquet output holds one result, but the statements gave more; \
+         run one query per --output file"
+    )]
+    ParquetSingleResult,
+
+    /// Parquet sent to a terminal.
+    #[error("Parquet is binary: write it to a file with --output FILE")]
+    ParquetToTerminal,
+
     /// A file that a command would create is already there.
     #[error("{} already exists; pass --force to replace it", path.display())]
     AlreadyExists { path: PathBuf },

@@ -32,7 +32,7 @@ use segql::session::{register_tables, run_sql, run_sql_each};
     name = "segql",
     version,
     override_usage = "segql [--config FILE] [-c SQL]... [-f FILE]... \
-                      [--format table|csv|json|ndjson] [--output PATH] [--as-of DATE]\n       \
+                      [--format table|csv|json|ndjson|parquet] [--output PATH] [--as-of DATE]\n       \
                       segql [--config FILE] [--as-of DATE] <COMMAND>"
 )]
 struct Args {
@@ -194,23 +194,61 @@ async fn run(args: Args) -> Result<(), Error> {
         return segql::repl::run(&ctx, args.format).await;
     }
 
-    let (out, target): (Box<dyn Write>, String) = match &args.output {
-        Some(path) => {
-            let file = File::create(path).map_err(|source| Error::OutputCreate {
+    if args.format == Format::Parquet
+        && args.output.is_none()
+        && std::io::IsTerminal::is_terminal(&std::io::stdout())
+    {
+        return Err(Error::ParquetToTerminal);
+    }
+    // A file output is written under a temporary name and renamed when
+    // every statement succeeded, so a failure never leaves half a file.
+    let partial = args.output.as_ref().map(|path| {
+        let mut name = path.file_name().unwrap_or_default().to_os_string();
+        name.push(".partial");
+        path.with_file_name(name)
+    });
+    let (out, target): (Box<dyn Write>, String) = match (&args.output, &partial) {
+        (Some(path), Some(partial)) => {
+            let file = File::create(partial).map_err(|source| Error::OutputCreate {
                 path: path.clone(),
                 source,
             })?;
             (Box::new(BufWriter::new(file)), path.display().to_string())
         }
-        None => (
+        _ => (
             Box::new(BufWriter::new(std::io::stdout().lock())),
             "standard output".to_string(),
         ),
     };
+    let outcome = run_statements(&args, &ctx, out, target).await;
+    if let (Some(path), Some(partial)) = (&args.output, &partial) {
+        match &outcome {
+            // With --continue-on-error the statements that ran are kept.
+            Ok(()) | Err(Error::StatementsFailed(_)) => {
+                std::fs::rename(partial, path).map_err(|source| Error::OutputCreate {
+                    path: path.clone(),
+                    source,
+                })?
+            }
+            Err(_) => {
+                let _ = std::fs::remove_file(partial);
+            }
+        }
+    }
+    outcome
+}
+
+/// Runs the -c texts and -f files, printing to `out`.
+async fn run_statements(
+    args: &Args,
+    ctx: &SessionContext,
+    out: Box<dyn Write>,
+    target: String,
+) -> Result<(), Error> {
     let mut printer = Printer::new(out, args.format, target);
 
     for sql in &args.commands {
-        run_sql(&ctx, sql, |result| printer.print(result)).await?;
+        run_sql(ctx, sql, |result| printer.print(result)).await?;
     }
     let mut failed = 0;
     for path in &args.files {
@@ -219,13 +257,13 @@ async fn run(args: Args) -> Result<(), Error> {
             source,
         })?;
         if args.continue_on_error {
-            let errors = run_sql_each(&ctx, &sql, |result| printer.print(result)).await?;
+            let errors = run_sql_each(ctx, &sql, |result| printer.print(result)).await?;
             for e in &errors {
                 eprintln!("error: in {}: {e}", path.display());
             }
             failed += errors.len();
         } else {
-            run_sql(&ctx, &sql, |result| printer.print(result))
+            run_sql(ctx, &sql, |result| printer.print(result))
                 .await
                 .map_err(|e| e.in_file(path))?;
         }

@@ -17,6 +17,9 @@ use datafusion::arrow::json::writer::{
 };
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::pretty::pretty_format_batches_with_schema;
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::file::properties::WriterProperties;
 
 use crate::error::Error;
 use crate::session::StatementResult;
@@ -33,6 +36,8 @@ pub enum Format {
     Json,
     /// One JSON object per row and line (newline-delimited JSON).
     Ndjson,
+    /// Parquet (zstd); one result per output, to a file (--output).
+    Parquet,
 }
 
 impl Format {
@@ -43,6 +48,7 @@ impl Format {
             Self::Csv => "csv",
             Self::Json => "json",
             Self::Ndjson => "ndjson",
+            Self::Parquet => "parquet",
         }
     }
 }
@@ -131,6 +137,33 @@ pub fn write_result(
             }
             writer.finish().map_err(encode)?;
         }
+        Format::Parquet => {
+            let parquet = |source: datafusion::parquet::errors::ParquetError| Error::Encode {
+                format: "parquet",
+                source: ArrowError::ExternalError(Box::new(source)),
+            };
+            let props = WriterProperties::builder()
+                .set_compression(Compression::ZSTD(ZstdLevel::default()))
+                .build();
+            // The writer needs a `Send` sink and standard output's lock is
+            // not one: encode to memory (the result is already in memory),
+            // then write the bytes.
+            let mut bytes = Vec::new();
+            let mut writer = ArrowWriter::try_new(
+                &mut bytes,
+                std::sync::Arc::clone(&result.schema),
+                Some(props),
+            )
+            .map_err(parquet)?;
+            for batch in &result.batches {
+                writer.write(batch).map_err(parquet)?;
+            }
+            writer.close().map_err(parquet)?;
+            out.write_all(&bytes).map_err(|source| Error::Write {
+                target: "the output".to_string(),
+                source,
+            })?;
+        }
     }
     Ok(())
 }
@@ -168,6 +201,9 @@ impl<W: Write> Printer<W> {
             target: target.to_string(),
             source,
         };
+        if self.printed && self.format == Format::Parquet {
+            return Err(Error::ParquetSingleResult);
+        }
         if self.printed && matches!(self.format, Format::Table | Format::Csv) {
             writeln!(self.out).map_err(|e| write_error(&self.target, e))?;
         }

@@ -68,11 +68,16 @@ impl FromStr for Command {
             ("\\df", pattern) => Self::ListFunctions(pattern),
             ("\\segments", None) => Self::ListSegments,
             ("\\timing", None) => Self::Timing,
-            ("\\format", Some(format)) => Self::SetFormat(
-                <Format as clap::ValueEnum>::from_str(&format, true).map_err(|_| {
-                    format!("unknown format `{format}`; use table, csv, json or ndjson")
-                })?,
-            ),
+            ("\\format", Some(format)) => {
+                match <Format as clap::ValueEnum>::from_str(&format, true) {
+                    Ok(Format::Parquet) | Err(_) => {
+                        return Err(format!(
+                            "unknown format `{format}`; use table, csv, json or ndjson"
+                        ));
+                    }
+                    Ok(format) => Self::SetFormat(format),
+                }
+            }
             ("\\format", None) => {
                 return Err("\\format needs a format: table, csv, json or ndjson".into());
             }
@@ -103,6 +108,7 @@ mod tests {
         );
         assert_eq!("\\df".parse(), Ok(Command::ListFunctions(None)));
         assert_eq!("\\format csv".parse(), Ok(Command::SetFormat(Format::Csv)));
+        assert!("\\format parquet".parse::<Command>().is_err());
         assert_eq!(
             "\\format xml".parse::<Command>(),
             Err("unknown format `xml`; use table, csv, json or ndjson".into())

@@ -318,7 +318,7 @@ fn help_shows_usage() {
     assert!(
         run.stdout.contains(
             "Usage: segql [--config FILE] [-c SQL]... [-f FILE]... \
-             [--format table|csv|json|ndjson] [--output PATH] [--as-of DATE]\n"
+             [--format table|csv|json|ndjson|parquet] [--output PATH] [--as-of DATE]\n"
         ),
         "{}",
         run.stdout

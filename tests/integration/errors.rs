@@ -135,7 +135,7 @@ fn unknown_format_is_a_usage_error() {
     assert!(
         run.stderr.starts_with(
             "error: invalid value 'xml' for '--format <FORMAT>'\n  \
-             [possible values: table, csv, json, ndjson]\n"
+             [possible values: table, csv, json, ndjson, parquet]\n"
         ),
         "{}",
         run.stderr
@@ -264,4 +264,83 @@ fn memory_limit_spills_or_is_refused_clearly() {
         assert_eq!(run.code, Some(2), "{bad}");
         assert!(run.stderr.contains("--memory-limit"), "{}", run.stderr);
     }
+}
+
+#[test]
+fn output_files_are_whole_or_absent() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("result.csv");
+    let out_str = out.to_str().unwrap();
+    // A failing statement after a good one leaves no file at all.
+    let run = segql(&[
+        "--format",
+        "csv",
+        "--output",
+        out_str,
+        "-c",
+        "SELECT 1 AS a; SELECT nope",
+    ]);
+    assert_eq!(run.code, Some(1));
+    assert!(!out.exists());
+    assert_eq!(
+        fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "a partial file was left"
+    );
+    // Success writes the whole file.
+    let run = segql(&[
+        "--format",
+        "csv",
+        "--output",
+        out_str,
+        "-c",
+        "SELECT 1 AS a",
+    ]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(fs::read_to_string(&out).unwrap(), "a\n1\n");
+}
+
+#[test]
+fn parquet_output_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("countries.parquet");
+    let run = segql(&[
+        "--format",
+        "parquet",
+        "--output",
+        out.to_str().unwrap(),
+        "-c",
+        "SELECT country, count(*) AS customers FROM customers GROUP BY country",
+    ]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    fs::write(
+        dir.path().join("segql.toml"),
+        "[tables]\nc = \"countries.parquet\"\n",
+    )
+    .unwrap();
+    let run = crate::segql_in(
+        dir.path(),
+        &[
+            "--format",
+            "csv",
+            "-c",
+            "SELECT count(*) AS n, sum(customers) AS s FROM c",
+        ],
+    );
+    assert_ok(&run, "n,s\n37,4372\n");
+    // One result per Parquet file.
+    let run = segql(&[
+        "--format",
+        "parquet",
+        "--output",
+        out.to_str().unwrap(),
+        "-c",
+        "SELECT 1 AS a; SELECT 2 AS b",
+    ]);
+    assert_eq!(run.code, Some(1));
+    assert!(
+        run.stderr.contains("a Parquet output holds one result"),
+        "{}",
+        run.stderr
+    );
 }
