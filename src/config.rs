@@ -30,6 +30,10 @@ pub struct Config {
     /// conditions can refer to with `in_segment(code)`, from
     /// `[segments] folder`; resolved against the file's folder.
     pub segments_folder: Option<PathBuf>,
+    /// The segment store's folder, from `[store] folder`; resolved against
+    /// the file's folder. `None` means the default, `segql_store` beside
+    /// the project file (or in the working directory without one).
+    pub store_folder: Option<PathBuf>,
 }
 
 /// One entry of `[tables]`.
@@ -109,6 +113,15 @@ struct ConfigFile {
     tables: BTreeMap<String, String>,
     #[serde(default)]
     segments: Option<SegmentsSection>,
+    #[serde(default)]
+    store: Option<StoreSection>,
+}
+
+/// `[store]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoreSection {
+    folder: String,
 }
 
 /// `[segments]`.
@@ -177,11 +190,30 @@ impl Config {
         let segments_folder = file
             .segments
             .map(|section| normalize(&base_dir.join(section.folder.trim())));
+        let store_folder = file
+            .store
+            .map(|section| normalize(&base_dir.join(section.folder.trim())));
         Ok(Self {
             source: Some(path.to_path_buf()),
             tables,
             segments_folder,
+            store_folder,
         })
+    }
+
+    /// The segment store folder: `[store] folder`, or `segql_store` beside
+    /// the project file (in the working directory without one).
+    pub fn store_path(&self) -> PathBuf {
+        if let Some(folder) = &self.store_folder {
+            return folder.clone();
+        }
+        let base = self
+            .source
+            .as_ref()
+            .map(|p| absolute(p))
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .unwrap_or_else(|| absolute(Path::new(".")));
+        normalize(&base.join(crate::store::DEFAULT_FOLDER))
     }
 
     /// Where the tables came from, for messages: the project file's path as

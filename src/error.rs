@@ -24,6 +24,19 @@ pub enum Error {
     #[error("{0}")]
     Segments(String),
 
+    /// The segment store cannot be used, or refuses a change (the message
+    /// says what and how to fix it).
+    #[error("{0}")]
+    Store(String),
+
+    /// Another process is changing the store.
+    #[error(
+        "the segment store at {} is being changed by another segql ({holder}); wait for it to \
+         finish and try again, or pass --wait to wait for it",
+        store.display()
+    )]
+    StoreBusy { store: PathBuf, holder: String },
+
     /// With --continue-on-error: how many statements failed (each was
     /// reported as it failed).
     #[error("{0} statement(s) failed")]

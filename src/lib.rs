@@ -15,6 +15,7 @@ pub mod repl;
 pub mod rfm_grid;
 pub mod segment;
 pub mod session;
+pub mod store;
 
 pub use config::Config;
 pub use error::Error;

@@ -73,6 +73,11 @@ struct Args {
     #[arg(long = "memory-limit", value_name = "SIZE", value_parser = parse_size, global = true)]
     memory_limit: Option<usize>,
 
+    /// When another segql is changing the segment store, wait for it
+    /// instead of refusing
+    #[arg(long, global = true)]
+    wait: bool,
+
     /// In -f files, report a failing statement and go on with the next
     /// (the exit code is still 1)
     #[arg(long = "continue-on-error")]
@@ -175,6 +180,9 @@ async fn run(args: Args) -> Result<(), Error> {
     };
     let as_of = args.as_of.unwrap_or_else(AsOf::today);
     segql::segment::table_function::register(&ctx, as_of, definitions).await;
+    let store = segql::store::Store::new(config.store_path());
+    segql::store::functions::register(&ctx, store, args.wait).await?;
+    segql::store::sync_session(&ctx).await?;
 
     if let Some(Command::Rfm { svg }) = &args.command {
         let grid = segql::rfm_grid::RfmGrid::compute(&ctx, as_of).await?;

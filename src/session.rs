@@ -201,6 +201,8 @@ pub enum ParsedStatement {
         command: SegmentCommand,
         condition: String,
     },
+    /// `CREATE / ALTER / DROP SEGMENT`, `SHOW SEGMENTS`, `REFRESH SEGMENTS`.
+    Store(crate::store::lifecycle::StoreStatement),
 }
 
 /// One statement of a SQL text, with the line it starts on (1-based).
@@ -271,29 +273,47 @@ pub fn parse_statements(ctx: &SessionContext, sql: &str) -> Result<Vec<SqlStatem
             );
         }
         let line = next.span.start.line;
-        let statement = match segment_command(&parser) {
-            Some(command) => {
-                parser.parser.next_token();
-                parser.parser.next_token();
-                let start = parser.parser.peek_token().span.start;
-                let end = loop {
-                    let token = parser.parser.peek_token();
-                    if token.token == Token::SemiColon || token.token == Token::EOF {
-                        break (token.token != Token::EOF).then_some(token.span.start);
-                    }
-                    parser.parser.next_token();
-                };
-                let from = byte_offset(sql, start.line, start.column);
-                let to = end.map_or(sql.len(), |end| byte_offset(sql, end.line, end.column));
-                let condition = sql.get(from..to.max(from)).unwrap_or("").to_string();
-                ParsedStatement::Segment { command, condition }
-            }
-            None => ParsedStatement::Sql(Box::new(parser.parse_statement()?)),
+        let statement = if let Some(command) = segment_command(&parser) {
+            parser.parser.next_token();
+            parser.parser.next_token();
+            let condition = rest_of_statement(&mut parser, sql);
+            ParsedStatement::Segment { command, condition }
+        } else if crate::store::lifecycle::is_store_statement(&first_words(&parser)) {
+            let text = rest_of_statement(&mut parser, sql);
+            ParsedStatement::Store(crate::store::lifecycle::parse(&text)?)
+        } else {
+            ParsedStatement::Sql(Box::new(parser.parse_statement()?))
         };
         statements.push(SqlStatement { statement, line });
         expecting_delimiter = true;
     }
     Ok(statements)
+}
+
+/// The text from the parser's position to the end of the statement (the
+/// next `;` outside quotes, or the end), consuming its tokens.
+fn rest_of_statement(parser: &mut datafusion::sql::parser::DFParser, sql: &str) -> String {
+    let start = parser.parser.peek_token().span.start;
+    let end = loop {
+        let token = parser.parser.peek_token();
+        if token.token == Token::SemiColon || token.token == Token::EOF {
+            break (token.token != Token::EOF).then_some(token.span.start);
+        }
+        parser.parser.next_token();
+    };
+    let from = byte_offset(sql, start.line, start.column);
+    let to = end.map_or(sql.len(), |end| byte_offset(sql, end.line, end.column));
+    sql.get(from..to.max(from)).unwrap_or("").to_string()
+}
+
+/// The first three words at the parser's position, upper-cased.
+fn first_words(parser: &datafusion::sql::parser::DFParser) -> Vec<String> {
+    (0..3)
+        .map_while(|n| match &parser.parser.peek_nth_token(n).token {
+            Token::Word(w) => Some(w.value.to_ascii_uppercase()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// `PREVIEW SEGMENT` / `EXPLAIN SEGMENT` at the parser's position.
@@ -341,6 +361,12 @@ pub async fn run_statement(
         }
         ParsedStatement::Segment { command, condition } => {
             crate::segment::statements::run(ctx, command, &condition).await
+        }
+        ParsedStatement::Store(statement) => {
+            let result = crate::store::run_statement(ctx, statement).await;
+            // Whatever happened, show the store's committed state from now on.
+            crate::store::sync_session(ctx).await?;
+            Ok(vec![result?])
         }
     }
 }

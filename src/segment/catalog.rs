@@ -1,7 +1,7 @@
 //! The source tables of a segment condition, looked up once so that
 //! planning is synchronous (a table function must plan without awaiting).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -28,6 +28,23 @@ pub struct SegmentCatalog {
     pub as_of: AsOf,
     /// Saved segment conditions by code, for `in_segment(code)`.
     pub definitions: BTreeMap<String, String>,
+    /// Segments of the store: `in_segment(code)` reads their members.
+    pub stored: Option<Arc<StoredSegments>>,
+    /// Order metrics already computed (by a refresh, once for all its
+    /// segments): used instead of aggregating `orders` again.
+    pub metrics: Option<Arc<dyn TableProvider>>,
+}
+
+/// The store's segments as a condition sees them.
+#[derive(Debug, Clone, Default)]
+pub struct StoredSegments {
+    /// The `segment_membership` table at the store's committed state.
+    pub membership: Option<Arc<dyn TableProvider>>,
+    /// Codes of the segments that exist (not dropped).
+    pub codes: BTreeSet<String>,
+    /// Members computed during a refresh, by code (one `customer_id`
+    /// column), used instead of the stored ones.
+    pub overrides: BTreeMap<String, Arc<dyn TableProvider>>,
 }
 
 impl SegmentCatalog {
@@ -46,7 +63,29 @@ impl SegmentCatalog {
                 .collect(),
             as_of,
             definitions: BTreeMap::new(),
+            stored: None,
+            metrics: None,
         })
+    }
+
+    /// The catalog with the store's segments.
+    pub fn with_stored(mut self, stored: Option<Arc<StoredSegments>>) -> Self {
+        self.stored = stored;
+        self
+    }
+
+    /// Whether `code` names a segment of the store.
+    pub fn is_stored(&self, code: &str) -> bool {
+        self.stored.as_ref().is_some_and(|s| s.codes.contains(code))
+    }
+
+    /// Every segment code a condition may use: saved files and the store.
+    pub fn known_codes(&self) -> BTreeSet<String> {
+        let mut codes: BTreeSet<String> = self.definitions.keys().cloned().collect();
+        if let Some(stored) = &self.stored {
+            codes.extend(stored.codes.iter().cloned());
+        }
+        codes
     }
 
     /// The catalog with these segment definitions.

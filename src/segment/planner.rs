@@ -136,6 +136,23 @@ pub fn plan_condition(
     plan_nested(condition, catalog, as_of, &[])
 }
 
+/// The order metrics of every customer with purchases before `as_of`,
+/// with RFM scores: what conditions on metrics join to `customers`. A
+/// refresh computes this once and hands it to every segment through
+/// [`SegmentCatalog::metrics`].
+pub fn order_metrics_plan(catalog: &SegmentCatalog, as_of: AsOf) -> Result<LogicalPlan> {
+    let planner = Planner {
+        catalog,
+        as_of,
+        customers: catalog.customers.schema(),
+        needs_metrics: true,
+        needs_rfm: true,
+        joins: Vec::new(),
+        outer: &[],
+    };
+    planner.metrics_plan()
+}
+
 /// [`plan_condition`] inside the segments named in `outer` (innermost
 /// last), which a reference must not lead back to.
 fn plan_nested(
@@ -298,6 +315,14 @@ impl Planner<'_> {
     }
 
     fn metrics_plan(&self) -> Result<LogicalPlan> {
+        if let Some(metrics) = &self.catalog.metrics {
+            return Ok(LogicalPlanBuilder::scan(
+                "__metrics",
+                provider_as_source(Arc::clone(metrics)),
+                None,
+            )?
+            .build()?);
+        }
         let source = provider_as_source(self.orders()?);
         let as_of = date_lit(self.as_of.days());
         let mut builder = LogicalPlanBuilder::scan("orders", source, None)?
@@ -656,16 +681,22 @@ impl Planner<'_> {
                 LangError::new("expected one segment code, as in in_segment(vip)", span).into(),
             );
         };
+        let alias = format!("__segment_{}", self.joins.len());
+        if self.catalog.is_stored(&code.name) {
+            return self.stored_members(&code.name, &alias);
+        }
         let Some(text) = self.catalog.definitions.get(&code.name) else {
+            let known = self.catalog.known_codes();
             let mut err = LangError::new(format!("unknown segment `{}`", code.name), code.span);
-            err = match did_you_mean(&code.name, self.catalog.definitions.keys().map(String::as_str)) {
+            err = match did_you_mean(&code.name, known.iter().map(String::as_str)) {
                 Some(near) => err.with_hint(format!("did you mean `{near}`?")),
-                None if self.catalog.definitions.is_empty() => err.with_hint(
-                    "no segments are defined: name a folder of <code>.seg files in [segments] folder",
+                None if known.is_empty() => err.with_hint(
+                    "no segments are defined: create one with CREATE SEGMENT, or name a folder \
+                     of <code>.seg files in [segments] folder",
                 ),
                 None => err.with_hint(format!(
                     "known segments: {}",
-                    self.catalog.definitions.keys().cloned().collect::<Vec<_>>().join(", ")
+                    known.iter().cloned().collect::<Vec<_>>().join(", ")
                 )),
             };
             return Err(err.into());
@@ -706,10 +737,46 @@ impl Planner<'_> {
                 )),
                 other => other,
             })?;
-        let alias = format!("__segment_{}", self.joins.len());
         Ok(LogicalPlanBuilder::from(inner)
             .project(vec![customer_col("customer_id").alias(&alias)])?
             .build()?)
+    }
+
+    /// The members of a segment of the store on `as_of`: those computed
+    /// by the running refresh, or the stays open at 00:00 UTC of that day.
+    fn stored_members(&self, code: &str, alias: &str) -> Result<LogicalPlan> {
+        let stored = self
+            .catalog
+            .stored
+            .as_ref()
+            .ok_or_else(|| DataFusionError::Internal("no store".into()))?;
+        if let Some(members) = stored.overrides.get(code) {
+            return Ok(LogicalPlanBuilder::scan(
+                "__members",
+                provider_as_source(Arc::clone(members)),
+                None,
+            )?
+            .project(vec![col("customer_id").alias(alias)])?
+            .build()?);
+        }
+        let membership = stored.membership.as_ref().ok_or_else(|| {
+            DataFusionError::Plan(format!("segment `{code}` has no membership table"))
+        })?;
+        let at = lit(ScalarValue::TimestampMicrosecond(
+            Some(crate::store::day_micros(self.as_of.0)),
+            Some("UTC".into()),
+        ));
+        let open = col("entered_at")
+            .lt_eq(at.clone())
+            .and(col("exited_at").is_null().or(col("exited_at").gt(at)));
+        Ok(LogicalPlanBuilder::scan(
+            "segment_membership",
+            provider_as_source(Arc::clone(membership)),
+            None,
+        )?
+        .filter(col("segment").eq(lit(code.to_string())).and(open))?
+        .project(vec![col("customer_id").alias(alias)])?
+        .build()?)
     }
 
     /// The customers who bought matching `order_items` lines: one column

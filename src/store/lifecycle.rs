@@ -1,0 +1,739 @@
+//! Segment statements that change or list the store: `CREATE SEGMENT`,
+//! `ALTER SEGMENT`, `DROP SEGMENT`, `SHOW SEGMENTS`, `REFRESH SEGMENTS`.
+//!
+//! ```text
+//! CREATE [STATIC | DYNAMIC] SEGMENT code [NAME '...'] [COMMENT '...'] AS <condition>
+//! ALTER SEGMENT code [NAME '...'] [COMMENT '...'] [ACTIVE | INACTIVE] [AS <condition>]
+//! DROP SEGMENT [IF EXISTS] code
+//! SHOW SEGMENTS
+//! REFRESH SEGMENTS [code, ...]
+//! ```
+//!
+//! A dynamic segment (the default) is formed by its first refresh and
+//! recalculated by every refresh while active; a static one is formed when
+//! created, on the session's `as_of` day, and never changes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::common::DataFusionError;
+use datafusion::prelude::SessionContext;
+
+use super::refresh::{self, NewMembers, RefreshOptions};
+use super::tables::{Definition, SegmentKind};
+use super::{Store, day_micros, format_micros, now_micros};
+use crate::error::Error;
+use crate::segment::SegmentCatalog;
+use crate::segment::catalog::is_valid_code;
+use crate::segment::planner::AsOf;
+use crate::segment::table_function::plan_text;
+use crate::session::StatementResult;
+
+/// A parsed store statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreStatement {
+    Create {
+        kind: SegmentKind,
+        code: String,
+        name: Option<String>,
+        comment: Option<String>,
+        condition: String,
+    },
+    Alter {
+        code: String,
+        name: Option<String>,
+        comment: Option<String>,
+        active: Option<bool>,
+        condition: Option<String>,
+    },
+    Drop {
+        code: String,
+        if_exists: bool,
+    },
+    Show,
+    Refresh {
+        codes: Vec<String>,
+    },
+}
+
+/// The first words of a store statement, upper-cased, if `words` start one.
+pub fn is_store_statement(words: &[String]) -> bool {
+    let w = |i: usize| words.get(i).map(String::as_str);
+    matches!(
+        (w(0), w(1), w(2)),
+        (Some("CREATE"), Some("SEGMENT"), _)
+            | (Some("CREATE"), Some("STATIC" | "DYNAMIC"), Some("SEGMENT"))
+            | (Some("ALTER" | "DROP"), Some("SEGMENT"), _)
+            | (Some("SHOW"), Some("SEGMENTS"), _)
+            | (Some("REFRESH"), Some("SEGMENT" | "SEGMENTS"), _)
+    )
+}
+
+/// Reads words and quoted texts off the front of a statement.
+struct Words<'a> {
+    text: &'a str,
+    pos: usize,
+}
+
+impl<'a> Words<'a> {
+    fn skip_space(&mut self) {
+        let rest = &self.text[self.pos..];
+        self.pos += rest.len() - rest.trim_start().len();
+    }
+
+    /// The next bare word (letters, digits, `_`), or `None`.
+    fn word(&mut self) -> Option<&'a str> {
+        self.skip_space();
+        let rest = &self.text[self.pos..];
+        let len = rest
+            .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len());
+        (len > 0).then(|| {
+            self.pos += len;
+            &rest[..len]
+        })
+    }
+
+    fn peek_word(&mut self) -> Option<String> {
+        let at = self.pos;
+        let word = self.word().map(str::to_ascii_uppercase);
+        self.pos = at;
+        word
+    }
+
+    /// A `'...'` text (`''` is a quote).
+    fn quoted(&mut self, what: &str) -> Result<String, Error> {
+        self.skip_space();
+        let rest = &self.text[self.pos..];
+        let Some(body) = rest.strip_prefix('\'') else {
+            return Err(syntax(format!("expected '{what}' in quotes after {what}")));
+        };
+        let mut out = String::new();
+        let mut chars = body.char_indices().peekable();
+        while let Some((i, c)) = chars.next() {
+            if c == '\'' {
+                if chars.peek().is_some_and(|(_, n)| *n == '\'') {
+                    chars.next();
+                    out.push('\'');
+                } else {
+                    self.pos += 1 + i + 1;
+                    return Ok(out);
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        Err(syntax(format!("the quoted {what} is not closed with '")))
+    }
+
+    fn rest(&mut self) -> &'a str {
+        let rest = self.text[self.pos..].trim();
+        self.pos = self.text.len();
+        rest
+    }
+
+    fn at_end(&mut self) -> bool {
+        self.skip_space();
+        self.pos >= self.text.len()
+    }
+}
+
+fn syntax(message: String) -> Error {
+    Error::Store(format!(
+        "{message}\nsegment statements:\n  CREATE [STATIC | DYNAMIC] SEGMENT code [NAME '...'] \
+         [COMMENT '...'] AS <condition>\n  ALTER SEGMENT code [NAME '...'] [COMMENT '...'] \
+         [ACTIVE | INACTIVE] [AS <condition>]\n  DROP SEGMENT [IF EXISTS] code\n  SHOW \
+         SEGMENTS\n  REFRESH SEGMENTS [code, ...]"
+    ))
+}
+
+fn code(words: &mut Words<'_>) -> Result<String, Error> {
+    let code = words
+        .word()
+        .ok_or_else(|| syntax("expected a segment code".into()))?;
+    check_code(code)?;
+    Ok(code.to_string())
+}
+
+/// Refuses a code that is not `[a-z][a-z0-9_]*`.
+pub fn check_code(code: &str) -> Result<(), Error> {
+    if is_valid_code(code) {
+        Ok(())
+    } else {
+        Err(Error::Store(format!(
+            "`{code}` is not a valid segment code; use lower-case letters, digits and _, \
+             starting with a letter (e.g. big_spenders)"
+        )))
+    }
+}
+
+/// Parses one store statement (without its `;`).
+pub fn parse(text: &str) -> Result<StoreStatement, Error> {
+    let mut words = Words { text, pos: 0 };
+    let first = words.word().unwrap_or_default().to_ascii_uppercase();
+    let statement = match first.as_str() {
+        "CREATE" => {
+            let kind = match words.word().unwrap_or_default().to_ascii_uppercase().as_str() {
+                "STATIC" => {
+                    words.word();
+                    SegmentKind::Static
+                }
+                "DYNAMIC" => {
+                    words.word();
+                    SegmentKind::Dynamic
+                }
+                _ => SegmentKind::Dynamic,
+            };
+            let code = code(&mut words)?;
+            let (name, comment, active, condition) = options(&mut words, false)?;
+            let condition = condition.ok_or_else(|| {
+                syntax(format!("CREATE SEGMENT {code} needs AS <condition>"))
+            })?;
+            debug_assert!(active.is_none());
+            StoreStatement::Create {
+                kind,
+                code,
+                name,
+                comment,
+                condition,
+            }
+        }
+        "ALTER" => {
+            words.word();
+            let code = code(&mut words)?;
+            let (name, comment, active, condition) = options(&mut words, true)?;
+            if name.is_none() && comment.is_none() && active.is_none() && condition.is_none() {
+                return Err(syntax(format!(
+                    "ALTER SEGMENT {code} changes nothing; give NAME, COMMENT, ACTIVE, INACTIVE \
+                     or AS <condition>"
+                )));
+            }
+            StoreStatement::Alter {
+                code,
+                name,
+                comment,
+                active,
+                condition,
+            }
+        }
+        "DROP" => {
+            words.word();
+            let if_exists = if words.peek_word().as_deref() == Some("IF") {
+                words.word();
+                if words.word().map(str::to_ascii_uppercase).as_deref() != Some("EXISTS") {
+                    return Err(syntax("expected IF EXISTS".into()));
+                }
+                true
+            } else {
+                false
+            };
+            StoreStatement::Drop {
+                code: code(&mut words)?,
+                if_exists,
+            }
+        }
+        "SHOW" => {
+            words.word();
+            StoreStatement::Show
+        }
+        _ => {
+            words.word();
+            let mut codes = Vec::new();
+            let rest = words.rest();
+            for part in rest.split(',') {
+                let part = part.trim();
+                if part.is_empty() && rest.is_empty() {
+                    break;
+                }
+                check_code(part)?;
+                codes.push(part.to_string());
+            }
+            StoreStatement::Refresh { codes }
+        }
+    };
+    if !words.at_end() {
+        return Err(syntax(format!(
+            "unexpected `{}` at the end of the statement",
+            words.rest()
+        )));
+    }
+    Ok(statement)
+}
+
+type Options = (Option<String>, Option<String>, Option<bool>, Option<String>);
+
+/// `NAME '...'`, `COMMENT '...'`, `ACTIVE` / `INACTIVE` (ALTER only), then
+/// `AS <condition>`.
+fn options(words: &mut Words<'_>, alter: bool) -> Result<Options, Error> {
+    let (mut name, mut comment, mut active, mut condition) = (None, None, None, None);
+    while let Some(word) = words.peek_word() {
+        words.word();
+        match word.as_str() {
+            "NAME" => name = Some(words.quoted("NAME")?),
+            "COMMENT" => comment = Some(words.quoted("COMMENT")?),
+            "ACTIVE" if alter => active = Some(true),
+            "INACTIVE" if alter => active = Some(false),
+            "AS" => {
+                let text = words.rest();
+                if text.is_empty() {
+                    return Err(syntax("expected a condition after AS".into()));
+                }
+                condition = Some(text.to_string());
+                break;
+            }
+            other => {
+                return Err(syntax(format!(
+                    "unexpected `{other}`; expected NAME, COMMENT{} or AS",
+                    if alter { ", ACTIVE, INACTIVE" } else { "" }
+                )));
+            }
+        }
+    }
+    Ok((name, comment, active, condition))
+}
+
+/// What store statements need: the store, the source tables, the session's
+/// `as_of`, and whether to wait for another writer.
+#[derive(Debug, Clone)]
+pub struct StoreEnv {
+    pub store: Store,
+    pub catalog: SegmentCatalog,
+    pub as_of: AsOf,
+    pub wait: bool,
+}
+
+/// Runs a store statement; the result is a table to print.
+pub async fn execute(
+    ctx: &SessionContext,
+    env: &StoreEnv,
+    statement: StoreStatement,
+) -> Result<StatementResult, Error> {
+    match statement {
+        StoreStatement::Show => show(env).await,
+        StoreStatement::Refresh { codes } => {
+            let outcome = refresh::refresh(
+                ctx,
+                &env.store,
+                &env.catalog,
+                &RefreshOptions {
+                    codes,
+                    as_of: env.as_of,
+                    wait: env.wait,
+                },
+            )
+            .await?;
+            refresh_table(&outcome)
+        }
+        other => {
+            let message = change(ctx, env, other).await?;
+            message_table(&message)
+        }
+    }
+}
+
+/// Conditions of every other segment (store and saved files), for cycle
+/// checks.
+fn all_conditions(
+    env: &StoreEnv,
+    live: &BTreeMap<String, Definition>,
+) -> BTreeMap<String, String> {
+    let mut conditions = env.catalog.definitions.clone();
+    for (code, definition) in live {
+        conditions.insert(code.clone(), definition.condition.clone());
+    }
+    conditions
+}
+
+/// CREATE, ALTER or DROP: one change of the store; returns what it did.
+async fn change(
+    ctx: &SessionContext,
+    env: &StoreEnv,
+    statement: StoreStatement,
+) -> Result<String, Error> {
+    let store = &env.store;
+    store.create_if_missing().await?;
+    let lock = store.lock(env.wait)?;
+    let pinned = store.recover(&lock).await?;
+    let snapshot = store.snapshot().await?;
+    let live = refresh::live_definitions(&snapshot).await?;
+    let now = now_micros();
+    let refresh_id = pinned.next_refresh_id();
+    let at = day_micros(env.as_of.0);
+    let mut codes: std::collections::BTreeSet<String> = live.keys().cloned().collect();
+    match statement {
+        StoreStatement::Create {
+            kind,
+            code,
+            name,
+            comment,
+            condition,
+        } => {
+            if let Some(existing) = live.get(&code) {
+                return Err(Error::Store(format!(
+                    "segment `{code}` already exists (created {}); change it with ALTER SEGMENT \
+                     or remove it with DROP SEGMENT first",
+                    format_micros(existing.created_at)
+                )));
+            }
+            if env.catalog.definitions.contains_key(&code) {
+                return Err(Error::Store(format!(
+                    "`{code}` already names a saved segment file ({code}.seg in [segments] \
+                     folder); choose another code"
+                )));
+            }
+            refresh::check_cycles(&code, &condition, &all_conditions(env, &live))?;
+            let catalog = refresh::catalog_with_store(&env.catalog, &snapshot, codes.clone())?;
+            // Planning checks names and types before anything is written.
+            plan_text(&condition, &catalog, env.as_of)?;
+            let previous = refresh::versions(&snapshot, &code)
+                .await?
+                .last()
+                .map_or(0, |d| d.version);
+            let definition = Definition {
+                code: code.clone(),
+                version: previous + 1,
+                name,
+                comment,
+                kind,
+                active: true,
+                dropped: false,
+                condition: condition.clone(),
+                created_at: now,
+                updated_at: now,
+                refresh_id,
+            };
+            let changes = if kind == SegmentKind::Static {
+                codes.insert(code.clone());
+                let members = refresh::evaluate(ctx, &condition, &catalog, env.as_of).await?;
+                vec![NewMembers {
+                    code: code.clone(),
+                    members,
+                }]
+            } else {
+                Vec::new()
+            };
+            let applied = refresh::apply(
+                store,
+                &lock,
+                &pinned,
+                &snapshot,
+                "create",
+                at,
+                vec![definition],
+                changes,
+            )
+            .await?;
+            Ok(match applied.sizes.first() {
+                Some(size) => format!(
+                    "created static segment {code} with {} members as of {}",
+                    size.size,
+                    env.as_of.0
+                ),
+                None => format!(
+                    "created dynamic segment {code}; `segql refresh` (or REFRESH SEGMENTS) forms it"
+                ),
+            })
+        }
+        StoreStatement::Alter {
+            code,
+            name,
+            comment,
+            active,
+            condition,
+        } => {
+            let Some(current) = live.get(&code) else {
+                return Err(refresh::unknown_segment(&code, &live));
+            };
+            let mut next = current.clone();
+            next.version += 1;
+            next.updated_at = now;
+            next.refresh_id = refresh_id;
+            if let Some(name) = name {
+                next.name = Some(name);
+            }
+            if let Some(comment) = comment {
+                next.comment = Some(comment);
+            }
+            if let Some(active) = active {
+                next.active = active;
+            }
+            if let Some(condition) = condition {
+                if current.kind == SegmentKind::Static {
+                    return Err(Error::Store(format!(
+                        "segment `{code}` is static: its members were formed once and are \
+                         frozen; create a new segment with the new condition instead"
+                    )));
+                }
+                let others: BTreeMap<String, String> = all_conditions(env, &live)
+                    .into_iter()
+                    .filter(|(c, _)| *c != code)
+                    .collect();
+                refresh::check_cycles(&code, &condition, &others)?;
+                let catalog =
+                    refresh::catalog_with_store(&env.catalog, &snapshot, codes.clone())?;
+                plan_text(&condition, &catalog, env.as_of)?;
+                next.condition = condition;
+            }
+            refresh::apply(
+                store,
+                &lock,
+                &pinned,
+                &snapshot,
+                "alter",
+                at,
+                vec![next.clone()],
+                Vec::new(),
+            )
+            .await?;
+            Ok(format!(
+                "altered segment {code} (version {}{})",
+                next.version,
+                if next.active { "" } else { ", inactive" }
+            ))
+        }
+        StoreStatement::Drop { code, if_exists } => {
+            let Some(current) = live.get(&code) else {
+                if if_exists {
+                    return Ok(format!("segment {code} does not exist; nothing dropped"));
+                }
+                return Err(refresh::unknown_segment(&code, &live));
+            };
+            let users: Vec<&String> = live
+                .iter()
+                .filter(|(c, d)| {
+                    **c != code && refresh::text_references(&d.condition).contains(&code)
+                })
+                .map(|(c, _)| c)
+                .collect();
+            if !users.is_empty() {
+                return Err(Error::Store(format!(
+                    "segment `{code}` is used by {}; drop or alter those first",
+                    users
+                        .iter()
+                        .map(|c| format!("`{c}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+            let mut next = current.clone();
+            next.version += 1;
+            next.updated_at = now;
+            next.refresh_id = refresh_id;
+            next.dropped = true;
+            next.active = false;
+            // Everyone leaves: the stays close and the size goes to 0.
+            let applied = refresh::apply(
+                store,
+                &lock,
+                &pinned,
+                &snapshot,
+                "drop",
+                at.max(latest_entry(&snapshot, &code).await?),
+                vec![next],
+                vec![NewMembers {
+                    code: code.clone(),
+                    members: Vec::new(),
+                }],
+            )
+            .await?;
+            let exited = applied.sizes.first().map_or(0, |s| s.exited);
+            Ok(format!(
+                "dropped segment {code} ({exited} members left it)"
+            ))
+        }
+        StoreStatement::Show | StoreStatement::Refresh { .. } => {
+            Err(Error::Store("not a change".into()))
+        }
+    }
+}
+
+/// The latest instant a stay of `code` began (0 if none), so a drop never
+/// closes a stay before it opened.
+async fn latest_entry(snapshot: &super::Snapshot, code: &str) -> Result<i64, Error> {
+    let ctx = snapshot.session()?;
+    let batches = ctx
+        .sql(&format!(
+            "SELECT CAST(max(entered_at) AS BIGINT) AS last FROM {} WHERE segment = '{}'",
+            super::tables::MEMBERSHIP,
+            code.replace('\'', "''")
+        ))
+        .await?
+        .collect()
+        .await?;
+    let last = batches
+        .first()
+        .and_then(|b| super::tables::Columns::new(b).int64("last").ok())
+        .and_then(|v| v.into_iter().next().flatten())
+        .unwrap_or(0);
+    // CAST(timestamp AS BIGINT) gives microseconds for a microsecond column.
+    Ok(last)
+}
+
+fn message_table(message: &str) -> Result<StatementResult, Error> {
+    let schema = Arc::new(Schema::new(vec![Field::new(
+        "result",
+        DataType::Utf8,
+        false,
+    )]));
+    let column: ArrayRef = Arc::new(StringArray::from(vec![message]));
+    let batch = RecordBatch::try_new(Arc::clone(&schema), vec![column])
+        .map_err(DataFusionError::from)?;
+    Ok(StatementResult {
+        schema,
+        batches: vec![batch],
+    })
+}
+
+/// One row per segment recalculated or skipped.
+pub fn refresh_table(outcome: &refresh::RefreshOutcome) -> Result<StatementResult, Error> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("segment", DataType::Utf8, false),
+        Field::new("size", DataType::Int64, true),
+        Field::new("entered", DataType::Int64, true),
+        Field::new("exited", DataType::Int64, true),
+        Field::new("note", DataType::Utf8, true),
+    ]));
+    let rows = &outcome.segments;
+    let skipped = |s: &refresh::SegmentOutcome, v: i64| s.skipped.is_none().then_some(v);
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|s| s.code.as_str()))),
+        Arc::new(Int64Array::from_iter(rows.iter().map(|s| skipped(s, s.size)))),
+        Arc::new(Int64Array::from_iter(rows.iter().map(|s| skipped(s, s.entered)))),
+        Arc::new(Int64Array::from_iter(rows.iter().map(|s| skipped(s, s.exited)))),
+        Arc::new(StringArray::from_iter(rows.iter().map(|s| {
+            s.skipped
+                .as_ref()
+                .map(|r| format!("skipped: {r}"))
+                .or_else(|| {
+                    outcome
+                        .commit
+                        .as_ref()
+                        .map(|c| format!("refresh {}", c.refresh_id))
+                })
+        }))),
+    ];
+    let batch = RecordBatch::try_new(Arc::clone(&schema), columns).map_err(DataFusionError::from)?;
+    Ok(StatementResult {
+        schema,
+        batches: vec![batch],
+    })
+}
+
+/// `SHOW SEGMENTS`: every segment with its latest size.
+pub async fn show(env: &StoreEnv) -> Result<StatementResult, Error> {
+    let (live, sizes) = if env.store.exists() {
+        let snapshot = env.store.snapshot().await?;
+        (
+            refresh::live_definitions(&snapshot).await?,
+            refresh::sizes(&snapshot).await?,
+        )
+    } else {
+        (BTreeMap::new(), Vec::new())
+    };
+    let last = |code: &str| sizes.iter().rev().find(|s| s.segment == code);
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("code", DataType::Utf8, false),
+        Field::new("name", DataType::Utf8, true),
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("active", DataType::Boolean, false),
+        Field::new("size", DataType::Int64, true),
+        Field::new("as_of", DataType::Utf8, true),
+        Field::new("version", DataType::Int64, false),
+        Field::new("condition", DataType::Utf8, false),
+    ]));
+    let defs: Vec<&Definition> = live.values().collect();
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(defs.iter().map(|d| d.code.as_str()))),
+        Arc::new(StringArray::from_iter(defs.iter().map(|d| d.name.as_deref()))),
+        Arc::new(StringArray::from_iter_values(defs.iter().map(|d| d.kind.as_str()))),
+        Arc::new(BooleanArray::from_iter(defs.iter().map(|d| Some(d.active)))),
+        Arc::new(Int64Array::from_iter(
+            defs.iter().map(|d| last(&d.code).map(|s| s.size)),
+        )),
+        Arc::new(StringArray::from_iter(defs.iter().map(|d| {
+            last(&d.code).map(|s| format_micros(s.as_of)[..10].to_string())
+        }))),
+        Arc::new(Int64Array::from_iter_values(
+            defs.iter().map(|d| i64::from(d.version)),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            defs.iter().map(|d| d.condition.trim()),
+        )),
+    ];
+    let batch = RecordBatch::try_new(Arc::clone(&schema), columns).map_err(DataFusionError::from)?;
+    Ok(StatementResult {
+        schema,
+        batches: vec![batch],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements() {
+        assert_eq!(
+            parse("CREATE STATIC SEGMENT vip NAME 'V''s' COMMENT 'c' AS orders_count > 3").unwrap(),
+            StoreStatement::Create {
+                kind: SegmentKind::Static,
+                code: "vip".into(),
+                name: Some("V's".into()),
+                comment: Some("c".into()),
+                condition: "orders_count > 3".into(),
+            }
+        );
+        assert_eq!(
+            parse("create segment a as city = 'x'").unwrap(),
+            StoreStatement::Create {
+                kind: SegmentKind::Dynamic,
+                code: "a".into(),
+                name: None,
+                comment: None,
+                condition: "city = 'x'".into(),
+            }
+        );
+        assert_eq!(
+            parse("ALTER SEGMENT a INACTIVE").unwrap(),
+            StoreStatement::Alter {
+                code: "a".into(),
+                name: None,
+                comment: None,
+                active: Some(false),
+                condition: None,
+            }
+        );
+        assert_eq!(
+            parse("DROP SEGMENT IF EXISTS a").unwrap(),
+            StoreStatement::Drop {
+                code: "a".into(),
+                if_exists: true
+            }
+        );
+        assert_eq!(parse("SHOW SEGMENTS").unwrap(), StoreStatement::Show);
+        assert_eq!(
+            parse("REFRESH SEGMENTS a, b").unwrap(),
+            StoreStatement::Refresh {
+                codes: vec!["a".into(), "b".into()]
+            }
+        );
+        assert_eq!(
+            parse("REFRESH SEGMENTS").unwrap(),
+            StoreStatement::Refresh { codes: vec![] }
+        );
+    }
+
+    #[test]
+    fn bad_statements() {
+        let message = |text: &str| parse(text).unwrap_err().to_string();
+        assert!(message("CREATE SEGMENT Vip AS x = 1").starts_with("`Vip` is not a valid"));
+        assert!(message("CREATE SEGMENT vip").starts_with("CREATE SEGMENT vip needs AS"));
+        assert!(message("CREATE SEGMENT vip NAME vip AS x = 1").starts_with("expected 'NAME'"));
+        assert!(message("ALTER SEGMENT vip").starts_with("ALTER SEGMENT vip changes nothing"));
+        assert!(message("DROP SEGMENT vip now").starts_with("unexpected `now`"));
+        assert!(message("CREATE SEGMENT v NAME 'x AS y").starts_with("the quoted NAME"));
+        assert!(message("REFRESH SEGMENTS a b").starts_with("`a b` is not a valid"));
+    }
+}

@@ -1,0 +1,520 @@
+//! The store's tables: their names, Arrow schemas, and rows as Rust values.
+//!
+//! Every table is a Delta Lake table in a folder of the store. Times are
+//! microseconds since the Unix epoch, in UTC; an evaluation's `as_of` day
+//! becomes the instant at 00:00 UTC of that day (orders before it count).
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, BooleanArray, Int32Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
+};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::common::DataFusionError;
+
+/// Segment definitions, one row per version.
+pub const SEGMENTS: &str = "segments";
+/// One row per stay of a customer in a segment.
+pub const MEMBERSHIP: &str = "segment_membership";
+/// Entered / exited events.
+pub const EVENTS: &str = "segment_events";
+/// The size of each segment after each refresh.
+pub const SIZES: &str = "segment_sizes";
+/// One row per completed change of the store: its commit record.
+pub const REFRESHES: &str = "segment_refreshes";
+
+/// The tables a change writes, in the order their versions are recorded
+/// in `segment_refreshes`.
+pub const DATA_TABLES: [&str; 4] = [SEGMENTS, MEMBERSHIP, EVENTS, SIZES];
+
+fn timestamp(name: &str, nullable: bool) -> Field {
+    Field::new(
+        name,
+        DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        nullable,
+    )
+}
+
+/// The Arrow schema of a store table.
+pub fn schema(table: &str) -> SchemaRef {
+    let text = |name: &str, nullable| Field::new(name, DataType::Utf8, nullable);
+    let int64 = |name: &str, nullable| Field::new(name, DataType::Int64, nullable);
+    let fields = match table {
+        SEGMENTS => vec![
+            text("code", false),
+            Field::new("version", DataType::Int32, false),
+            text("name", true),
+            text("comment", true),
+            text("kind", false),
+            Field::new("active", DataType::Boolean, false),
+            Field::new("dropped", DataType::Boolean, false),
+            text("condition", false),
+            timestamp("created_at", false),
+            timestamp("updated_at", false),
+            int64("refresh_id", false),
+        ],
+        MEMBERSHIP => vec![
+            text("segment", false),
+            int64("customer_id", false),
+            timestamp("entered_at", false),
+            timestamp("exited_at", true),
+            int64("entered_refresh", false),
+            int64("exited_refresh", true),
+        ],
+        EVENTS => vec![
+            int64("event_id", false),
+            int64("refresh_id", false),
+            text("segment", false),
+            int64("customer_id", false),
+            text("event", false),
+            timestamp("at", false),
+            timestamp("recorded_at", false),
+        ],
+        SIZES => vec![
+            text("segment", false),
+            int64("refresh_id", false),
+            timestamp("refreshed_at", false),
+            timestamp("as_of", false),
+            int64("size", false),
+            int64("entered", false),
+            int64("exited", false),
+        ],
+        _ => vec![
+            int64("refresh_id", false),
+            text("kind", false),
+            timestamp("started_at", false),
+            timestamp("committed_at", false),
+            timestamp("as_of", false),
+            text("segments", false),
+            int64("segments_version", false),
+            int64("membership_version", false),
+            int64("events_version", false),
+            int64("sizes_version", false),
+        ],
+    };
+    Arc::new(Schema::new(fields))
+}
+
+fn timestamps(values: impl IntoIterator<Item = Option<i64>>) -> ArrayRef {
+    Arc::new(TimestampMicrosecondArray::from_iter(values).with_timezone("UTC"))
+}
+
+fn texts<'a>(values: impl IntoIterator<Item = Option<&'a str>>) -> ArrayRef {
+    Arc::new(StringArray::from_iter(values))
+}
+
+fn int64s(values: impl IntoIterator<Item = Option<i64>>) -> ArrayRef {
+    Arc::new(Int64Array::from_iter(values))
+}
+
+fn batch(table: &str, columns: Vec<ArrayRef>) -> Result<RecordBatch, DataFusionError> {
+    Ok(RecordBatch::try_new(schema(table), columns)?)
+}
+
+/// Static or dynamic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegmentKind {
+    /// Formed once, when created, and frozen.
+    Static,
+    /// Recalculated by every refresh while active.
+    Dynamic,
+}
+
+impl SegmentKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Static => "static",
+            Self::Dynamic => "dynamic",
+        }
+    }
+}
+
+/// One version of a segment definition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Definition {
+    pub code: String,
+    pub version: i32,
+    pub name: Option<String>,
+    pub comment: Option<String>,
+    pub kind: SegmentKind,
+    pub active: bool,
+    pub dropped: bool,
+    pub condition: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub refresh_id: i64,
+}
+
+/// One stay of a customer in a segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stay {
+    pub segment: String,
+    pub customer_id: i64,
+    pub entered_at: i64,
+    pub exited_at: Option<i64>,
+    pub entered_refresh: i64,
+    pub exited_refresh: Option<i64>,
+}
+
+/// A customer entering or leaving a segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub event_id: i64,
+    pub refresh_id: i64,
+    pub segment: String,
+    pub customer_id: i64,
+    pub entered: bool,
+    /// The `as_of` instant of the change.
+    pub at: i64,
+    /// When the change was made (wall clock).
+    pub recorded_at: i64,
+}
+
+/// A segment's size after one change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Size {
+    pub segment: String,
+    pub refresh_id: i64,
+    pub refreshed_at: i64,
+    pub as_of: i64,
+    pub size: i64,
+    pub entered: i64,
+    pub exited: i64,
+}
+
+/// The commit record of one change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Commit {
+    pub refresh_id: i64,
+    pub kind: String,
+    pub started_at: i64,
+    pub committed_at: i64,
+    pub as_of: i64,
+    pub segments: String,
+    /// Versions of [`DATA_TABLES`] that the change left.
+    pub versions: [i64; 4],
+}
+
+pub fn definitions_batch(rows: &[Definition]) -> Result<RecordBatch, DataFusionError> {
+    batch(
+        SEGMENTS,
+        vec![
+            texts(rows.iter().map(|r| Some(r.code.as_str()))),
+            Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.version))),
+            texts(rows.iter().map(|r| r.name.as_deref())),
+            texts(rows.iter().map(|r| r.comment.as_deref())),
+            texts(rows.iter().map(|r| Some(r.kind.as_str()))),
+            Arc::new(BooleanArray::from_iter(rows.iter().map(|r| Some(r.active)))),
+            Arc::new(BooleanArray::from_iter(
+                rows.iter().map(|r| Some(r.dropped)),
+            )),
+            texts(rows.iter().map(|r| Some(r.condition.as_str()))),
+            timestamps(rows.iter().map(|r| Some(r.created_at))),
+            timestamps(rows.iter().map(|r| Some(r.updated_at))),
+            int64s(rows.iter().map(|r| Some(r.refresh_id))),
+        ],
+    )
+}
+
+pub fn stays_batch(rows: &[Stay]) -> Result<RecordBatch, DataFusionError> {
+    batch(
+        MEMBERSHIP,
+        vec![
+            texts(rows.iter().map(|r| Some(r.segment.as_str()))),
+            int64s(rows.iter().map(|r| Some(r.customer_id))),
+            timestamps(rows.iter().map(|r| Some(r.entered_at))),
+            timestamps(rows.iter().map(|r| r.exited_at)),
+            int64s(rows.iter().map(|r| Some(r.entered_refresh))),
+            int64s(rows.iter().map(|r| r.exited_refresh)),
+        ],
+    )
+}
+
+pub fn events_batch(rows: &[Event]) -> Result<RecordBatch, DataFusionError> {
+    batch(
+        EVENTS,
+        vec![
+            int64s(rows.iter().map(|r| Some(r.event_id))),
+            int64s(rows.iter().map(|r| Some(r.refresh_id))),
+            texts(rows.iter().map(|r| Some(r.segment.as_str()))),
+            int64s(rows.iter().map(|r| Some(r.customer_id))),
+            texts(
+                rows.iter()
+                    .map(|r| Some(if r.entered { "entered" } else { "exited" })),
+            ),
+            timestamps(rows.iter().map(|r| Some(r.at))),
+            timestamps(rows.iter().map(|r| Some(r.recorded_at))),
+        ],
+    )
+}
+
+pub fn sizes_batch(rows: &[Size]) -> Result<RecordBatch, DataFusionError> {
+    batch(
+        SIZES,
+        vec![
+            texts(rows.iter().map(|r| Some(r.segment.as_str()))),
+            int64s(rows.iter().map(|r| Some(r.refresh_id))),
+            timestamps(rows.iter().map(|r| Some(r.refreshed_at))),
+            timestamps(rows.iter().map(|r| Some(r.as_of))),
+            int64s(rows.iter().map(|r| Some(r.size))),
+            int64s(rows.iter().map(|r| Some(r.entered))),
+            int64s(rows.iter().map(|r| Some(r.exited))),
+        ],
+    )
+}
+
+pub fn commit_batch(row: &Commit) -> Result<RecordBatch, DataFusionError> {
+    let mut columns = vec![
+        int64s([Some(row.refresh_id)]),
+        texts([Some(row.kind.as_str())]),
+        timestamps([Some(row.started_at)]),
+        timestamps([Some(row.committed_at)]),
+        timestamps([Some(row.as_of)]),
+        texts([Some(row.segments.as_str())]),
+    ];
+    columns.extend(row.versions.iter().map(|v| int64s([Some(*v)])));
+    batch(REFRESHES, columns)
+}
+
+/// The columns of a batch, read as Rust values.
+#[derive(Debug)]
+pub struct Columns<'a> {
+    batch: &'a RecordBatch,
+}
+
+impl<'a> Columns<'a> {
+    pub fn new(batch: &'a RecordBatch) -> Self {
+        Self { batch }
+    }
+
+    fn column(&self, name: &str, to: &DataType) -> Result<ArrayRef, DataFusionError> {
+        let column = self.batch.column_by_name(name).ok_or_else(|| {
+            DataFusionError::Execution(format!("store table has no column `{name}`"))
+        })?;
+        Ok(cast(column, to)?)
+    }
+
+    pub fn text(&self, name: &str) -> Result<Vec<Option<String>>, DataFusionError> {
+        let array = self.column(name, &DataType::Utf8)?;
+        let array = array
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or_else(|| DataFusionError::Internal("cast to Utf8".into()))?;
+        Ok(array.iter().map(|v| v.map(str::to_string)).collect())
+    }
+
+    pub fn int64(&self, name: &str) -> Result<Vec<Option<i64>>, DataFusionError> {
+        let array = self.column(name, &DataType::Int64)?;
+        let array = array
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .ok_or_else(|| DataFusionError::Internal("cast to Int64".into()))?;
+        Ok(array.iter().collect())
+    }
+
+    /// Timestamps as microseconds since the epoch.
+    pub fn micros(&self, name: &str) -> Result<Vec<Option<i64>>, DataFusionError> {
+        let array = self.column(
+            name,
+            &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        )?;
+        let array = array
+            .as_any()
+            .downcast_ref::<TimestampMicrosecondArray>()
+            .ok_or_else(|| DataFusionError::Internal("cast to timestamp".into()))?;
+        Ok(array.iter().collect())
+    }
+
+    pub fn boolean(&self, name: &str) -> Result<Vec<Option<bool>>, DataFusionError> {
+        let array = self.column(name, &DataType::Boolean)?;
+        let array = array
+            .as_any()
+            .downcast_ref::<BooleanArray>()
+            .ok_or_else(|| DataFusionError::Internal("cast to Boolean".into()))?;
+        Ok(array.iter().collect())
+    }
+
+    pub fn len(&self) -> usize {
+        self.batch.num_rows()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.batch.num_rows() == 0
+    }
+}
+
+/// A value that must be present: `None` means the store is damaged.
+pub fn required<T>(value: Option<T>, table: &str, column: &str) -> Result<T, DataFusionError> {
+    value.ok_or_else(|| {
+        DataFusionError::Execution(format!(
+            "store table {table} has a null {column}; the store is damaged"
+        ))
+    })
+}
+
+/// Reads definition rows from batches of the `segments` table.
+pub fn read_definitions(batches: &[RecordBatch]) -> Result<Vec<Definition>, DataFusionError> {
+    let mut rows = Vec::new();
+    for batch in batches {
+        let c = Columns::new(batch);
+        let (code, version, name, comment, kind) = (
+            c.text("code")?,
+            c.int64("version")?,
+            c.text("name")?,
+            c.text("comment")?,
+            c.text("kind")?,
+        );
+        let (active, dropped, condition) =
+            (c.boolean("active")?, c.boolean("dropped")?, c.text("condition")?);
+        let (created, updated, refresh) = (
+            c.micros("created_at")?,
+            c.micros("updated_at")?,
+            c.int64("refresh_id")?,
+        );
+        for i in 0..c.len() {
+            let kind = match required(kind[i].as_deref(), SEGMENTS, "kind")? {
+                "static" => SegmentKind::Static,
+                _ => SegmentKind::Dynamic,
+            };
+            rows.push(Definition {
+                code: required(code[i].clone(), SEGMENTS, "code")?,
+                version: required(version[i], SEGMENTS, "version")? as i32,
+                name: name[i].clone(),
+                comment: comment[i].clone(),
+                kind,
+                active: required(active[i], SEGMENTS, "active")?,
+                dropped: required(dropped[i], SEGMENTS, "dropped")?,
+                condition: required(condition[i].clone(), SEGMENTS, "condition")?,
+                created_at: required(created[i], SEGMENTS, "created_at")?,
+                updated_at: required(updated[i], SEGMENTS, "updated_at")?,
+                refresh_id: required(refresh[i], SEGMENTS, "refresh_id")?,
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// Reads stays from batches of the `segment_membership` table.
+pub fn read_stays(batches: &[RecordBatch]) -> Result<Vec<Stay>, DataFusionError> {
+    let mut rows = Vec::new();
+    for batch in batches {
+        let c = Columns::new(batch);
+        let (segment, customer, entered, exited) = (
+            c.text("segment")?,
+            c.int64("customer_id")?,
+            c.micros("entered_at")?,
+            c.micros("exited_at")?,
+        );
+        let (entered_refresh, exited_refresh) =
+            (c.int64("entered_refresh")?, c.int64("exited_refresh")?);
+        for i in 0..c.len() {
+            rows.push(Stay {
+                segment: required(segment[i].clone(), MEMBERSHIP, "segment")?,
+                customer_id: required(customer[i], MEMBERSHIP, "customer_id")?,
+                entered_at: required(entered[i], MEMBERSHIP, "entered_at")?,
+                exited_at: exited[i],
+                entered_refresh: required(entered_refresh[i], MEMBERSHIP, "entered_refresh")?,
+                exited_refresh: exited_refresh[i],
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// Reads commit records from batches of the `segment_refreshes` table.
+pub fn read_commits(batches: &[RecordBatch]) -> Result<Vec<Commit>, DataFusionError> {
+    let mut rows = Vec::new();
+    for batch in batches {
+        let c = Columns::new(batch);
+        let (id, kind, started, committed, as_of, segments) = (
+            c.int64("refresh_id")?,
+            c.text("kind")?,
+            c.micros("started_at")?,
+            c.micros("committed_at")?,
+            c.micros("as_of")?,
+            c.text("segments")?,
+        );
+        let versions = [
+            c.int64("segments_version")?,
+            c.int64("membership_version")?,
+            c.int64("events_version")?,
+            c.int64("sizes_version")?,
+        ];
+        for i in 0..c.len() {
+            let mut v = [0i64; 4];
+            for (slot, column) in v.iter_mut().zip(&versions) {
+                *slot = required(column[i], REFRESHES, "version")?;
+            }
+            rows.push(Commit {
+                refresh_id: required(id[i], REFRESHES, "refresh_id")?,
+                kind: required(kind[i].clone(), REFRESHES, "kind")?,
+                started_at: required(started[i], REFRESHES, "started_at")?,
+                committed_at: required(committed[i], REFRESHES, "committed_at")?,
+                as_of: required(as_of[i], REFRESHES, "as_of")?,
+                segments: required(segments[i].clone(), REFRESHES, "segments")?,
+                versions: v,
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// Reads events from batches of the `segment_events` table.
+pub fn read_events(batches: &[RecordBatch]) -> Result<Vec<Event>, DataFusionError> {
+    let mut rows = Vec::new();
+    for batch in batches {
+        let c = Columns::new(batch);
+        let (id, refresh, segment, customer, event, at, recorded) = (
+            c.int64("event_id")?,
+            c.int64("refresh_id")?,
+            c.text("segment")?,
+            c.int64("customer_id")?,
+            c.text("event")?,
+            c.micros("at")?,
+            c.micros("recorded_at")?,
+        );
+        for i in 0..c.len() {
+            rows.push(Event {
+                event_id: required(id[i], EVENTS, "event_id")?,
+                refresh_id: required(refresh[i], EVENTS, "refresh_id")?,
+                segment: required(segment[i].clone(), EVENTS, "segment")?,
+                customer_id: required(customer[i], EVENTS, "customer_id")?,
+                entered: required(event[i].as_deref(), EVENTS, "event")? == "entered",
+                at: required(at[i], EVENTS, "at")?,
+                recorded_at: required(recorded[i], EVENTS, "recorded_at")?,
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// Reads sizes from batches of the `segment_sizes` table.
+pub fn read_sizes(batches: &[RecordBatch]) -> Result<Vec<Size>, DataFusionError> {
+    let mut rows = Vec::new();
+    for batch in batches {
+        let c = Columns::new(batch);
+        let (segment, refresh, refreshed, as_of, size, entered, exited) = (
+            c.text("segment")?,
+            c.int64("refresh_id")?,
+            c.micros("refreshed_at")?,
+            c.micros("as_of")?,
+            c.int64("size")?,
+            c.int64("entered")?,
+            c.int64("exited")?,
+        );
+        for i in 0..c.len() {
+            rows.push(Size {
+                segment: required(segment[i].clone(), SIZES, "segment")?,
+                refresh_id: required(refresh[i], SIZES, "refresh_id")?,
+                refreshed_at: required(refreshed[i], SIZES, "refreshed_at")?,
+                as_of: required(as_of[i], SIZES, "as_of")?,
+                size: required(size[i], SIZES, "size")?,
+                entered: required(entered[i], SIZES, "entered")?,
+                exited: required(exited[i], SIZES, "exited")?,
+            });
+        }
+    }
+    Ok(rows)
+}
