@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod lang;
 pub mod output;
+pub mod progress;
 pub mod repl;
 pub mod rfm_grid;
 pub mod segment;

@@ -18,8 +18,7 @@ use segql::config::{Config, DEFAULT_CONFIG_FILE};
 use segql::error::Error;
 use segql::output::{Format, Printer};
 use segql::segment::AsOf;
-use segql::segment::catalog::load_definitions;
-use segql::session::{register_tables, run_sql, run_sql_each};
+use segql::session::{run_sql, run_sql_each};
 
 /// Customer segmentation SQL over Parquet, on Apache DataFusion.
 ///
@@ -54,8 +53,9 @@ struct Args {
     files: Vec<PathBuf>,
 
     /// Output format
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    format: Format,
+    /// Output format [default: table; csv for `segment export`]
+    #[arg(long, value_enum, global = true)]
+    format: Option<Format>,
 
     /// Write results to this file instead of standard output
     #[arg(long, value_name = "PATH")]
@@ -82,6 +82,13 @@ struct Args {
     /// (the exit code is still 1)
     #[arg(long = "continue-on-error")]
     continue_on_error: bool,
+}
+
+impl Args {
+    /// The output format asked for, or the table.
+    fn format(&self) -> Format {
+        self.format.unwrap_or_default()
+    }
 }
 
 /// `512M`, `4G`, `1500K` or a number of bytes.
@@ -122,6 +129,27 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         svg: Option<PathBuf>,
     },
+    /// Create, change, list, export and chart saved segments
+    #[command(subcommand)]
+    Segment(SegmentCommand),
+    /// Recalculate the active dynamic segments (or the ones named), in
+    /// dependency order, and record members, events and sizes in the store
+    Refresh {
+        /// Segments to recalculate [default: every active dynamic one]
+        codes: Vec<String>,
+        /// Keep refreshing at this interval (such as 30m, 4h, 1d), as of
+        /// each run's day, until interrupted
+        #[arg(long, value_name = "INTERVAL", value_parser = parse_interval)]
+        every: Option<std::time::Duration>,
+        /// Write each entered / exited event as a JSON line to this file
+        /// (appended), or to standard output with `-`
+        #[arg(long, value_name = "PATH")]
+        events: Option<PathBuf>,
+        /// Run this shell command once per refresh with events, the JSON
+        /// lines on its standard input
+        #[arg(long = "on-events", value_name = "COMMAND")]
+        on_events: Option<String>,
+    },
     /// Write a commented project file with every setting and its default
     Init {
         /// Where to write it
@@ -131,6 +159,97 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum SegmentCommand {
+    /// Save a segment (dynamic unless --static)
+    Create {
+        /// Code: lower-case letters, digits and _, starting with a letter
+        code: String,
+        /// The condition, in the segment language
+        condition: String,
+        /// Form the members once, now (as of --as-of), and freeze them
+        #[arg(long = "static")]
+        is_static: bool,
+        /// Display name
+        #[arg(long)]
+        name: Option<String>,
+        /// Description
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Change a segment's condition, name, description or active flag
+    Alter {
+        code: String,
+        /// New condition (dynamic segments only)
+        #[arg(long)]
+        condition: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        comment: Option<String>,
+        /// Recalculate it on refresh again
+        #[arg(long, conflicts_with = "inactive")]
+        active: bool,
+        /// Stop recalculating it on refresh
+        #[arg(long)]
+        inactive: bool,
+    },
+    /// Remove a segment: its members leave it; its history stays
+    Drop {
+        code: String,
+        /// Succeed when there is no such segment
+        #[arg(long = "if-exists")]
+        if_exists: bool,
+    },
+    /// List the segments with their latest sizes
+    List,
+    /// Write a segment's members (with customer columns) as CSV, Parquet
+    /// or JSON; --as-of gives the members on that day
+    Export {
+        code: String,
+        /// Output file [default: standard output]
+        #[arg(long, value_name = "PATH")]
+        out: Option<PathBuf>,
+        /// Customer columns to include, comma-separated [default: all]
+        #[arg(long, value_name = "COLUMNS", value_delimiter = ',')]
+        columns: Vec<String>,
+    },
+    /// A segment's size after every refresh: a table and a sparkline, and
+    /// optionally an SVG line chart
+    History {
+        code: String,
+        /// Also draw the sizes as an SVG line chart to this file
+        #[arg(long, value_name = "PATH")]
+        svg: Option<PathBuf>,
+    },
+}
+
+/// `30s`, `15m`, `4h`, `1d`.
+fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| c.is_ascii_alphabetic())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let seconds: u64 = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => {
+            return Err(format!(
+                "`{text}` is not an interval; write a number and s, m, h or d, such as 4h"
+            ));
+        }
+    };
+    match number.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(std::time::Duration::from_secs(n * seconds)),
+        _ => Err(format!(
+            "`{text}` is not an interval; write a whole number above 0 and s, m, h or d, such as 4h"
+        )),
+    }
 }
 
 fn parse_as_of(text: &str) -> Result<AsOf, String> {
@@ -172,17 +291,8 @@ async fn run(args: Args) -> Result<(), Error> {
         ),
         None => SessionContext::new(),
     };
-    segql_udfs::register_all(&mut ctx)?;
-    register_tables(&ctx, &config).await?;
-    let definitions = match &config.segments_folder {
-        Some(folder) => load_definitions(folder).map_err(Error::Segments)?,
-        None => Default::default(),
-    };
     let as_of = args.as_of.unwrap_or_else(AsOf::today);
-    segql::segment::table_function::register(&ctx, as_of, definitions).await;
-    let store = segql::store::Store::new(config.store_path());
-    segql::store::functions::register(&ctx, store, args.wait).await?;
-    segql::store::sync_session(&ctx).await?;
+    segql::session::setup(&mut ctx, &config, as_of, args.wait).await?;
 
     if let Some(Command::Rfm { svg }) = &args.command {
         let grid = segql::rfm_grid::RfmGrid::compute(&ctx, as_of).await?;
@@ -197,12 +307,29 @@ async fn run(args: Args) -> Result<(), Error> {
         return Ok(());
     }
 
-    // Without statements to run: the interactive prompt.
-    if args.commands.is_empty() && args.files.is_empty() {
-        return segql::repl::run(&ctx, args.format).await;
+    if let Some(Command::Refresh {
+        codes,
+        every,
+        events,
+        on_events,
+    }) = &args.command
+    {
+        let sinks = segql::store::refresh::EventSinks {
+            json: events.clone(),
+            command: on_events.clone(),
+        };
+        return refresh(&ctx, &args, codes, *every, &sinks).await;
+    }
+    if let Some(Command::Segment(command)) = &args.command {
+        return segment_command(&ctx, &args, command).await;
     }
 
-    if args.format == Format::Parquet
+    // Without statements to run: the interactive prompt.
+    if args.commands.is_empty() && args.files.is_empty() {
+        return segql::repl::run(&ctx, args.format()).await;
+    }
+
+    if args.format() == Format::Parquet
         && args.output.is_none()
         && std::io::IsTerminal::is_terminal(&std::io::stdout())
     {
@@ -210,11 +337,7 @@ async fn run(args: Args) -> Result<(), Error> {
     }
     // A file output is written under a temporary name and renamed when
     // every statement succeeded, so a failure never leaves half a file.
-    let partial = args.output.as_ref().map(|path| {
-        let mut name = path.file_name().unwrap_or_default().to_os_string();
-        name.push(".partial");
-        path.with_file_name(name)
-    });
+    let partial = args.output.as_deref().map(partial_path);
     let (out, target): (Box<dyn Write>, String) = match (&args.output, &partial) {
         (Some(path), Some(partial)) => {
             let file = File::create(partial).map_err(|source| Error::OutputCreate {
@@ -246,6 +369,303 @@ async fn run(args: Args) -> Result<(), Error> {
     outcome
 }
 
+/// `segql refresh`: once, or every `every` until Ctrl-C.
+async fn refresh(
+    ctx: &SessionContext,
+    args: &Args,
+    codes: &[String],
+    every: Option<std::time::Duration>,
+    sinks: &segql::store::refresh::EventSinks,
+) -> Result<(), Error> {
+    use segql::store::refresh::{RefreshOptions, emit_events};
+    if every.is_some() && args.as_of.is_some() {
+        return Err(Error::Store(
+            "--every refreshes as of each run's day; leave --as-of out (or run once per day \
+             with --as-of to backfill)"
+                .into(),
+        ));
+    }
+    let reader = segql::store::functions::session_reader(ctx)
+        .ok_or_else(|| Error::Store("no segment store is set up".into()))?;
+    let catalog = segql::segment::table_function::session_catalog(ctx).ok_or_else(|| {
+        Error::Store("refresh needs a `customers` table: add one to [tables] in the project file".into())
+    })?;
+    // With events on standard output, the summary goes to standard error.
+    let summary_to_stderr = sinks.json.as_ref().is_some_and(|p| p.as_os_str() == "-");
+    loop {
+        let options = RefreshOptions {
+            codes: codes.to_vec(),
+            as_of: args.as_of.unwrap_or_else(AsOf::today),
+            wait: args.wait,
+        };
+        let spinner = segql::progress::spinner(format!(
+            "refreshing segments as of {}",
+            options.as_of.0
+        ));
+        let outcome = segql::store::refresh::refresh(
+            ctx,
+            reader.store(),
+            &catalog.clone().with_stored(None),
+            &options,
+        )
+        .await;
+        spinner.finish_and_clear();
+        let outcome = outcome?;
+        let table = segql::store::lifecycle::refresh_table(&outcome)?;
+        let out: Box<dyn Write> = if summary_to_stderr {
+            Box::new(std::io::stderr())
+        } else {
+            Box::new(BufWriter::new(std::io::stdout().lock()))
+        };
+        let mut printer = Printer::new(out, args.format(), "standard output");
+        printer.print(&table)?;
+        printer.finish()?;
+        emit_events(&outcome.events, sinks)?;
+        let Some(every) = every else {
+            return Ok(());
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
+
+/// `segql segment ...`.
+async fn segment_command(
+    ctx: &SessionContext,
+    args: &Args,
+    command: &SegmentCommand,
+) -> Result<(), Error> {
+    use segql::store::lifecycle::StoreStatement;
+    use segql::store::tables::SegmentKind;
+    let statement = match command {
+        SegmentCommand::Create {
+            code,
+            condition,
+            is_static,
+            name,
+            comment,
+        } => StoreStatement::Create {
+            kind: if *is_static {
+                SegmentKind::Static
+            } else {
+                SegmentKind::Dynamic
+            },
+            code: code.clone(),
+            name: name.clone(),
+            comment: comment.clone(),
+            condition: condition.clone(),
+        },
+        SegmentCommand::Alter {
+            code,
+            condition,
+            name,
+            comment,
+            active,
+            inactive,
+        } => StoreStatement::Alter {
+            code: code.clone(),
+            name: name.clone(),
+            comment: comment.clone(),
+            active: (*active || *inactive).then_some(*active),
+            condition: condition.clone(),
+        },
+        SegmentCommand::Drop { code, if_exists } => StoreStatement::Drop {
+            code: code.clone(),
+            if_exists: *if_exists,
+        },
+        SegmentCommand::List => StoreStatement::Show,
+        SegmentCommand::Export { code, out, columns } => {
+            let format = args.format.unwrap_or(Format::Csv);
+            return export(ctx, args, code, format, out.as_deref(), columns).await;
+        }
+        SegmentCommand::History { code, svg } => return history(ctx, code, svg.as_deref()).await,
+    };
+    if let StoreStatement::Create { code, .. }
+    | StoreStatement::Alter { code, .. }
+    | StoreStatement::Drop { code, .. } = &statement
+    {
+        segql::store::lifecycle::check_code(code)?;
+    }
+    if let StoreStatement::Alter {
+        code,
+        name: None,
+        comment: None,
+        active: None,
+        condition: None,
+    } = &statement
+    {
+        return Err(Error::Store(format!(
+            "segql segment alter {code} changes nothing; give --condition, --name, --comment, \
+             --active or --inactive"
+        )));
+    }
+    let result = segql::store::run_statement(ctx, statement).await?;
+    let mut printer = Printer::new(
+        Box::new(BufWriter::new(std::io::stdout().lock())),
+        args.format(),
+        "standard output",
+    );
+    printer.print(&result)?;
+    printer.finish().map(drop)
+}
+
+/// `segql segment export`: the members joined to `customers`.
+async fn export(
+    ctx: &SessionContext,
+    args: &Args,
+    code: &str,
+    format: Format,
+    out: Option<&Path>,
+    columns: &[String],
+) -> Result<(), Error> {
+    segql::store::lifecycle::check_code(code)?;
+    let customers = ctx.table_provider("customers").await.map_err(|_| {
+        Error::Store("export needs a `customers` table: add one to [tables] in the project file".into())
+    })?;
+    let schema = customers.schema();
+    let known: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    for column in columns {
+        if !known.contains(&column.as_str()) {
+            let hint = segql::lang::error::did_you_mean(column, known.iter().copied())
+                .map_or_else(
+                    || format!("customers has: {}", known.join(", ")),
+                    |near| format!("did you mean `{near}`?"),
+                );
+            return Err(Error::Store(format!(
+                "--columns: customers has no column `{column}`; {hint}"
+            )));
+        }
+    }
+    let select = if columns.is_empty() {
+        "c.*".to_string()
+    } else {
+        columns
+            .iter()
+            .map(|c| format!("c.\"{}\"", c.replace('"', "\"\"")))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let as_of = args
+        .as_of
+        .map(|d| format!(", '{}'", d.0.format("%Y-%m-%d")))
+        .unwrap_or_default();
+    let sql = format!(
+        "SELECT {select} FROM customers c JOIN segment_members('{code}'{as_of}) m \
+         ON c.customer_id = m.customer_id ORDER BY c.customer_id"
+    );
+    if format == Format::Parquet
+        && out.is_none()
+        && std::io::IsTerminal::is_terminal(&std::io::stdout())
+    {
+        return Err(Error::ParquetToTerminal);
+    }
+    let results = segql::session::collect_sql(ctx, &sql).await?;
+    write_results(&results, format, out)
+}
+
+/// Prints `results` to `out` (written whole or not at all) or stdout.
+fn write_results(
+    results: &[segql::session::StatementResult],
+    format: Format,
+    out: Option<&Path>,
+) -> Result<(), Error> {
+    match out {
+        Some(path) => {
+            let partial = partial_path(path);
+            let file = File::create(&partial).map_err(|source| Error::OutputCreate {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            let mut printer = Printer::new(
+                Box::new(BufWriter::new(file)),
+                format,
+                path.display().to_string(),
+            );
+            let written = results
+                .iter()
+                .try_for_each(|r| printer.print(r))
+                .and_then(|()| printer.finish().map(drop));
+            match written {
+                Ok(()) => std::fs::rename(&partial, path).map_err(|source| Error::OutputCreate {
+                    path: path.to_path_buf(),
+                    source,
+                }),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&partial);
+                    Err(e)
+                }
+            }
+        }
+        None => {
+            let mut printer = Printer::new(
+                Box::new(BufWriter::new(std::io::stdout().lock())),
+                format,
+                "standard output",
+            );
+            results.iter().try_for_each(|r| printer.print(r))?;
+            printer.finish().map(drop)
+        }
+    }
+}
+
+/// `path` with `.partial` appended: where a file is written before it is
+/// renamed into place.
+fn partial_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".partial");
+    path.with_file_name(name)
+}
+
+/// `segql segment history`.
+async fn history(ctx: &SessionContext, code: &str, svg: Option<&Path>) -> Result<(), Error> {
+    use segql::store::{history, refresh};
+    let reader = segql::store::functions::session_reader(ctx)
+        .ok_or_else(|| Error::Store("no segment store is set up".into()))?;
+    let snapshot = reader.store().snapshot().await?;
+    let sizes: Vec<_> = refresh::sizes(&snapshot)
+        .await?
+        .into_iter()
+        .filter(|s| s.segment == code)
+        .collect();
+    if sizes.is_empty() {
+        let live = refresh::live_definitions(&snapshot).await?;
+        if !live.contains_key(code) {
+            return Err(refresh::unknown_segment(code, &live));
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    let text = |e| Error::Write {
+        target: "standard output".to_string(),
+        source: e,
+    };
+    writeln!(out, "as_of       size  entered  exited").map_err(text)?;
+    for s in &sizes {
+        writeln!(
+            out,
+            "{}  {:>5}  {:>7}  {:>6}",
+            &segql::store::format_micros(s.as_of)[..10],
+            s.size,
+            s.entered,
+            s.exited
+        )
+        .map_err(text)?;
+    }
+    let values: Vec<i64> = sizes.iter().map(|s| s.size).collect();
+    writeln!(out, "{}", history::sparkline(&values)).map_err(text)?;
+    if let Some(path) = svg {
+        std::fs::write(path, history::to_svg(code, &sizes)).map_err(|source| {
+            Error::OutputCreate {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
+        writeln!(out, "chart written to {}", path.display()).map_err(text)?;
+    }
+    Ok(())
+}
+
 /// Runs the -c texts and -f files, printing to `out`.
 async fn run_statements(
     args: &Args,
@@ -253,7 +673,7 @@ async fn run_statements(
     out: Box<dyn Write>,
     target: String,
 ) -> Result<(), Error> {
-    let mut printer = Printer::new(out, args.format, target);
+    let mut printer = Printer::new(out, args.format(), target);
 
     for sql in &args.commands {
         run_sql(ctx, sql, |result| printer.print(result)).await?;

@@ -60,6 +60,30 @@ pub async fn register_tables(ctx: &SessionContext, config: &Config) -> Result<()
     Ok(())
 }
 
+/// Puts a project to work on `ctx`: segql's functions, the project's
+/// tables, `segment(...)` with the saved segment files and `as_of` as its
+/// default day, and the segment store (its tables, `in_segment`,
+/// `segment_members`), waiting for other writers when `wait`.
+pub async fn setup(
+    ctx: &mut SessionContext,
+    config: &Config,
+    as_of: crate::segment::AsOf,
+    wait: bool,
+) -> Result<(), Error> {
+    segql_udfs::register_all(ctx)?;
+    register_tables(ctx, config).await?;
+    let definitions = match &config.segments_folder {
+        Some(folder) => {
+            crate::segment::catalog::load_definitions(folder).map_err(Error::Segments)?
+        }
+        None => Default::default(),
+    };
+    crate::segment::table_function::register(ctx, as_of, definitions).await;
+    let store = crate::store::Store::new(config.store_path());
+    crate::store::functions::register(ctx, store, wait).await?;
+    crate::store::sync_session(ctx).await
+}
+
 /// The checks on a local location that DataFusion would otherwise report
 /// less clearly (or not at all).
 fn check_location(ctx: &SessionContext, table: &TableConfig, origin: &str) -> Result<(), Error> {

@@ -31,6 +31,7 @@
 //! changes never interleave.
 
 pub mod functions;
+pub mod history;
 pub mod lifecycle;
 pub mod refresh;
 pub mod tables;

@@ -667,3 +667,75 @@ pub fn events_json(events: &[Event]) -> String {
     }
     out
 }
+
+/// Where a refresh sends its events besides the store.
+#[derive(Debug, Clone, Default)]
+pub struct EventSinks {
+    /// JSON lines to this file (appended) or, for `-`, standard output.
+    pub json: Option<std::path::PathBuf>,
+    /// Shell command run once per refresh with events, the JSON lines on
+    /// its standard input.
+    pub command: Option<String>,
+}
+
+/// Sends a committed refresh's events to `sinks`.
+pub fn emit_events(events: &[Event], sinks: &EventSinks) -> Result<(), Error> {
+    use std::io::Write as _;
+    let Some(first) = events.first() else {
+        return Ok(());
+    };
+    let lines = events_json(events);
+    let committed = |what: String| {
+        Error::Store(format!(
+            "{what}; refresh {} is committed, and its events can be read again with \
+             SELECT * FROM segment_events WHERE refresh_id = {}",
+            first.refresh_id, first.refresh_id
+        ))
+    };
+    if let Some(path) = &sinks.json {
+        if path.as_os_str() == "-" {
+            let mut out = std::io::stdout().lock();
+            out.write_all(lines.as_bytes())
+                .and_then(|()| out.flush())
+                .map_err(|e| committed(format!("cannot write events to standard output: {e}")))?;
+        } else {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .and_then(|mut f| {
+                    f.write_all(lines.as_bytes())?;
+                    f.sync_all()
+                })
+                .map_err(|e| {
+                    committed(format!("cannot write events to {}: {e}", path.display()))
+                })?;
+        }
+    }
+    if let Some(command) = &sinks.command {
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(command)
+            .env("SEGQL_REFRESH_ID", first.refresh_id.to_string())
+            .env("SEGQL_EVENTS", events.len().to_string())
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| committed(format!("cannot run the --on-events command: {e}")))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            // A command that stops reading early is its own business.
+            let _ = stdin.write_all(lines.as_bytes());
+        }
+        let status = child
+            .wait()
+            .map_err(|e| committed(format!("the --on-events command failed: {e}")))?;
+        if !status.success() {
+            return Err(committed(format!(
+                "the --on-events command `{command}` exited with {}",
+                status
+                    .code()
+                    .map_or_else(|| "a signal".to_string(), |c| format!("code {c}"))
+            )));
+        }
+    }
+    Ok(())
+}
