@@ -388,7 +388,9 @@ async fn refresh(
     let reader = segql::store::functions::session_reader(ctx)
         .ok_or_else(|| Error::Store("no segment store is set up".into()))?;
     let catalog = segql::segment::table_function::session_catalog(ctx).ok_or_else(|| {
-        Error::Store("refresh needs a `customers` table: add one to [tables] in the project file".into())
+        Error::Store(
+            "refresh needs a `customers` table: add one to [tables] in the project file".into(),
+        )
     })?;
     // With events on standard output, the summary goes to standard error.
     let summary_to_stderr = sinks.json.as_ref().is_some_and(|p| p.as_os_str() == "-");
@@ -398,10 +400,8 @@ async fn refresh(
             as_of: args.as_of.unwrap_or_else(AsOf::today),
             wait: args.wait,
         };
-        let spinner = segql::progress::spinner(format!(
-            "refreshing segments as of {}",
-            options.as_of.0
-        ));
+        let spinner =
+            segql::progress::spinner(format!("refreshing segments as of {}", options.as_of.0));
         let outcome = segql::store::refresh::refresh(
             ctx,
             reader.store(),
@@ -522,17 +522,18 @@ async fn export(
 ) -> Result<(), Error> {
     segql::store::lifecycle::check_code(code)?;
     let customers = ctx.table_provider("customers").await.map_err(|_| {
-        Error::Store("export needs a `customers` table: add one to [tables] in the project file".into())
+        Error::Store(
+            "export needs a `customers` table: add one to [tables] in the project file".into(),
+        )
     })?;
     let schema = customers.schema();
     let known: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
     for column in columns {
         if !known.contains(&column.as_str()) {
-            let hint = segql::lang::error::did_you_mean(column, known.iter().copied())
-                .map_or_else(
-                    || format!("customers has: {}", known.join(", ")),
-                    |near| format!("did you mean `{near}`?"),
-                );
+            let hint = segql::lang::error::did_you_mean(column, known.iter().copied()).map_or_else(
+                || format!("customers has: {}", known.join(", ")),
+                |near| format!("did you mean `{near}`?"),
+            );
             return Err(Error::Store(format!(
                 "--columns: customers has no column `{column}`; {hint}"
             )));

@@ -136,17 +136,15 @@ impl StoreReader {
         if loaded.codes.contains(code) {
             return Ok(());
         }
-        let hint = match crate::lang::error::did_you_mean(
-            code,
-            loaded.codes.iter().map(String::as_str),
-        ) {
-            Some(near) => format!("did you mean '{near}'?"),
-            None if loaded.codes.is_empty() => "the store has no segments yet".into(),
-            None => format!(
-                "segments: {}",
-                loaded.codes.iter().cloned().collect::<Vec<_>>().join(", ")
-            ),
-        };
+        let hint =
+            match crate::lang::error::did_you_mean(code, loaded.codes.iter().map(String::as_str)) {
+                Some(near) => format!("did you mean '{near}'?"),
+                None if loaded.codes.is_empty() => "the store has no segments yet".into(),
+                None => format!(
+                    "segments: {}",
+                    loaded.codes.iter().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            };
         plan_err!("{function}: unknown segment '{code}'; {hint}")
     }
 
@@ -192,10 +190,7 @@ impl StoreReader {
     pub fn stored_segments(&self) -> Result<StoredSegments> {
         self.with_loaded(|loaded| {
             Ok(StoredSegments {
-                membership: loaded
-                    .snapshot
-                    .provider(tables::MEMBERSHIP)
-                    .ok(),
+                membership: loaded.snapshot.provider(tables::MEMBERSHIP).ok(),
                 codes: loaded.codes.clone(),
                 overrides: Default::default(),
             })
@@ -270,9 +265,7 @@ impl ScalarUDFImpl for InSegmentFunc {
                 | ScalarValue::LargeUtf8(Some(code)),
             ) => code.clone(),
             _ => {
-                return exec_err!(
-                    "in_segment: the segment code must be a constant such as 'vip'"
-                );
+                return exec_err!("in_segment: the segment code must be a constant such as 'vip'");
             }
         };
         let members = self.reader.members(&code)?;
@@ -282,7 +275,10 @@ impl ScalarUDFImpl for InSegmentFunc {
             .as_any()
             .downcast_ref::<Int64Array>()
             .ok_or_else(|| DataFusionError::Internal("in_segment: cast".into()))?;
-        let result: BooleanArray = ids.iter().map(|id| id.map(|id| members.contains(&id))).collect();
+        let result: BooleanArray = ids
+            .iter()
+            .map(|id| id.map(|id| members.contains(&id)))
+            .collect();
         Ok(ColumnarValue::Array(Arc::new(result)))
     }
 }
@@ -321,15 +317,15 @@ fn instant(expr: &Expr) -> Result<i64> {
             .map(|t| t.and_utc().timestamp_micros())
     };
     let value = match literal(expr) {
-        Some(ScalarValue::Date32(Some(days))) => {
-            Some(i64::from(*days) * 86_400_000_000)
-        }
+        Some(ScalarValue::Date32(Some(days))) => Some(i64::from(*days) * 86_400_000_000),
         Some(ScalarValue::TimestampMicrosecond(Some(v), _)) => Some(*v),
         Some(ScalarValue::TimestampNanosecond(Some(v), _)) => Some(v / 1000),
         Some(ScalarValue::TimestampMillisecond(Some(v), _)) => Some(v * 1000),
         Some(ScalarValue::TimestampSecond(Some(v), _)) => Some(v * 1_000_000),
         Some(
-            ScalarValue::Utf8(Some(t)) | ScalarValue::Utf8View(Some(t)) | ScalarValue::LargeUtf8(Some(t)),
+            ScalarValue::Utf8(Some(t))
+            | ScalarValue::Utf8View(Some(t))
+            | ScalarValue::LargeUtf8(Some(t)),
         ) => text_instant(t),
         _ => None,
     };
@@ -362,37 +358,40 @@ impl TableFunctionImpl for SegmentMembersFunc {
         let at = exprs.get(1).map(instant).transpose()?;
         let membership = self.reader.with_loaded(|loaded| {
             StoreReader::check_code(loaded, &code, "segment_members")?;
-            loaded
-                .snapshot
-                .provider(tables::MEMBERSHIP)
-                .map_err(to_df)
+            loaded.snapshot.provider(tables::MEMBERSHIP).map_err(to_df)
         })?;
         let open = match at {
             None => col("exited_at").is_null(),
             Some(at) => {
-                let at = lit(ScalarValue::TimestampMicrosecond(Some(at), Some("UTC".into())));
+                let at = lit(ScalarValue::TimestampMicrosecond(
+                    Some(at),
+                    Some("UTC".into()),
+                ));
                 col("entered_at")
                     .lt_eq(at.clone())
                     .and(col("exited_at").is_null().or(col("exited_at").gt(at)))
             }
         };
-        let plan = LogicalPlanBuilder::scan(
-            "segment_membership",
-            provider_as_source(membership),
-            None,
-        )?
-        .filter(col("segment").eq(lit(code)).and(open))?
-        .project(vec![col("customer_id"), col("entered_at")])?
-        .build()?;
+        let plan =
+            LogicalPlanBuilder::scan("segment_membership", provider_as_source(membership), None)?
+                .filter(col("segment").eq(lit(code)).and(open))?
+                .project(vec![col("customer_id"), col("entered_at")])?
+                .build()?;
         Ok(Arc::new(ViewTable::new(plan, None)))
     }
 }
 
 /// Registers `in_segment`, `segment_members` and, when the store exists,
 /// its tables on `ctx`; returns the reader they share.
-pub async fn register(ctx: &SessionContext, store: Store, wait: bool) -> Result<Arc<StoreReader>, Error> {
+pub async fn register(
+    ctx: &SessionContext,
+    store: Store,
+    wait: bool,
+) -> Result<Arc<StoreReader>, Error> {
     let reader = Arc::new(StoreReader::new(store, wait));
-    ctx.register_udf(ScalarUDF::new_from_impl(InSegmentFunc::new(Arc::clone(&reader))));
+    ctx.register_udf(ScalarUDF::new_from_impl(InSegmentFunc::new(Arc::clone(
+        &reader,
+    ))));
     ctx.register_udtf(
         "segment_members",
         Arc::new(SegmentMembersFunc {

@@ -175,7 +175,12 @@ pub fn parse(text: &str) -> Result<StoreStatement, Error> {
     let first = words.word().unwrap_or_default().to_ascii_uppercase();
     let statement = match first.as_str() {
         "CREATE" => {
-            let kind = match words.word().unwrap_or_default().to_ascii_uppercase().as_str() {
+            let kind = match words
+                .word()
+                .unwrap_or_default()
+                .to_ascii_uppercase()
+                .as_str()
+            {
                 "STATIC" => {
                     words.word();
                     SegmentKind::Static
@@ -188,9 +193,8 @@ pub fn parse(text: &str) -> Result<StoreStatement, Error> {
             };
             let code = code(&mut words)?;
             let (name, comment, active, condition) = options(&mut words, false)?;
-            let condition = condition.ok_or_else(|| {
-                syntax(format!("CREATE SEGMENT {code} needs AS <condition>"))
-            })?;
+            let condition = condition
+                .ok_or_else(|| syntax(format!("CREATE SEGMENT {code} needs AS <condition>")))?;
             debug_assert!(active.is_none());
             StoreStatement::Create {
                 kind,
@@ -335,10 +339,7 @@ pub async fn execute(
 
 /// Conditions of every other segment (store and saved files), for cycle
 /// checks.
-fn all_conditions(
-    env: &StoreEnv,
-    live: &BTreeMap<String, Definition>,
-) -> BTreeMap<String, String> {
+fn all_conditions(env: &StoreEnv, live: &BTreeMap<String, Definition>) -> BTreeMap<String, String> {
     let mut conditions = env.catalog.definitions.clone();
     for (code, definition) in live {
         conditions.insert(code.clone(), definition.condition.clone());
@@ -428,8 +429,7 @@ async fn change(
             Ok(match applied.sizes.first() {
                 Some(size) => format!(
                     "created static segment {code} with {} members as of {}",
-                    size.size,
-                    env.as_of.0
+                    size.size, env.as_of.0
                 ),
                 None => format!(
                     "created dynamic segment {code}; `segql refresh` (or REFRESH SEGMENTS) forms it"
@@ -471,8 +471,7 @@ async fn change(
                     .filter(|(c, _)| *c != code)
                     .collect();
                 refresh::check_cycles(&code, &condition, &others)?;
-                let catalog =
-                    refresh::catalog_with_store(&env.catalog, &snapshot, codes.clone())?;
+                let catalog = refresh::catalog_with_store(&env.catalog, &snapshot, codes.clone())?;
                 plan_text(&condition, &catalog, env.as_of)?;
                 next.condition = condition;
             }
@@ -539,9 +538,7 @@ async fn change(
             )
             .await?;
             let exited = applied.sizes.first().map_or(0, |s| s.exited);
-            Ok(format!(
-                "dropped segment {code} ({exited} members left it)"
-            ))
+            Ok(format!("dropped segment {code} ({exited} members left it)"))
         }
         StoreStatement::Show | StoreStatement::Refresh { .. } => {
             Err(Error::Store("not a change".into()))
@@ -578,8 +575,8 @@ fn message_table(message: &str) -> Result<StatementResult, Error> {
         false,
     )]));
     let column: ArrayRef = Arc::new(StringArray::from(vec![message]));
-    let batch = RecordBatch::try_new(Arc::clone(&schema), vec![column])
-        .map_err(DataFusionError::from)?;
+    let batch =
+        RecordBatch::try_new(Arc::clone(&schema), vec![column]).map_err(DataFusionError::from)?;
     Ok(StatementResult {
         schema,
         batches: vec![batch],
@@ -598,10 +595,18 @@ pub fn refresh_table(outcome: &refresh::RefreshOutcome) -> Result<StatementResul
     let rows = &outcome.segments;
     let skipped = |s: &refresh::SegmentOutcome, v: i64| s.skipped.is_none().then_some(v);
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|s| s.code.as_str()))),
-        Arc::new(Int64Array::from_iter(rows.iter().map(|s| skipped(s, s.size)))),
-        Arc::new(Int64Array::from_iter(rows.iter().map(|s| skipped(s, s.entered)))),
-        Arc::new(Int64Array::from_iter(rows.iter().map(|s| skipped(s, s.exited)))),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|s| s.code.as_str()),
+        )),
+        Arc::new(Int64Array::from_iter(
+            rows.iter().map(|s| skipped(s, s.size)),
+        )),
+        Arc::new(Int64Array::from_iter(
+            rows.iter().map(|s| skipped(s, s.entered)),
+        )),
+        Arc::new(Int64Array::from_iter(
+            rows.iter().map(|s| skipped(s, s.exited)),
+        )),
         Arc::new(StringArray::from_iter(rows.iter().map(|s| {
             s.skipped
                 .as_ref()
@@ -614,7 +619,8 @@ pub fn refresh_table(outcome: &refresh::RefreshOutcome) -> Result<StatementResul
                 })
         }))),
     ];
-    let batch = RecordBatch::try_new(Arc::clone(&schema), columns).map_err(DataFusionError::from)?;
+    let batch =
+        RecordBatch::try_new(Arc::clone(&schema), columns).map_err(DataFusionError::from)?;
     Ok(StatementResult {
         schema,
         batches: vec![batch],
@@ -645,9 +651,15 @@ pub async fn show(env: &StoreEnv) -> Result<StatementResult, Error> {
     ]));
     let defs: Vec<&Definition> = live.values().collect();
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(defs.iter().map(|d| d.code.as_str()))),
-        Arc::new(StringArray::from_iter(defs.iter().map(|d| d.name.as_deref()))),
-        Arc::new(StringArray::from_iter_values(defs.iter().map(|d| d.kind.as_str()))),
+        Arc::new(StringArray::from_iter_values(
+            defs.iter().map(|d| d.code.as_str()),
+        )),
+        Arc::new(StringArray::from_iter(
+            defs.iter().map(|d| d.name.as_deref()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            defs.iter().map(|d| d.kind.as_str()),
+        )),
         Arc::new(BooleanArray::from_iter(defs.iter().map(|d| Some(d.active)))),
         Arc::new(Int64Array::from_iter(
             defs.iter().map(|d| last(&d.code).map(|s| s.size)),
@@ -662,7 +674,8 @@ pub async fn show(env: &StoreEnv) -> Result<StatementResult, Error> {
             defs.iter().map(|d| d.condition.trim()),
         )),
     ];
-    let batch = RecordBatch::try_new(Arc::clone(&schema), columns).map_err(DataFusionError::from)?;
+    let batch =
+        RecordBatch::try_new(Arc::clone(&schema), columns).map_err(DataFusionError::from)?;
     Ok(StatementResult {
         schema,
         batches: vec![batch],

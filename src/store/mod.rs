@@ -214,9 +214,8 @@ impl Store {
             if !empty {
                 return self.check_format();
             }
-            std::fs::remove_dir(&self.root).map_err(|e| {
-                Error::Store(format!("cannot use {}: {e}", self.root.display()))
-            })?;
+            std::fs::remove_dir(&self.root)
+                .map_err(|e| Error::Store(format!("cannot use {}: {e}", self.root.display())))?;
         }
         let parent = self
             .root
@@ -244,7 +243,9 @@ impl Store {
         })?;
         for table in DATA_TABLES.iter().chain([&REFRESHES]) {
             let batch = RecordBatch::new_empty(tables::schema(table));
-            staging.write(table, vec![batch], SaveMode::ErrorIfExists).await?;
+            staging
+                .write(table, vec![batch], SaveMode::ErrorIfExists)
+                .await?;
         }
         let mut marker = File::create(staging.root.join(MARKER))
             .and_then(|mut f| {
@@ -448,16 +449,22 @@ impl Store {
         let started_at = now_micros();
         let mut versions = pinned.versions;
         if let Some(batches) = change.definitions {
-            versions[0] = self.write(DATA_TABLES[0], batches, SaveMode::Append).await?;
+            versions[0] = self
+                .write(DATA_TABLES[0], batches, SaveMode::Append)
+                .await?;
         }
         if let Some(plan) = change.membership {
             versions[1] = self.replace(DATA_TABLES[1], plan).await?;
         }
         if let Some(batches) = change.events {
-            versions[2] = self.write(DATA_TABLES[2], batches, SaveMode::Append).await?;
+            versions[2] = self
+                .write(DATA_TABLES[2], batches, SaveMode::Append)
+                .await?;
         }
         if let Some(batches) = change.sizes {
-            versions[3] = self.write(DATA_TABLES[3], batches, SaveMode::Append).await?;
+            versions[3] = self
+                .write(DATA_TABLES[3], batches, SaveMode::Append)
+                .await?;
         }
         let mut recorded = [0i64; 4];
         for (slot, v) in recorded.iter_mut().zip(versions) {

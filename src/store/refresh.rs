@@ -48,9 +48,7 @@ pub struct Applied {
 
 /// The segments of the store at a snapshot: the newest version of each
 /// code that is not dropped, by code.
-pub async fn live_definitions(
-    snapshot: &Snapshot,
-) -> Result<BTreeMap<String, Definition>, Error> {
+pub async fn live_definitions(snapshot: &Snapshot) -> Result<BTreeMap<String, Definition>, Error> {
     let ctx = snapshot.session()?;
     let batches = ctx
         .sql(&format!("SELECT * FROM {}", tables::SEGMENTS))
@@ -180,7 +178,10 @@ pub fn check_cycles(
 
 /// Orders `codes` so that a segment comes after the segments (among
 /// `codes`) its condition refers to.
-pub fn dependency_order(codes: &[String], definitions: &BTreeMap<String, Definition>) -> Vec<String> {
+pub fn dependency_order(
+    codes: &[String],
+    definitions: &BTreeMap<String, Definition>,
+) -> Vec<String> {
     let wanted: BTreeSet<&String> = codes.iter().collect();
     let mut done: Vec<String> = Vec::new();
     let mut placed: HashSet<String> = HashSet::new();
@@ -243,12 +244,14 @@ pub async fn evaluate(
     let batches = frame.collect().await?;
     let mut members = Vec::new();
     for batch in &batches {
-        let ids = tables::Columns::new(batch).int64("customer_id").map_err(|e| {
-            Error::Store(format!(
-                "the store keeps customer ids as 64-bit integers, and customers.customer_id \
+        let ids = tables::Columns::new(batch)
+            .int64("customer_id")
+            .map_err(|e| {
+                Error::Store(format!(
+                    "the store keeps customer ids as 64-bit integers, and customers.customer_id \
                  cannot be read as one: {e}"
-            ))
-        })?;
+                ))
+            })?;
         members.extend(ids.into_iter().flatten());
     }
     members.sort_unstable();
@@ -262,8 +265,8 @@ fn members_table(members: &[i64]) -> Result<Arc<dyn TableProvider>, Error> {
         false,
     )]));
     let column: ArrayRef = Arc::new(Int64Array::from(members.to_vec()));
-    let batch = RecordBatch::try_new(Arc::clone(&schema), vec![column])
-        .map_err(DataFusionError::from)?;
+    let batch =
+        RecordBatch::try_new(Arc::clone(&schema), vec![column]).map_err(DataFusionError::from)?;
     Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
 }
 
@@ -437,7 +440,9 @@ async fn membership_plan(
         Arc::new(StringArray::from_iter_values(
             closing.iter().map(|(s, _)| s.as_str()),
         )),
-        Arc::new(Int64Array::from_iter_values(closing.iter().map(|(_, id)| *id))),
+        Arc::new(Int64Array::from_iter_values(
+            closing.iter().map(|(_, id)| *id),
+        )),
         Arc::new(
             TimestampMicrosecondArray::from_iter_values(closing.iter().map(|_| at))
                 .with_timezone("UTC"),
@@ -446,8 +451,12 @@ async fn membership_plan(
             closing.iter().map(|_| refresh_id),
         )),
     ];
-    let batch = RecordBatch::try_new(Arc::clone(&schema), columns).map_err(DataFusionError::from)?;
-    ctx.register_table("__closing", Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))?;
+    let batch =
+        RecordBatch::try_new(Arc::clone(&schema), columns).map_err(DataFusionError::from)?;
+    ctx.register_table(
+        "__closing",
+        Arc::new(MemTable::try_new(schema, vec![vec![batch]])?),
+    )?;
     let opening = tables::stays_batch(opening)?;
     ctx.register_table(
         "__opening",

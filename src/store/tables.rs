@@ -366,8 +366,11 @@ pub fn read_definitions(batches: &[RecordBatch]) -> Result<Vec<Definition>, Data
             c.text("comment")?,
             c.text("kind")?,
         );
-        let (active, dropped, condition) =
-            (c.boolean("active")?, c.boolean("dropped")?, c.text("condition")?);
+        let (active, dropped, condition) = (
+            c.boolean("active")?,
+            c.boolean("dropped")?,
+            c.text("condition")?,
+        );
         let (created, updated, refresh) = (
             c.micros("created_at")?,
             c.micros("updated_at")?,

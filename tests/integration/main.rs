@@ -20,6 +20,7 @@ mod errors;
 mod queries;
 mod repl;
 mod segments;
+mod store;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,0 +1,819 @@
+//! The segment store end to end: the lifecycle from the CLI and from SQL, a
+//! year of monthly history on the bundled data, and the faults: SIGKILL in
+//! the middle of refreshes, two writers at once, a damaged store, a store
+//! from a newer segql.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::NaiveDate;
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::datatypes::{DataType, Int64Type};
+use datafusion::prelude::SessionContext;
+use segql::segment::AsOf;
+use segql::store::refresh::{RefreshOptions, refresh};
+
+use super::{assert_fails, assert_ok, repo_root, segql_in};
+
+/// A project folder whose tables are the bundled data and whose store is
+/// `segql_store` inside it.
+fn project() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let data = repo_root().join("data/online_retail");
+    std::fs::write(
+        dir.path().join("segql.toml"),
+        format!(
+            "[tables]\norders = \"{0}/orders.parquet\"\ncustomers = \"{0}/customers.parquet\"\n\
+             order_items = \"{0}/order_items.parquet\"\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    dir
+}
+
+fn day(text: &str) -> AsOf {
+    AsOf(NaiveDate::parse_from_str(text, "%Y-%m-%d").unwrap())
+}
+
+async fn session(dir: &Path, as_of: AsOf) -> SessionContext {
+    let config = segql::Config::load(dir.join("segql.toml")).unwrap();
+    let mut ctx = SessionContext::new();
+    segql::session::setup(&mut ctx, &config, as_of, false)
+        .await
+        .unwrap();
+    ctx
+}
+
+async fn ids(ctx: &SessionContext, sql: &str) -> BTreeSet<i64> {
+    let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+    let mut out = BTreeSet::new();
+    for batch in batches {
+        let column = datafusion::arrow::compute::cast(batch.column(0), &DataType::Int64).unwrap();
+        let column = column.as_primitive::<Int64Type>();
+        out.extend(
+            (0..column.len())
+                .filter(|i| column.is_valid(*i))
+                .map(|i| column.value(i)),
+        );
+    }
+    out
+}
+
+/// One number from a query.
+async fn number(ctx: &SessionContext, sql: &str) -> i64 {
+    let values = ids(ctx, sql).await;
+    assert_eq!(values.len(), 1, "{sql}");
+    values.into_iter().next().unwrap()
+}
+
+/// Five segments, one of them built on another.
+const SEGMENTS: [(&str, &str); 5] = [
+    ("big_spenders", "amount_spent > 2000"),
+    ("lapsed", "days_since_last_order > 60 AND orders_count >= 2"),
+    ("champions", "rfm_group = 'Champions'"),
+    (
+        "christmas",
+        "bought(description: '%CHRISTMAS%', date: -90d..today)",
+    ),
+    (
+        "big_uk",
+        "in_segment(big_spenders) AND country = 'United Kingdom'",
+    ),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_year_of_monthly_history_adds_up() {
+    let dir = project();
+    let ctx = session(dir.path(), day("2011-01-01")).await;
+    for (code, condition) in SEGMENTS {
+        segql::session::collect_sql(&ctx, &format!("CREATE SEGMENT {code} AS {condition}"))
+            .await
+            .unwrap();
+    }
+    let store = segql::store::functions::session_reader(&ctx).unwrap();
+    let catalog = segql::segment::table_function::session_catalog(&ctx)
+        .unwrap()
+        .with_stored(None);
+    let months: Vec<AsOf> = (2..=13)
+        .map(|m| {
+            let (y, m) = if m == 13 { (2012, 1) } else { (2011, m) };
+            AsOf(NaiveDate::from_ymd_opt(y, m, 1).unwrap())
+        })
+        .collect();
+    for as_of in &months {
+        let outcome = refresh(
+            &ctx,
+            store.store(),
+            &catalog,
+            &RefreshOptions {
+                codes: Vec::new(),
+                as_of: *as_of,
+                wait: false,
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(outcome.segments.len(), 5);
+        // One pass over orders feeds all five segments.
+        assert_eq!(outcome.orders_scans, 1);
+    }
+    segql::store::sync_session(&ctx).await.unwrap();
+
+    for (code, condition) in SEGMENTS {
+        let sizes = ctx
+            .sql(&format!(
+                "SELECT size, entered, exited, refresh_id FROM segment_sizes \
+                 WHERE segment = '{code}' ORDER BY as_of"
+            ))
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let batch = datafusion::arrow::compute::concat_batches(&sizes[0].schema(), &sizes).unwrap();
+        assert_eq!(batch.num_rows(), 12, "{code}");
+        let col = |i: usize| batch.column(i).as_primitive::<Int64Type>().clone();
+        let (size, entered, exited, refresh_id) = (col(0), col(1), col(2), col(3));
+        let mut previous = 0;
+        for (month, as_of) in months.iter().enumerate() {
+            // size(t) = size(t-1) + entered - exited, and the events agree.
+            assert_eq!(
+                size.value(month),
+                previous + entered.value(month) - exited.value(month),
+                "{code} {as_of:?}"
+            );
+            previous = size.value(month);
+            let events = number(
+                &ctx,
+                &format!(
+                    "SELECT count(*) FILTER (WHERE event = 'entered') * 1000000 \
+                          + count(*) FILTER (WHERE event = 'exited') \
+                     FROM segment_events WHERE segment = '{code}' AND refresh_id = {}",
+                    refresh_id.value(month)
+                ),
+            )
+            .await;
+            assert_eq!(
+                events,
+                entered.value(month) * 1_000_000 + exited.value(month),
+                "{code} {as_of:?}"
+            );
+            // The members as of that day equal a fresh evaluation then.
+            let date = as_of.0.format("%Y-%m-%d");
+            let stored = ids(
+                &ctx,
+                &format!("SELECT customer_id FROM segment_members('{code}', '{date}')"),
+            )
+            .await;
+            let fresh = ids(
+                &ctx,
+                &format!(
+                    "SELECT customer_id FROM segment('{}', DATE '{date}')",
+                    condition.replace('\'', "''")
+                ),
+            )
+            .await;
+            assert_eq!(stored.len() as i64, size.value(month), "{code} {date}");
+            assert_eq!(stored, fresh, "{code} {date}");
+        }
+    }
+    // Every segment changed over the year, and events are numbered once each.
+    assert_eq!(
+        number(
+            &ctx,
+            "SELECT count(*) - count(DISTINCT event_id) + (max(event_id) - count(*)) \
+             FROM segment_events"
+        )
+        .await,
+        0
+    );
+    let current = ids(&ctx, "SELECT customer_id FROM segment_members('big_uk')").await;
+    let by_function = ids(
+        &ctx,
+        "SELECT customer_id FROM customers WHERE in_segment(customer_id, 'big_uk')",
+    )
+    .await;
+    assert_eq!(current, by_function);
+    assert!(!current.is_empty());
+}
+
+/// Runs segql in `dir` and returns the run.
+fn run(dir: &Path, args: &[&str]) -> super::Run {
+    segql_in(dir, args)
+}
+
+#[test]
+fn lifecycle_from_the_command_line() {
+    let dir = project();
+    let d = dir.path();
+    assert_ok(
+        &run(
+            d,
+            &[
+                "--format",
+                "csv",
+                "segment",
+                "create",
+                "big",
+                "amount_spent > 5000",
+                "--name",
+                "Big spenders",
+            ],
+        ),
+        "result\ncreated dynamic segment big; `segql refresh` (or REFRESH SEGMENTS) forms it\n",
+    );
+    assert_ok(
+        &run(
+            d,
+            &[
+                "--as-of",
+                "2011-06-01",
+                "--format",
+                "csv",
+                "segment",
+                "create",
+                "--static",
+                "norway",
+                "country = 'Norway'",
+            ],
+        ),
+        "result\ncreated static segment norway with 10 members as of 2011-06-01\n",
+    );
+    assert_ok(
+        &run(d, &["--as-of", "2011-03-01", "--format", "csv", "refresh"]),
+        "segment,size,entered,exited,note\nbig,38,38,0,refresh 3\n\
+         norway,,,,\"skipped: static: formed once, when created\"\n",
+    );
+    let events = d.join("events.jsonl");
+    let refreshed = run(
+        d,
+        &[
+            "--as-of",
+            "2011-06-01",
+            "--format",
+            "csv",
+            "refresh",
+            "big",
+            "--events",
+            events.to_str().unwrap(),
+            "--on-events",
+            "wc -l | tr -d ' ' > batch.txt; echo $SEGQL_REFRESH_ID $SEGQL_EVENTS >> batch.txt",
+        ],
+    );
+    assert_ok(
+        &refreshed,
+        "segment,size,entered,exited,note\nbig,80,42,0,refresh 4\n",
+    );
+    let lines = std::fs::read_to_string(&events).unwrap();
+    assert_eq!(lines.lines().count(), 42);
+    assert_eq!(
+        lines.lines().next().unwrap(),
+        "{\"event_id\":49,\"refresh_id\":4,\"segment\":\"big\",\"customer_id\":12428,\
+         \"event\":\"entered\",\"at\":\"2011-06-01T00:00:00Z\"}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.join("batch.txt")).unwrap(),
+        "42\n4 42\n"
+    );
+    assert_ok(
+        &run(d, &["--format", "csv", "segment", "list"]),
+        "code,name,kind,active,size,as_of,version,condition\n\
+         big,Big spenders,dynamic,true,80,2011-06-01,1,amount_spent > 5000\n\
+         norway,,static,true,10,2011-06-01,1,country = 'Norway'\n",
+    );
+    let svg = d.join("big.svg");
+    let history = run(
+        d,
+        &["segment", "history", "big", "--svg", svg.to_str().unwrap()],
+    );
+    assert_ok(
+        &history,
+        &format!(
+            "as_of       size  entered  exited\n2011-03-01     38       38       0\n\
+             2011-06-01     80       42       0\n▁█\nchart written to {}\n",
+            svg.display()
+        ),
+    );
+    let svg = std::fs::read_to_string(&svg).unwrap();
+    assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
+    assert_eq!(svg.matches("<circle").count(), 2);
+    // Export: the members on a past day, chosen columns, each format.
+    let export = run(
+        d,
+        &[
+            "--as-of",
+            "2011-04-01",
+            "segment",
+            "export",
+            "big",
+            "--columns",
+            "customer_id,country",
+        ],
+    );
+    assert_eq!(export.code, Some(0), "{}", export.stderr);
+    assert_eq!(export.stdout.lines().count(), 39);
+    assert_eq!(
+        export.stdout.lines().take(2).collect::<Vec<_>>(),
+        ["customer_id,country", "12346,United Kingdom"]
+    );
+    let parquet = d.join("big.parquet");
+    assert_ok(
+        &run(
+            d,
+            &[
+                "--format",
+                "parquet",
+                "segment",
+                "export",
+                "big",
+                "--out",
+                parquet.to_str().unwrap(),
+            ],
+        ),
+        "",
+    );
+    let reader = datafusion::parquet::file::reader::SerializedFileReader::new(
+        std::fs::File::open(&parquet).unwrap(),
+    )
+    .unwrap();
+    use datafusion::parquet::file::reader::FileReader;
+    assert_eq!(reader.metadata().file_metadata().num_rows(), 80);
+    let json = run(
+        d,
+        &[
+            "--format",
+            "json",
+            "segment",
+            "export",
+            "norway",
+            "--columns",
+            "customer_id",
+        ],
+    );
+    assert_eq!(json.code, Some(0));
+    assert!(
+        json.stdout
+            .starts_with("[{\"customer_id\":12350},{\"customer_id\":12352}"),
+        "{}",
+        json.stdout
+    );
+    // SQL statements, functions and tables in one batch.
+    assert_ok(
+        &run(
+            d,
+            &[
+                "--format",
+                "csv",
+                "-c",
+                "ALTER SEGMENT big INACTIVE; \
+                 SELECT count(*) AS n FROM customers WHERE in_segment(customer_id, 'big'); \
+                 SELECT count(*) AS n FROM segment_members('big', '2011-05-31'); \
+                 SELECT count(*) AS n FROM segment('in_segment(big) AND country = ''Norway''')",
+            ],
+        ),
+        "result\n\"altered segment big (version 2, inactive)\"\n\nn\n80\n\nn\n38\n\nn\n0\n",
+    );
+    assert_ok(
+        &run(d, &["--as-of", "2011-09-01", "--format", "csv", "refresh"]),
+        "segment,size,entered,exited,note\nbig,,,,skipped: inactive\n\
+         norway,,,,\"skipped: static: formed once, when created\"\n",
+    );
+    assert_ok(
+        &run(d, &["--format", "csv", "segment", "drop", "norway"]),
+        "result\ndropped segment norway (10 members left it)\n",
+    );
+    assert_ok(
+        &run(
+            d,
+            &[
+                "--format",
+                "csv",
+                "-c",
+                "SELECT segment, event, count(*) AS n FROM segment_events \
+                 GROUP BY segment, event ORDER BY segment, event; \
+                 SELECT refresh_id, kind, segments FROM segment_refreshes ORDER BY refresh_id",
+            ],
+        ),
+        "segment,event,n\nbig,entered,80\nnorway,entered,10\nnorway,exited,10\n\n\
+         refresh_id,kind,segments\n1,create,big\n2,create,norway\n3,refresh,big\n4,refresh,big\n\
+         5,alter,big\n6,drop,norway\n",
+    );
+}
+
+#[test]
+fn lifecycle_mistakes_are_explained() {
+    let dir = project();
+    let d = dir.path();
+    let fails = |args: &[&str], stderr: &str| assert_fails(&run(d, args), 1, stderr);
+    // No store yet: an empty list, and nothing created by looking.
+    assert_ok(
+        &run(d, &["--format", "csv", "segment", "list"]),
+        "code,name,kind,active,size,as_of,version,condition\n",
+    );
+    assert!(!d.join("segql_store").exists());
+    fails(
+        &["segment", "create", "Big", "x = 1"],
+        "error: `Big` is not a valid segment code; use lower-case letters, digits and _, \
+         starting with a letter (e.g. big_spenders)\n",
+    );
+    fails(
+        &["segment", "create", "vip", "amount_spnt > 5"],
+        "error: Error during planning: in segment condition\nerror: unknown attribute \
+         `amount_spnt`\n  |\n1 | amount_spnt > 5\n  | ^^^^^^^^^^^\n  = help: did you mean \
+         `amount_spent`?\n",
+    );
+    let create = |code: &str, condition: &str| {
+        let out = run(
+            d,
+            &[
+                "--as-of",
+                "2011-01-01",
+                "segment",
+                "create",
+                code,
+                condition,
+            ],
+        );
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+    };
+    create("vip", "amount_spent > 5");
+    let again = run(d, &["segment", "create", "vip", "amount_spent > 5"]);
+    assert_eq!(again.code, Some(1));
+    assert!(
+        again
+            .stderr
+            .starts_with("error: segment `vip` already exists (created ")
+    );
+    assert!(
+        again
+            .stderr
+            .ends_with("); change it with ALTER SEGMENT or remove it with DROP SEGMENT first\n")
+    );
+    fails(
+        &["segment", "create", "other", "in_segment(vipp)"],
+        "error: Error during planning: in segment condition\nerror: unknown segment `vipp`\n  \
+         |\n1 | in_segment(vipp)\n  |            ^^^^\n  = help: did you mean `vip`?\n",
+    );
+    create("a2", "country = 'x'");
+    create("b2", "in_segment(a2)");
+    fails(
+        &["segment", "alter", "a2", "--condition", "in_segment(b2)"],
+        "error: segment `a2` would refer to itself: a2 -> b2 -> a2; a segment cannot contain \
+         itself, so change one of these conditions\n",
+    );
+    fails(
+        &["-c", "ALTER SEGMENT a2 AS in_segment(a2)"],
+        "error: segment `a2` would refer to itself: a2 -> a2; a segment cannot contain \
+         itself, so change one of these conditions\n",
+    );
+    fails(
+        &["refresh", "vpi"],
+        "error: unknown segment `vpi`; segments: a2, b2, vip\n",
+    );
+    fails(
+        &["segment", "history", "nope"],
+        "error: unknown segment `nope`; segments: a2, b2, vip\n",
+    );
+    fails(
+        &["segment", "export", "nope"],
+        "error: Error during planning: segment_members: unknown segment 'nope'; segments: a2, \
+         b2, vip\n",
+    );
+    fails(
+        &["-c", "SELECT in_segment(customer_id, 'vop') FROM customers"],
+        "error: Error during planning: in_segment: unknown segment 'vop'; did you mean 'vip'?\n",
+    );
+    create("froz", "country = 'Norway'");
+    fails(
+        &["segment", "drop", "a2"],
+        "error: segment `a2` is used by `b2`; drop or alter those first\n",
+    );
+    fails(
+        &["segment", "drop", "nope"],
+        "error: unknown segment `nope`; segments: a2, b2, froz, vip\n",
+    );
+    assert_ok(
+        &run(
+            d,
+            &["--format", "csv", "segment", "drop", "nope", "--if-exists"],
+        ),
+        "result\nsegment nope does not exist; nothing dropped\n",
+    );
+    assert_ok(
+        &run(
+            d,
+            &["--as-of", "2011-05-01", "--format", "csv", "refresh", "vip"],
+        ),
+        "segment,size,entered,exited,note\nvip,2432,2432,0,refresh 5\n",
+    );
+    fails(
+        &["--as-of", "2011-04-01", "refresh", "vip"],
+        "error: segment `vip` was last refreshed as of 2011-05-01T00:00:00Z; a refresh as of \
+         2011-04-01T00:00:00Z would go back in time. Refresh as of a later day (backfill a \
+         history oldest first)\n",
+    );
+    fails(
+        &["refresh", "--every", "4h", "--as-of", "2011-01-01"],
+        "error: --every refreshes as of each run's day; leave --as-of out (or run once per day \
+         with --as-of to backfill)\n",
+    );
+    assert_fails(
+        &run(d, &["refresh", "--every", "0h"]),
+        2,
+        "error: invalid value '0h' for '--every <INTERVAL>': `0h` is not an interval; write a \
+         whole number above 0 and s, m, h or d, such as 4h\n\nFor more information, try \
+         '--help'.\n",
+    );
+    fails(
+        &["-c", "CREATE SEGMENT x"],
+        "error: CREATE SEGMENT x needs AS <condition>\nsegment statements:\n  CREATE [STATIC | \
+         DYNAMIC] SEGMENT code [NAME '...'] [COMMENT '...'] AS <condition>\n  ALTER SEGMENT \
+         code [NAME '...'] [COMMENT '...'] [ACTIVE | INACTIVE] [AS <condition>]\n  DROP \
+         SEGMENT [IF EXISTS] code\n  SHOW SEGMENTS\n  REFRESH SEGMENTS [code, ...]\n",
+    );
+    let frozen = run(
+        d,
+        &[
+            "--as-of",
+            "2011-01-01",
+            "segment",
+            "create",
+            "--static",
+            "frozen",
+            "country = 'Norway'",
+        ],
+    );
+    assert_eq!(frozen.code, Some(0));
+    fails(
+        &[
+            "segment",
+            "alter",
+            "frozen",
+            "--condition",
+            "country = 'Spain'",
+        ],
+        "error: segment `frozen` is static: its members were formed once and are frozen; \
+         create a new segment with the new condition instead\n",
+    );
+}
+
+/// Checks, through the CLI as any reader would, that the store's committed
+/// state is whole: sizes match the open stays, events are numbered once
+/// each and add up to the sizes, and every row belongs to a committed
+/// change. Returns the number of committed changes.
+fn check_whole(d: &Path) -> i64 {
+    let out = run(
+        d,
+        &[
+            "--format",
+            "csv",
+            "-c",
+            "WITH latest AS (
+               SELECT s.segment, s.size FROM segment_sizes s
+               JOIN (SELECT segment, max(refresh_id) AS r FROM segment_sizes GROUP BY segment) l
+                 ON s.segment = l.segment AND s.refresh_id = l.r),
+             open AS (SELECT segment, count(*) AS n FROM segment_membership
+                      WHERE exited_at IS NULL GROUP BY segment),
+             net AS (SELECT segment, sum(CASE WHEN event = 'entered' THEN 1 ELSE -1 END) AS n
+                     FROM segment_events GROUP BY segment)
+             SELECT
+               (SELECT count(*) FROM latest LEFT JOIN open ON latest.segment = open.segment
+                 WHERE latest.size <> coalesce(open.n, 0)) AS open_mismatches,
+               (SELECT count(*) FROM latest LEFT JOIN net ON latest.segment = net.segment
+                 WHERE latest.size <> coalesce(net.n, 0)) AS event_mismatches,
+               (SELECT count(*) - count(DISTINCT event_id) FROM segment_events) AS duplicates,
+               (SELECT coalesce(max(event_id), 0) - count(*) FROM segment_events) AS gaps,
+               (SELECT count(*) FROM segment_events WHERE refresh_id NOT IN
+                  (SELECT refresh_id FROM segment_refreshes)) AS orphan_events,
+               (SELECT count(*) FROM segment_sizes WHERE refresh_id NOT IN
+                  (SELECT refresh_id FROM segment_refreshes)) AS orphan_sizes,
+               (SELECT (SELECT coalesce(sum(entered), 0) FROM segment_sizes)
+                     - (SELECT count(*) FROM segment_events WHERE event = 'entered'))
+                 AS entered_mismatch,
+               (SELECT count(*) FROM segment_refreshes) AS commits",
+        ],
+    );
+    assert_eq!(out.code, Some(0), "store unreadable: {}", out.stderr);
+    let values: Vec<i64> = out
+        .stdout
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .map(|v| v.parse().unwrap())
+        .collect();
+    assert_eq!(values[..7], [0, 0, 0, 0, 0, 0, 0], "{}", out.stdout);
+    values[7]
+}
+
+/// A small deterministic generator for kill delays.
+fn next_random(state: &mut u64) -> u64 {
+    *state = state
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    *state >> 33
+}
+
+#[test]
+fn sigkill_during_refresh_loses_nothing() {
+    let dir = project();
+    let d = dir.path();
+    for (code, condition) in [
+        ("big", "amount_spent > 1000"),
+        ("recent", "days_since_last_order <= 30"),
+        ("loyal", "rfm_f >= 4"),
+        ("big_recent", "in_segment(big) AND in_segment(recent)"),
+    ] {
+        let out = run(d, &["segment", "create", code, condition]);
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+    }
+    let start = NaiveDate::from_ymd_opt(2011, 1, 3).unwrap();
+    let timed = Instant::now();
+    let first = run(d, &["--as-of", "2011-01-02", "refresh"]);
+    assert_eq!(first.code, Some(0), "{}", first.stderr);
+    let full = timed.elapsed();
+    let mut commits = check_whole(d);
+    let (mut killed_before_commit, mut finished) = (0, 0);
+    let mut seed = 0x5eed_u64;
+    for k in 0..16 {
+        let as_of = (start + chrono::Duration::days(7 * k))
+            .format("%Y-%m-%d")
+            .to_string();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_segql"))
+            .args(["--as-of", &as_of, "refresh"])
+            .current_dir(d)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let delay = full.as_millis() as u64 * 13 / 10 * (next_random(&mut seed) % 1000) / 1000;
+        std::thread::sleep(Duration::from_millis(delay));
+        // SIGKILL: no chance to clean up.
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        let now = check_whole(d);
+        if status.success() {
+            finished += 1;
+            assert_eq!(now, commits + 1);
+        } else if now == commits {
+            killed_before_commit += 1;
+        } else {
+            // Killed after its commit record landed: the refresh counts.
+            assert_eq!(now, commits + 1);
+        }
+        commits = now;
+    }
+    // Most kills land before the commit point; the store recovered each time.
+    assert!(
+        killed_before_commit >= 4,
+        "{killed_before_commit} of 16 ({finished} finished)"
+    );
+    // The next refresh completes, and the store is whole.
+    let last = run(d, &["--as-of", "2011-06-01", "refresh"]);
+    assert_eq!(last.code, Some(0), "{}", last.stderr);
+    assert_eq!(check_whole(d), commits + 1);
+}
+
+#[test]
+fn a_second_writer_is_refused_or_waits() {
+    let dir = project();
+    let d = dir.path();
+    let out = run(d, &["segment", "create", "big", "amount_spent > 1000"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let store = d.join("segql_store");
+    // Another process holds the write lock.
+    let lock = std::fs::OpenOptions::new()
+        .write(true)
+        .open(store.join(".lock"))
+        .unwrap();
+    lock.try_lock().unwrap();
+    std::fs::write(
+        store.join(".lock"),
+        "process 4242 since 2011-01-01 00:00:00 UTC\n",
+    )
+    .unwrap();
+    assert_fails(
+        &run(d, &["--as-of", "2011-03-01", "refresh"]),
+        1,
+        &format!(
+            "error: the segment store at {} is being changed by another segql (process 4242 \
+             since 2011-01-01 00:00:00 UTC); wait for it to finish and try again, or pass \
+             --wait to wait for it\n",
+            store.display()
+        ),
+    );
+    assert_eq!(check_whole(d), 1);
+    let mut waiting = Command::new(env!("CARGO_BIN_EXE_segql"))
+        .args([
+            "--as-of",
+            "2011-03-01",
+            "--wait",
+            "--format",
+            "csv",
+            "refresh",
+        ])
+        .current_dir(d)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(waiting.try_wait().unwrap().is_none(), "did not wait");
+    drop(lock);
+    let output = waiting.wait_with_output().unwrap();
+    assert!(output.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "segment,size,entered,exited,note\nbig,317,317,0,refresh 2\n"
+    );
+    assert_eq!(check_whole(d), 2);
+}
+
+#[test]
+fn damaged_or_newer_stores_are_refused_clearly() {
+    let dir = project();
+    let d = dir.path();
+    let out = run(d, &["segment", "create", "big", "amount_spent > 1000"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let store = d.join("segql_store");
+    let marker = store.join("segql_store.json");
+
+    std::fs::write(&marker, "{\"format\": 2}\n").unwrap();
+    assert_fails(
+        &run(d, &["-c", "SELECT 1"]),
+        1,
+        &format!(
+            "error: the segment store at {} was written by a newer segql (store format 2; this \
+             segql reads format 1); upgrade segql to use it\n",
+            store.display()
+        ),
+    );
+    std::fs::write(&marker, "not json").unwrap();
+    assert_fails(
+        &run(d, &["segment", "list"]),
+        1,
+        &format!(
+            "error: the segment store marker {} is damaged (expected {{\"format\": 1}}); restore \
+             the store from a backup\n",
+            marker.display()
+        ),
+    );
+    std::fs::write(&marker, "{\"format\": 1}\n").unwrap();
+    // A commit file of the log table overwritten with garbage.
+    let log = store.join("segment_refreshes/_delta_log/00000000000000000001.json");
+    let saved = std::fs::read(&log).unwrap();
+    std::fs::write(&log, "{not json").unwrap();
+    let broken = run(d, &["segment", "list"]);
+    assert_eq!(broken.code, Some(1));
+    assert!(
+        broken
+            .stderr
+            .starts_with("error: store table segment_refreshes cannot be used: "),
+        "{}",
+        broken.stderr
+    );
+    assert!(broken.stderr.ends_with(&format!(
+        "; the store at {} may be damaged (restore it from a backup, or move it away to start \
+         a new one)\n",
+        store.display()
+    )));
+    std::fs::write(&log, saved).unwrap();
+    assert_eq!(check_whole(d), 1);
+
+    // A folder that is something else.
+    let other = tempfile::tempdir().unwrap();
+    std::fs::write(other.path().join("notes.txt"), "mine").unwrap();
+    std::fs::write(
+        d.join("other.toml"),
+        format!(
+            "{}[store]\nfolder = \"{}\"\n",
+            std::fs::read_to_string(d.join("segql.toml")).unwrap(),
+            other.path().display()
+        ),
+    )
+    .unwrap();
+    assert_fails(
+        &run(
+            d,
+            &[
+                "--config",
+                "other.toml",
+                "segment",
+                "create",
+                "x",
+                "country = 'x'",
+            ],
+        ),
+        1,
+        &format!(
+            "error: {} is not a segment store ({}/segql_store.json cannot be read: No such file \
+             or directory (os error 2)); point [store] folder in the project file at a segment \
+             store, or at a folder that does not exist yet\n",
+            other.path().display(),
+            other.path().display()
+        ),
+    );
+    assert_eq!(std::fs::read_dir(other.path()).unwrap().count(), 1);
+}
