@@ -415,7 +415,7 @@ mod tests {
         assert_eq!((line, column), (2, 2));
         assert_eq!(
             message,
-            "unknown field `tabels`, expected `tables` or `segments`"
+            "unknown field `tabels`, expected one of `tables`, `segments`, `store`"
         );
     }
 

@@ -83,7 +83,8 @@ pub enum Error {
         "project file {}, line {line}, column {column}: {message}; a project file has a \
          [tables] section mapping table names to Parquet paths, e.g. \
          orders = \"data/orders.parquet\", and an optional [segments] section with the \
-         folder of saved segments, e.g. folder = \"segments\"",
+         folder of saved segments, e.g. folder = \"segments\", and an optional [store] \
+         section with the segment store's folder, e.g. folder = \"segql_store\"",
         .path.display()
     )]
     ConfigSyntax {

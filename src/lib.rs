@@ -12,6 +12,7 @@ pub mod error;
 pub mod lang;
 pub mod output;
 pub mod progress;
+pub mod raster;
 pub mod repl;
 pub mod rfm_grid;
 pub mod segment;

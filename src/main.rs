@@ -123,11 +123,14 @@ fn parse_size(text: &str) -> Result<usize, String> {
 #[derive(Debug, clap::Subcommand)]
 enum Command {
     /// Score RFM quintiles and print the R x F grid (customers and average
-    /// spend per cell); optionally draw it as an SVG heat map
+    /// spend per cell); optionally draw it as an SVG or PNG heat map
     Rfm {
         /// Also write the grid as an SVG heat map to this file
         #[arg(long, value_name = "PATH")]
         svg: Option<PathBuf>,
+        /// Also write the grid as a PNG heat map to this file
+        #[arg(long, value_name = "PATH")]
+        png: Option<PathBuf>,
     },
     /// Create, change, list, export and chart saved segments
     #[command(subcommand)]
@@ -217,12 +220,15 @@ enum SegmentCommand {
         columns: Vec<String>,
     },
     /// A segment's size after every refresh: a table and a sparkline, and
-    /// optionally an SVG line chart
+    /// optionally an SVG or PNG line chart
     History {
         code: String,
         /// Also draw the sizes as an SVG line chart to this file
         #[arg(long, value_name = "PATH")]
         svg: Option<PathBuf>,
+        /// Also draw the sizes as a PNG line chart to this file
+        #[arg(long, value_name = "PATH")]
+        png: Option<PathBuf>,
     },
 }
 
@@ -294,14 +300,21 @@ async fn run(args: Args) -> Result<(), Error> {
     let as_of = args.as_of.unwrap_or_else(AsOf::today);
     segql::session::setup(&mut ctx, &config, as_of, args.wait).await?;
 
-    if let Some(Command::Rfm { svg }) = &args.command {
-        let grid = segql::rfm_grid::RfmGrid::compute(&ctx, as_of).await?;
+    if let Some(Command::Rfm { svg, png }) = &args.command {
+        let spinner = segql::progress::spinner(format!("scoring RFM as of {}", as_of.0));
+        let grid = segql::rfm_grid::RfmGrid::compute(&ctx, as_of).await;
+        spinner.finish_and_clear();
+        let grid = grid?;
         print!("{}", grid.to_text());
         if let Some(path) = svg {
             std::fs::write(path, grid.to_svg()).map_err(|source| Error::OutputCreate {
                 path: path.clone(),
                 source,
             })?;
+            println!("heat map written to {}", path.display());
+        }
+        if let Some(path) = png {
+            grid.to_png().save(path)?;
             println!("heat map written to {}", path.display());
         }
         return Ok(());
@@ -480,7 +493,9 @@ async fn segment_command(
             let format = args.format.unwrap_or(Format::Csv);
             return export(ctx, args, code, format, out.as_deref(), columns).await;
         }
-        SegmentCommand::History { code, svg } => return history(ctx, code, svg.as_deref()).await,
+        SegmentCommand::History { code, svg, png } => {
+            return history(ctx, code, svg.as_deref(), png.as_deref()).await;
+        }
     };
     if let StoreStatement::Create { code, .. }
     | StoreStatement::Alter { code, .. }
@@ -620,7 +635,12 @@ fn partial_path(path: &Path) -> PathBuf {
 }
 
 /// `segql segment history`.
-async fn history(ctx: &SessionContext, code: &str, svg: Option<&Path>) -> Result<(), Error> {
+async fn history(
+    ctx: &SessionContext,
+    code: &str,
+    svg: Option<&Path>,
+    png: Option<&Path>,
+) -> Result<(), Error> {
     use segql::store::{history, refresh};
     let reader = segql::store::functions::session_reader(ctx)
         .ok_or_else(|| Error::Store("no segment store is set up".into()))?;
@@ -662,6 +682,10 @@ async fn history(ctx: &SessionContext, code: &str, svg: Option<&Path>) -> Result
                 source,
             }
         })?;
+        writeln!(out, "chart written to {}", path.display()).map_err(text)?;
+    }
+    if let Some(path) = png {
+        history::to_png(&sizes).save(path)?;
         writeln!(out, "chart written to {}", path.display()).map_err(text)?;
     }
     Ok(())

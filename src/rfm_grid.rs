@@ -179,6 +179,58 @@ impl RfmGrid {
         svg.push_str("</svg>\n");
         svg
     }
+
+    /// The grid as a PNG heat map: the same layout and colours as the SVG,
+    /// customers and average spend in each cell.
+    pub fn to_png(&self) -> crate::raster::Canvas {
+        use crate::raster::{BLACK, Canvas, WHITE, compact};
+        let (cell, margin, top) = (110i64, 70i64, 30i64);
+        let size = margin + cell * BINS as i64 + 20;
+        let mut canvas = Canvas::new(size as u32, (top + cell * BINS as i64 + 50) as u32);
+        let max = self.max_customers() as f64;
+        for r in 1..=BINS {
+            let y = top + (BINS - r) as i64 * cell;
+            let label = format!("R {r}");
+            canvas.text(
+                margin - 12 - Canvas::text_width(&label, 2),
+                y + cell / 2 - 7,
+                &label,
+                2,
+                BLACK,
+            );
+            for f in 1..=BINS {
+                let x = margin + (f - 1) as i64 * cell;
+                let c = self.cells[r - 1][f - 1];
+                let share = c.customers as f64 / max;
+                let shade = |low: f64, high: f64| (low + (high - low) * share).round() as u8;
+                let color = [shade(239.0, 8.0), shade(243.0, 48.0), shade(255.0, 107.0)];
+                canvas.fill_rect(x + 1, y + 1, cell - 2, cell - 2, color);
+                let ink = if share > 0.5 { WHITE } else { BLACK };
+                let count = c.customers.to_string();
+                canvas.text(
+                    x + (cell - Canvas::text_width(&count, 3)) / 2,
+                    y + cell / 2 - 22,
+                    &count,
+                    3,
+                    ink,
+                );
+                let spend = compact(c.avg_spend);
+                canvas.text(
+                    x + (cell - Canvas::text_width(&spend, 2)) / 2,
+                    y + cell / 2 + 8,
+                    &spend,
+                    2,
+                    ink,
+                );
+            }
+        }
+        for f in 1..=BINS {
+            let label = format!("F {f}");
+            let x = margin + (f - 1) as i64 * cell + (cell - Canvas::text_width(&label, 2)) / 2;
+            canvas.text(x, top + BINS as i64 * cell + 16, &label, 2, BLACK);
+        }
+        canvas
+    }
 }
 
 #[cfg(test)]
@@ -208,6 +260,25 @@ mod tests {
         assert!(lines[2].starts_with("    5"), "{text}");
         assert!(lines[2].ends_with("█   100   2500.50█"), "{text}");
         assert!(lines[6].starts_with("    1 | ▒    50     12.00▒"), "{text}");
+    }
+
+    #[test]
+    fn png_has_a_shaded_cell_per_score_pair() {
+        let canvas = grid().to_png();
+        assert_eq!((canvas.width(), canvas.height()), (640, 630));
+        let bytes = canvas.to_png().unwrap();
+        let mut reader = png::Decoder::new(std::io::Cursor::new(bytes))
+            .read_info()
+            .unwrap();
+        let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
+        reader.next_frame(&mut pixels).unwrap();
+        // The fullest cell (R 5, F 5: top right) is the darkest blue.
+        let at = |x: usize, y: usize| &pixels[(y * 640 + x) * 3..(y * 640 + x) * 3 + 3];
+        assert_eq!(at(70 + 4 * 110 + 5, 30 + 5), [8, 48, 107]);
+        // An empty cell is the palest.
+        assert_eq!(at(70 + 5, 30 + 5), [239, 243, 255]);
+        let dark = pixels.chunks(3).filter(|p| p == &[8, 48, 107]).count();
+        assert!(dark > 100 * 100, "{dark}");
     }
 
     #[test]

@@ -98,6 +98,67 @@ pub fn to_svg(code: &str, history: &[Size]) -> String {
     svg
 }
 
+/// The same chart as a PNG: axes, size labels, first and last day, and
+/// the line with a dot per refresh.
+pub fn to_png(history: &[Size]) -> crate::raster::Canvas {
+    use crate::raster::{BLACK, Canvas, compact};
+    let (width, height, left, right, top, bottom) = (720i64, 360i64, 80i64, 30i64, 30i64, 50i64);
+    let mut canvas = Canvas::new(width as u32, height as u32);
+    let (plot_w, plot_h) = (width - left - right, height - top - bottom);
+    let max = history.iter().map(|s| s.size).max().unwrap_or(0).max(1);
+    let (first, last) = (
+        history.first().map_or(0, |s| s.as_of),
+        history.last().map_or(0, |s| s.as_of),
+    );
+    let span = (last - first).max(1);
+    let x = |at: i64| {
+        if history.len() < 2 {
+            left + plot_w / 2
+        } else {
+            left + ((at - first) as f64 / span as f64 * plot_w as f64) as i64
+        }
+    };
+    let y = |size: i64| top + plot_h - (size as f64 / max as f64 * plot_h as f64) as i64;
+    let grey = [68, 68, 68];
+    canvas.line((left, top), (left, top + plot_h), 1, grey);
+    canvas.line((left, top + plot_h), (left + plot_w, top + plot_h), 1, grey);
+    for tick in 0..=4 {
+        let value = max * tick / 4;
+        let label = compact(value as f64);
+        canvas.text(
+            left - 10 - Canvas::text_width(&label, 2),
+            y(value) - 7,
+            &label,
+            2,
+            BLACK,
+        );
+        canvas.line((left - 5, y(value)), (left, y(value)), 1, grey);
+    }
+    let first_day = &format_micros(first)[..10];
+    let last_day = &format_micros(last)[..10];
+    canvas.text(left, top + plot_h + 14, first_day, 2, BLACK);
+    canvas.text(
+        left + plot_w - Canvas::text_width(last_day, 2),
+        top + plot_h + 14,
+        last_day,
+        2,
+        BLACK,
+    );
+    let blue = [8, 48, 107];
+    for pair in history.windows(2) {
+        canvas.line(
+            (x(pair[0].as_of), y(pair[0].size)),
+            (x(pair[1].as_of), y(pair[1].size)),
+            3,
+            blue,
+        );
+    }
+    for s in history {
+        canvas.fill_rect(x(s.as_of) - 4, y(s.size) - 4, 9, 9, blue);
+    }
+    canvas
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,7 +184,9 @@ mod tests {
         };
         let svg = to_svg("vip", &[size(0, 3), size(86_400_000_000, 6)]);
         assert_eq!(svg.matches("<circle").count(), 2);
-        assert!(svg.contains("points=\"70.0,190.0 700.0,40.0\""));
+        assert!(svg.contains("points=\"70.0,175.0 700.0,40.0\""));
         assert!(svg.ends_with("</svg>\n"));
+        let png = to_png(&[size(0, 3), size(86_400_000_000, 6)]);
+        assert_eq!((png.width(), png.height()), (720, 360));
     }
 }

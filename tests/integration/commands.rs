@@ -5,15 +5,18 @@ use std::fs;
 use crate::{assert_fails, assert_ok, segql, segql_in};
 
 #[test]
-fn rfm_grid_in_the_terminal_and_as_svg() {
+fn rfm_grid_in_the_terminal_and_as_svg_and_png() {
     let dir = tempfile::tempdir().unwrap();
     let svg = dir.path().join("grid.svg");
+    let png = dir.path().join("grid.png");
     let run = segql(&[
         "rfm",
         "--as-of",
         "2011-12-10",
         "--svg",
         svg.to_str().unwrap(),
+        "--png",
+        png.to_str().unwrap(),
     ]);
     assert_eq!(run.stderr, "");
     assert_eq!(run.code, Some(0));
@@ -22,7 +25,7 @@ fn rfm_grid_in_the_terminal_and_as_svg() {
         lines[0],
         "R x F grid as of 2011-12-10 (rows: recency score, 5 = most recent; columns: frequency score)"
     );
-    assert_eq!(lines.len(), 9, "{}", run.stdout);
+    assert_eq!(lines.len(), 10, "{}", run.stdout);
     // The cells hold every purchasing customer once.
     let total: i64 = lines[2..7]
         .iter()
@@ -46,6 +49,11 @@ fn rfm_grid_in_the_terminal_and_as_svg() {
     assert!(svg.trim_end().ends_with("</svg>"));
     assert_eq!(svg.matches("<rect x=").count(), 25);
     assert!(svg.contains(">R x F grid as of 2011-12-10</text>"));
+    assert_eq!(lines[9], format!("heat map written to {}", png.display()));
+    // 25 shaded cells of 108 x 108 pixels cover most of the image.
+    let (width, height, inked) = crate::png_summary(&png);
+    assert_eq!((width, height), (640, 630));
+    assert!(inked > 24 * 108 * 108, "{inked}");
 }
 
 #[test]

@@ -56,7 +56,7 @@ fn toml_syntax_error_names_file_and_line() {
         "error: project file segql.toml, line 3, column 25: invalid basic string, expected `\"`; \
          a project file has a [tables] section mapping table names to Parquet paths, e.g. \
          orders = \"data/orders.parquet\", and an optional [segments] section with the folder \
-         of saved segments, e.g. folder = \"segments\"\n",
+         of saved segments, e.g. folder = \"segments\", and an optional [store] section with the segment store's folder, e.g. folder = \"segql_store\"\n",
     );
 }
 
@@ -81,9 +81,9 @@ fn unknown_section_is_an_error() {
         &count(&dir),
         1,
         "error: project file segql.toml, line 1, column 2: unknown field `tabels`, expected \
-         `tables` or `segments`; a project file has a [tables] section mapping table names to \
+         one of `tables`, `segments`, `store`; a project file has a [tables] section mapping table names to \
          Parquet paths, e.g. orders = \"data/orders.parquet\", and an optional [segments] \
-         section with the folder of saved segments, e.g. folder = \"segments\"\n",
+         section with the folder of saved segments, e.g. folder = \"segments\", and an optional [store] section with the segment store's folder, e.g. folder = \"segql_store\"\n",
     );
 }
 
@@ -94,9 +94,9 @@ fn unknown_top_level_key_is_an_error() {
         &count(&dir),
         1,
         "error: project file segql.toml, line 1, column 1: unknown field `timezone`, expected \
-         `tables` or `segments`; a project file has a [tables] section mapping table names to \
+         one of `tables`, `segments`, `store`; a project file has a [tables] section mapping table names to \
          Parquet paths, e.g. orders = \"data/orders.parquet\", and an optional [segments] \
-         section with the folder of saved segments, e.g. folder = \"segments\"\n",
+         section with the folder of saved segments, e.g. folder = \"segments\", and an optional [store] section with the segment store's folder, e.g. folder = \"segql_store\"\n",
     );
 }
 
@@ -109,7 +109,7 @@ fn table_path_must_be_a_string() {
         "error: project file segql.toml, line 2, column 10: invalid type: integer `3`, expected \
          a string; a project file has a [tables] section mapping table names to Parquet paths, \
          e.g. orders = \"data/orders.parquet\", and an optional [segments] section with the \
-         folder of saved segments, e.g. folder = \"segments\"\n",
+         folder of saved segments, e.g. folder = \"segments\", and an optional [store] section with the segment store's folder, e.g. folder = \"segql_store\"\n",
     );
 }
 

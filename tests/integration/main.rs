@@ -62,6 +62,18 @@ pub fn segql(args: &[&str]) -> Run {
     segql_in(&repo_root(), args)
 }
 
+/// Decodes a PNG file: its width, height, and how many pixels are not
+/// white.
+pub fn png_summary(path: &Path) -> (u32, u32, usize) {
+    let file = std::io::BufReader::new(std::fs::File::open(path).unwrap());
+    let mut reader = png::Decoder::new(file).read_info().unwrap();
+    let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut pixels).unwrap();
+    assert_eq!(info.color_type, png::ColorType::Rgb);
+    let inked = pixels.chunks(3).filter(|p| p != &[255, 255, 255]).count();
+    (info.width, info.height, inked)
+}
+
 /// Asserts a successful run with exactly `stdout` and nothing on stderr.
 #[track_caller]
 pub fn assert_ok(run: &Run, stdout: &str) {

@@ -297,6 +297,15 @@ fn lifecycle_from_the_command_line() {
             svg.display()
         ),
     );
+    let png = d.join("big.png");
+    let charted = run(
+        d,
+        &["segment", "history", "big", "--png", png.to_str().unwrap()],
+    );
+    assert_eq!(charted.code, Some(0), "{}", charted.stderr);
+    let (width, height, inked) = super::png_summary(&png);
+    assert_eq!((width, height), (720, 360));
+    assert!(inked > 2000, "{inked}");
     let svg = std::fs::read_to_string(&svg).unwrap();
     assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
     assert_eq!(svg.matches("<circle").count(), 2);
