@@ -36,7 +36,7 @@ pub const HELP: &[(&str, &str, &str)] = &[
     (
         "\\segments",
         "",
-        "list the saved segments and their conditions",
+        "list the saved segments (files and store) and their conditions",
     ),
     (
         "\\timing",

@@ -149,7 +149,7 @@ async fn names(ctx: &SessionContext) -> Vec<String> {
     names.extend(state.aggregate_functions().keys().cloned());
     names.extend(state.window_functions().keys().cloned());
     if let Some(catalog) = session_catalog(ctx) {
-        names.extend(catalog.definitions.keys().cloned());
+        names.extend(catalog.known_codes());
     }
     names.extend(METRICS.iter().chain(RFM.iter()).map(|s| s.to_string()));
     names.sort();
@@ -281,9 +281,8 @@ async fn show(ctx: &SessionContext, command: &Command, format: Format) -> Result
                     .collect::<Vec<_>>(),
             )?
         }
-        Command::ListSegments => text_table(
-            &["segment", "condition"],
-            &session_catalog(ctx)
+        Command::ListSegments => {
+            let mut rows: Vec<Vec<String>> = session_catalog(ctx)
                 .map(|c| c.definitions)
                 .unwrap_or_default()
                 .into_iter()
@@ -293,10 +292,28 @@ async fn show(ctx: &SessionContext, command: &Command, format: Format) -> Result
                         .map(str::trim)
                         .filter(|l| !l.is_empty() && !l.starts_with("--"))
                         .collect();
-                    vec![code, condition.join(" ")]
+                    vec![code, "file".to_string(), condition.join(" ")]
                 })
-                .collect::<Vec<_>>(),
-        )?,
+                .collect();
+            if let Some(reader) = crate::store::functions::session_reader(ctx)
+                && reader.store().exists()
+            {
+                let snapshot = reader.store().snapshot().await?;
+                for d in crate::store::refresh::live_definitions(&snapshot)
+                    .await?
+                    .values()
+                {
+                    let state = if d.active { "" } else { ", inactive" };
+                    rows.push(vec![
+                        d.code.clone(),
+                        format!("store, {}{state}", d.kind.as_str()),
+                        d.condition.trim().to_string(),
+                    ]);
+                }
+            }
+            rows.sort();
+            text_table(&["segment", "kind", "condition"], &rows)?
+        }
         Command::Quit | Command::Timing | Command::SetFormat(_) => return Ok(()),
     };
     print(&result, format)

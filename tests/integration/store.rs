@@ -826,3 +826,40 @@ fn damaged_or_newer_stores_are_refused_clearly() {
     );
     assert_eq!(std::fs::read_dir(other.path()).unwrap().count(), 1);
 }
+
+#[test]
+fn every_keeps_refreshing_until_interrupted() {
+    use std::io::BufRead;
+    let dir = project();
+    let d = dir.path();
+    let out = run(d, &["segment", "create", "big", "amount_spent > 1000"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_segql"))
+        .args(["--format", "csv", "refresh", "--every", "1s"])
+        .current_dir(d)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    // Two refreshes, as of today, a second apart.
+    let mut rows = Vec::new();
+    while rows.len() < 2 {
+        let line = lines.next().unwrap().unwrap();
+        if line.starts_with("big,") {
+            rows.push(line);
+        }
+    }
+    assert!(rows[0].ends_with(",refresh 2"), "{rows:?}");
+    assert!(rows[1].ends_with(",0,0,refresh 3"), "{rows:?}");
+    // Ctrl-C between refreshes ends the loop cleanly.
+    let interrupted = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(check_whole(d) >= 3);
+}
