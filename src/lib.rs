@@ -8,6 +8,7 @@
 //! The `segql` binary is a thin command line over these modules.
 
 pub mod config;
+pub mod demo;
 pub mod error;
 pub mod lang;
 pub mod output;

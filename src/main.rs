@@ -132,6 +132,14 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         png: Option<PathBuf>,
     },
+    /// The main job on the project's data: RFM scores and heat map, the
+    /// example segments saved and refreshed monthly over the last year,
+    /// their sizes and history
+    Demo {
+        /// Folder for the demo's store and charts
+        #[arg(long, value_name = "DIR", default_value = "segql_demo")]
+        out: PathBuf,
+    },
     /// Create, change, list, export and chart saved segments
     #[command(subcommand)]
     Segment(SegmentCommand),
@@ -318,6 +326,17 @@ async fn run(args: Args) -> Result<(), Error> {
             println!("heat map written to {}", path.display());
         }
         return Ok(());
+    }
+
+    if let Some(Command::Demo { out }) = &args.command {
+        let as_of = match args.as_of {
+            Some(day) => day,
+            None => segql::demo::day_after_last_order(&ctx)
+                .await?
+                .map_or_else(AsOf::today, AsOf),
+        };
+        let mut stdout = std::io::stdout().lock();
+        return segql::demo::run(&ctx, as_of, out, &mut stdout).await;
     }
 
     if let Some(Command::Refresh {

@@ -78,3 +78,57 @@ fn init_writes_a_project_file_once() {
     assert_ok(&segql_in(dir.path(), &["init", "other.toml"]), "");
     assert!(dir.path().join("other.toml").exists());
 }
+
+/// `segql demo` on the bundled data: its report is compared with
+/// `snapshots/demo.out` (rewrite with SEGQL_UPDATE_SNAPSHOTS=1), and its
+/// charts and store are real.
+#[test]
+fn demo_runs_the_main_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::repo_root().join("segql.toml");
+    let run = segql_in(
+        dir.path(),
+        &["--config", config.to_str().unwrap(), "demo", "--out", "out"],
+    );
+    assert_eq!(run.stderr, "");
+    assert_eq!(run.code, Some(0));
+    let snapshot = crate::repo_root().join("tests/integration/snapshots/demo.out");
+    if std::env::var_os("SEGQL_UPDATE_SNAPSHOTS").is_some() {
+        fs::write(&snapshot, &run.stdout).unwrap();
+    }
+    assert_eq!(run.stdout, fs::read_to_string(&snapshot).unwrap());
+    let out = dir.path().join("out");
+    let (width, height, inked) = crate::png_summary(&out.join("rfm.png"));
+    assert_eq!((width, height), (640, 630));
+    assert!(inked > 24 * 108 * 108);
+    let (width, height, inked) = crate::png_summary(&out.join("tea_never_coffee.png"));
+    assert_eq!((width, height), (720, 360));
+    assert!(inked > 2000);
+    assert!(
+        fs::read_to_string(out.join("tea_never_coffee.svg"))
+            .unwrap()
+            .contains("<polyline")
+    );
+    // The store it left is a normal store, readable with SQL.
+    let data = crate::repo_root().join("data/online_retail");
+    fs::write(
+        dir.path().join("segql.toml"),
+        format!(
+            "[tables]\ncustomers = \"{}/customers.parquet\"\n[store]\nfolder = \"out/segql_store\"\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    assert_ok(
+        &segql_in(
+            dir.path(),
+            &[
+                "--format",
+                "csv",
+                "-c",
+                "SELECT count(*) AS refreshes FROM segment_refreshes WHERE kind = 'refresh'",
+            ],
+        ),
+        "refreshes\n13\n",
+    );
+}

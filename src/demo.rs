@@ -1,0 +1,269 @@
+//! `segql demo`: the main job end to end on the project's tables. It
+//! scores RFM and draws the R x F heat map, saves the example segments of
+//! `[segments] folder` in a fresh store, refreshes them at the start of
+//! every month of the data's last year (a backfilled history), and prints
+//! each segment's size with a sparkline of its history, plus a chart.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::Path;
+
+use chrono::{Datelike, NaiveDate};
+use datafusion::prelude::SessionContext;
+
+use crate::error::Error;
+use crate::rfm_grid::RfmGrid;
+use crate::segment::AsOf;
+use crate::segment::table_function::session_catalog;
+use crate::store::lifecycle::{StoreEnv, StoreStatement, execute};
+use crate::store::refresh::{RefreshOptions, refresh, sizes, text_references};
+use crate::store::tables::SegmentKind;
+use crate::store::{Store, history};
+
+/// Refresh days: the first of every month from the year before `last`,
+/// then `last` itself.
+pub fn refresh_days(last: NaiveDate) -> Vec<NaiveDate> {
+    let mut days: Vec<NaiveDate> = (0..12)
+        .filter_map(|back| {
+            let months = last.year() * 12 + last.month0() as i32 - 11 + back;
+            NaiveDate::from_ymd_opt(months.div_euclid(12), months.rem_euclid(12) as u32 + 1, 1)
+        })
+        .filter(|d| *d < last)
+        .collect();
+    days.push(last);
+    days
+}
+
+/// The day after the newest order: the natural `as_of` for a demo on
+/// historical data.
+pub async fn day_after_last_order(ctx: &SessionContext) -> Result<Option<NaiveDate>, Error> {
+    let batches = ctx
+        .sql("SELECT CAST(max(order_ts) AS DATE) + INTERVAL '1 day' AS d FROM orders")
+        .await?
+        .collect()
+        .await?;
+    let Some(batch) = batches.first() else {
+        return Ok(None);
+    };
+    let column = datafusion::arrow::compute::cast(
+        batch.column(0),
+        &datafusion::arrow::datatypes::DataType::Date32,
+    )
+    .map_err(datafusion::error::DataFusionError::from)?;
+    let days = column
+        .as_any()
+        .downcast_ref::<datafusion::arrow::array::Date32Array>()
+        .and_then(|a| a.iter().next().flatten());
+    Ok(days.and_then(|d| {
+        NaiveDate::from_ymd_opt(1970, 1, 1)
+            .and_then(|epoch| epoch.checked_add_signed(chrono::Duration::days(i64::from(d))))
+    }))
+}
+
+/// Codes ordered so that a segment comes after those it refers to.
+fn creation_order(definitions: &BTreeMap<String, String>) -> Vec<String> {
+    let mut done: Vec<String> = Vec::new();
+    let mut placed = BTreeSet::new();
+    while done.len() < definitions.len() {
+        let before = done.len();
+        for (code, text) in definitions {
+            if !placed.contains(code)
+                && text_references(text)
+                    .iter()
+                    .all(|r| placed.contains(r) || !definitions.contains_key(r))
+            {
+                placed.insert(code.clone());
+                done.push(code.clone());
+            }
+        }
+        if done.len() == before {
+            // A cycle: creating them reports it.
+            done.extend(definitions.keys().filter(|c| !placed.contains(*c)).cloned());
+        }
+    }
+    done
+}
+
+/// Runs the demo on `ctx`'s tables as of `as_of`, writing the store and
+/// charts to `out`, and reporting to `report`.
+pub async fn run(
+    ctx: &SessionContext,
+    as_of: AsOf,
+    out: &Path,
+    report: &mut dyn Write,
+) -> Result<(), Error> {
+    let write = |e| Error::Write {
+        target: "standard output".into(),
+        source: e,
+    };
+    let catalog = session_catalog(ctx).ok_or_else(|| {
+        Error::Store("the demo needs a `customers` table: add one to [tables]".into())
+    })?;
+    std::fs::create_dir_all(out).map_err(|source| Error::OutputCreate {
+        path: out.to_path_buf(),
+        source,
+    })?;
+
+    let spinner = crate::progress::spinner(format!("scoring RFM as of {}", as_of.0));
+    let grid = RfmGrid::compute(ctx, as_of).await;
+    spinner.finish_and_clear();
+    let grid = grid?;
+    writeln!(report, "{}", grid.to_text()).map_err(write)?;
+    let (svg, png) = (out.join("rfm.svg"), out.join("rfm.png"));
+    std::fs::write(&svg, grid.to_svg()).map_err(|source| Error::OutputCreate {
+        path: svg.clone(),
+        source,
+    })?;
+    grid.to_png().save(&png)?;
+    writeln!(
+        report,
+        "heat map: {} and {}\n",
+        svg.display(),
+        png.display()
+    )
+    .map_err(write)?;
+
+    // A fresh store for the demo's segments.
+    let store = Store::new(out.join("segql_store"));
+    if store.exists() {
+        std::fs::remove_dir_all(store.root()).map_err(|e| {
+            Error::Store(format!(
+                "cannot replace the demo store {}: {e}",
+                store.root().display()
+            ))
+        })?;
+    }
+    let files = catalog.definitions.clone();
+    if files.is_empty() {
+        return Err(Error::Store(
+            "the demo saves the segments of [segments] folder, and the project file names none"
+                .into(),
+        ));
+    }
+    let days = refresh_days(as_of.0);
+    let base = catalog.with_definitions(BTreeMap::new()).with_stored(None);
+    let env = StoreEnv {
+        store: store.clone(),
+        catalog: base.clone(),
+        as_of: AsOf(days[0]),
+        wait: false,
+    };
+    for code in creation_order(&files) {
+        let statement = StoreStatement::Create {
+            kind: SegmentKind::Dynamic,
+            code: code.clone(),
+            name: None,
+            comment: None,
+            condition: files[&code].clone(),
+        };
+        execute(ctx, &env, statement).await?;
+    }
+    let bar = crate::progress::bar(days.len() as u64, "refreshing".into());
+    for day in &days {
+        let outcome = refresh(
+            ctx,
+            &store,
+            &base,
+            &RefreshOptions {
+                codes: Vec::new(),
+                as_of: AsOf(*day),
+                wait: false,
+            },
+        )
+        .await?;
+        debug_assert!(outcome.orders_scans <= 1);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    writeln!(
+        report,
+        "{} segments from {} saved in {}, refreshed {} times ({} to {}), one pass over orders \
+         per refresh\n",
+        files.len(),
+        "[segments] folder",
+        store.root().display(),
+        days.len(),
+        days[0],
+        as_of.0
+    )
+    .map_err(write)?;
+
+    let snapshot = store.snapshot().await?;
+    let history_rows = sizes(&snapshot).await?;
+    let width = files.keys().map(String::len).max().unwrap_or(7);
+    writeln!(report, "{:width$}  {:>6}  history", "segment", "size").map_err(write)?;
+    let mut largest: Option<(i64, String)> = None;
+    for code in files.keys() {
+        let rows: Vec<_> = history_rows.iter().filter(|s| &s.segment == code).collect();
+        let values: Vec<i64> = rows.iter().map(|s| s.size).collect();
+        let size = values.last().copied().unwrap_or(0);
+        writeln!(
+            report,
+            "{code:width$}  {size:>6}  {}",
+            history::sparkline(&values)
+        )
+        .map_err(write)?;
+        let change = values.iter().max().unwrap_or(&0) - values.iter().min().unwrap_or(&0);
+        if largest.as_ref().is_none_or(|(c, _)| change > *c) {
+            largest = Some((change, code.clone()));
+        }
+    }
+    if let Some((_, code)) = largest {
+        let rows: Vec<_> = history_rows
+            .iter()
+            .filter(|s| s.segment == code)
+            .cloned()
+            .collect();
+        let (svg, png) = (
+            out.join(format!("{code}.svg")),
+            out.join(format!("{code}.png")),
+        );
+        std::fs::write(&svg, history::to_svg(&code, &rows)).map_err(|source| {
+            Error::OutputCreate {
+                path: svg.clone(),
+                source,
+            }
+        })?;
+        history::to_png(&rows).save(&png)?;
+        writeln!(
+            report,
+            "\nsize history of {code}: {} and {}",
+            svg.display(),
+            png.display()
+        )
+        .map_err(write)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refresh_days_cover_the_last_year() {
+        let last = NaiveDate::from_ymd_opt(2011, 12, 10).unwrap();
+        let days = refresh_days(last);
+        assert_eq!(days.len(), 13);
+        assert_eq!(days[0], NaiveDate::from_ymd_opt(2011, 1, 1).unwrap());
+        assert_eq!(days[11], NaiveDate::from_ymd_opt(2011, 12, 1).unwrap());
+        assert_eq!(days[12], last);
+        let first_of_month = NaiveDate::from_ymd_opt(2012, 1, 1).unwrap();
+        let days = refresh_days(first_of_month);
+        assert_eq!(days.len(), 12);
+        assert_eq!(days[0], NaiveDate::from_ymd_opt(2011, 2, 1).unwrap());
+    }
+
+    #[test]
+    fn referenced_segments_come_first() {
+        let definitions: BTreeMap<String, String> = [
+            ("a", "in_segment(b)"),
+            ("b", "in_segment(c)"),
+            ("c", "country = 'x'"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(creation_order(&definitions), ["c", "b", "a"]);
+    }
+}
