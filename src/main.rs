@@ -424,6 +424,15 @@ async fn refresh(
             "refresh needs a `customers` table: add one to [tables] in the project file".into(),
         )
     })?;
+    // Listening from the start: a Ctrl-C during a refresh is kept and ends
+    // the loop once that refresh has committed.
+    let mut interrupt = match every {
+        Some(_) => Some(
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+                .map_err(|e| Error::Store(format!("cannot listen for Ctrl-C: {e}")))?,
+        ),
+        None => None,
+    };
     // With events on standard output, the summary goes to standard error.
     let summary_to_stderr = sinks.json.as_ref().is_some_and(|p| p.as_os_str() == "-");
     loop {
@@ -453,12 +462,12 @@ async fn refresh(
         printer.print(&table)?;
         printer.finish()?;
         emit_events(&outcome.events, sinks)?;
-        let Some(every) = every else {
+        let (Some(every), Some(interrupt)) = (every, interrupt.as_mut()) else {
             return Ok(());
         };
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
-            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = interrupt.recv() => return Ok(()),
         }
     }
 }

@@ -80,7 +80,7 @@ fn init_writes_a_project_file_once() {
 }
 
 /// `segql demo` on the bundled data: its report is compared with
-/// `snapshots/demo.out` (rewrite with SEGQL_UPDATE_SNAPSHOTS=1), and its
+/// `demo/demo.out` (rewrite with SEGQL_UPDATE_SNAPSHOTS=1), and its
 /// charts and store are real.
 #[test]
 fn demo_runs_the_main_job() {
@@ -92,7 +92,7 @@ fn demo_runs_the_main_job() {
     );
     assert_eq!(run.stderr, "");
     assert_eq!(run.code, Some(0));
-    let snapshot = crate::repo_root().join("tests/integration/snapshots/demo.out");
+    let snapshot = crate::repo_root().join("tests/integration/demo/demo.out");
     if std::env::var_os("SEGQL_UPDATE_SNAPSHOTS").is_some() {
         fs::write(&snapshot, &run.stdout).unwrap();
     }

@@ -859,7 +859,17 @@ fn every_keeps_refreshing_until_interrupted() {
         .status()
         .unwrap();
     assert!(interrupted.success());
-    let status = child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("refresh --every did not stop on Ctrl-C");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert!(status.success(), "{status:?}");
     assert!(check_whole(d) >= 3);
 }
