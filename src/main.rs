@@ -131,7 +131,12 @@ enum Command {
     Generate {
         /// Scale factor: 1 is a million customers and about ten million
         /// orders; 0.01 is ten thousand customers
-        #[arg(long, value_name = "SF", value_parser = segql::generate::parse_scale)]
+        #[arg(
+            long,
+            value_name = "SF",
+            value_parser = segql::generate::parse_scale,
+            allow_negative_numbers = true
+        )]
         scale: segql::generate::Scale,
         /// Seed of the random draws; the same seed and scale write the same
         /// bytes

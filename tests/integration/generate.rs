@@ -126,8 +126,8 @@ fn generate_shape_at_scale_001() {
     let counts = query(
         &dir,
         None,
-        "SELECT (SELECT count(*) FROM customers), (SELECT count(*) FROM orders),
-                (SELECT count(*) FROM order_items), (SELECT count(*) FROM products)",
+        "SELECT (SELECT count(*) FROM customers) AS c, (SELECT count(*) FROM orders) AS o,
+                (SELECT count(*) FROM order_items) AS i, (SELECT count(*) FROM products) AS p",
     );
     let counts: Vec<u64> = counts[0].iter().map(|v| v.parse().unwrap()).collect();
     assert_eq!(counts[0], 10_000);
