@@ -175,7 +175,13 @@ async fn run(args: Args) -> Result<(), Error> {
     if let Some(Command::Init { path, force }) = &args.command {
         return segql::config::write_template(path, *force);
     }
-    if let Some(Command::Generate { scale, seed, out, force }) = &args.command {
+    if let Some(Command::Generate {
+        scale,
+        seed,
+        out,
+        force,
+    }) = &args.command
+    {
         return segql::generate::run(out, *scale, *seed, *force);
     }
     let config = match &args.config {
