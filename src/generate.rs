@@ -9,7 +9,10 @@
 //!
 //! Every random draw comes from a generator keyed by the seed and the
 //! customer id, so the output depends only on the seed and the scale: no
-//! clock, no thread scheduling, no hash-map order. Rows are written in
+//! clock, no thread scheduling, no hash-map order. (The distributions use
+//! the platform's `ln`, `exp` and `cos`, so byte-identical output is
+//! promised for one build on one platform; the random bits themselves are
+//! the same everywhere.) Rows are written in
 //! batches as they are generated and each file is written under a
 //! `.partial` name and renamed when everything succeeded, so memory stays
 //! bounded and a failure never leaves half a file behind.
@@ -210,7 +213,7 @@ pub fn write(options: &Options) -> Result<Summary, Error> {
     let n_customers = options.scale.customers();
     let progress = if std::io::stderr().is_terminal() {
         let style = ProgressStyle::with_template(
-            "generating {bar:40} {human_pos}/{human_len} customers ({eta} left)",
+            "generating {bar:30} {human_pos}/{human_len} customers ({eta} left)",
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar());
         ProgressBar::with_draw_target(Some(n_customers), ProgressDrawTarget::stderr())
@@ -267,11 +270,10 @@ pub fn write(options: &Options) -> Result<Summary, Error> {
     customers.write(&generator.customers.finish()?)?;
     orders.write(&generator.orders.finish()?)?;
     items.write(&generator.items.finish()?)?;
-    progress.finish_and_clear();
-
     for table in [customers, orders, items, products] {
         table.close()?;
     }
+    progress.finish_and_clear();
     let project = out.join("segql.toml");
     let project_partial = partial_name(&project);
     partials.0.push(project_partial.clone());

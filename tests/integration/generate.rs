@@ -403,3 +403,26 @@ fn generate_reports_an_unwritable_folder() {
         ),
     );
 }
+
+#[test]
+fn generate_leaves_nothing_behind_when_a_file_cannot_be_created() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    // A folder where the customers file's temporary name goes.
+    fs::create_dir_all(dir.join("customers.parquet.partial")).unwrap();
+    assert_fails(
+        &generate(&dir, &["--scale", "0.0001"]),
+        1,
+        &format!(
+            "error: cannot create output file {}: Is a directory (os error 21); check that its \
+             folder exists and is writable\n",
+            dir.join("customers.parquet").display()
+        ),
+    );
+    // The products file, written first, was removed again.
+    let names: Vec<String> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, ["customers.parquet.partial"]);
+}
