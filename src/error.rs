@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 use datafusion::arrow::error::ArrowError;
 use datafusion::error::DataFusionError;
+use datafusion::parquet::errors::ParquetError;
 use datafusion::sql::sqlparser::parser::ParserError;
 
 /// What can go wrong in segql.
@@ -279,6 +280,31 @@ pub enum Error {
         path: PathBuf,
         /// What the file system said.
         source: io::Error,
+    },
+
+    /// The folder `segql generate` writes into cannot be created.
+    #[error(
+        "cannot create output folder {}: {source}; check that its parent folder exists and is \
+         writable, or pass another --out",
+        .path.display()
+    )]
+    OutputFolder {
+        /// The folder given to `--out`.
+        path: PathBuf,
+        /// What the file system said.
+        source: io::Error,
+    },
+
+    /// A Parquet file could not be written.
+    #[error(
+        "cannot write {}: {source}; check that the disk has space and the folder is writable",
+        .path.display()
+    )]
+    ParquetWrite {
+        /// The file being written.
+        path: PathBuf,
+        /// The Parquet writer's error.
+        source: ParquetError,
     },
 
     /// A result column has a type the chosen format cannot hold.

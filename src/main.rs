@@ -170,6 +170,29 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Write deterministic synthetic customers, orders, order items and
+    /// products as Parquet, with a segql.toml naming them
+    Generate {
+        /// Scale factor: 1 is a million customers and about ten million
+        /// orders; 0.01 is ten thousand customers
+        #[arg(
+            long,
+            value_name = "SF",
+            value_parser = segql::generate::parse_scale,
+            allow_negative_numbers = true
+        )]
+        scale: segql::generate::Scale,
+        /// Seed of the random draws; the same seed and scale write the same
+        /// bytes
+        #[arg(long, default_value_t = segql::generate::DEFAULT_SEED)]
+        seed: u64,
+        /// Folder to write into (created when missing)
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Replace files already in the folder
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -289,6 +312,15 @@ async fn main() -> ExitCode {
 async fn run(args: Args) -> Result<(), Error> {
     if let Some(Command::Init { path, force }) = &args.command {
         return segql::config::write_template(path, *force);
+    }
+    if let Some(Command::Generate {
+        scale,
+        seed,
+        out,
+        force,
+    }) = &args.command
+    {
+        return segql::generate::run(out, *scale, *seed, *force);
     }
     let config = match &args.config {
         Some(path) => Config::load(path)?,

@@ -7,6 +7,8 @@
 //!   default project file;
 //! - `errors`: bad SQL, unknown tables, unreadable files, usage errors;
 //! - `config`: project-file and table-path mistakes;
+//! - `generate`: the sample-data generator, its determinism and the data's
+//!   shape;
 //! - `queries`: every `queries/*.sql` example against its snapshot.
 
 // clippy's allow-unwrap-in-tests covers `#[test]` functions only; the set-up
@@ -17,6 +19,7 @@ mod cli;
 mod commands;
 mod config;
 mod errors;
+mod generate;
 mod queries;
 mod repl;
 mod segments;

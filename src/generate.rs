@@ -1,0 +1,1439 @@
+//! `segql generate`: deterministic synthetic sample data.
+//!
+//! This module owns the sample-data generator: a small seeded random number
+//! generator ([`Rng`]) with the distributions the data needs, a fixed
+//! product catalog, and the writer that streams `customers`, `orders`,
+//! `order_items` and `products` Parquet files plus a `segql.toml` naming them
+//! into a folder. Scale 1 is a million customers and about ten million
+//! orders over three years ending on 2024-12-31.
+//!
+//! Every random draw comes from a generator keyed by the seed and the
+//! customer id, so the output depends only on the seed and the scale: no
+//! clock, no thread scheduling, no hash-map order. (The distributions use
+//! the platform's `ln`, `exp` and `cos`, so byte-identical output is
+//! promised for one build on one platform; the random bits themselves are
+//! the same everywhere.) Rows are written in
+//! batches as they are generated and each file is written under a
+//! `.partial` name and renamed when everything succeeded, so memory stays
+//! bounded and a failure never leaves half a file behind.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use datafusion::arrow::array::{
+    ArrayBuilder, ArrayRef, Date32Builder, Decimal128Builder, Int32Builder, Int64Builder,
+    RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::error::DataFusionError;
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::file::properties::{WriterProperties, WriterVersion};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::error::Error;
+
+/// The seed used when none is given.
+pub const DEFAULT_SEED: u64 = 42;
+
+/// Customers at scale 1.
+const CUSTOMERS_PER_SCALE: f64 = 1_000_000.0;
+
+/// The largest scale accepted (a billion customers).
+const MAX_SCALE: f64 = 1000.0;
+
+/// Products in the catalog, whatever the scale.
+const PRODUCTS: usize = 2000;
+
+/// Rows per Arrow batch handed to the Parquet writers.
+const BATCH_ROWS: usize = 65_536;
+
+/// Rows per Parquet row group.
+const ROW_GROUP_ROWS: usize = 1 << 20;
+
+/// Orders of one customer at most (the tail of the distribution is cut).
+const MAX_ORDERS_PER_CUSTOMER: u64 = 10_000;
+
+const SECOND: i64 = 1_000_000;
+const DAY: i64 = 86_400 * SECOND;
+const YEAR: f64 = 365.25 * DAY as f64;
+
+/// The files a run writes, in the order they are renamed into place.
+const FILES: [&str; 5] = [
+    "customers.parquet",
+    "orders.parquet",
+    "order_items.parquet",
+    "products.parquet",
+    "segql.toml",
+];
+
+/// The project file written beside the data.
+const PROJECT_FILE: &str = "[tables]
+customers = \"customers.parquet\"
+orders = \"orders.parquet\"
+order_items = \"order_items.parquet\"
+products = \"products.parquet\"
+";
+
+/// A scale factor: more than 0 and at most 1000; 1 is a million customers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scale(f64);
+
+impl Scale {
+    /// The scale as a number.
+    pub fn value(self) -> f64 {
+        self.0
+    }
+
+    /// How many customers this scale generates (at least one).
+    pub fn customers(self) -> u64 {
+        ((self.0 * CUSTOMERS_PER_SCALE).round() as u64).max(1)
+    }
+}
+
+impl FromStr for Scale {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let value: f64 = text.trim().parse().map_err(|_| {
+            "not a number; write a scale factor such as 0.01 or 1 (1 = a million customers)"
+                .to_string()
+        })?;
+        if value.is_nan() || value <= 0.0 {
+            return Err(
+                "the scale must be more than 0, such as 0.01 or 1 (1 = a million customers)"
+                    .to_string(),
+            );
+        }
+        if value > MAX_SCALE {
+            return Err(format!(
+                "the scale goes up to {MAX_SCALE} (a billion customers)"
+            ));
+        }
+        Ok(Self(value))
+    }
+}
+
+/// clap's value parser for `--scale`.
+pub fn parse_scale(text: &str) -> Result<Scale, String> {
+    text.parse()
+}
+
+/// What to generate and where.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Scale factor.
+    pub scale: Scale,
+    /// Seed of every random draw.
+    pub seed: u64,
+    /// Folder to write into (created when missing).
+    pub out: PathBuf,
+    /// Replace files already in `out`.
+    pub force: bool,
+}
+
+/// How many rows of each table a run wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Rows of `customers`.
+    pub customers: u64,
+    /// Rows of `orders`.
+    pub orders: u64,
+    /// Rows of `order_items`.
+    pub order_items: u64,
+    /// Rows of `products`.
+    pub products: u64,
+}
+
+/// What a run wrote and where, shown as the one-line summary.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// Rows per table.
+    pub counts: Counts,
+    /// The folder written to.
+    pub out: PathBuf,
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.counts;
+        write!(
+            f,
+            "wrote {} customers, {} orders, {} order items, {} products to {}",
+            thousands(c.customers),
+            thousands(c.orders),
+            thousands(c.order_items),
+            thousands(c.products),
+            self.out.display()
+        )
+    }
+}
+
+/// `segql generate`: writes the sample data and prints the summary line
+/// with the time taken.
+pub fn run(out: &Path, scale: Scale, seed: u64, force: bool) -> Result<(), Error> {
+    let started = Instant::now();
+    let summary = write(&Options {
+        scale,
+        seed,
+        out: out.to_path_buf(),
+        force,
+    })?;
+    let line = format!("{summary} in {:.1} s\n", started.elapsed().as_secs_f64());
+    std::io::stdout()
+        .write_all(line.as_bytes())
+        .map_err(|source| Error::Write {
+            target: "standard output".to_string(),
+            source,
+        })
+}
+
+/// Writes the four tables and `segql.toml` into `options.out`, with a
+/// progress bar on standard error when it is a terminal.
+pub fn write(options: &Options) -> Result<Summary, Error> {
+    let out = &options.out;
+    std::fs::create_dir_all(out).map_err(|source| Error::OutputFolder {
+        path: out.clone(),
+        source,
+    })?;
+    if !options.force {
+        for name in FILES {
+            let path = out.join(name);
+            if path.exists() {
+                return Err(Error::AlreadyExists { path });
+            }
+        }
+    }
+
+    let n_customers = options.scale.customers();
+    let progress = if std::io::stderr().is_terminal() {
+        let style = ProgressStyle::with_template(
+            "generating {bar:30} {human_pos}/{human_len} customers ({eta} left)",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+        ProgressBar::with_draw_target(Some(n_customers), ProgressDrawTarget::stderr())
+            .with_style(style)
+    } else {
+        ProgressBar::hidden()
+    };
+
+    // Removes every `.partial` file unless the run got to the renames.
+    let mut partials = Partials(Vec::new());
+    let catalog = Catalog::new(options.seed);
+    let mut products =
+        TableFile::create(out, "products.parquet", products_schema(), &mut partials)?;
+    products.write(&catalog.batch()?)?;
+    let mut generator = Generator {
+        seed: options.seed,
+        catalog: &catalog,
+        customers: CustomerRows::default(),
+        orders: OrderRows::default(),
+        items: ItemRows::default(),
+        next_order_id: 1,
+        counts: Counts {
+            products: catalog.products.len() as u64,
+            ..Counts::default()
+        },
+        times: Vec::new(),
+        weights: Weights::new(),
+    };
+    let mut customers =
+        TableFile::create(out, "customers.parquet", customers_schema(), &mut partials)?;
+    let mut orders = TableFile::create(out, "orders.parquet", orders_schema(), &mut partials)?;
+    let mut items = TableFile::create(
+        out,
+        "order_items.parquet",
+        order_items_schema(),
+        &mut partials,
+    )?;
+
+    for customer_id in 1..=n_customers {
+        generator.customer(customer_id as i64);
+        if generator.customers.len() >= BATCH_ROWS {
+            customers.write(&generator.customers.finish()?)?;
+        }
+        if generator.orders.len() >= BATCH_ROWS {
+            orders.write(&generator.orders.finish()?)?;
+        }
+        if generator.items.len() >= BATCH_ROWS {
+            items.write(&generator.items.finish()?)?;
+        }
+        if customer_id.is_multiple_of(1024) {
+            progress.set_position(customer_id);
+        }
+    }
+    customers.write(&generator.customers.finish()?)?;
+    orders.write(&generator.orders.finish()?)?;
+    items.write(&generator.items.finish()?)?;
+    for table in [customers, orders, items, products] {
+        table.close()?;
+    }
+    progress.finish_and_clear();
+    let project = out.join("segql.toml");
+    let project_partial = partial_name(&project);
+    partials.0.push(project_partial.clone());
+    std::fs::write(&project_partial, PROJECT_FILE).map_err(|source| Error::OutputCreate {
+        path: project.clone(),
+        source,
+    })?;
+    for name in FILES {
+        let path = out.join(name);
+        std::fs::rename(partial_name(&path), &path)
+            .map_err(|source| Error::OutputCreate { path, source })?;
+    }
+    partials.0.clear();
+    Ok(Summary {
+        counts: generator.counts,
+        out: out.clone(),
+    })
+}
+
+/// `path` with `.partial` appended to its file name.
+fn partial_name(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".partial");
+    path.with_file_name(name)
+}
+
+/// Temporary files to remove when a run fails (on drop).
+#[derive(Debug)]
+struct Partials(Vec<PathBuf>);
+
+impl Drop for Partials {
+    fn drop(&mut self) {
+        for path in &self.0 {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// One Parquet file being written under its `.partial` name.
+struct TableFile {
+    path: PathBuf,
+    writer: ArrowWriter<BufWriter<File>>,
+}
+
+impl TableFile {
+    fn create(
+        dir: &Path,
+        name: &str,
+        schema: SchemaRef,
+        partials: &mut Partials,
+    ) -> Result<Self, Error> {
+        let path = dir.join(name);
+        let partial = partial_name(&path);
+        let file = File::create(&partial).map_err(|source| Error::OutputCreate {
+            path: path.clone(),
+            source,
+        })?;
+        partials.0.push(partial);
+        // Fixed properties, so the bytes depend on the data only.
+        let properties = WriterProperties::builder()
+            .set_writer_version(WriterVersion::PARQUET_1_0)
+            .set_compression(Compression::ZSTD(ZstdLevel::default()))
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+            .set_created_by(concat!("segql generate ", env!("CARGO_PKG_VERSION")).to_string())
+            .build();
+        let writer = ArrowWriter::try_new(BufWriter::new(file), schema, Some(properties)).map_err(
+            |source| Error::ParquetWrite {
+                path: path.clone(),
+                source,
+            },
+        )?;
+        Ok(Self { path, writer })
+    }
+
+    fn write(&mut self, batch: &RecordBatch) -> Result<(), Error> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        self.writer
+            .write(batch)
+            .map_err(|source| Error::ParquetWrite {
+                path: self.path.clone(),
+                source,
+            })
+    }
+
+    /// Finishes the file and flushes it to disk (still under its
+    /// `.partial` name).
+    fn close(self) -> Result<(), Error> {
+        let path = self.path;
+        let buffered = self
+            .writer
+            .into_inner()
+            .map_err(|source| Error::ParquetWrite {
+                path: path.clone(),
+                source,
+            })?;
+        let file = buffered.into_inner().map_err(|e| Error::Write {
+            target: path.display().to_string(),
+            source: e.into_error(),
+        })?;
+        file.sync_all().map_err(|source| Error::Write {
+            target: path.display().to_string(),
+            source,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Schemas
+
+fn decimal() -> DataType {
+    DataType::Decimal128(18, 2)
+}
+
+fn timestamp() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, None)
+}
+
+/// `customers`.
+pub fn customers_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("customer_id", DataType::Int64, false),
+        Field::new("name", DataType::Utf8, true),
+        Field::new("email", DataType::Utf8, true),
+        Field::new("city", DataType::Utf8, true),
+        Field::new("country", DataType::Utf8, true),
+        Field::new("channel", DataType::Utf8, true),
+        Field::new("birthday", DataType::Date32, true),
+        Field::new("created_at", timestamp(), true),
+    ]))
+}
+
+/// `orders`.
+pub fn orders_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("order_id", DataType::Int64, false),
+        Field::new("customer_id", DataType::Int64, true),
+        Field::new("order_ts", timestamp(), true),
+        Field::new("amount", decimal(), true),
+        Field::new("status", DataType::Utf8, true),
+        Field::new("channel", DataType::Utf8, true),
+        Field::new("n_items", DataType::Int32, true),
+    ]))
+}
+
+/// `order_items`.
+pub fn order_items_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("order_id", DataType::Int64, false),
+        Field::new("line_no", DataType::Int32, false),
+        Field::new("customer_id", DataType::Int64, true),
+        Field::new("order_ts", timestamp(), true),
+        Field::new("product_id", DataType::Int64, true),
+        Field::new("quantity", DataType::Int32, true),
+        Field::new("unit_price", decimal(), true),
+        Field::new("line_amount", decimal(), true),
+        Field::new("status", DataType::Utf8, true),
+    ]))
+}
+
+/// `products`.
+pub fn products_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("product_id", DataType::Int64, false),
+        Field::new("name", DataType::Utf8, true),
+        Field::new("category", DataType::Utf8, true),
+        Field::new("brand", DataType::Utf8, true),
+        Field::new("price", decimal(), true),
+    ]))
+}
+
+fn batch(schema: SchemaRef, columns: Vec<ArrayRef>) -> Result<RecordBatch, Error> {
+    RecordBatch::try_new(schema, columns).map_err(|e| Error::DataFusion(DataFusionError::from(e)))
+}
+
+fn decimal_array(builder: &mut Decimal128Builder) -> Result<ArrayRef, Error> {
+    let array = builder
+        .finish()
+        .with_precision_and_scale(18, 2)
+        .map_err(|e| Error::DataFusion(DataFusionError::from(e)))?;
+    Ok(Arc::new(array))
+}
+
+// ---------------------------------------------------------------------------
+// Row buffers, one per table
+
+#[derive(Default)]
+struct CustomerRows {
+    customer_id: Int64Builder,
+    name: StringBuilder,
+    email: StringBuilder,
+    city: StringBuilder,
+    country: StringBuilder,
+    channel: StringBuilder,
+    birthday: Date32Builder,
+    created_at: TimestampMicrosecondBuilder,
+}
+
+impl CustomerRows {
+    fn len(&self) -> usize {
+        self.customer_id.len()
+    }
+
+    fn finish(&mut self) -> Result<RecordBatch, Error> {
+        batch(
+            customers_schema(),
+            vec![
+                Arc::new(self.customer_id.finish()),
+                Arc::new(self.name.finish()),
+                Arc::new(self.email.finish()),
+                Arc::new(self.city.finish()),
+                Arc::new(self.country.finish()),
+                Arc::new(self.channel.finish()),
+                Arc::new(self.birthday.finish()),
+                Arc::new(self.created_at.finish()),
+            ],
+        )
+    }
+}
+
+#[derive(Default)]
+struct OrderRows {
+    order_id: Int64Builder,
+    customer_id: Int64Builder,
+    order_ts: TimestampMicrosecondBuilder,
+    amount: Decimal128Builder,
+    status: StringBuilder,
+    channel: StringBuilder,
+    n_items: Int32Builder,
+}
+
+impl OrderRows {
+    fn len(&self) -> usize {
+        self.order_id.len()
+    }
+
+    fn finish(&mut self) -> Result<RecordBatch, Error> {
+        batch(
+            orders_schema(),
+            vec![
+                Arc::new(self.order_id.finish()),
+                Arc::new(self.customer_id.finish()),
+                Arc::new(self.order_ts.finish()),
+                decimal_array(&mut self.amount)?,
+                Arc::new(self.status.finish()),
+                Arc::new(self.channel.finish()),
+                Arc::new(self.n_items.finish()),
+            ],
+        )
+    }
+}
+
+#[derive(Default)]
+struct ItemRows {
+    order_id: Int64Builder,
+    line_no: Int32Builder,
+    customer_id: Int64Builder,
+    order_ts: TimestampMicrosecondBuilder,
+    product_id: Int64Builder,
+    quantity: Int32Builder,
+    unit_price: Decimal128Builder,
+    line_amount: Decimal128Builder,
+    status: StringBuilder,
+}
+
+impl ItemRows {
+    fn len(&self) -> usize {
+        self.order_id.len()
+    }
+
+    fn finish(&mut self) -> Result<RecordBatch, Error> {
+        batch(
+            order_items_schema(),
+            vec![
+                Arc::new(self.order_id.finish()),
+                Arc::new(self.line_no.finish()),
+                Arc::new(self.customer_id.finish()),
+                Arc::new(self.order_ts.finish()),
+                Arc::new(self.product_id.finish()),
+                Arc::new(self.quantity.finish()),
+                decimal_array(&mut self.unit_price)?,
+                decimal_array(&mut self.line_amount)?,
+                Arc::new(self.status.finish()),
+            ],
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The data's shape
+
+/// Independent random streams: each draws from its own generator.
+const STREAM_CATALOG: u64 = 1;
+const STREAM_CUSTOMER: u64 = 2;
+
+/// Orders fall in [2022-01-01, 2025-01-01): three years ending 2024-12-31.
+fn history() -> (i64, i64) {
+    (
+        days_from_civil(2022, 1, 1) * DAY,
+        days_from_civil(2025, 1, 1) * DAY,
+    )
+}
+
+/// Share of customers who register and never order.
+const NEVER_ORDER: f64 = 0.12;
+/// Share of customers created in the two years before the history starts.
+const EARLIER_CUSTOMERS: f64 = 0.25;
+/// Share of customers who never lapse.
+const LOYAL: f64 = 0.35;
+/// Mean years until a lapsing customer stops ordering.
+const MEAN_LIFETIME_YEARS: f64 = 2.5;
+/// Median orders per year of an active customer (log-normal, sigma 1).
+const MEDIAN_ORDERS_PER_YEAR: f64 = 5.0;
+/// Share of orders placed as a guest (no customer id).
+const GUEST: f64 = 0.005;
+/// Share of orders cancelled.
+const CANCELLED: f64 = 0.05;
+/// Share of non-null birthdays moved to Feb 29 (on top of the natural
+/// 1 in 1461), so small samples have some.
+const EXTRA_FEB_29: f64 = 0.002;
+
+const FIRST_NAMES: &[&str] = &[
+    "Anna", "Ben", "Chloe", "David", "Emma", "Felix", "Grace", "Hugo", "Isla", "Jack", "Katie",
+    "Liam", "Maya", "Noah", "Olivia", "Paul", "Quinn", "Rosa", "Sam", "Tara", "Umar", "Vera",
+    "Will", "Xena", "Yusuf", "Zoe", "Lucas", "Mia", "Leon", "Sofia", "Marco", "Elena", "Jan",
+    "Eva", "Pierre", "Lea", "Carlos", "Lucia", "Lars", "Ingrid",
+];
+
+const LAST_NAMES: &[&str] = &[
+    "Smith",
+    "Jones",
+    "Taylor",
+    "Brown",
+    "Wilson",
+    "Evans",
+    "Muller",
+    "Schmidt",
+    "Schneider",
+    "Fischer",
+    "Martin",
+    "Bernard",
+    "Dubois",
+    "Garcia",
+    "Lopez",
+    "Martinez",
+    "Rossi",
+    "Russo",
+    "Bianchi",
+    "Jansen",
+    "de Vries",
+    "Bakker",
+    "Andersson",
+    "Johansson",
+    "Nielsen",
+    "Hansen",
+    "Kowalski",
+    "Nowak",
+    "Murphy",
+    "Kelly",
+    "Silva",
+    "Santos",
+    "Novak",
+    "Horvat",
+    "Walker",
+    "Young",
+    "King",
+    "Wright",
+    "Scott",
+    "Green",
+];
+
+const EMAIL_DOMAINS: &[&str] = &["example.com", "example.org", "example.net"];
+
+/// (city, country, weight).
+const CITIES: &[(&str, &str, u64)] = &[
+    ("London", "United Kingdom", 90),
+    ("Manchester", "United Kingdom", 30),
+    ("Edinburgh", "United Kingdom", 15),
+    ("Berlin", "Germany", 50),
+    ("Munich", "Germany", 30),
+    ("Hamburg", "Germany", 25),
+    ("Paris", "France", 50),
+    ("Lyon", "France", 20),
+    ("Madrid", "Spain", 35),
+    ("Barcelona", "Spain", 30),
+    ("Milan", "Italy", 25),
+    ("Rome", "Italy", 25),
+    ("Amsterdam", "Netherlands", 25),
+    ("Rotterdam", "Netherlands", 10),
+    ("Stockholm", "Sweden", 15),
+    ("Copenhagen", "Denmark", 12),
+    ("Oslo", "Norway", 10),
+    ("Dublin", "Ireland", 15),
+    ("Lisbon", "Portugal", 12),
+    ("Vienna", "Austria", 12),
+    ("Zurich", "Switzerland", 10),
+    ("Warsaw", "Poland", 15),
+    ("Prague", "Czech Republic", 10),
+    ("New York", "United States", 40),
+    ("Chicago", "United States", 20),
+    ("Toronto", "Canada", 15),
+    ("Sydney", "Australia", 12),
+];
+
+/// Channels and their shares of customers.
+const CHANNELS: &[(&str, u64)] = &[("web", 50), ("app", 30), ("store", 20)];
+
+/// A product category: name, median price in whole currency units,
+/// purchase weight, product nouns and brands.
+struct Category {
+    name: &'static str,
+    median_price: f64,
+    weight: u64,
+    nouns: &'static [&'static str],
+    brands: &'static [&'static str],
+}
+
+const CATEGORIES: &[Category] = &[
+    Category {
+        name: "Sofas",
+        median_price: 900.0,
+        weight: 3,
+        nouns: &[
+            "3-seat sofa",
+            "2-seat sofa",
+            "corner sofa",
+            "sofa bed",
+            "chaise sofa",
+        ],
+        brands: &["Nordhem", "Loftline", "Casa Verde", "Brightwood"],
+    },
+    Category {
+        name: "Coffee tables",
+        median_price: 180.0,
+        weight: 3,
+        nouns: &[
+            "coffee table",
+            "side table",
+            "nesting tables",
+            "lift-top coffee table",
+        ],
+        brands: &["Nordhem", "Oakcraft", "Loftline", "Tavola"],
+    },
+    Category {
+        name: "Lamps",
+        median_price: 60.0,
+        weight: 6,
+        nouns: &["floor lamp", "table lamp", "desk lamp", "pendant light"],
+        brands: &["Lumen & Co", "Brightwood", "Halo", "Glimmer"],
+    },
+    Category {
+        name: "Rugs",
+        median_price: 150.0,
+        weight: 4,
+        nouns: &["wool rug", "runner", "round rug", "shaggy rug"],
+        brands: &["Weavers Guild", "Casa Verde", "Kilim House"],
+    },
+    Category {
+        name: "Bedding",
+        median_price: 60.0,
+        weight: 6,
+        nouns: &["duvet cover", "pillow", "fitted sheet", "throw blanket"],
+        brands: &["Dreamwell", "Linen Lane", "Nordhem"],
+    },
+    Category {
+        name: "Kitchen",
+        median_price: 35.0,
+        weight: 9,
+        nouns: &[
+            "frying pan",
+            "chef's knife",
+            "kettle",
+            "mixing bowls",
+            "teapot",
+        ],
+        brands: &["Culina", "Ironforge", "Bake & Co", "Tavola"],
+    },
+    Category {
+        name: "Headphones",
+        median_price: 120.0,
+        weight: 6,
+        nouns: &[
+            "over-ear headphones",
+            "earbuds",
+            "noise-cancelling headphones",
+        ],
+        brands: &["Sonora", "Aurix", "Quietwave", "Beatline"],
+    },
+    Category {
+        name: "Phones",
+        median_price: 450.0,
+        weight: 3,
+        nouns: &[
+            "smartphone",
+            "music player",
+            "pocket music player",
+            "flip phone",
+        ],
+        brands: &["Pomme", "Novatel", "Aurix", "Zento"],
+    },
+    Category {
+        name: "Tea",
+        median_price: 8.0,
+        weight: 14,
+        nouns: &["green tea", "black tea", "herbal tea", "oolong tea", "chai"],
+        brands: &["Leaf & Kettle", "Darjeeling House", "Teaworks"],
+    },
+    Category {
+        name: "Coffee",
+        median_price: 12.0,
+        weight: 14,
+        nouns: &[
+            "espresso beans",
+            "filter coffee",
+            "ground coffee",
+            "coffee capsules",
+        ],
+        brands: &["Roastery 9", "Bean There", "Crema", "Highland Roast"],
+    },
+    Category {
+        name: "Books",
+        median_price: 18.0,
+        weight: 10,
+        nouns: &[
+            "novel",
+            "cookbook",
+            "travel guide",
+            "biography",
+            "children's book",
+        ],
+        brands: &["Penfold Press", "Northlight Books", "Marigold"],
+    },
+    Category {
+        name: "Toys",
+        median_price: 25.0,
+        weight: 8,
+        nouns: &[
+            "building set",
+            "puzzle",
+            "plush bear",
+            "board game",
+            "toy car",
+        ],
+        brands: &["Playwell", "Tinker Toys", "Bricko", "Little Owl"],
+    },
+    Category {
+        name: "Allergy care",
+        median_price: 15.0,
+        weight: 5,
+        nouns: &[
+            "antihistamine tablets",
+            "nasal spray",
+            "eye drops",
+            "air purifier filter",
+        ],
+        brands: &["Clarea", "Pollenix", "Breathe Easy"],
+    },
+    Category {
+        name: "Beauty",
+        median_price: 20.0,
+        weight: 5,
+        nouns: &["face cream", "shampoo", "lip balm", "perfume"],
+        brands: &["Velour", "Pure Bloom", "Aqua Vita"],
+    },
+    Category {
+        name: "Garden",
+        median_price: 40.0,
+        weight: 4,
+        nouns: &["planter", "garden hose", "pruning shears", "bird feeder"],
+        brands: &["Greenthumb", "Fieldstone", "Casa Verde"],
+    },
+    Category {
+        name: "Pet supplies",
+        median_price: 18.0,
+        weight: 5,
+        nouns: &["dog bed", "cat toy", "pet food bowl", "leash"],
+        brands: &["Pawsome", "Whisker & Tail", "Furbright"],
+    },
+];
+
+const MODELS: &[&str] = &[
+    "Classic",
+    "Nova",
+    "Aria",
+    "Pro",
+    "Lite",
+    "Max",
+    "Mini",
+    "Plus",
+    "Eco",
+    "Studio",
+    "Luxe",
+    "Essential",
+];
+
+/// Items per order: 1 to 5.
+const ITEMS_PER_ORDER: &[u64] = &[45, 25, 15, 10, 5];
+/// Quantity per line: 1 to 4.
+const QUANTITIES: &[u64] = &[80, 14, 4, 2];
+
+struct Product {
+    id: i64,
+    name: String,
+    category: usize,
+    brand: &'static str,
+    price_cents: i64,
+}
+
+/// The fixed product catalog.
+struct Catalog {
+    products: Vec<Product>,
+    /// Indexes into `products`, per category, the most popular first.
+    by_category: Vec<Vec<usize>>,
+    category_weights: Weighted,
+}
+
+impl Catalog {
+    fn new(seed: u64) -> Self {
+        let mut rng = Rng::for_key(seed, STREAM_CATALOG, 0);
+        let n_categories = CATEGORIES.len();
+        let mut products = Vec::with_capacity(PRODUCTS);
+        let mut by_category = Vec::with_capacity(n_categories);
+        for (index, category) in CATEGORIES.iter().enumerate() {
+            // An even share each, the first ones taking the remainder.
+            let count = PRODUCTS / n_categories + usize::from(index < PRODUCTS % n_categories);
+            let mut members = Vec::with_capacity(count);
+            for _ in 0..count {
+                let brand = *rng.pick(category.brands);
+                let model = *rng.pick(MODELS);
+                let noun = *rng.pick(category.nouns);
+                let units = rng.log_normal(category.median_price, 0.45).round().max(1.0);
+                members.push(products.len());
+                products.push(Product {
+                    id: products.len() as i64 + 1,
+                    name: format!("{brand} {model} {noun}"),
+                    category: index,
+                    brand,
+                    // Prices end in .99.
+                    price_cents: units as i64 * 100 - 1,
+                });
+            }
+            by_category.push(members);
+        }
+        Self {
+            products,
+            by_category,
+            category_weights: Weighted::new(CATEGORIES.iter().map(|c| c.weight)),
+        }
+    }
+
+    fn batch(&self) -> Result<RecordBatch, Error> {
+        let mut id = Int64Builder::new();
+        let mut name = StringBuilder::new();
+        let mut category = StringBuilder::new();
+        let mut brand = StringBuilder::new();
+        let mut price = Decimal128Builder::new();
+        for product in &self.products {
+            id.append_value(product.id);
+            name.append_value(&product.name);
+            category.append_value(CATEGORIES[product.category].name);
+            brand.append_value(product.brand);
+            price.append_value(i128::from(product.price_cents));
+        }
+        batch(
+            products_schema(),
+            vec![
+                Arc::new(id.finish()),
+                Arc::new(name.finish()),
+                Arc::new(category.finish()),
+                Arc::new(brand.finish()),
+                decimal_array(&mut price)?,
+            ],
+        )
+    }
+
+    /// A product of `category`, popular ones more often.
+    fn product_in(&self, rng: &mut Rng, category: usize) -> &Product {
+        let members = &self.by_category[category];
+        let index = (members.len() as f64 * rng.unit() * rng.unit()) as usize;
+        &self.products[members[index.min(members.len() - 1)]]
+    }
+}
+
+/// Generates customers one at a time into the row buffers.
+struct Generator<'a> {
+    seed: u64,
+    catalog: &'a Catalog,
+    customers: CustomerRows,
+    orders: OrderRows,
+    items: ItemRows,
+    next_order_id: i64,
+    counts: Counts,
+    /// Reused buffer of one customer's order instants.
+    times: Vec<i64>,
+    weights: Weights,
+}
+
+/// The fixed discrete distributions, built once.
+struct Weights {
+    cities: Weighted,
+    channels: Weighted,
+    items_per_order: Weighted,
+    quantities: Weighted,
+}
+
+impl Weights {
+    fn new() -> Self {
+        Self {
+            cities: Weighted::new(CITIES.iter().map(|c| c.2)),
+            channels: Weighted::new(CHANNELS.iter().map(|c| c.1)),
+            items_per_order: Weighted::new(ITEMS_PER_ORDER.iter().copied()),
+            quantities: Weighted::new(QUANTITIES.iter().copied()),
+        }
+    }
+}
+
+impl Generator<'_> {
+    fn customer(&mut self, customer_id: i64) {
+        let mut rng = Rng::for_key(self.seed, STREAM_CUSTOMER, customer_id as u64);
+        let (start, end) = history();
+
+        let first = *rng.pick(FIRST_NAMES);
+        let last = *rng.pick(LAST_NAMES);
+        let (city, country, _) = CITIES[self.weights.cities.pick(&mut rng)];
+        let channel = CHANNELS[self.weights.channels.pick(&mut rng)].0;
+        let email = format!(
+            "{}.{}{}@{}",
+            first.to_ascii_lowercase(),
+            last.to_ascii_lowercase().replace(' ', ""),
+            customer_id,
+            rng.pick(EMAIL_DOMAINS)
+        );
+        let birthday = birthday(&mut rng);
+
+        // Sign-ups grow over time; a quarter of the customers predate the
+        // history.
+        let created = if rng.chance(EARLIER_CUSTOMERS) {
+            start - (rng.unit() * 2.0 * YEAR) as i64
+        } else {
+            start + (rng.unit().powf(0.7) * (end - start) as f64) as i64
+        };
+        let created = created - created.rem_euclid(SECOND);
+
+        self.customers.customer_id.append_value(customer_id);
+        self.customers.name.append_value(format!("{first} {last}"));
+        self.customers.email.append_value(email);
+        self.customers.city.append_value(city);
+        self.customers.country.append_value(country);
+        self.customers.channel.append_value(channel);
+        self.customers.birthday.append_option(birthday);
+        self.customers.created_at.append_value(created);
+        self.counts.customers += 1;
+
+        self.order_times(&mut rng, created, start, end);
+        let favourite = self.catalog.category_weights.pick(&mut rng);
+        let times = std::mem::take(&mut self.times);
+        for &ts in &times {
+            self.order(&mut rng, customer_id, channel, favourite, ts);
+        }
+        self.times = times;
+    }
+
+    /// Fills `self.times` with the instants of the customer's orders, in
+    /// order: a first order soon after sign-up (or after the history
+    /// starts), then a geometric number of further orders spread until the
+    /// customer lapses, at a log-normal rate per year.
+    fn order_times(&mut self, rng: &mut Rng, created: i64, start: i64, end: i64) {
+        self.times.clear();
+        let never = rng.chance(NEVER_ORDER);
+        let first = if created >= start {
+            created + (rng.exponential(7.0 * DAY as f64) as i64).max(SECOND)
+        } else {
+            start + rng.exponential(60.0 * DAY as f64) as i64
+        };
+        let first = first - first.rem_euclid(SECOND);
+        let lifetime = if rng.chance(LOYAL) {
+            f64::INFINITY
+        } else {
+            rng.exponential(MEAN_LIFETIME_YEARS * YEAR)
+        };
+        let rate = rng.log_normal(MEDIAN_ORDERS_PER_YEAR, 1.0);
+        if never || first >= end {
+            return;
+        }
+        let active_end = (first as f64 + lifetime).min(end as f64);
+        let span = active_end - first as f64;
+        let n = 1 + rng
+            .geometric(rate * span / YEAR)
+            .min(MAX_ORDERS_PER_CUSTOMER - 1);
+        self.times.push(first);
+        for _ in 1..n {
+            let ts = first + (rng.unit() * span) as i64;
+            self.times.push(ts - ts.rem_euclid(SECOND));
+        }
+        self.times.sort_unstable();
+    }
+
+    fn order(&mut self, rng: &mut Rng, customer_id: i64, channel: &str, favourite: usize, ts: i64) {
+        let order_id = self.next_order_id;
+        self.next_order_id += 1;
+        let customer = (!rng.chance(GUEST)).then_some(customer_id);
+        let status = if rng.chance(CANCELLED) {
+            "cancelled"
+        } else {
+            "completed"
+        };
+        let channel = if rng.chance(0.75) {
+            channel
+        } else {
+            CHANNELS[rng.below(CHANNELS.len() as u64) as usize].0
+        };
+        let n_items = self.weights.items_per_order.pick(rng) + 1;
+        let mut amount: i64 = 0;
+        for line_no in 1..=n_items {
+            let category = if rng.chance(0.4) {
+                favourite
+            } else {
+                self.catalog.category_weights.pick(rng)
+            };
+            let product = self.catalog.product_in(rng, category);
+            let quantity = self.weights.quantities.pick(rng) as i64 + 1;
+            let unit_price = if rng.chance(0.15) {
+                let discount = 10 * (1 + rng.below(3) as i64);
+                product.price_cents * (100 - discount) / 100
+            } else {
+                product.price_cents
+            };
+            let line_amount = unit_price * quantity;
+            amount += line_amount;
+            let items = &mut self.items;
+            items.order_id.append_value(order_id);
+            items.line_no.append_value(line_no as i32);
+            items.customer_id.append_option(customer);
+            items.order_ts.append_value(ts);
+            items.product_id.append_value(product.id);
+            items.quantity.append_value(quantity as i32);
+            items.unit_price.append_value(i128::from(unit_price));
+            items.line_amount.append_value(i128::from(line_amount));
+            items.status.append_value(status);
+        }
+        let orders = &mut self.orders;
+        orders.order_id.append_value(order_id);
+        orders.customer_id.append_option(customer);
+        orders.order_ts.append_value(ts);
+        orders.amount.append_value(i128::from(amount));
+        orders.status.append_value(status);
+        orders.channel.append_value(channel);
+        orders.n_items.append_value(n_items as i32);
+        self.counts.orders += 1;
+        self.counts.order_items += n_items as u64;
+    }
+}
+
+/// A birthday for an adult aged 18 to 80 at the end of 2024, or none (one
+/// customer in ten).
+fn birthday(rng: &mut Rng) -> Option<i32> {
+    if rng.chance(0.1) {
+        return None;
+    }
+    let year = 1944 + rng.below(63) as i64;
+    if rng.chance(EXTRA_FEB_29) {
+        // The nearest leap year at or before `year` (all of 1944..2006 that
+        // are divisible by 4 are leap years).
+        return Some(days_from_civil(year - year % 4, 2, 29) as i32);
+    }
+    let days = days_from_civil(year + 1, 1, 1) - days_from_civil(year, 1, 1);
+    Some((days_from_civil(year, 1, 1) + rng.below(days as u64) as i64) as i32)
+}
+
+/// Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
+/// `days_from_civil`).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let month_index = (month + 9) % 12;
+    let day_of_year = (153 * month_index + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+/// `1234567` as `1,234,567`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// Randomness
+
+/// splitmix64's finaliser: a bijective mix of 64 bits.
+fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+const GOLDEN_GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// A small seeded generator (splitmix64): fast, 64 bits of state, and the
+/// same sequence on every run and platform for the same seed.
+#[derive(Debug, Clone)]
+pub struct Rng {
+    state: u64,
+}
+
+impl Rng {
+    /// A generator starting from `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self { state: seed }
+    }
+
+    /// An independent generator for one key (such as a customer id) of one
+    /// stream, so each key's draws do not depend on the others'.
+    pub fn for_key(seed: u64, stream: u64, key: u64) -> Self {
+        Self::new(mix64(
+            mix64(seed ^ stream.wrapping_mul(GOLDEN_GAMMA)) ^ key.wrapping_mul(GOLDEN_GAMMA),
+        ))
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(GOLDEN_GAMMA);
+        mix64(self.state)
+    }
+
+    /// Uniform in [0, 1), with 53 bits.
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+
+    /// Uniform in [0, n) (0 when n is 0); the bias is below 2^-32 for the
+    /// small n used here.
+    pub fn below(&mut self, n: u64) -> u64 {
+        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
+    }
+
+    /// True with probability `p`.
+    pub fn chance(&mut self, p: f64) -> bool {
+        self.unit() < p
+    }
+
+    /// One element of a non-empty slice, uniformly.
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len() as u64) as usize]
+    }
+
+    /// Standard normal (Box-Muller).
+    pub fn normal(&mut self) -> f64 {
+        let u1 = 1.0 - self.unit();
+        let u2 = self.unit();
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    }
+
+    /// Log-normal with the given median and log-scale spread.
+    pub fn log_normal(&mut self, median: f64, sigma: f64) -> f64 {
+        median * (sigma * self.normal()).exp()
+    }
+
+    /// Exponential with the given mean.
+    pub fn exponential(&mut self, mean: f64) -> f64 {
+        -(1.0 - self.unit()).ln() * mean
+    }
+
+    /// Geometric on 0, 1, 2, ... with the given mean (0 when the mean is
+    /// not positive).
+    pub fn geometric(&mut self, mean: f64) -> u64 {
+        if mean.is_nan() || mean <= 0.0 {
+            return 0;
+        }
+        let q = mean / (1.0 + mean);
+        ((1.0 - self.unit()).ln() / q.ln()).floor() as u64
+    }
+}
+
+/// A discrete distribution over 0..n given by integer weights.
+#[derive(Debug, Clone)]
+struct Weighted {
+    cumulative: Vec<u64>,
+}
+
+impl Weighted {
+    fn new(weights: impl IntoIterator<Item = u64>) -> Self {
+        let mut total = 0;
+        let cumulative = weights
+            .into_iter()
+            .map(|w| {
+                total += w;
+                total
+            })
+            .collect();
+        Self { cumulative }
+    }
+
+    /// An index, chosen with probability proportional to its weight.
+    fn pick(&self, rng: &mut Rng) -> usize {
+        let total = self.cumulative.last().copied().unwrap_or(0);
+        let draw = rng.below(total);
+        self.cumulative.partition_point(|&c| c <= draw)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generate_splitmix64_matches_the_reference_sequence() {
+        // The first outputs of splitmix64 seeded with 0, from the
+        // reference implementation.
+        let mut rng = Rng::new(0);
+        assert_eq!(rng.next_u64(), 0xe220_a839_7b1d_cdaf);
+        assert_eq!(rng.next_u64(), 0x6e78_9e6a_a1b9_65f4);
+        assert_eq!(rng.next_u64(), 0x06c4_5d18_8009_454f);
+    }
+
+    #[test]
+    fn generate_streams_are_reproducible_and_distinct() {
+        let draw = |seed, stream, key| Rng::for_key(seed, stream, key).next_u64();
+        assert_eq!(draw(42, 2, 7), draw(42, 2, 7));
+        assert_ne!(draw(42, 2, 7), draw(42, 2, 8));
+        assert_ne!(draw(42, 2, 7), draw(42, 1, 7));
+        assert_ne!(draw(42, 2, 7), draw(43, 2, 7));
+    }
+
+    fn mean(values: impl Iterator<Item = f64>) -> (f64, f64) {
+        let values: Vec<f64> = values.collect();
+        let n = values.len() as f64;
+        let mean = values.iter().sum::<f64>() / n;
+        let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
+        (mean, var.sqrt())
+    }
+
+    #[test]
+    fn generate_uniform_draws_stay_in_range() {
+        let mut rng = Rng::new(1);
+        for _ in 0..10_000 {
+            let u = rng.unit();
+            assert!((0.0..1.0).contains(&u));
+            assert!(rng.below(7) < 7);
+        }
+        assert_eq!(rng.below(0), 0);
+        let (m, sd) = mean((0..100_000).map(|_| rng.unit()));
+        assert!((m - 0.5).abs() < 0.01, "{m}");
+        assert!((sd - (1.0f64 / 12.0).sqrt()).abs() < 0.01, "{sd}");
+    }
+
+    #[test]
+    fn generate_distributions_have_their_moments() {
+        let mut rng = Rng::new(2);
+        let (m, sd) = mean((0..100_000).map(|_| rng.normal()));
+        assert!(m.abs() < 0.02 && (sd - 1.0).abs() < 0.02, "{m} {sd}");
+        let (m, _) = mean((0..100_000).map(|_| rng.exponential(3.0)));
+        assert!((m - 3.0).abs() < 0.1, "{m}");
+        let (m, _) = mean((0..100_000).map(|_| rng.geometric(4.0) as f64));
+        assert!((m - 4.0).abs() < 0.1, "{m}");
+        assert_eq!(rng.geometric(0.0), 0);
+        assert_eq!(rng.geometric(f64::NAN), 0);
+        let mut logs: Vec<f64> = (0..100_001).map(|_| rng.log_normal(10.0, 1.0)).collect();
+        logs.sort_by(f64::total_cmp);
+        let median = logs[50_000];
+        assert!((median - 10.0).abs() < 0.3, "{median}");
+        let hits = (0..100_000).filter(|_| rng.chance(0.05)).count();
+        assert!((4_500..5_500).contains(&hits), "{hits}");
+    }
+
+    #[test]
+    fn generate_weighted_picks_follow_the_weights() {
+        let mut rng = Rng::new(3);
+        let weighted = Weighted::new([1, 0, 3]);
+        let mut counts = [0; 3];
+        for _ in 0..40_000 {
+            counts[weighted.pick(&mut rng)] += 1;
+        }
+        assert_eq!(counts[1], 0);
+        assert!((9_000..11_000).contains(&counts[0]), "{counts:?}");
+        assert!((29_000..31_000).contains(&counts[2]), "{counts:?}");
+    }
+
+    #[test]
+    fn generate_days_from_civil_agrees_with_chrono() {
+        let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap();
+        for (y, m, d) in [
+            (1970, 1, 1),
+            (1944, 2, 29),
+            (2000, 3, 1),
+            (2024, 12, 31),
+            (1969, 12, 31),
+        ] {
+            let date = chrono::NaiveDate::from_ymd_opt(y, m, d).unwrap();
+            assert_eq!(
+                days_from_civil(i64::from(y), i64::from(m), i64::from(d)),
+                (date - epoch).num_days()
+            );
+        }
+    }
+
+    #[test]
+    fn generate_birthdays_include_feb_29_and_nulls() {
+        let mut rng = Rng::new(4);
+        let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap();
+        let days: Vec<Option<i32>> = (0..20_000).map(|_| birthday(&mut rng)).collect();
+        let nulls = days.iter().filter(|d| d.is_none()).count();
+        assert!((1_600..2_400).contains(&nulls), "{nulls}");
+        let dates: Vec<chrono::NaiveDate> = days
+            .iter()
+            .flatten()
+            .map(|&d| epoch + chrono::Duration::days(i64::from(d)))
+            .collect();
+        use chrono::Datelike;
+        assert!(dates.iter().all(|d| (1944..=2006).contains(&d.year())));
+        let feb_29 = dates
+            .iter()
+            .filter(|d| d.month() == 2 && d.day() == 29)
+            .count();
+        assert!(feb_29 >= 20, "{feb_29}");
+    }
+
+    #[test]
+    fn generate_scale_parses_and_rejects() {
+        assert_eq!("0.01".parse::<Scale>().unwrap().customers(), 10_000);
+        assert_eq!("1".parse::<Scale>().unwrap().customers(), 1_000_000);
+        assert_eq!("0.0000001".parse::<Scale>().unwrap().customers(), 1);
+        for bad in ["0", "-1", "nan", "abc", "", "inf", "1001"] {
+            assert!(bad.parse::<Scale>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn generate_thousands_separators() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1_000), "1,000");
+        assert_eq!(thousands(10_123_456), "10,123,456");
+    }
+
+    #[test]
+    fn generate_catalog_is_fixed_and_priced() {
+        let catalog = Catalog::new(DEFAULT_SEED);
+        assert_eq!(catalog.products.len(), PRODUCTS);
+        assert!(catalog.products.iter().all(|p| p.price_cents >= 99));
+        let names: Vec<&str> = CATEGORIES.iter().map(|c| c.name).collect();
+        for needed in ["Sofas", "Coffee tables", "Headphones", "Phones"] {
+            assert!(names.contains(&needed));
+        }
+        let again = Catalog::new(DEFAULT_SEED);
+        assert!(
+            catalog
+                .products
+                .iter()
+                .zip(&again.products)
+                .all(|(a, b)| a.name == b.name && a.price_cents == b.price_cents)
+        );
+    }
+}
