@@ -177,10 +177,9 @@ pub async fn run(
     bar.finish_and_clear();
     writeln!(
         report,
-        "{} segments from {} saved in {}, refreshed {} times ({} to {}), one pass over orders \
-         per refresh\n",
+        "{} segments from [segments] folder saved in {}, refreshed {} times ({} to {}), one pass \
+         over orders per refresh\n",
         files.len(),
-        "[segments] folder",
         store.root().display(),
         days.len(),
         days[0],
