@@ -11,6 +11,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
 use datafusion::prelude::SessionContext;
@@ -331,8 +332,15 @@ async fn run(args: Args) -> Result<(), Error> {
     let mut ctx = match args.memory_limit {
         Some(bytes) => SessionContext::new_with_config_rt(
             datafusion::prelude::SessionConfig::new(),
+            // A fair pool shares the limit between the partitions of a
+            // spilling operator, so one partition cannot starve another.
             datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
-                .with_memory_limit(bytes, 1.0)
+                .with_memory_pool(Arc::new(
+                    datafusion::execution::memory_pool::TrackConsumersPool::new(
+                        datafusion::execution::memory_pool::FairSpillPool::new(bytes),
+                        std::num::NonZeroUsize::new(5).unwrap_or(std::num::NonZeroUsize::MIN),
+                    ),
+                ))
                 .build_arc()?,
         ),
         None => SessionContext::new(),
