@@ -167,6 +167,18 @@ fn interactive_session_in_a_terminal() {
     term.keys(&["SELECT 40 + 2 AS answer;", "Enter"]);
     term.wait_for("42");
 
+    // Ctrl-C cancels a statement that would run for hours (541,909 squared
+    // pairs) and keeps the session.
+    term.keys(&[
+        "SELECT count(*) AS pairs FROM order_items a, order_items b WHERE a.quantity + b.quantity = -99999;",
+        "Enter",
+    ]);
+    sleep(Duration::from_millis(1500));
+    term.keys(&["", "C-c"]);
+    term.wait_for("cancelled");
+    term.keys(&["SELECT 6 * 7 + 1000 AS after_cancel;", "Enter"]);
+    term.wait_for("1042");
+
     // Ctrl-C while typing drops the line; \q quits and saves history.
     term.keys(&["SELECT 'never", "C-c"]);
     term.keys(&["\\q", "Enter"]);
