@@ -645,7 +645,10 @@ async fn export(
     {
         return Err(Error::ParquetToTerminal);
     }
-    let results = segql::session::collect_sql(ctx, &sql).await?;
+    let spinner = segql::progress::spinner(format!("exporting segment {code}"));
+    let results = segql::session::collect_sql(ctx, &sql).await;
+    spinner.finish_and_clear();
+    let results = results?;
     write_results(&results, format, out)
 }
 
@@ -767,9 +770,14 @@ async fn run_statements(
     target: String,
 ) -> Result<(), Error> {
     let mut printer = Printer::new(out, args.format(), target);
+    // On a terminal, a spinner runs while statements do; it steps aside
+    // while a result is printed.
+    let spinner = segql::progress::spinner("running".into());
+    let mut print =
+        |result: &segql::session::StatementResult| spinner.suspend(|| printer.print(result));
 
     for sql in &args.commands {
-        run_sql(ctx, sql, |result| printer.print(result)).await?;
+        run_sql(ctx, sql, &mut print).await?;
     }
     let mut failed = 0;
     for path in &args.files {
@@ -778,17 +786,18 @@ async fn run_statements(
             source,
         })?;
         if args.continue_on_error {
-            let errors = run_sql_each(ctx, &sql, |result| printer.print(result)).await?;
+            let errors = run_sql_each(ctx, &sql, &mut print).await?;
             for e in &errors {
-                eprintln!("error: in {}: {e}", path.display());
+                spinner.suspend(|| eprintln!("error: in {}: {e}", path.display()));
             }
             failed += errors.len();
         } else {
-            run_sql(ctx, &sql, |result| printer.print(result))
+            run_sql(ctx, &sql, &mut print)
                 .await
                 .map_err(|e| e.in_file(path))?;
         }
     }
+    spinner.finish_and_clear();
     printer.finish()?;
     if failed > 0 {
         return Err(Error::StatementsFailed(failed));

@@ -4,7 +4,7 @@
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressFinish, ProgressStyle};
 
 /// Whether progress is drawn at all.
 pub fn enabled() -> bool {
@@ -16,7 +16,10 @@ pub fn spinner(message: String) -> ProgressBar {
     if !enabled() {
         return ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden());
     }
-    let bar = ProgressBar::new_spinner().with_message(message);
+    // Dropped early (an error), it clears itself rather than stay on screen.
+    let bar = ProgressBar::new_spinner()
+        .with_message(message)
+        .with_finish(ProgressFinish::AndClear);
     if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} ({elapsed})") {
         bar.set_style(style);
     }
@@ -29,7 +32,9 @@ pub fn bar(total: u64, message: String) -> ProgressBar {
     if !enabled() {
         return ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden());
     }
-    let bar = ProgressBar::new(total).with_message(message);
+    let bar = ProgressBar::new(total)
+        .with_message(message)
+        .with_finish(ProgressFinish::AndClear);
     if let Ok(style) =
         ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({elapsed}, {eta} left)")
     {
