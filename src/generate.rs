@@ -19,7 +19,7 @@
 
 use std::fmt;
 use std::fs::File;
-use std::io::{BufWriter, IsTerminal, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -34,7 +34,6 @@ use datafusion::error::DataFusionError;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::{WriterProperties, WriterVersion};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::error::Error;
 
@@ -211,16 +210,7 @@ pub fn write(options: &Options) -> Result<Summary, Error> {
     }
 
     let n_customers = options.scale.customers();
-    let progress = if std::io::stderr().is_terminal() {
-        let style = ProgressStyle::with_template(
-            "generating {bar:30} {human_pos}/{human_len} customers ({eta} left)",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
-        ProgressBar::with_draw_target(Some(n_customers), ProgressDrawTarget::stderr())
-            .with_style(style)
-    } else {
-        ProgressBar::hidden()
-    };
+    let progress = crate::progress::bar(n_customers, "generating customers".into());
 
     // Removes every `.partial` file unless the run got to the renames.
     let mut partials = Partials(Vec::new());

@@ -13,7 +13,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::error::DataFusionError;
@@ -250,6 +251,18 @@ pub struct StatementResult {
 }
 
 impl StatementResult {
+    /// A one-batch result of `fields` holding `columns` (segql's own
+    /// tables: messages, listings, refresh summaries).
+    pub fn from_columns(fields: Vec<Field>, columns: Vec<ArrayRef>) -> Result<Self, Error> {
+        let schema = Arc::new(Schema::new(fields));
+        let batch =
+            RecordBatch::try_new(Arc::clone(&schema), columns).map_err(DataFusionError::from)?;
+        Ok(Self {
+            schema,
+            batches: vec![batch],
+        })
+    }
+
     /// Number of rows over all batches.
     pub fn num_rows(&self) -> usize {
         self.batches.iter().map(RecordBatch::num_rows).sum()

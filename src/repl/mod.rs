@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::array::{ArrayRef, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field};
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::Documentation;
 use datafusion::prelude::SessionContext;
@@ -187,12 +187,10 @@ async fn tables(ctx: &SessionContext) -> Vec<(String, Vec<(String, String)>)> {
 
 /// A result of text columns.
 fn text_table(headers: &[&str], rows: &[Vec<String>]) -> Result<StatementResult, Error> {
-    let schema = Arc::new(Schema::new(
-        headers
-            .iter()
-            .map(|h| Field::new(*h, DataType::Utf8, false))
-            .collect::<Vec<_>>(),
-    ));
+    let fields = headers
+        .iter()
+        .map(|h| Field::new(*h, DataType::Utf8, false))
+        .collect();
     let columns: Vec<ArrayRef> = (0..headers.len())
         .map(|i| {
             Arc::new(StringArray::from_iter_values(
@@ -200,12 +198,7 @@ fn text_table(headers: &[&str], rows: &[Vec<String>]) -> Result<StatementResult,
             )) as ArrayRef
         })
         .collect();
-    let batch =
-        RecordBatch::try_new(Arc::clone(&schema), columns).map_err(DataFusionError::from)?;
-    Ok(StatementResult {
-        schema,
-        batches: vec![batch],
-    })
+    StatementResult::from_columns(fields, columns)
 }
 
 fn print(result: &StatementResult, format: Format) -> Result<(), Error> {

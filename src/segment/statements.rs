@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field};
 use datafusion::common::DataFusionError;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
@@ -71,14 +71,10 @@ async fn preview(ctx: &SessionContext, plan: LogicalPlan) -> Result<Vec<Statemen
 }
 
 fn single_row(name: &str, value: i64) -> Result<StatementResult, Error> {
-    let schema = Arc::new(Schema::new(vec![Field::new(name, DataType::Int64, false)]));
-    let column: ArrayRef = Arc::new(Int64Array::from(vec![value]));
-    let batch =
-        RecordBatch::try_new(Arc::clone(&schema), vec![column]).map_err(DataFusionError::from)?;
-    Ok(StatementResult {
-        schema,
-        batches: vec![batch],
-    })
+    StatementResult::from_columns(
+        vec![Field::new(name, DataType::Int64, false)],
+        vec![Arc::new(Int64Array::from(vec![value]))],
+    )
 }
 
 /// The plans, the equivalent SQL, and how many customers each top-level
@@ -135,22 +131,19 @@ async fn explain(
             format!("{text}: {alone} alone, {so_far} with the conditions before it"),
         ));
     }
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("step", DataType::Utf8, false),
-        Field::new("detail", DataType::Utf8, false),
-    ]));
     let steps: ArrayRef = Arc::new(StringArray::from_iter_values(
         rows.iter().map(|r| r.0.as_str()),
     ));
     let details: ArrayRef = Arc::new(StringArray::from_iter_values(
         rows.iter().map(|r| r.1.as_str()),
     ));
-    let batch = RecordBatch::try_new(Arc::clone(&schema), vec![steps, details])
-        .map_err(DataFusionError::from)?;
-    Ok(vec![StatementResult {
-        schema,
-        batches: vec![batch],
-    }])
+    Ok(vec![StatementResult::from_columns(
+        vec![
+            Field::new("step", DataType::Utf8, false),
+            Field::new("detail", DataType::Utf8, false),
+        ],
+        vec![steps, details],
+    )?])
 }
 
 /// A condition every customer meets, to count the population.

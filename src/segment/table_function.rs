@@ -77,12 +77,18 @@ pub fn plan_text(
     })
 }
 
-fn literal(expr: &Expr) -> Option<&ScalarValue> {
+/// The constant value of a table function's argument (through casts).
+pub(crate) fn literal(expr: &Expr) -> Option<&ScalarValue> {
     match expr {
         Expr::Literal(value, _) => Some(value),
         Expr::Cast(c) => literal(&c.expr),
         _ => None,
     }
+}
+
+/// The constant text of a table function's argument.
+pub(crate) fn text_literal(expr: &Expr) -> Option<&str> {
+    literal(expr)?.try_as_str().flatten()
 }
 
 /// Reads the optional `as_of` argument: a date or 'YYYY-MM-DD' text.
@@ -117,17 +123,10 @@ impl TableFunctionImpl for SegmentTableFunction {
                 exprs.len()
             );
         }
-        let source = match literal(&exprs[0]) {
-            Some(
-                ScalarValue::Utf8(Some(s))
-                | ScalarValue::Utf8View(Some(s))
-                | ScalarValue::LargeUtf8(Some(s)),
-            ) => s.clone(),
-            _ => {
-                return plan_err!(
-                    "segment: the condition must be constant text, as in segment('orders_count >= 3')"
-                );
-            }
+        let Some(source) = text_literal(&exprs[0]).map(str::to_string) else {
+            return plan_err!(
+                "segment: the condition must be constant text, as in segment('orders_count >= 3')"
+            );
         };
         let as_of = as_of_argument(exprs.get(1), self.catalog.as_of)?;
         let plan = plan_text(&source, &self.catalog, as_of)?;

@@ -28,6 +28,7 @@ use super::refresh::live_definitions;
 use super::{Snapshot, Store, tables};
 use crate::error::Error;
 use crate::segment::catalog::StoredSegments;
+use crate::segment::table_function::{literal, text_literal};
 
 /// The store as the SQL functions read it, with what they have loaded.
 #[derive(Debug)]
@@ -158,15 +159,12 @@ impl StoreReader {
             let snapshot = loaded.snapshot.clone();
             let code_owned = code.to_string();
             let ids = block_on(async move {
-                let ctx = snapshot.session()?;
-                let batches = ctx
-                    .sql(&format!(
+                let batches = snapshot
+                    .query(&format!(
                         "SELECT customer_id FROM {} WHERE exited_at IS NULL AND segment = '{}'",
                         tables::MEMBERSHIP,
                         code_owned
                     ))
-                    .await?
-                    .collect()
                     .await?;
                 let mut ids = HashSet::new();
                 for batch in &batches {
@@ -259,16 +257,13 @@ impl ScalarUDFImpl for InSegmentFunc {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let code = match &args.args[1] {
-            ColumnarValue::Scalar(
-                ScalarValue::Utf8(Some(code))
-                | ScalarValue::Utf8View(Some(code))
-                | ScalarValue::LargeUtf8(Some(code)),
-            ) => code.clone(),
-            _ => {
-                return exec_err!("in_segment: the segment code must be a constant such as 'vip'");
-            }
+            ColumnarValue::Scalar(value) => value.try_as_str().flatten(),
+            ColumnarValue::Array(_) => None,
         };
-        let members = self.reader.members(&code)?;
+        let Some(code) = code else {
+            return exec_err!("in_segment: the segment code must be a constant such as 'vip'");
+        };
+        let members = self.reader.members(code)?;
         let ids: ArrayRef = args.args[0].to_array(args.number_rows)?;
         let ids = cast(&ids, &DataType::Int64)?;
         let ids = ids
@@ -295,14 +290,6 @@ impl SegmentMembersFunc {
     }
 }
 
-fn literal(expr: &Expr) -> Option<&ScalarValue> {
-    match expr {
-        Expr::Literal(value, _) => Some(value),
-        Expr::Cast(c) => literal(&c.expr),
-        _ => None,
-    }
-}
-
 /// The instant an `as_of` argument names, in microseconds: a date means
 /// 00:00 UTC of that day.
 fn instant(expr: &Expr) -> Result<i64> {
@@ -322,12 +309,7 @@ fn instant(expr: &Expr) -> Result<i64> {
         Some(ScalarValue::TimestampNanosecond(Some(v), _)) => Some(v / 1000),
         Some(ScalarValue::TimestampMillisecond(Some(v), _)) => Some(v * 1000),
         Some(ScalarValue::TimestampSecond(Some(v), _)) => Some(v * 1_000_000),
-        Some(
-            ScalarValue::Utf8(Some(t))
-            | ScalarValue::Utf8View(Some(t))
-            | ScalarValue::LargeUtf8(Some(t)),
-        ) => text_instant(t),
-        _ => None,
+        _ => text_literal(expr).and_then(text_instant),
     };
     match value {
         Some(v) => Ok(v),
@@ -347,13 +329,8 @@ impl TableFunctionImpl for SegmentMembersFunc {
                 exprs.len()
             );
         }
-        let code = match literal(&exprs[0]) {
-            Some(
-                ScalarValue::Utf8(Some(s))
-                | ScalarValue::Utf8View(Some(s))
-                | ScalarValue::LargeUtf8(Some(s)),
-            ) => s.clone(),
-            _ => return plan_err!("segment_members: the code must be text such as 'vip'"),
+        let Some(code) = text_literal(&exprs[0]).map(str::to_string) else {
+            return plan_err!("segment_members: the code must be text such as 'vip'");
         };
         let at = exprs.get(1).map(instant).transpose()?;
         let membership = self.reader.with_loaded(|loaded| {

@@ -16,9 +16,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray};
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use datafusion::common::DataFusionError;
+use datafusion::arrow::array::{ArrayRef, BooleanArray, Int64Array, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field};
 use datafusion::prelude::SessionContext;
 
 use super::refresh::{self, NewMembers, RefreshOptions};
@@ -358,7 +357,8 @@ async fn change(
     let lock = store.lock(env.wait)?;
     let pinned = store.recover(&lock).await?;
     let snapshot = store.snapshot().await?;
-    let live = refresh::live_definitions(&snapshot).await?;
+    let history = refresh::definitions(&snapshot).await?;
+    let live = refresh::newest(&history);
     let now = now_micros();
     let refresh_id = pinned.next_refresh_id();
     let at = day_micros(env.as_of.0);
@@ -388,10 +388,13 @@ async fn change(
             let catalog = refresh::catalog_with_store(&env.catalog, &snapshot, codes.clone())?;
             // Planning checks names and types before anything is written.
             plan_text(&condition, &catalog, env.as_of)?;
-            let previous = refresh::versions(&snapshot, &code)
-                .await?
-                .last()
-                .map_or(0, |d| d.version);
+            // A code used before (then dropped) goes on from its last version.
+            let previous = history
+                .iter()
+                .filter(|d| d.code == code)
+                .map(|d| d.version)
+                .max()
+                .unwrap_or(0);
             let definition = Definition {
                 code: code.clone(),
                 version: previous + 1,
@@ -549,49 +552,33 @@ async fn change(
 /// The latest instant a stay of `code` began (0 if none), so a drop never
 /// closes a stay before it opened.
 async fn latest_entry(snapshot: &super::Snapshot, code: &str) -> Result<i64, Error> {
-    let ctx = snapshot.session()?;
-    let batches = ctx
-        .sql(&format!(
-            "SELECT CAST(max(entered_at) AS BIGINT) AS last FROM {} WHERE segment = '{}'",
+    // CAST(timestamp AS BIGINT) gives microseconds for a microsecond column.
+    let last = snapshot
+        .query_i64(&format!(
+            "SELECT CAST(max(entered_at) AS BIGINT) FROM {} WHERE segment = '{}'",
             super::tables::MEMBERSHIP,
             code.replace('\'', "''")
         ))
-        .await?
-        .collect()
         .await?;
-    let last = batches
-        .first()
-        .and_then(|b| super::tables::Columns::new(b).int64("last").ok())
-        .and_then(|v| v.into_iter().next().flatten())
-        .unwrap_or(0);
-    // CAST(timestamp AS BIGINT) gives microseconds for a microsecond column.
-    Ok(last)
+    Ok(last.unwrap_or(0))
 }
 
 fn message_table(message: &str) -> Result<StatementResult, Error> {
-    let schema = Arc::new(Schema::new(vec![Field::new(
-        "result",
-        DataType::Utf8,
-        false,
-    )]));
-    let column: ArrayRef = Arc::new(StringArray::from(vec![message]));
-    let batch =
-        RecordBatch::try_new(Arc::clone(&schema), vec![column]).map_err(DataFusionError::from)?;
-    Ok(StatementResult {
-        schema,
-        batches: vec![batch],
-    })
+    StatementResult::from_columns(
+        vec![Field::new("result", DataType::Utf8, false)],
+        vec![Arc::new(StringArray::from(vec![message]))],
+    )
 }
 
 /// One row per segment recalculated or skipped.
 pub fn refresh_table(outcome: &refresh::RefreshOutcome) -> Result<StatementResult, Error> {
-    let schema = Arc::new(Schema::new(vec![
+    let fields = vec![
         Field::new("segment", DataType::Utf8, false),
         Field::new("size", DataType::Int64, true),
         Field::new("entered", DataType::Int64, true),
         Field::new("exited", DataType::Int64, true),
         Field::new("note", DataType::Utf8, true),
-    ]));
+    ];
     let rows = &outcome.segments;
     let skipped = |s: &refresh::SegmentOutcome, v: i64| s.skipped.is_none().then_some(v);
     let columns: Vec<ArrayRef> = vec![
@@ -619,12 +606,7 @@ pub fn refresh_table(outcome: &refresh::RefreshOutcome) -> Result<StatementResul
                 })
         }))),
     ];
-    let batch =
-        RecordBatch::try_new(Arc::clone(&schema), columns).map_err(DataFusionError::from)?;
-    Ok(StatementResult {
-        schema,
-        batches: vec![batch],
-    })
+    StatementResult::from_columns(fields, columns)
 }
 
 /// `SHOW SEGMENTS`: every segment with its latest size.
@@ -639,7 +621,7 @@ pub async fn show(env: &StoreEnv) -> Result<StatementResult, Error> {
         (BTreeMap::new(), Vec::new())
     };
     let last = |code: &str| sizes.iter().rev().find(|s| s.segment == code);
-    let schema = Arc::new(Schema::new(vec![
+    let fields = vec![
         Field::new("code", DataType::Utf8, false),
         Field::new("name", DataType::Utf8, true),
         Field::new("kind", DataType::Utf8, false),
@@ -648,7 +630,7 @@ pub async fn show(env: &StoreEnv) -> Result<StatementResult, Error> {
         Field::new("as_of", DataType::Utf8, true),
         Field::new("version", DataType::Int64, false),
         Field::new("condition", DataType::Utf8, false),
-    ]));
+    ];
     let defs: Vec<&Definition> = live.values().collect();
     let columns: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from_iter_values(
@@ -674,12 +656,7 @@ pub async fn show(env: &StoreEnv) -> Result<StatementResult, Error> {
             defs.iter().map(|d| d.condition.trim()),
         )),
     ];
-    let batch =
-        RecordBatch::try_new(Arc::clone(&schema), columns).map_err(DataFusionError::from)?;
-    Ok(StatementResult {
-        schema,
-        batches: vec![batch],
-    })
+    StatementResult::from_columns(fields, columns)
 }
 
 #[cfg(test)]

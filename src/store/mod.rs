@@ -99,6 +99,26 @@ impl Snapshot {
             .ok_or_else(|| Error::Store(format!("store table {table} is missing")))
     }
 
+    /// Runs `sql` over the store tables (registered by name).
+    pub async fn query(&self, sql: &str) -> Result<Vec<RecordBatch>, Error> {
+        Ok(self.session()?.sql(sql).await?.collect().await?)
+    }
+
+    /// The first column of the first row of `sql` as an integer (`None`
+    /// when there is no row or the value is null).
+    pub async fn query_i64(&self, sql: &str) -> Result<Option<i64>, Error> {
+        let batches = self.query(sql).await?;
+        let Some(batch) = batches.iter().find(|b| b.num_rows() > 0) else {
+            return Ok(None);
+        };
+        let name = batch.schema().field(0).name().clone();
+        Ok(tables::Columns::new(batch)
+            .int64(&name)?
+            .into_iter()
+            .next()
+            .flatten())
+    }
+
     /// A private session with the store tables registered by name.
     pub fn session(&self) -> Result<SessionContext, Error> {
         let ctx = SessionContext::new();

@@ -46,54 +46,41 @@ pub struct Applied {
     pub events: Vec<Event>,
 }
 
-/// The segments of the store at a snapshot: the newest version of each
-/// code that is not dropped, by code.
-pub async fn live_definitions(snapshot: &Snapshot) -> Result<BTreeMap<String, Definition>, Error> {
-    let ctx = snapshot.session()?;
-    let batches = ctx
-        .sql(&format!("SELECT * FROM {}", tables::SEGMENTS))
-        .await?
-        .collect()
+/// Every version of every definition at a snapshot (dropped ones too).
+pub async fn definitions(snapshot: &Snapshot) -> Result<Vec<Definition>, Error> {
+    let batches = snapshot
+        .query(&format!("SELECT * FROM {}", tables::SEGMENTS))
         .await?;
+    Ok(tables::read_definitions(&batches)?)
+}
+
+/// The newest version of each code that is not dropped, by code.
+pub fn newest(definitions: &[Definition]) -> BTreeMap<String, Definition> {
     let mut newest: BTreeMap<String, Definition> = BTreeMap::new();
-    for row in tables::read_definitions(&batches)? {
-        match newest.get(&row.code) {
-            Some(seen) if seen.version >= row.version => {}
-            _ => {
-                newest.insert(row.code.clone(), row);
-            }
+    for row in definitions {
+        if newest
+            .get(&row.code)
+            .is_none_or(|seen| seen.version < row.version)
+        {
+            newest.insert(row.code.clone(), row.clone());
         }
     }
     newest.retain(|_, d| !d.dropped);
-    Ok(newest)
+    newest
 }
 
-/// Every version of `code`'s definition, newest last (dropped ones too).
-pub async fn versions(snapshot: &Snapshot, code: &str) -> Result<Vec<Definition>, Error> {
-    let ctx = snapshot.session()?;
-    let batches = ctx
-        .sql(&format!("SELECT * FROM {}", tables::SEGMENTS))
-        .await?
-        .collect()
-        .await?;
-    let mut rows: Vec<Definition> = tables::read_definitions(&batches)?
-        .into_iter()
-        .filter(|d| d.code == code)
-        .collect();
-    rows.sort_by_key(|d| d.version);
-    Ok(rows)
+/// The segments of the store at a snapshot: [`newest`] of its definitions.
+pub async fn live_definitions(snapshot: &Snapshot) -> Result<BTreeMap<String, Definition>, Error> {
+    Ok(newest(&definitions(snapshot).await?))
 }
 
 /// The sizes recorded so far, oldest first.
 pub async fn sizes(snapshot: &Snapshot) -> Result<Vec<Size>, Error> {
-    let ctx = snapshot.session()?;
-    let batches = ctx
-        .sql(&format!(
+    let batches = snapshot
+        .query(&format!(
             "SELECT * FROM {} ORDER BY refresh_id, segment",
             tables::SIZES
         ))
-        .await?
-        .collect()
         .await?;
     Ok(tables::read_sizes(&batches)?)
 }
@@ -321,22 +308,11 @@ pub async fn apply(
             }
         }
     }
-    let mut next_event = {
-        let batches = ctx
-            .sql(&format!(
-                "SELECT max(event_id) AS last FROM {}",
-                tables::EVENTS
-            ))
-            .await?
-            .collect()
-            .await?;
-        batches
-            .first()
-            .and_then(|b| tables::Columns::new(b).int64("last").ok())
-            .and_then(|v| v.into_iter().next().flatten())
-            .unwrap_or(0)
-            + 1
-    };
+    let mut next_event = snapshot
+        .query_i64(&format!("SELECT max(event_id) FROM {}", tables::EVENTS))
+        .await?
+        .unwrap_or(0)
+        + 1;
 
     let mut events = Vec::new();
     let mut sizes = Vec::new();
