@@ -61,7 +61,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             for (_, text) in &examples {
                 let condition = segql::lang::parse(text).expect("parse");
-                plan_condition(&condition, &catalog, as_of).expect("plan");
+                plan_condition(&condition, text, &catalog, as_of).expect("plan");
             }
         })
     });

@@ -4,21 +4,29 @@
 //! every month of the data's last year (a backfilled history), and prints
 //! each segment's size with a sparkline of its history, plus a chart.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
 use chrono::{Datelike, NaiveDate};
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::datatypes::{DataType, Date32Type};
+use datafusion::functions_aggregate::expr_fn::max;
+use datafusion::logical_expr::{cast, col};
 use datafusion::prelude::SessionContext;
 
 use crate::error::Error;
+use crate::history_chart as history;
+use crate::project::Project;
+use crate::refresh::{RefreshOptions, refresh};
 use crate::rfm_grid::RfmGrid;
-use crate::segment::AsOf;
-use crate::segment::table_function::session_catalog;
-use crate::store::lifecycle::{StoreEnv, StoreStatement, execute};
-use crate::store::refresh::{RefreshOptions, refresh, sizes, text_references};
+use crate::segment::{AsOf, SegmentGraph};
+use crate::statements::StatementEnv;
+use crate::statements::lifecycle::{StoreStatement, execute};
+use crate::store::read::sizes;
 use crate::store::tables::SegmentKind;
-use crate::store::{Store, history};
+use crate::store::{Store, StoreError};
+use crate::time::date_from_days;
 
 /// Refresh days: the first of every month from the year before `last`,
 /// then `last` itself.
@@ -38,56 +46,26 @@ pub fn refresh_days(last: NaiveDate) -> Vec<NaiveDate> {
 /// historical data.
 pub async fn day_after_last_order(ctx: &SessionContext) -> Result<Option<NaiveDate>, Error> {
     let batches = ctx
-        .sql("SELECT CAST(max(order_ts) AS DATE) + INTERVAL '1 day' AS d FROM orders")
+        .table("orders")
         .await?
+        .aggregate(
+            vec![],
+            vec![max(cast(col("order_ts"), DataType::Date32)).alias("d")],
+        )?
         .collect()
         .await?;
-    let Some(batch) = batches.first() else {
-        return Ok(None);
-    };
-    let column = datafusion::arrow::compute::cast(
-        batch.column(0),
-        &datafusion::arrow::datatypes::DataType::Date32,
-    )
-    .map_err(datafusion::error::DataFusionError::from)?;
-    let days = column
-        .as_any()
-        .downcast_ref::<datafusion::arrow::array::Date32Array>()
-        .and_then(|a| a.iter().next().flatten());
-    Ok(days.and_then(|d| {
-        NaiveDate::from_ymd_opt(1970, 1, 1)
-            .and_then(|epoch| epoch.checked_add_signed(chrono::Duration::days(i64::from(d))))
-    }))
-}
-
-/// Codes ordered so that a segment comes after those it refers to.
-fn creation_order(definitions: &BTreeMap<String, String>) -> Vec<String> {
-    let mut done: Vec<String> = Vec::new();
-    let mut placed = BTreeSet::new();
-    while done.len() < definitions.len() {
-        let before = done.len();
-        for (code, text) in definitions {
-            if !placed.contains(code)
-                && text_references(text)
-                    .iter()
-                    .all(|r| placed.contains(r) || !definitions.contains_key(r))
-            {
-                placed.insert(code.clone());
-                done.push(code.clone());
-            }
-        }
-        if done.len() == before {
-            // A cycle: creating them reports it.
-            done.extend(definitions.keys().filter(|c| !placed.contains(*c)).cloned());
-        }
-    }
-    done
+    let last = batches
+        .iter()
+        .find(|b| b.num_rows() > 0)
+        .map(|b| b.column(0).as_primitive::<Date32Type>())
+        .and_then(|days| (!days.is_null(0)).then(|| days.value(0)));
+    Ok(last.and_then(|d| date_from_days(d.saturating_add(1))))
 }
 
 /// Runs the demo on `ctx`'s tables as of `as_of`, writing the store and
 /// charts to `out`, and reporting to `report`.
 pub async fn run(
-    ctx: &SessionContext,
+    project: &Project,
     as_of: AsOf,
     out: &Path,
     report: &mut dyn Write,
@@ -96,9 +74,8 @@ pub async fn run(
         target: "standard output".into(),
         source: e,
     };
-    let catalog = session_catalog(ctx).ok_or_else(|| {
-        Error::Store("the demo needs a `customers` table: add one to [tables]".into())
-    })?;
+    let ctx = project.ctx();
+    let catalog = project.catalog("the demo")?;
     std::fs::create_dir_all(out).map_err(|source| Error::OutputCreate {
         path: out.to_path_buf(),
         source,
@@ -126,29 +103,30 @@ pub async fn run(
     // A fresh store for the demo's segments.
     let store = Store::new(out.join("segql_store"));
     if store.exists() {
-        std::fs::remove_dir_all(store.root()).map_err(|e| {
-            Error::Store(format!(
-                "cannot replace the demo store {}: {e}",
-                store.root().display()
-            ))
-        })?;
+        std::fs::remove_dir_all(store.root())
+            .map_err(StoreError::io("replace the demo store", store.root()))?;
     }
     let files = catalog.definitions.clone();
     if files.is_empty() {
-        return Err(Error::Store(
+        return Err(Error::Usage(
             "the demo saves the segments of [segments] folder, and the project file names none"
                 .into(),
         ));
     }
     let days = refresh_days(as_of.0);
-    let base = catalog.with_definitions(BTreeMap::new()).with_stored(None);
-    let env = StoreEnv {
-        store: store.clone(),
-        catalog: base.clone(),
+    let base = catalog
+        .clone()
+        .with_definitions(BTreeMap::new())
+        .with_stored(None);
+    let env = StatementEnv {
+        ctx,
+        catalog: Some(&base),
+        store: &store,
         as_of: AsOf(days[0]),
         wait: false,
     };
-    for code in creation_order(&files) {
+    let graph = SegmentGraph::new(files.iter().map(|(c, t)| (c.as_str(), t.as_str())));
+    for code in graph.creation_order() {
         let statement = StoreStatement::Create {
             kind: SegmentKind::Dynamic,
             code: code.clone(),
@@ -156,7 +134,7 @@ pub async fn run(
             comment: None,
             condition: files[&code].clone(),
         };
-        execute(ctx, &env, statement).await?;
+        execute(&env, statement).await?;
     }
     let bar = crate::progress::bar(days.len() as u64, "refreshing".into());
     for day in &days {
@@ -187,8 +165,8 @@ pub async fn run(
     )
     .map_err(write)?;
 
-    let snapshot = store.snapshot().await?;
-    let history_rows = sizes(&snapshot).await?;
+    let snapshot = store.snapshot(ctx).await?;
+    let history_rows = sizes(ctx, &snapshot).await?;
     let width = files.keys().map(String::len).max().unwrap_or(7);
     writeln!(report, "{:width$}  {:>6}  history", "segment", "size").map_err(write)?;
     let mut largest: Option<(i64, String)> = None;
@@ -251,18 +229,5 @@ mod tests {
         let days = refresh_days(first_of_month);
         assert_eq!(days.len(), 12);
         assert_eq!(days[0], NaiveDate::from_ymd_opt(2011, 2, 1).unwrap());
-    }
-
-    #[test]
-    fn referenced_segments_come_first() {
-        let definitions: BTreeMap<String, String> = [
-            ("a", "in_segment(b)"),
-            ("b", "in_segment(c)"),
-            ("c", "country = 'x'"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        assert_eq!(creation_order(&definitions), ["c", "b", "a"]);
     }
 }

@@ -11,7 +11,10 @@ use std::path::PathBuf;
 use datafusion::arrow::error::ArrowError;
 use datafusion::error::DataFusionError;
 use datafusion::parquet::errors::ParquetError;
-use datafusion::sql::sqlparser::parser::ParserError;
+
+use crate::diagnostic::describe_datafusion;
+use crate::segment::SegmentError;
+use crate::store::StoreError;
 
 /// What can go wrong in segql.
 #[derive(Debug, thiserror::Error)]
@@ -25,18 +28,30 @@ pub enum Error {
     #[error("{0}")]
     Segments(String),
 
-    /// The segment store cannot be used, or refuses a change (the message
-    /// says what and how to fix it).
-    #[error("{0}")]
-    Store(String),
+    /// The segment store cannot be used, or refuses a change.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 
-    /// Another process is changing the store.
-    #[error(
-        "the segment store at {} is being changed by another segql ({holder}); wait for it to \
-         finish and try again, or pass --wait to wait for it",
-        store.display()
-    )]
-    StoreBusy { store: PathBuf, holder: String },
+    /// A segment statement (CREATE / ALTER / DROP SEGMENT ...) that does
+    /// not parse; the message lists the statements.
+    #[error("{0}")]
+    StatementSyntax(String),
+
+    /// Work that needs a table the project file does not name.
+    #[error("{needed_by} needs a `{table}` table: add one to [tables] in the project file")]
+    MissingTable {
+        table: &'static str,
+        needed_by: &'static str,
+    },
+
+    /// Command-line options that do not go together, or name something
+    /// that is not there.
+    #[error("{0}")]
+    Usage(String),
+
+    /// A chart could not be encoded as PNG.
+    #[error("cannot encode the PNG: {source}")]
+    PngEncode { source: png::EncodingError },
 
     /// With --continue-on-error: how many statements failed (each was
     /// reported as it failed).
@@ -355,30 +370,10 @@ impl Error {
     }
 }
 
-/// DataFusion's text for an error, without a backtrace, and with parser
-/// errors shown as text rather than in Rust's debug form.
-fn describe_datafusion(error: &DataFusionError) -> String {
-    match error {
-        DataFusionError::Diagnostic(_, inner) => describe_datafusion(inner),
-        DataFusionError::Shared(inner) => describe_datafusion(inner),
-        // An argument check that fires while the optimizer simplifies
-        // (segql's functions check constant arguments there) is the user's
-        // error, not the rule's: show it without the rule's wrapper.
-        DataFusionError::Context(context, inner) if context.starts_with("Optimizer rule") => {
-            describe_datafusion(inner)
-        }
-        // DataFusion's prefix repeats the one parquet's own text starts with.
-        DataFusionError::ParquetError(inner) => inner.to_string(),
-        DataFusionError::SQL(parser_error, _) => match parser_error.as_ref() {
-            ParserError::ParserError(message) | ParserError::TokenizerError(message) => {
-                format!("SQL syntax error: {message}")
-            }
-            ParserError::RecursionLimitExceeded => {
-                "SQL syntax error: the statement is nested too deeply (recursion limit \
-                 exceeded); raise datafusion.sql_parser.recursion_limit or simplify it"
-                    .to_string()
-            }
-        },
-        other => other.strip_backtrace(),
+/// Segment errors reach users the way DataFusion shows a planning error,
+/// language errors with their caret and hint.
+impl From<SegmentError> for Error {
+    fn from(e: SegmentError) -> Self {
+        Self::DataFusion(e.into())
     }
 }

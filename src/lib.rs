@@ -1,28 +1,50 @@
 //! segql: customer segmentation on Apache DataFusion.
 //!
-//! The SQL functions live in the [`segql_udfs`] crate (re-exported here);
-//! this library adds what a project around them needs: the project file
-//! ([`config`]), registering its Parquet tables and running SQL texts on a
-//! caller's `SessionContext` ([`session`]), writing results as a table, CSV
-//! or JSON ([`output`]), deterministic sample data ([`generate`]), and the
-//! error type all of them share ([`error`]).
-//! The `segql` binary is a thin command line over these modules.
+//! The SQL functions live in the [`segql_udfs`] crate (re-exported here).
+//! This library is layered, each layer using only those below it:
+//!
+//! ```text
+//! time, diagnostic        days and instants; how DataFusion errors read
+//! segql-udfs              the SQL functions (a crate of its own)
+//! lang                    text -> tokens -> syntax tree (no DataFusion)
+//! segment                 catalog, resolver (tree -> resolved condition),
+//!                         planner (-> LogicalPlan), segment graph, segment()
+//! store                   Delta Lake tables, commit and recovery, reads as
+//!                         domain values, in_segment / segment_members
+//! error                   the crate's error, gathering the layers' errors
+//! refresh                 the engine: evaluate, diff, one atomic change
+//! statements              SQL and segment statements, result tables
+//! config, session,        the project file, table registration, the
+//!   project               Project (config, session, catalog, store, as_of)
+//! output, repl, demo,     printing, the prompt, the main job, RFM grid,
+//!   rfm_grid, charts, ... charts, sample data
+//! ```
+//!
+//! The `segql` binary parses arguments and dispatches to [`exec`].
 
 pub mod config;
 pub mod demo;
+pub mod diagnostic;
 pub mod error;
+pub mod exec;
 pub mod generate;
+pub mod history_chart;
 pub mod lang;
 pub mod output;
 pub mod progress;
+pub mod project;
 pub mod raster;
+pub mod refresh;
 pub mod repl;
 pub mod rfm_grid;
 pub mod segment;
 pub mod session;
+pub mod statements;
 pub mod store;
+pub mod time;
 
 pub use config::Config;
 pub use error::Error;
 pub use output::Format;
+pub use project::Project;
 pub use segql_udfs;

@@ -1,25 +1,22 @@
-//! The `segql` command line: runs SQL (`-c`) and SQL files (`-f`) over the
-//! project's Parquet tables with segql's functions registered, and prints
-//! the results as a table, CSV or JSON.
-//!
-//! This file owns the session and the process: it builds the
-//! `SessionContext`, and it is the only place where an error becomes a
-//! message on standard error and an exit code (1 for failures, 2 for usage
-//! errors, as clap does).
+//! The `segql` command line: argument parsing and dispatch. The work is
+//! done by the library's `exec` module on a `Project` built here; this file
+//! owns the process and is the only place where an error becomes a message
+//! on standard error and an exit code (1 for failures, 2 for usage errors,
+//! as clap does).
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::Parser;
-use datafusion::prelude::SessionContext;
 use segql::config::{Config, DEFAULT_CONFIG_FILE};
 use segql::error::Error;
-use segql::output::{Format, Printer};
+use segql::exec::{self, Batch};
+use segql::output::Format;
+use segql::project::Project;
+use segql::refresh::EventSinks;
 use segql::segment::AsOf;
-use segql::session::{run_sql, run_sql_each};
+use segql::statements::lifecycle::StoreStatement;
+use segql::store::tables::SegmentKind;
 
 /// Customer segmentation SQL over Parquet, on Apache DataFusion.
 ///
@@ -291,9 +288,9 @@ fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
 }
 
 fn parse_as_of(text: &str) -> Result<AsOf, String> {
-    chrono::NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d")
+    segql::time::parse_day(text)
         .map(AsOf)
-        .map_err(|_| format!("`{text}` is not a date; write it as YYYY-MM-DD, e.g. 2011-12-10"))
+        .ok_or_else(|| format!("`{text}` is not a date; write it as YYYY-MM-DD, e.g. 2011-12-10"))
 }
 
 #[tokio::main]
@@ -311,215 +308,78 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), Error> {
-    if let Some(Command::Init { path, force }) = &args.command {
-        return segql::config::write_template(path, *force);
-    }
-    if let Some(Command::Generate {
-        scale,
-        seed,
-        out,
-        force,
-    }) = &args.command
-    {
-        return segql::generate::run(out, *scale, *seed, *force);
+    match &args.command {
+        Some(Command::Init { path, force }) => {
+            return segql::config::write_template(path, *force);
+        }
+        Some(Command::Generate {
+            scale,
+            seed,
+            out,
+            force,
+        }) => return segql::generate::run(out, *scale, *seed, *force),
+        _ => {}
     }
     let config = match &args.config {
         Some(path) => Config::load(path)?,
         None if Path::new(DEFAULT_CONFIG_FILE).is_file() => Config::load(DEFAULT_CONFIG_FILE)?,
         None => Config::default(),
     };
-
-    let mut ctx = match args.memory_limit {
-        Some(bytes) => SessionContext::new_with_config_rt(
-            datafusion::prelude::SessionConfig::new(),
-            // A fair pool shares the limit between the partitions of a
-            // spilling operator, so one partition cannot starve another.
-            datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
-                .with_memory_pool(Arc::new(
-                    datafusion::execution::memory_pool::TrackConsumersPool::new(
-                        datafusion::execution::memory_pool::FairSpillPool::new(bytes),
-                        std::num::NonZeroUsize::new(5).unwrap_or(std::num::NonZeroUsize::MIN),
-                    ),
-                ))
-                .build_arc()?,
-        ),
-        None => SessionContext::new(),
-    };
+    let ctx = exec::session(args.memory_limit)?;
     let as_of = args.as_of.unwrap_or_else(AsOf::today);
-    segql::session::setup(&mut ctx, &config, as_of, args.wait).await?;
+    let mut project = Project::open(config, ctx, as_of, args.wait).await?;
 
-    if let Some(Command::Rfm { svg, png }) = &args.command {
-        let spinner = segql::progress::spinner(format!("scoring RFM as of {}", as_of.0));
-        let grid = segql::rfm_grid::RfmGrid::compute(&ctx, as_of).await;
-        spinner.finish_and_clear();
-        let grid = grid?;
-        print!("{}", grid.to_text());
-        if let Some(path) = svg {
-            std::fs::write(path, grid.to_svg()).map_err(|source| Error::OutputCreate {
-                path: path.clone(),
-                source,
-            })?;
-            println!("heat map written to {}", path.display());
+    match &args.command {
+        Some(Command::Rfm { svg, png }) => {
+            exec::rfm(&project, svg.as_deref(), png.as_deref()).await
         }
-        if let Some(path) = png {
-            grid.to_png().save(path)?;
-            println!("heat map written to {}", path.display());
+        Some(Command::Demo { out }) => {
+            let as_of = match args.as_of {
+                Some(day) => day,
+                None => segql::demo::day_after_last_order(project.ctx())
+                    .await?
+                    .map_or_else(AsOf::today, AsOf),
+            };
+            let mut stdout = std::io::stdout().lock();
+            segql::demo::run(&project, as_of, out, &mut stdout).await
         }
-        return Ok(());
-    }
-
-    if let Some(Command::Demo { out }) = &args.command {
-        let as_of = match args.as_of {
-            Some(day) => day,
-            None => segql::demo::day_after_last_order(&ctx)
-                .await?
-                .map_or_else(AsOf::today, AsOf),
-        };
-        let mut stdout = std::io::stdout().lock();
-        return segql::demo::run(&ctx, as_of, out, &mut stdout).await;
-    }
-
-    if let Some(Command::Refresh {
-        codes,
-        every,
-        events,
-        on_events,
-    }) = &args.command
-    {
-        let sinks = segql::store::refresh::EventSinks {
-            json: events.clone(),
-            command: on_events.clone(),
-        };
-        return refresh(&ctx, &args, codes, *every, &sinks).await;
-    }
-    if let Some(Command::Segment(command)) = &args.command {
-        return segment_command(&ctx, &args, command).await;
-    }
-
-    // Without statements to run: the interactive prompt.
-    if args.commands.is_empty() && args.files.is_empty() {
-        return segql::repl::run(&ctx, args.format()).await;
-    }
-
-    if args.format() == Format::Parquet
-        && args.output.is_none()
-        && std::io::IsTerminal::is_terminal(&std::io::stdout())
-    {
-        return Err(Error::ParquetToTerminal);
-    }
-    // A file output is written under a temporary name and renamed when
-    // every statement succeeded, so a failure never leaves half a file.
-    let partial = args.output.as_deref().map(partial_path);
-    let (out, target): (Box<dyn Write>, String) = match (&args.output, &partial) {
-        (Some(path), Some(partial)) => {
-            let file = File::create(partial).map_err(|source| Error::OutputCreate {
-                path: path.clone(),
-                source,
-            })?;
-            (Box::new(BufWriter::new(file)), path.display().to_string())
+        Some(Command::Refresh {
+            codes,
+            every,
+            events,
+            on_events,
+        }) => {
+            let sinks = EventSinks {
+                json: events.clone(),
+                command: on_events.clone(),
+            };
+            exec::refresh(&project, codes, args.as_of, *every, &sinks, args.format()).await
         }
-        _ => (
-            Box::new(BufWriter::new(std::io::stdout().lock())),
-            "standard output".to_string(),
-        ),
-    };
-    let outcome = run_statements(&args, &ctx, out, target).await;
-    if let (Some(path), Some(partial)) = (&args.output, &partial) {
-        match &outcome {
-            // With --continue-on-error the statements that ran are kept.
-            Ok(()) | Err(Error::StatementsFailed(_)) => {
-                std::fs::rename(partial, path).map_err(|source| Error::OutputCreate {
-                    path: path.clone(),
-                    source,
-                })?
-            }
-            Err(_) => {
-                let _ = std::fs::remove_file(partial);
-            }
+        Some(Command::Segment(command)) => segment_command(&mut project, &args, command).await,
+        Some(Command::Init { .. } | Command::Generate { .. }) => Ok(()),
+        // Without statements to run: the interactive prompt.
+        None if args.commands.is_empty() && args.files.is_empty() => {
+            segql::repl::run(&mut project, args.format()).await
         }
-    }
-    outcome
-}
-
-/// `segql refresh`: once, or every `every` until Ctrl-C.
-async fn refresh(
-    ctx: &SessionContext,
-    args: &Args,
-    codes: &[String],
-    every: Option<std::time::Duration>,
-    sinks: &segql::store::refresh::EventSinks,
-) -> Result<(), Error> {
-    use segql::store::refresh::{RefreshOptions, emit_events};
-    if every.is_some() && args.as_of.is_some() {
-        return Err(Error::Store(
-            "--every refreshes as of each run's day; leave --as-of out (or run once per day \
-             with --as-of to backfill)"
-                .into(),
-        ));
-    }
-    let reader = segql::store::functions::session_reader(ctx)
-        .ok_or_else(|| Error::Store("no segment store is set up".into()))?;
-    let catalog = segql::segment::table_function::session_catalog(ctx).ok_or_else(|| {
-        Error::Store(
-            "refresh needs a `customers` table: add one to [tables] in the project file".into(),
-        )
-    })?;
-    // Listening from the start: a Ctrl-C during a refresh is kept and ends
-    // the loop once that refresh has committed.
-    let mut interrupt = match every {
-        Some(_) => Some(
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-                .map_err(|e| Error::Store(format!("cannot listen for Ctrl-C: {e}")))?,
-        ),
-        None => None,
-    };
-    // With events on standard output, the summary goes to standard error.
-    let summary_to_stderr = sinks.json.as_ref().is_some_and(|p| p.as_os_str() == "-");
-    loop {
-        let options = RefreshOptions {
-            codes: codes.to_vec(),
-            as_of: args.as_of.unwrap_or_else(AsOf::today),
-            wait: args.wait,
-        };
-        let spinner =
-            segql::progress::spinner(format!("refreshing segments as of {}", options.as_of.0));
-        let outcome = segql::store::refresh::refresh(
-            ctx,
-            reader.store(),
-            &catalog.clone().with_stored(None),
-            &options,
-        )
-        .await;
-        spinner.finish_and_clear();
-        let outcome = outcome?;
-        let table = segql::store::lifecycle::refresh_table(&outcome)?;
-        let out: Box<dyn Write> = if summary_to_stderr {
-            Box::new(std::io::stderr())
-        } else {
-            Box::new(BufWriter::new(std::io::stdout().lock()))
-        };
-        let mut printer = Printer::new(out, args.format(), "standard output");
-        printer.print(&table)?;
-        printer.finish()?;
-        emit_events(&outcome.events, sinks)?;
-        let (Some(every), Some(interrupt)) = (every, interrupt.as_mut()) else {
-            return Ok(());
-        };
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = interrupt.recv() => return Ok(()),
+        None => {
+            let batch = Batch {
+                commands: args.commands.clone(),
+                files: args.files.clone(),
+                continue_on_error: args.continue_on_error,
+                format: args.format(),
+                output: args.output.clone(),
+            };
+            exec::run_batch(&mut project, &batch).await
         }
     }
 }
 
 /// `segql segment ...`.
 async fn segment_command(
-    ctx: &SessionContext,
+    project: &mut Project,
     args: &Args,
     command: &SegmentCommand,
 ) -> Result<(), Error> {
-    use segql::store::lifecycle::StoreStatement;
-    use segql::store::tables::SegmentKind;
     let statement = match command {
         SegmentCommand::Create {
             code,
@@ -559,248 +419,11 @@ async fn segment_command(
         SegmentCommand::List => StoreStatement::Show,
         SegmentCommand::Export { code, out, columns } => {
             let format = args.format.unwrap_or(Format::Csv);
-            return export(ctx, args, code, format, out.as_deref(), columns).await;
+            return exec::export(project, code, args.as_of, format, out.as_deref(), columns).await;
         }
         SegmentCommand::History { code, svg, png } => {
-            return history(ctx, code, svg.as_deref(), png.as_deref()).await;
+            return exec::history(project, code, svg.as_deref(), png.as_deref()).await;
         }
     };
-    if let StoreStatement::Create { code, .. }
-    | StoreStatement::Alter { code, .. }
-    | StoreStatement::Drop { code, .. } = &statement
-    {
-        segql::store::lifecycle::check_code(code)?;
-    }
-    if let StoreStatement::Alter {
-        code,
-        name: None,
-        comment: None,
-        active: None,
-        condition: None,
-    } = &statement
-    {
-        return Err(Error::Store(format!(
-            "segql segment alter {code} changes nothing; give --condition, --name, --comment, \
-             --active or --inactive"
-        )));
-    }
-    let result = segql::store::run_statement(ctx, statement).await?;
-    let mut printer = Printer::new(
-        Box::new(BufWriter::new(std::io::stdout().lock())),
-        args.format(),
-        "standard output",
-    );
-    printer.print(&result)?;
-    printer.finish().map(drop)
-}
-
-/// `segql segment export`: the members joined to `customers`.
-async fn export(
-    ctx: &SessionContext,
-    args: &Args,
-    code: &str,
-    format: Format,
-    out: Option<&Path>,
-    columns: &[String],
-) -> Result<(), Error> {
-    segql::store::lifecycle::check_code(code)?;
-    let customers = ctx.table_provider("customers").await.map_err(|_| {
-        Error::Store(
-            "export needs a `customers` table: add one to [tables] in the project file".into(),
-        )
-    })?;
-    let schema = customers.schema();
-    let known: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-    for column in columns {
-        if !known.contains(&column.as_str()) {
-            let hint = segql::lang::error::did_you_mean(column, known.iter().copied()).map_or_else(
-                || format!("customers has: {}", known.join(", ")),
-                |near| format!("did you mean `{near}`?"),
-            );
-            return Err(Error::Store(format!(
-                "--columns: customers has no column `{column}`; {hint}"
-            )));
-        }
-    }
-    let select = if columns.is_empty() {
-        "c.*".to_string()
-    } else {
-        columns
-            .iter()
-            .map(|c| format!("c.\"{}\"", c.replace('"', "\"\"")))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let as_of = args
-        .as_of
-        .map(|d| format!(", '{}'", d.0.format("%Y-%m-%d")))
-        .unwrap_or_default();
-    let sql = format!(
-        "SELECT {select} FROM customers c JOIN segment_members('{code}'{as_of}) m \
-         ON c.customer_id = m.customer_id ORDER BY c.customer_id"
-    );
-    if format == Format::Parquet
-        && out.is_none()
-        && std::io::IsTerminal::is_terminal(&std::io::stdout())
-    {
-        return Err(Error::ParquetToTerminal);
-    }
-    let spinner = segql::progress::spinner(format!("exporting segment {code}"));
-    let results = segql::session::collect_sql(ctx, &sql).await;
-    spinner.finish_and_clear();
-    let results = results?;
-    write_results(&results, format, out)
-}
-
-/// Prints `results` to `out` (written whole or not at all) or stdout.
-fn write_results(
-    results: &[segql::session::StatementResult],
-    format: Format,
-    out: Option<&Path>,
-) -> Result<(), Error> {
-    match out {
-        Some(path) => {
-            let partial = partial_path(path);
-            let file = File::create(&partial).map_err(|source| Error::OutputCreate {
-                path: path.to_path_buf(),
-                source,
-            })?;
-            let mut printer = Printer::new(
-                Box::new(BufWriter::new(file)),
-                format,
-                path.display().to_string(),
-            );
-            let written = results
-                .iter()
-                .try_for_each(|r| printer.print(r))
-                .and_then(|()| printer.finish().map(drop));
-            match written {
-                Ok(()) => std::fs::rename(&partial, path).map_err(|source| Error::OutputCreate {
-                    path: path.to_path_buf(),
-                    source,
-                }),
-                Err(e) => {
-                    let _ = std::fs::remove_file(&partial);
-                    Err(e)
-                }
-            }
-        }
-        None => {
-            let mut printer = Printer::new(
-                Box::new(BufWriter::new(std::io::stdout().lock())),
-                format,
-                "standard output",
-            );
-            results.iter().try_for_each(|r| printer.print(r))?;
-            printer.finish().map(drop)
-        }
-    }
-}
-
-/// `path` with `.partial` appended: where a file is written before it is
-/// renamed into place.
-fn partial_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".partial");
-    path.with_file_name(name)
-}
-
-/// `segql segment history`.
-async fn history(
-    ctx: &SessionContext,
-    code: &str,
-    svg: Option<&Path>,
-    png: Option<&Path>,
-) -> Result<(), Error> {
-    use segql::store::{history, refresh};
-    let reader = segql::store::functions::session_reader(ctx)
-        .ok_or_else(|| Error::Store("no segment store is set up".into()))?;
-    let snapshot = reader.store().snapshot().await?;
-    let sizes: Vec<_> = refresh::sizes(&snapshot)
-        .await?
-        .into_iter()
-        .filter(|s| s.segment == code)
-        .collect();
-    if sizes.is_empty() {
-        let live = refresh::live_definitions(&snapshot).await?;
-        if !live.contains_key(code) {
-            return Err(refresh::unknown_segment(code, &live));
-        }
-    }
-    let mut out = std::io::stdout().lock();
-    let text = |e| Error::Write {
-        target: "standard output".to_string(),
-        source: e,
-    };
-    writeln!(out, "as_of       size  entered  exited").map_err(text)?;
-    for s in &sizes {
-        writeln!(
-            out,
-            "{}  {:>5}  {:>7}  {:>6}",
-            &segql::store::format_micros(s.as_of)[..10],
-            s.size,
-            s.entered,
-            s.exited
-        )
-        .map_err(text)?;
-    }
-    let values: Vec<i64> = sizes.iter().map(|s| s.size).collect();
-    writeln!(out, "{}", history::sparkline(&values)).map_err(text)?;
-    if let Some(path) = svg {
-        std::fs::write(path, history::to_svg(code, &sizes)).map_err(|source| {
-            Error::OutputCreate {
-                path: path.to_path_buf(),
-                source,
-            }
-        })?;
-        writeln!(out, "chart written to {}", path.display()).map_err(text)?;
-    }
-    if let Some(path) = png {
-        history::to_png(&sizes).save(path)?;
-        writeln!(out, "chart written to {}", path.display()).map_err(text)?;
-    }
-    Ok(())
-}
-
-/// Runs the -c texts and -f files, printing to `out`.
-async fn run_statements(
-    args: &Args,
-    ctx: &SessionContext,
-    out: Box<dyn Write>,
-    target: String,
-) -> Result<(), Error> {
-    let mut printer = Printer::new(out, args.format(), target);
-    // On a terminal, a spinner runs while statements do; it steps aside
-    // while a result is printed.
-    let spinner = segql::progress::spinner("running".into());
-    let mut print =
-        |result: &segql::session::StatementResult| spinner.suspend(|| printer.print(result));
-
-    for sql in &args.commands {
-        run_sql(ctx, sql, &mut print).await?;
-    }
-    let mut failed = 0;
-    for path in &args.files {
-        let sql = std::fs::read_to_string(path).map_err(|source| Error::SqlFileRead {
-            path: path.clone(),
-            source,
-        })?;
-        if args.continue_on_error {
-            let errors = run_sql_each(ctx, &sql, &mut print).await?;
-            for e in &errors {
-                spinner.suspend(|| eprintln!("error: in {}: {e}", path.display()));
-            }
-            failed += errors.len();
-        } else {
-            run_sql(ctx, &sql, &mut print)
-                .await
-                .map_err(|e| e.in_file(path))?;
-        }
-    }
-    spinner.finish_and_clear();
-    printer.finish()?;
-    if failed > 0 {
-        return Err(Error::StatementsFailed(failed));
-    }
-    Ok(())
+    exec::segment_statement(project, statement, args.format()).await
 }

@@ -123,7 +123,7 @@ impl Canvas {
     /// The image as PNG bytes.
     pub fn to_png(&self) -> Result<Vec<u8>, Error> {
         let mut out = Vec::new();
-        let fail = |e: png::EncodingError| Error::Store(format!("cannot encode the PNG: {e}"));
+        let fail = |source: png::EncodingError| Error::PngEncode { source };
         {
             let mut encoder = png::Encoder::new(&mut out, self.width, self.height);
             encoder.set_color(png::ColorType::Rgb);

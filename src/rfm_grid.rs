@@ -5,12 +5,16 @@
 use std::fmt::Write as _;
 
 use datafusion::arrow::array::{Array, AsArray};
-use datafusion::arrow::compute::cast;
+use datafusion::arrow::compute::cast as arrow_cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
+use datafusion::functions_aggregate::expr_fn::{avg, count};
+use datafusion::logical_expr::{LogicalPlanBuilder, cast, col, lit};
 use datafusion::prelude::SessionContext;
 
 use crate::error::Error;
 use crate::segment::AsOf;
+use crate::segment::catalog::DEFAULT_NON_PURCHASE_STATUSES;
+use crate::segment::planner::metrics_from_orders;
 
 /// Scores run 1..=BINS (5 best).
 pub const BINS: usize = 5;
@@ -31,40 +35,48 @@ pub struct RfmGrid {
 
 impl RfmGrid {
     /// Scores every purchasing customer (completed orders with a customer
-    /// id, before `as_of`) and counts them per cell.
+    /// id, before `as_of`) and counts them per cell, on `ctx`.
     pub async fn compute(ctx: &SessionContext, as_of: AsOf) -> Result<Self, Error> {
-        // `as_of` is a date formatted by chrono, never user text.
-        let day = as_of.0.format("%Y-%m-%d");
-        let sql = format!(
-            "WITH base AS (
-               SELECT customer_id,
-                      CAST(DATE '{day}' - CAST(max(order_ts) AS DATE) AS BIGINT) AS recency,
-                      count(order_id) AS frequency,
-                      CAST(sum(amount) AS DOUBLE) AS monetary
-               FROM orders
-               WHERE customer_id IS NOT NULL
-                 AND lower(coalesce(status, '')) NOT IN ('cancelled', 'adjustment')
-                 AND CAST(order_ts AS DATE) < DATE '{day}'
-               GROUP BY customer_id),
-             scored AS (
-               SELECT monetary,
-                      rfm_quantile(recency, {BINS}, 'low') OVER () AS r,
-                      rfm_quantile(frequency, {BINS}, 'high') OVER () AS f
-               FROM base)
-             SELECT CAST(r AS BIGINT) AS r, CAST(f AS BIGINT) AS f,
-                    count(*) AS customers, avg(monetary) AS avg_spend
-             FROM scored GROUP BY r, f"
-        );
-        let batches = ctx.sql(&sql).await?.collect().await?;
+        let orders = ctx
+            .table_provider("orders")
+            .await
+            .map_err(|_| Error::MissingTable {
+                table: "orders",
+                needed_by: "RFM scoring",
+            })?;
+        let statuses: Vec<String> = DEFAULT_NON_PURCHASE_STATUSES
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let plan = metrics_from_orders(orders, &statuses, as_of, true)?;
+        let batches = LogicalPlanBuilder::from(plan)
+            .aggregate(
+                vec![
+                    cast(col("__rfm_r"), DataType::Int64).alias("r"),
+                    cast(col("__rfm_f"), DataType::Int64).alias("f"),
+                ],
+                vec![
+                    count(lit(1)).alias("customers"),
+                    avg(cast(col("__amount_spent"), DataType::Float64)).alias("avg_spend"),
+                ],
+            )?
+            .build()
+            .map(|plan| ctx.execute_logical_plan(plan))?
+            .await?
+            .collect()
+            .await?;
         let mut cells = [[Cell::default(); BINS]; BINS];
         for batch in batches {
             let r = batch.column(0).as_primitive::<Int64Type>();
             let f = batch.column(1).as_primitive::<Int64Type>();
-            let n = cast(batch.column(2), &DataType::Int64)
+            let n = arrow_cast(batch.column(2), &DataType::Int64)
                 .map_err(datafusion::error::DataFusionError::from)?;
             let n = n.as_primitive::<Int64Type>();
             let spend = batch.column(3).as_primitive::<Float64Type>();
             for row in 0..batch.num_rows() {
+                if r.is_null(row) || f.is_null(row) {
+                    continue;
+                }
                 let (r, f) = (r.value(row) as usize, f.value(row) as usize);
                 if (1..=BINS).contains(&r) && (1..=BINS).contains(&f) {
                     cells[r - 1][f - 1] = Cell {

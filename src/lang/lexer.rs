@@ -5,6 +5,7 @@
 use serde::Serialize;
 
 use super::error::{LangError, Span};
+use crate::time::is_leap;
 
 /// Units of a relative date.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -316,10 +317,6 @@ fn signed(source: &str, start: usize) -> Result<Token, LangError> {
         )
         .with_hint("write relative dates as -30d, -4w, -12m, -1y or +3d")),
     }
-}
-
-pub(crate) fn is_leap(year: i32) -> bool {
-    (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
 }
 
 pub(crate) fn valid_day(month: u32, day: u32, leap: bool) -> bool {

@@ -24,9 +24,10 @@ use self::command::{Command, HELP};
 use self::helper::ReplHelper;
 use crate::error::Error;
 use crate::output::{Format, Printer};
-use crate::segment::planner::{METRICS, RFM};
-use crate::segment::table_function::session_catalog;
-use crate::session::{StatementResult, run_sql};
+use crate::project::Project;
+use crate::segment::resolve::{METRICS, RFM};
+use crate::statements::StatementResult;
+use crate::store::read::live_definitions;
 
 /// Where history is kept: `$SEGQL_HISTORY`, else `~/.segql_history`.
 pub fn history_path() -> Option<PathBuf> {
@@ -38,13 +39,13 @@ pub fn history_path() -> Option<PathBuf> {
 /// Runs the prompt until `\q` or end of input. When standard input is not
 /// a terminal (`segql < file.sql`, a pipe), its whole text runs as a batch
 /// instead, like `-f`.
-pub async fn run(ctx: &SessionContext, mut format: Format) -> Result<(), Error> {
+pub async fn run(project: &mut Project, mut format: Format) -> Result<(), Error> {
     if !std::io::stdin().is_terminal() {
         let mut text = String::new();
         std::io::stdin()
             .read_to_string(&mut text)
             .map_err(|e| Error::from(DataFusionError::IoError(e)))?;
-        return run_text(ctx, &text, format).await;
+        return run_text(project, &text, format).await;
     }
     let config = Config::builder()
         .completion_type(CompletionType::List)
@@ -55,7 +56,7 @@ pub async fn run(ctx: &SessionContext, mut format: Format) -> Result<(), Error> 
     let mut editor: Editor<ReplHelper, DefaultHistory> =
         Editor::with_config(config).map_err(terminal)?;
     editor.set_helper(Some(ReplHelper {
-        names: names(ctx).await,
+        names: names(project).await,
     }));
     let history = history_path();
     if let Some(path) = &history {
@@ -92,7 +93,7 @@ pub async fn run(ctx: &SessionContext, mut format: Format) -> Result<(), Error> 
                     println!("output format is {}", format.name());
                 }
                 Ok(command) => {
-                    if let Err(e) = show(ctx, &command, format).await {
+                    if let Err(e) = show(project, &command, format).await {
                         eprintln!("error: {e}");
                     }
                 }
@@ -102,7 +103,7 @@ pub async fn run(ctx: &SessionContext, mut format: Format) -> Result<(), Error> 
         }
         let started = Instant::now();
         let outcome = tokio::select! {
-            outcome = run_text(ctx, text, format) => outcome,
+            outcome = run_text(project, text, format) => outcome,
             _ = tokio::signal::ctrl_c() => {
                 eprintln!("cancelled");
                 Ok(())
@@ -116,7 +117,7 @@ pub async fn run(ctx: &SessionContext, mut format: Format) -> Result<(), Error> 
         }
         // New tables and views become completions.
         if let Some(helper) = editor.helper_mut() {
-            helper.names = names(ctx).await;
+            helper.names = names(project).await;
         }
     }
     if let Some(path) = &history {
@@ -125,10 +126,12 @@ pub async fn run(ctx: &SessionContext, mut format: Format) -> Result<(), Error> 
     Ok(())
 }
 
-async fn run_text(ctx: &SessionContext, text: &str, format: Format) -> Result<(), Error> {
+async fn run_text(project: &mut Project, text: &str, format: Format) -> Result<(), Error> {
     let stdout = std::io::stdout();
     let mut printer = Printer::new(stdout.lock(), format, "standard output");
-    run_sql(ctx, text, |result| printer.print(result)).await?;
+    project
+        .run_sql(text, |result| printer.print(result))
+        .await?;
     printer
         .finish()?
         .flush()
@@ -138,7 +141,8 @@ async fn run_text(ctx: &SessionContext, text: &str, format: Format) -> Result<()
 
 /// The session's tables (with their columns), functions and segment codes,
 /// and the segment language's attributes, for completion.
-async fn names(ctx: &SessionContext) -> Vec<String> {
+async fn names(project: &Project) -> Vec<String> {
+    let ctx = project.ctx();
     let mut names = Vec::new();
     for (table, columns) in tables(ctx).await {
         names.push(table);
@@ -148,9 +152,7 @@ async fn names(ctx: &SessionContext) -> Vec<String> {
     names.extend(state.scalar_functions().keys().cloned());
     names.extend(state.aggregate_functions().keys().cloned());
     names.extend(state.window_functions().keys().cloned());
-    if let Some(catalog) = session_catalog(ctx) {
-        names.extend(catalog.known_codes());
-    }
+    names.extend(project.segment_codes());
     names.extend(METRICS.iter().chain(RFM.iter()).map(|s| s.to_string()));
     names.sort();
     names.dedup();
@@ -212,7 +214,8 @@ fn print(result: &StatementResult, format: Format) -> Result<(), Error> {
 }
 
 /// Runs a command that shows something.
-async fn show(ctx: &SessionContext, command: &Command, format: Format) -> Result<(), Error> {
+async fn show(project: &Project, command: &Command, format: Format) -> Result<(), Error> {
+    let ctx = project.ctx();
     let result = match command {
         Command::Help => text_table(
             &["command", "arguments", "does"],
@@ -275,8 +278,9 @@ async fn show(ctx: &SessionContext, command: &Command, format: Format) -> Result
             )?
         }
         Command::ListSegments => {
-            let mut rows: Vec<Vec<String>> = session_catalog(ctx)
-                .map(|c| c.definitions)
+            let mut rows: Vec<Vec<String>> = project
+                .catalog("listing segments")
+                .map(|c| c.definitions.clone())
                 .unwrap_or_default()
                 .into_iter()
                 .map(|(code, text)| {
@@ -288,14 +292,9 @@ async fn show(ctx: &SessionContext, command: &Command, format: Format) -> Result
                     vec![code, "file".to_string(), condition.join(" ")]
                 })
                 .collect();
-            if let Some(reader) = crate::store::functions::session_reader(ctx)
-                && reader.store().exists()
-            {
-                let snapshot = reader.store().snapshot().await?;
-                for d in crate::store::refresh::live_definitions(&snapshot)
-                    .await?
-                    .values()
-                {
+            if project.store().exists() {
+                let snapshot = project.store().snapshot(ctx).await?;
+                for d in live_definitions(ctx, &snapshot).await?.values() {
                     let state = if d.active { "" } else { ", inactive" };
                     rows.push(vec![
                         d.code.clone(),

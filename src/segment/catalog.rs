@@ -8,7 +8,7 @@ use std::sync::Arc;
 use datafusion::catalog::TableProvider;
 use datafusion::prelude::SessionContext;
 
-use super::planner::AsOf;
+use crate::time::AsOf;
 
 /// Purchases are orders whose status is not one of these.
 pub const DEFAULT_NON_PURCHASE_STATUSES: [&str; 2] = ["cancelled", "adjustment"];

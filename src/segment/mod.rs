@@ -1,12 +1,19 @@
-//! The DataFusion side of the segment language: the tables a condition
-//! reads ([`catalog`]), the planner that turns a syntax tree into a
-//! `LogicalPlan` ([`planner`]), and the `segment('<condition>')` table
-//! function ([`table_function`]).
+//! The DataFusion side of the segment language, in two stages after the
+//! parser: the resolver ([`resolve`]) looks every name of a syntax tree up
+//! in the tables a condition reads ([`catalog`]) and checks its literals,
+//! and the planner ([`planner`]) turns the resolved condition into a
+//! `LogicalPlan`. [`graph`] knows which segments refer to which, and
+//! [`table_function`] offers `segment('<condition>')` in SQL.
 
 pub mod catalog;
+pub mod error;
+pub mod graph;
 pub mod planner;
-pub mod statements;
+pub mod resolve;
 pub mod table_function;
 
+pub use crate::time::AsOf;
 pub use catalog::SegmentCatalog;
-pub use planner::{AsOf, plan_condition};
+pub use error::SegmentError;
+pub use graph::SegmentGraph;
+pub use planner::{plan_condition, plan_text};

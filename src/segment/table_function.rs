@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use chrono::NaiveDate;
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{DataFusionError, Result, ScalarValue, plan_err};
 use datafusion::datasource::ViewTable;
@@ -11,8 +10,8 @@ use datafusion::logical_expr::Expr;
 use datafusion::prelude::SessionContext;
 
 use super::catalog::SegmentCatalog;
-use super::planner::{AsOf, PlanError, plan_condition};
-use crate::lang;
+use super::planner;
+use crate::time::{AsOf, date_from_days, parse_day};
 
 /// The `segment` table function over one session's tables.
 #[derive(Debug)]
@@ -31,50 +30,20 @@ impl SegmentTableFunction {
     }
 }
 
-/// Registers `segment(...)` when the session has a `customers` table, with
-/// `as_of` as the default evaluation day and the saved `definitions` that
-/// conditions may refer to; returns whether it did.
-pub async fn register(
-    ctx: &SessionContext,
-    as_of: AsOf,
-    definitions: std::collections::BTreeMap<String, String>,
-) -> bool {
-    match SegmentCatalog::from_session(ctx, as_of).await {
-        Some(catalog) => {
-            let catalog = catalog.with_definitions(definitions);
-            ctx.register_udtf("segment", Arc::new(SegmentTableFunction::new(catalog)));
-            true
-        }
-        None => false,
-    }
+/// Registers `segment(...)` on `ctx`, planning over `catalog`: its tables,
+/// default `as_of`, saved segment files and store segments.
+pub fn register(ctx: &SessionContext, catalog: SegmentCatalog) {
+    ctx.register_udtf("segment", Arc::new(SegmentTableFunction::new(catalog)));
 }
 
-/// The catalog of the `segment` function registered on `ctx`, if any.
-pub fn session_catalog(ctx: &SessionContext) -> Option<SegmentCatalog> {
-    let function = ctx.table_function("segment").ok()?;
-    let function: &dyn std::any::Any = function.function().as_ref();
-    function
-        .downcast_ref::<SegmentTableFunction>()
-        .map(|f| f.catalog().clone())
-}
-
-/// Parses and plans `source`, turning errors into DataFusion planning
-/// errors that show the condition with a caret.
+/// Plans condition text the way `segment(...)` does: a language error
+/// becomes a planning error that shows the condition with a caret.
 pub fn plan_text(
     source: &str,
     catalog: &SegmentCatalog,
     as_of: AsOf,
 ) -> Result<datafusion::logical_expr::LogicalPlan> {
-    let condition = lang::parse(source).map_err(|e| {
-        DataFusionError::Plan(format!("in segment condition\n{}", e.render(source)))
-    })?;
-    plan_condition(&condition, catalog, as_of).map_err(|e| match e {
-        PlanError::DataFusion(e) => e,
-        lang_error @ PlanError::Lang(_) => DataFusionError::Plan(format!(
-            "in segment condition\n{}",
-            lang_error.render(source)
-        )),
-    })
+    Ok(planner::plan_text(source, catalog, as_of)?)
 }
 
 /// The constant value of a table function's argument (through casts).
@@ -97,19 +66,17 @@ fn as_of_argument(expr: Option<&Expr>, default: AsOf) -> Result<AsOf> {
         return Ok(default);
     };
     match literal(expr) {
-        Some(ScalarValue::Date32(Some(days))) => NaiveDate::default()
-            .checked_add_signed(chrono::Duration::days(i64::from(*days)))
+        Some(ScalarValue::Date32(Some(days))) => date_from_days(*days)
             .map(AsOf)
             .ok_or_else(|| DataFusionError::Plan("segment: as_of is out of range".into())),
         Some(
             ScalarValue::Utf8(Some(text))
             | ScalarValue::Utf8View(Some(text))
             | ScalarValue::LargeUtf8(Some(text)),
-        ) => NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d")
-            .map(AsOf)
-            .or_else(|_| {
-                plan_err!("segment: as_of must be a date such as '2011-12-10', got '{text}'")
-            }),
+        ) => parse_day(text).map(AsOf).map_or_else(
+            || plan_err!("segment: as_of must be a date such as '2011-12-10', got '{text}'"),
+            Ok,
+        ),
         _ => plan_err!("segment: as_of must be a constant date such as DATE '2011-12-10'"),
     }
 }

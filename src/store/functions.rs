@@ -2,16 +2,18 @@
 //! `in_segment(customer_id, 'code')` and `segment_members('code'[, as_of])`,
 //! plus the store tables registered by name.
 //!
-//! Both functions find the store by its folder, which they carry (not a
-//! handle that only the client has), so any process that registers them
-//! with the same folder answers the same. They read the newest committed
-//! state; a change committed by another process is seen by the next query.
+//! Both functions carry what they read, given when they are registered: the
+//! store's folder and the committed state loaded then ([`StoreView`]).
+//! Nothing is looked up in the session's registry and no function starts
+//! an async runtime. The project registers them again whenever the store's
+//! committed state moves (its own changes, or another process's), so a
+//! query always reads one whole committed state.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use chrono::NaiveDate;
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, Int64Array};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
@@ -19,193 +21,207 @@ use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{DataFusionError, Result, ScalarValue, exec_err, plan_err};
 use datafusion::datasource::{ViewTable, provider_as_source};
 use datafusion::logical_expr::{
-    ColumnarValue, Expr, LogicalPlanBuilder, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
-    Signature, Volatility, col, lit,
+    ColumnarValue, Expr, LogicalPlan, LogicalPlanBuilder, ScalarFunctionArgs, ScalarUDF,
+    ScalarUDFImpl, Signature, Volatility, col, lit,
 };
+use datafusion::parquet::arrow::ProjectionMask;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::prelude::SessionContext;
 
-use super::refresh::live_definitions;
-use super::{Snapshot, Store, tables};
-use crate::error::Error;
+use super::error::StoreError;
+use super::tables::{Columns, StoreTable};
+use super::{Snapshot, Store, read};
 use crate::segment::catalog::StoredSegments;
 use crate::segment::table_function::{literal, text_literal};
+use crate::time::{MICROS_PER_DAY, parse_instant};
 
-/// The store as the SQL functions read it, with what they have loaded.
+/// The store as the SQL functions see it: its folder and the committed
+/// state loaded when they were registered. A function never reaches back
+/// into the session for it; after a change, registering again gives the
+/// functions the new state.
 #[derive(Debug)]
-pub struct StoreReader {
+pub struct StoreView {
     store: Store,
-    /// Wait for another writer in statements run through this session.
-    pub wait: bool,
-    cache: Mutex<Option<Loaded>>,
-}
-
-#[derive(Debug)]
-struct Loaded {
-    log_version: Option<u64>,
-    snapshot: Snapshot,
+    /// `None` while the folder holds no store yet.
+    snapshot: Option<Snapshot>,
+    /// The live segment codes.
     codes: BTreeSet<String>,
-    members: HashMap<String, Arc<HashSet<i64>>>,
+    /// Current members by code, read on first use.
+    members: Mutex<HashMap<String, Arc<HashSet<i64>>>>,
+    /// Why the store could not be read, for every function that reads it.
+    problem: Option<String>,
+    /// The commit log's version on disk when this was loaded.
+    loaded_at: Option<u64>,
 }
 
-/// The newest version of a Delta table, read from its log folder (no
-/// async, no object store: the store is a local folder).
-fn log_version(store: &Store) -> Option<u64> {
-    let log = store.root().join(tables::REFRESHES).join("_delta_log");
-    std::fs::read_dir(log)
-        .ok()?
-        .flatten()
-        .filter_map(|entry| {
-            let name = entry.file_name();
-            let name = name.to_str()?;
-            name.strip_suffix(".json")?.parse::<u64>().ok()
-        })
-        .max()
-}
-
-/// Runs `future` to completion on a private runtime in a helper thread, so
-/// that synchronous DataFusion callbacks can read the store.
-fn block_on<F>(future: F) -> Result<F::Output>
-where
-    F: std::future::Future + Send,
-    F::Output: Send,
-{
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map(|runtime| runtime.block_on(future))
-            })
-            .join()
-    })
-    .map_err(|_| DataFusionError::Execution("reading the segment store failed".into()))?
-    .map_err(|e| DataFusionError::Execution(format!("cannot start a reader: {e}")))
-}
-
-fn to_df(e: Error) -> DataFusionError {
-    match e {
-        Error::DataFusion(e) => e,
-        other => DataFusionError::Plan(other.to_string()),
-    }
-}
-
-impl StoreReader {
-    pub fn new(store: Store, wait: bool) -> Self {
-        Self {
+impl StoreView {
+    /// Loads the newest committed state of `store` (nothing when the
+    /// folder holds no store yet), reading on `ctx`.
+    pub async fn load(ctx: &SessionContext, store: Store) -> Result<Self, StoreError> {
+        let loaded_at = store.log_version_on_disk();
+        let (snapshot, codes) = if store.exists() {
+            let snapshot = store.snapshot(ctx).await?;
+            let codes = read::live_definitions(ctx, &snapshot)
+                .await?
+                .into_keys()
+                .collect();
+            (Some(snapshot), codes)
+        } else {
+            (None, BTreeSet::new())
+        };
+        Ok(Self {
             store,
-            wait,
-            cache: Mutex::new(None),
+            snapshot,
+            codes,
+            members: Mutex::new(HashMap::new()),
+            problem: None,
+            loaded_at,
+        })
+    }
+
+    /// A view of a store that cannot be read: every function reading it
+    /// fails with `problem`.
+    pub fn unreadable(store: Store, problem: StoreError) -> Self {
+        Self {
+            loaded_at: store.log_version_on_disk(),
+            store,
+            snapshot: None,
+            codes: BTreeSet::new(),
+            members: Mutex::new(HashMap::new()),
+            problem: Some(problem.to_string()),
         }
     }
 
+    /// Whether the store's committed state is still the one loaded.
+    pub fn is_current(&self) -> bool {
+        self.store.log_version_on_disk() == self.loaded_at
+            && self.store.exists() == (self.snapshot.is_some() || self.problem.is_some())
+    }
+
+    /// The store folder.
     pub fn store(&self) -> &Store {
         &self.store
     }
 
-    /// Runs `f` on the loaded newest state, loading it first if the store
-    /// changed since.
-    fn with_loaded<T>(&self, f: impl FnOnce(&mut Loaded) -> Result<T>) -> Result<T> {
-        let version = log_version(&self.store);
-        let mut cache = self
-            .cache
-            .lock()
-            .map_err(|_| DataFusionError::Execution("store cache poisoned".into()))?;
-        let stale = cache.as_ref().is_none_or(|l| l.log_version != version);
-        if stale {
-            let store = self.store.clone();
-            let (snapshot, codes) = block_on(async move {
-                let snapshot = store.snapshot().await?;
-                let codes = live_definitions(&snapshot).await?.into_keys().collect();
-                Ok::<_, Error>((snapshot, codes))
-            })?
-            .map_err(to_df)?;
-            *cache = Some(Loaded {
-                log_version: version,
-                snapshot,
-                codes,
-                members: HashMap::new(),
-            });
-        }
-        match cache.as_mut() {
-            Some(loaded) => f(loaded),
-            None => exec_err!("segment store not loaded"),
-        }
+    /// The committed state, if the store exists.
+    pub fn snapshot(&self) -> Option<&Snapshot> {
+        self.snapshot.as_ref()
     }
 
-    fn check_code(loaded: &Loaded, code: &str, function: &str) -> Result<()> {
-        if loaded.codes.contains(code) {
+    /// The live segment codes.
+    pub fn codes(&self) -> &BTreeSet<String> {
+        &self.codes
+    }
+
+    /// The store's segments as a condition sees them.
+    pub fn stored_segments(&self) -> Option<StoredSegments> {
+        let snapshot = self.snapshot.as_ref()?;
+        Some(StoredSegments {
+            membership: snapshot.provider(StoreTable::Membership).ok(),
+            codes: self.codes.clone(),
+            overrides: Default::default(),
+        })
+    }
+
+    fn check_code(&self, code: &str, function: &str) -> Result<()> {
+        if let Some(problem) = &self.problem {
+            return plan_err!("{function}: {problem}");
+        }
+        if self.codes.contains(code) {
             return Ok(());
         }
         let hint =
-            match crate::lang::error::did_you_mean(code, loaded.codes.iter().map(String::as_str)) {
+            match crate::lang::error::did_you_mean(code, self.codes.iter().map(String::as_str)) {
                 Some(near) => format!("did you mean '{near}'?"),
-                None if loaded.codes.is_empty() => "the store has no segments yet".into(),
+                None if self.codes.is_empty() => "the store has no segments yet".into(),
                 None => format!(
                     "segments: {}",
-                    loaded.codes.iter().cloned().collect::<Vec<_>>().join(", ")
+                    self.codes.iter().cloned().collect::<Vec<_>>().join(", ")
                 ),
             };
         plan_err!("{function}: unknown segment '{code}'; {hint}")
     }
 
-    /// The current members of `code`.
+    /// The current members of `code`, read once per view from the
+    /// membership files of the snapshot. The read is synchronous (plain
+    /// Parquet files of a local folder), so a function call never needs
+    /// an async runtime of its own.
     fn members(&self, code: &str) -> Result<Arc<HashSet<i64>>> {
-        self.with_loaded(|loaded| {
-            Self::check_code(loaded, code, "in_segment")?;
-            if let Some(members) = loaded.members.get(code) {
-                return Ok(Arc::clone(members));
-            }
-            let snapshot = loaded.snapshot.clone();
-            let code_owned = code.to_string();
-            let ids = block_on(async move {
-                let batches = snapshot
-                    .query(&format!(
-                        "SELECT customer_id FROM {} WHERE exited_at IS NULL AND segment = '{}'",
-                        tables::MEMBERSHIP,
-                        code_owned
-                    ))
-                    .await?;
-                let mut ids = HashSet::new();
-                for batch in &batches {
-                    ids.extend(
-                        tables::Columns::new(batch)
-                            .int64("customer_id")?
-                            .into_iter()
-                            .flatten(),
-                    );
-                }
-                Ok::<_, Error>(ids)
-            })?
-            .map_err(to_df)?;
-            let ids = Arc::new(ids);
-            loaded.members.insert(code.to_string(), Arc::clone(&ids));
-            Ok(ids)
-        })
+        self.check_code(code, "in_segment")?;
+        let mut cache = self
+            .members
+            .lock()
+            .map_err(|_| DataFusionError::Execution("segment member cache poisoned".into()))?;
+        if let Some(members) = cache.get(code) {
+            return Ok(Arc::clone(members));
+        }
+        let files = self
+            .snapshot
+            .as_ref()
+            .map(|s| s.membership_files.as_slice())
+            .unwrap_or_default();
+        let mut ids = HashSet::new();
+        for path in files {
+            read_open_members(path, code, &mut ids)?;
+        }
+        let ids = Arc::new(ids);
+        cache.insert(code.to_string(), Arc::clone(&ids));
+        Ok(ids)
     }
+}
 
-    /// The membership table and live codes at the newest state.
-    pub fn stored_segments(&self) -> Result<StoredSegments> {
-        self.with_loaded(|loaded| {
-            Ok(StoredSegments {
-                membership: loaded.snapshot.provider(tables::MEMBERSHIP).ok(),
-                codes: loaded.codes.clone(),
-                overrides: Default::default(),
-            })
-        })
+/// Adds the customers of `file` (a Parquet file of `segment_membership`)
+/// with an open stay in `code` to `ids`.
+fn read_open_members(file: &PathBuf, code: &str, ids: &mut HashSet<i64>) -> Result<()> {
+    let opened = std::fs::File::open(file).map_err(|e| {
+        DataFusionError::Execution(format!(
+            "cannot read segment members from {}: {e}; the segment store may be damaged",
+            file.display()
+        ))
+    })?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(opened)?;
+    let mask = ProjectionMask::columns(
+        builder.parquet_schema(),
+        ["segment", "customer_id", "exited_at"],
+    );
+    let reader = builder.with_projection(mask).build()?;
+    for batch in reader {
+        let batch = batch?;
+        let c = Columns::new(StoreTable::Membership, &batch);
+        let to_df = |e: StoreError| DataFusionError::Execution(e.to_string());
+        let segments = c.text("segment").map_err(to_df)?;
+        let customers = c.int64("customer_id").map_err(to_df)?;
+        let exited = c.micros("exited_at").map_err(to_df)?;
+        for ((segment, id), exited) in segments.iter().zip(customers).zip(exited) {
+            if let (Some(segment), Some(id), None) = (segment, id, exited)
+                && segment == code
+            {
+                ids.insert(id);
+            }
+        }
     }
+    Ok(())
 }
 
 /// `in_segment(customer_id, 'code')`.
 #[derive(Debug)]
 pub struct InSegmentFunc {
-    reader: Arc<StoreReader>,
+    view: Arc<StoreView>,
     signature: Signature,
+}
+
+/// Two registrations are the same function when they read the same
+/// committed state of the same store.
+fn state_key(view: &StoreView) -> (&Store, Option<u64>) {
+    (
+        &view.store,
+        view.snapshot.as_ref().map(|s| s.pinned.log_version),
+    )
 }
 
 impl PartialEq for InSegmentFunc {
     fn eq(&self, other: &Self) -> bool {
-        self.reader.store == other.reader.store
+        state_key(&self.view) == state_key(&other.view)
     }
 }
 
@@ -213,14 +229,14 @@ impl Eq for InSegmentFunc {}
 
 impl Hash for InSegmentFunc {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.reader.store.hash(state);
+        state_key(&self.view).hash(state);
     }
 }
 
 impl InSegmentFunc {
-    pub fn new(reader: Arc<StoreReader>) -> Self {
+    pub fn new(view: Arc<StoreView>) -> Self {
         Self {
-            reader,
+            view,
             signature: Signature::any(2, Volatility::Stable),
         }
     }
@@ -263,7 +279,7 @@ impl ScalarUDFImpl for InSegmentFunc {
         let Some(code) = code else {
             return exec_err!("in_segment: the segment code must be a constant such as 'vip'");
         };
-        let members = self.reader.members(code)?;
+        let members = self.view.members(code)?;
         let ids: ArrayRef = args.args[0].to_array(args.number_rows)?;
         let ids = cast(&ids, &DataType::Int64)?;
         let ids = ids
@@ -281,35 +297,19 @@ impl ScalarUDFImpl for InSegmentFunc {
 /// `segment_members('code'[, as_of])`.
 #[derive(Debug)]
 pub struct SegmentMembersFunc {
-    reader: Arc<StoreReader>,
-}
-
-impl SegmentMembersFunc {
-    pub fn reader(&self) -> &Arc<StoreReader> {
-        &self.reader
-    }
+    view: Arc<StoreView>,
 }
 
 /// The instant an `as_of` argument names, in microseconds: a date means
 /// 00:00 UTC of that day.
 fn instant(expr: &Expr) -> Result<i64> {
-    let text_instant = |text: &str| -> Option<i64> {
-        let text = text.trim();
-        if let Ok(day) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-            return Some(super::day_micros(day));
-        }
-        ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S"]
-            .iter()
-            .find_map(|f| chrono::NaiveDateTime::parse_from_str(text, f).ok())
-            .map(|t| t.and_utc().timestamp_micros())
-    };
     let value = match literal(expr) {
-        Some(ScalarValue::Date32(Some(days))) => Some(i64::from(*days) * 86_400_000_000),
+        Some(ScalarValue::Date32(Some(days))) => Some(i64::from(*days) * MICROS_PER_DAY),
         Some(ScalarValue::TimestampMicrosecond(Some(v), _)) => Some(*v),
         Some(ScalarValue::TimestampNanosecond(Some(v), _)) => Some(v / 1000),
         Some(ScalarValue::TimestampMillisecond(Some(v), _)) => Some(v * 1000),
         Some(ScalarValue::TimestampSecond(Some(v), _)) => Some(v * 1_000_000),
-        _ => text_literal(expr).and_then(text_instant),
+        _ => text_literal(expr).and_then(parse_instant),
     };
     match value {
         Some(v) => Ok(v),
@@ -333,10 +333,24 @@ impl TableFunctionImpl for SegmentMembersFunc {
             return plan_err!("segment_members: the code must be text such as 'vip'");
         };
         let at = exprs.get(1).map(instant).transpose()?;
-        let membership = self.reader.with_loaded(|loaded| {
-            StoreReader::check_code(loaded, &code, "segment_members")?;
-            loaded.snapshot.provider(tables::MEMBERSHIP).map_err(to_df)
-        })?;
+        let plan = self.view.members_plan(&code, at)?;
+        Ok(Arc::new(ViewTable::new(plan, None)))
+    }
+}
+
+impl StoreView {
+    /// The members of `code` (`customer_id`, `entered_at`): the current
+    /// ones, or with `at` (microseconds) those whose stay was open then.
+    pub fn members_plan(&self, code: &str, at: Option<i64>) -> Result<LogicalPlan> {
+        self.check_code(code, "segment_members")?;
+        let Some(snapshot) = &self.snapshot else {
+            return plan_err!(
+                "segment_members: unknown segment '{code}'; the store has no segments yet"
+            );
+        };
+        let membership = snapshot
+            .provider(StoreTable::Membership)
+            .map_err(|e| DataFusionError::Execution(e.to_string()))?;
         let open = match at {
             None => col("exited_at").is_null(),
             Some(at) => {
@@ -349,43 +363,28 @@ impl TableFunctionImpl for SegmentMembersFunc {
                     .and(col("exited_at").is_null().or(col("exited_at").gt(at)))
             }
         };
-        let plan =
-            LogicalPlanBuilder::scan("segment_membership", provider_as_source(membership), None)?
-                .filter(col("segment").eq(lit(code)).and(open))?
-                .project(vec![col("customer_id"), col("entered_at")])?
-                .build()?;
-        Ok(Arc::new(ViewTable::new(plan, None)))
+        LogicalPlanBuilder::scan("segment_membership", provider_as_source(membership), None)?
+            .filter(col("segment").eq(lit(code.to_string())).and(open))?
+            .project(vec![col("customer_id"), col("entered_at")])?
+            .build()
     }
 }
 
 /// Registers `in_segment`, `segment_members` and, when the store exists,
-/// its tables on `ctx`; returns the reader they share.
-pub async fn register(
-    ctx: &SessionContext,
-    store: Store,
-    wait: bool,
-) -> Result<Arc<StoreReader>, Error> {
-    let reader = Arc::new(StoreReader::new(store, wait));
+/// its tables on `ctx`, all reading `view`. Registering again (after a
+/// change of the store) replaces them.
+pub fn register(ctx: &SessionContext, view: Arc<StoreView>) -> Result<(), StoreError> {
     ctx.register_udf(ScalarUDF::new_from_impl(InSegmentFunc::new(Arc::clone(
-        &reader,
+        &view,
     ))));
     ctx.register_udtf(
         "segment_members",
         Arc::new(SegmentMembersFunc {
-            reader: Arc::clone(&reader),
+            view: Arc::clone(&view),
         }),
     );
-    if reader.store.exists() {
-        reader.store.snapshot().await?.register(ctx)?;
+    if let Some(snapshot) = &view.snapshot {
+        snapshot.register(ctx)?;
     }
-    Ok(reader)
-}
-
-/// The store reader registered on `ctx`, if any.
-pub fn session_reader(ctx: &SessionContext) -> Option<Arc<StoreReader>> {
-    let function = ctx.table_function("segment_members").ok()?;
-    let function: &dyn std::any::Any = function.function().as_ref();
-    function
-        .downcast_ref::<SegmentMembersFunc>()
-        .map(|f| Arc::clone(f.reader()))
+    Ok(())
 }

@@ -30,12 +30,13 @@
 //! `.lock` (released by the operating system when a process dies), so two
 //! changes never interleave.
 
+pub mod error;
 pub mod functions;
-pub mod history;
-pub mod lifecycle;
-pub mod refresh;
+pub mod kinds;
+pub mod read;
 pub mod tables;
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -43,15 +44,16 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::catalog::TableProvider;
+use datafusion::logical_expr::{LogicalPlan, col};
 use datafusion::prelude::SessionContext;
 use deltalake::DeltaTable;
 use deltalake::protocol::SaveMode;
 
-use crate::error::Error;
-use tables::{Commit, DATA_TABLES, REFRESHES};
+pub use error::{FORMAT_VERSION, StoreError};
+use tables::{ChangeKind, Commit, StoreTable, TableVersions};
 
-/// The store format this build writes and reads.
-pub const FORMAT_VERSION: u64 = 1;
+type Result<T, E = StoreError> = std::result::Result<T, E>;
+
 /// The format marker's file name.
 pub const MARKER: &str = "segql_store.json";
 /// The store folder when the project file names none: beside the file.
@@ -69,8 +71,8 @@ pub struct Store {
 pub struct Pinned {
     /// The newest commit record; `None` for a store with no change yet.
     pub commit: Option<Commit>,
-    /// Version of each of [`DATA_TABLES`].
-    pub versions: [u64; 4],
+    /// Version of each data table.
+    pub versions: TableVersions,
     /// Version of the `segment_refreshes` table itself.
     pub log_version: u64,
 }
@@ -86,54 +88,37 @@ impl Pinned {
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pub pinned: Pinned,
-    /// Providers for [`DATA_TABLES`] then `segment_refreshes`, in order.
-    pub providers: Vec<(&'static str, Arc<dyn TableProvider>)>,
+    providers: BTreeMap<StoreTable, Arc<dyn TableProvider>>,
+    /// The Parquet files of `segment_membership` at this state.
+    pub membership_files: Vec<PathBuf>,
 }
 
 impl Snapshot {
-    pub fn provider(&self, table: &str) -> Result<Arc<dyn TableProvider>, Error> {
+    /// The table at this state.
+    pub fn provider(&self, table: StoreTable) -> Result<Arc<dyn TableProvider>> {
         self.providers
-            .iter()
-            .find(|(name, _)| *name == table)
-            .map(|(_, p)| Arc::clone(p))
-            .ok_or_else(|| Error::Store(format!("store table {table} is missing")))
-    }
-
-    /// Runs `sql` over the store tables (registered by name).
-    pub async fn query(&self, sql: &str) -> Result<Vec<RecordBatch>, Error> {
-        Ok(self.session()?.sql(sql).await?.collect().await?)
-    }
-
-    /// The first column of the first row of `sql` as an integer (`None`
-    /// when there is no row or the value is null).
-    pub async fn query_i64(&self, sql: &str) -> Result<Option<i64>, Error> {
-        let batches = self.query(sql).await?;
-        let Some(batch) = batches.iter().find(|b| b.num_rows() > 0) else {
-            return Ok(None);
-        };
-        let name = batch.schema().field(0).name().clone();
-        Ok(tables::Columns::new(batch)
-            .int64(&name)?
-            .into_iter()
-            .next()
-            .flatten())
-    }
-
-    /// A private session with the store tables registered by name.
-    pub fn session(&self) -> Result<SessionContext, Error> {
-        let ctx = SessionContext::new();
-        self.register(&ctx)?;
-        Ok(ctx)
+            .get(&table)
+            .map(Arc::clone)
+            .ok_or(StoreError::TableState {
+                table,
+                root: PathBuf::new(),
+                problem: "it was not loaded",
+            })
     }
 
     /// Registers the store tables on `ctx` under their names, replacing
     /// earlier registrations.
-    pub fn register(&self, ctx: &SessionContext) -> Result<(), Error> {
-        for (name, provider) in &self.providers {
-            ctx.deregister_table(*name)?;
-            ctx.register_table(*name, Arc::clone(provider))?;
+    pub fn register(&self, ctx: &SessionContext) -> Result<()> {
+        for (table, provider) in &self.providers {
+            ctx.deregister_table(table.name())?;
+            ctx.register_table(table.name(), Arc::clone(provider))?;
         }
         Ok(())
+    }
+
+    /// The rows of `table` at this state, run on `ctx`.
+    pub async fn rows(&self, ctx: &SessionContext, table: StoreTable) -> Result<Vec<RecordBatch>> {
+        Ok(ctx.read_table(self.provider(table)?)?.collect().await?)
     }
 }
 
@@ -144,13 +129,25 @@ pub struct StoreLock {
 }
 
 /// Turns a deltalake error into a store error naming the table.
-fn delta_error(store: &Store, table: &str, e: impl std::fmt::Display) -> Error {
-    Error::Store(format!(
-        "store table {} cannot be used: {e}; the store at {} may be damaged (restore it from a \
-         backup, or move it away to start a new one)",
+fn delta_error(
+    store: &Store,
+    table: StoreTable,
+) -> impl FnOnce(deltalake::DeltaTableError) -> StoreError {
+    let root = store.root.clone();
+    move |source| StoreError::Table {
         table,
-        store.root.display()
-    ))
+        root,
+        source: Box::new(source),
+    }
+}
+
+/// A table state the store never leaves.
+fn state_error(store: &Store, table: StoreTable, problem: &'static str) -> StoreError {
+    StoreError::TableState {
+        table,
+        root: store.root.clone(),
+        problem,
+    }
 }
 
 impl Store {
@@ -168,62 +165,47 @@ impl Store {
         self.root.join(MARKER).is_file()
     }
 
-    fn table_path(&self, table: &str) -> PathBuf {
-        self.root.join(table)
+    fn table_path(&self, table: StoreTable) -> PathBuf {
+        self.root.join(table.name())
     }
 
-    fn table_url(&self, table: &str) -> Result<url::Url, Error> {
+    fn table_url(&self, table: StoreTable) -> Result<url::Url> {
         let path = self.table_path(table);
-        let absolute = std::path::absolute(&path).map_err(|e| {
-            Error::Store(format!("cannot resolve store path {}: {e}", path.display()))
-        })?;
-        url::Url::from_directory_path(&absolute).map_err(|()| {
-            Error::Store(format!(
-                "store path {} is not a local folder path",
-                absolute.display()
-            ))
+        let absolute = std::path::absolute(&path).map_err(StoreError::io("resolve", &path))?;
+        url::Url::from_directory_path(&absolute).map_err(|()| StoreError::Io {
+            action: "use",
+            path: absolute,
+            source: std::io::Error::other("not a local folder path"),
         })
     }
 
     /// Checks the format marker: a missing folder or marker, a damaged
     /// marker or a newer format are errors saying what to do.
-    pub fn check_format(&self) -> Result<(), Error> {
+    pub fn check_format(&self) -> Result<()> {
         let marker = self.root.join(MARKER);
         if !self.root.exists() {
-            return Err(Error::Store(format!(
-                "no segment store at {}; create a segment first (CREATE SEGMENT or `segql \
-                 segment create`), which creates the store",
-                self.root.display()
-            )));
+            return Err(StoreError::Missing {
+                root: self.root.clone(),
+            });
         }
-        let text = std::fs::read_to_string(&marker).map_err(|e| {
-            Error::Store(format!(
-                "{} is not a segment store ({} cannot be read: {e}); point [store] folder in \
-                 the project file at a segment store, or at a folder that does not exist yet",
-                self.root.display(),
-                marker.display()
-            ))
+        let text = std::fs::read_to_string(&marker).map_err(|source| StoreError::NotAStore {
+            root: self.root.clone(),
+            marker: marker.clone(),
+            source,
         })?;
-        let format = parse_marker(&text).ok_or_else(|| {
-            Error::Store(format!(
-                "the segment store marker {} is damaged (expected {{\"format\": {FORMAT_VERSION}}}); \
-                 restore the store from a backup",
-                marker.display()
-            ))
-        })?;
+        let format = parse_marker(&text).ok_or(StoreError::DamagedMarker { marker })?;
         if format > FORMAT_VERSION {
-            return Err(Error::Store(format!(
-                "the segment store at {} was written by a newer segql (store format {format}; \
-                 this segql reads format {FORMAT_VERSION}); upgrade segql to use it",
-                self.root.display()
-            )));
+            return Err(StoreError::NewerFormat {
+                root: self.root.clone(),
+                format,
+            });
         }
         Ok(())
     }
 
     /// Creates the store when its folder has none: the tables are made in
     /// a temporary folder beside it, then renamed into place in one step.
-    pub async fn create_if_missing(&self) -> Result<(), Error> {
+    pub async fn create_if_missing(&self) -> Result<()> {
         if self.exists() {
             return Ok(());
         }
@@ -234,20 +216,15 @@ impl Store {
             if !empty {
                 return self.check_format();
             }
-            std::fs::remove_dir(&self.root)
-                .map_err(|e| Error::Store(format!("cannot use {}: {e}", self.root.display())))?;
+            std::fs::remove_dir(&self.root).map_err(StoreError::io("use", &self.root))?;
         }
         let parent = self
             .root
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        std::fs::create_dir_all(parent).map_err(|e| {
-            Error::Store(format!(
-                "cannot create the segment store's folder {}: {e}",
-                parent.display()
-            ))
-        })?;
+        std::fs::create_dir_all(parent)
+            .map_err(StoreError::io("create the segment store's folder", parent))?;
         let name = self
             .root
             .file_name()
@@ -255,38 +232,34 @@ impl Store {
             .unwrap_or_else(|| DEFAULT_FOLDER.into());
         let staging = Store::new(parent.join(format!(".{name}.creating-{}", std::process::id())));
         let _ = std::fs::remove_dir_all(&staging.root);
-        std::fs::create_dir_all(&staging.root).map_err(|e| {
-            Error::Store(format!(
-                "cannot create the segment store at {}: {e}",
-                staging.root.display()
-            ))
-        })?;
-        for table in DATA_TABLES.iter().chain([&REFRESHES]) {
+        std::fs::create_dir_all(&staging.root)
+            .map_err(StoreError::io("create the segment store at", &staging.root))?;
+        for table in StoreTable::ALL {
             let batch = RecordBatch::new_empty(tables::schema(table));
             staging
                 .write(table, vec![batch], SaveMode::ErrorIfExists)
                 .await?;
         }
-        let mut marker = File::create(staging.root.join(MARKER))
+        let marker = staging.root.join(MARKER);
+        File::create(&marker)
             .and_then(|mut f| {
                 f.write_all(format!("{{\"format\": {FORMAT_VERSION}}}\n").as_bytes())?;
-                f.sync_all()?;
-                Ok(f)
+                f.sync_all()
             })
-            .map_err(|e| Error::Store(format!("cannot write the store marker: {e}")))?;
-        marker.flush().ok();
-        std::fs::rename(&staging.root, &self.root).map_err(|e| {
+            .map_err(StoreError::io("write the store marker", &marker))?;
+        std::fs::rename(&staging.root, &self.root).map_err(|source| {
             let _ = std::fs::remove_dir_all(&staging.root);
-            Error::Store(format!(
-                "cannot create the segment store at {}: {e}",
-                self.root.display()
-            ))
+            StoreError::Io {
+                action: "create the segment store at",
+                path: self.root.clone(),
+                source,
+            }
         })
     }
 
     /// Takes the write lock; with `wait`, waits for another process to
     /// finish, otherwise refuses at once with a message naming it.
-    pub fn lock(&self, wait: bool) -> Result<StoreLock, Error> {
+    pub fn lock(&self, wait: bool) -> Result<StoreLock> {
         let path = self.root.join(".lock");
         let mut file = std::fs::OpenOptions::new()
             .read(true)
@@ -294,22 +267,21 @@ impl Store {
             .create(true)
             .truncate(false)
             .open(&path)
-            .map_err(|e| Error::Store(format!("cannot open {}: {e}", path.display())))?;
+            .map_err(StoreError::io("open", &path))?;
         if wait {
-            file.lock()
-                .map_err(|e| Error::Store(format!("cannot lock {}: {e}", path.display())))?;
+            file.lock().map_err(StoreError::io("lock", &path))?;
         } else {
             match file.try_lock() {
                 Ok(()) => {}
                 Err(std::fs::TryLockError::WouldBlock) => {
                     let holder = std::fs::read_to_string(&path).unwrap_or_default();
-                    return Err(Error::StoreBusy {
+                    return Err(StoreError::Busy {
                         store: self.root.clone(),
                         holder: holder.trim().to_string(),
                     });
                 }
                 Err(std::fs::TryLockError::Error(e)) => {
-                    return Err(Error::Store(format!("cannot lock {}: {e}", path.display())));
+                    return Err(StoreError::io("lock", &path)(e));
                 }
             }
         }
@@ -324,92 +296,92 @@ impl Store {
         Ok(StoreLock { _file: file })
     }
 
-    async fn open_table(&self, table: &str, version: Option<u64>) -> Result<DeltaTable, Error> {
+    async fn open_table(&self, table: StoreTable, version: Option<u64>) -> Result<DeltaTable> {
         let url = self.table_url(table)?;
         let result = match version {
             Some(v) => deltalake::open_table_with_version(url, v).await,
             None => deltalake::open_table(url).await,
         };
-        result.map_err(|e| delta_error(self, table, e))
+        result.map_err(delta_error(self, table))
     }
 
     /// Writes `batches` to `table` and returns the version it reached.
     async fn write(
         &self,
-        table: &str,
+        table: StoreTable,
         batches: Vec<RecordBatch>,
         mode: SaveMode,
-    ) -> Result<u64, Error> {
+    ) -> Result<u64> {
         let url = self.table_url(table)?;
         if mode == SaveMode::ErrorIfExists {
-            std::fs::create_dir_all(self.table_path(table))
-                .map_err(|e| Error::Store(format!("cannot create store table {table}: {e}")))?;
+            let path = self.table_path(table);
+            std::fs::create_dir_all(&path).map_err(StoreError::io("create store table", &path))?;
         }
         let delta = DeltaTable::try_from_url(url)
             .await
-            .map_err(|e| delta_error(self, table, e))?;
+            .map_err(delta_error(self, table))?;
         let written = delta
             .write(batches)
             .with_save_mode(mode)
-            .with_table_name(table)
+            .with_table_name(table.name())
             .await
-            .map_err(|e| delta_error(self, table, e))?;
+            .map_err(delta_error(self, table))?;
         written
             .version()
-            .ok_or_else(|| delta_error(self, table, "no version after writing"))
+            .ok_or_else(|| state_error(self, table, "no version after writing"))
     }
 
-    /// Replaces the rows of `table` with those of `plan`, streamed from
-    /// `ctx`; returns the version reached.
-    async fn replace(
-        &self,
-        table: &str,
-        plan: datafusion::logical_expr::LogicalPlan,
-    ) -> Result<u64, Error> {
+    /// Replaces the rows of `table` with those of `plan` (its tables
+    /// already bound), streamed into the new files; returns the version
+    /// reached.
+    async fn replace(&self, table: StoreTable, plan: LogicalPlan) -> Result<u64> {
         let delta = self.open_table(table, None).await?;
         let written = delta
             .write(Vec::new())
             .with_input_plan(plan)
             .with_save_mode(SaveMode::Overwrite)
             .await
-            .map_err(|e| delta_error(self, table, e))?;
+            .map_err(delta_error(self, table))?;
         written
             .version()
-            .ok_or_else(|| delta_error(self, table, "no version after writing"))
+            .ok_or_else(|| state_error(self, table, "no version after writing"))
     }
 
-    /// The newest committed state.
-    pub async fn pinned(&self) -> Result<Pinned, Error> {
+    /// The newest version of the commit log, read from its log folder
+    /// without opening the table: a cheap test of whether the store's
+    /// committed state moved since a snapshot (`None` without a store).
+    pub fn log_version_on_disk(&self) -> Option<u64> {
+        let log = self.table_path(StoreTable::Refreshes).join("_delta_log");
+        std::fs::read_dir(log)
+            .ok()?
+            .flatten()
+            .filter_map(|entry| {
+                let name = entry.file_name();
+                let name = name.to_str()?;
+                name.strip_suffix(".json")?.parse::<u64>().ok()
+            })
+            .max()
+    }
+
+    /// The newest committed state, read on `ctx`.
+    pub async fn pinned(&self, ctx: &SessionContext) -> Result<Pinned> {
         self.check_format()?;
-        let log = self.open_table(REFRESHES, None).await?;
+        let log = self.open_table(StoreTable::Refreshes, None).await?;
         let log_version = log
             .version()
-            .ok_or_else(|| delta_error(self, REFRESHES, "no version"))?;
+            .ok_or_else(|| state_error(self, StoreTable::Refreshes, "no version"))?;
         let provider = log
             .table_provider()
             .await
-            .map_err(|e| delta_error(self, REFRESHES, e))?;
-        let ctx = SessionContext::new();
-        ctx.register_table(REFRESHES, provider)?;
+            .map_err(|e| delta_error(self, StoreTable::Refreshes)(e.into()))?;
         let batches = ctx
-            .sql(&format!(
-                "SELECT * FROM {REFRESHES} ORDER BY refresh_id DESC LIMIT 1"
-            ))
-            .await?
+            .read_table(provider)?
+            .sort(vec![col("refresh_id").sort(false, false)])?
+            .limit(0, Some(1))?
             .collect()
             .await?;
         let commit = tables::read_commits(&batches)?.into_iter().next();
-        let versions = match &commit {
-            Some(c) => {
-                let mut v = [0u64; 4];
-                for (slot, version) in v.iter_mut().zip(c.versions) {
-                    *slot = u64::try_from(version)
-                        .map_err(|_| delta_error(self, REFRESHES, "negative version"))?;
-                }
-                v
-            }
-            None => [0; 4],
-        };
+        let versions = commit.as_ref().map(|c| c.versions).unwrap_or_default();
         Ok(Pinned {
             commit,
             versions,
@@ -418,41 +390,56 @@ impl Store {
     }
 
     /// The tables at the newest committed state.
-    pub async fn snapshot(&self) -> Result<Snapshot, Error> {
-        let pinned = self.pinned().await?;
-        let mut providers = Vec::new();
-        for (table, version) in DATA_TABLES.iter().zip(pinned.versions) {
+    pub async fn snapshot(&self, ctx: &SessionContext) -> Result<Snapshot> {
+        let pinned = self.pinned(ctx).await?;
+        let mut providers = BTreeMap::new();
+        let mut membership_files = Vec::new();
+        for table in StoreTable::ALL {
+            let version = match table {
+                StoreTable::Refreshes => pinned.log_version,
+                data => pinned.versions.get(data),
+            };
             let delta = self.open_table(table, Some(version)).await?;
+            if table == StoreTable::Membership {
+                for uri in delta.get_file_uris().map_err(delta_error(self, table))? {
+                    let path = match url::Url::parse(&uri) {
+                        Ok(url) if url.scheme() == "file" => url.to_file_path().ok(),
+                        Ok(_) => None,
+                        Err(_) => Some(self.table_path(table).join(&uri)),
+                    }
+                    .ok_or_else(|| state_error(self, table, "a data file is not a local path"))?;
+                    membership_files.push(path);
+                }
+            }
             let provider = delta
                 .table_provider()
                 .await
-                .map_err(|e| delta_error(self, table, e))?;
-            providers.push((*table, provider));
+                .map_err(|e| delta_error(self, table)(e.into()))?;
+            providers.insert(table, provider);
         }
-        let log = self.open_table(REFRESHES, Some(pinned.log_version)).await?;
-        let provider = log
-            .table_provider()
-            .await
-            .map_err(|e| delta_error(self, REFRESHES, e))?;
-        providers.push((REFRESHES, provider));
-        Ok(Snapshot { pinned, providers })
+        Ok(Snapshot {
+            pinned,
+            providers,
+            membership_files,
+        })
     }
 
     /// Undoes what an interrupted change wrote: every data table newer than
     /// the committed version goes back to it. Needs the lock.
-    pub async fn recover(&self, _lock: &StoreLock) -> Result<Pinned, Error> {
-        let pinned = self.pinned().await?;
-        for (table, version) in DATA_TABLES.iter().zip(pinned.versions) {
+    pub async fn recover(&self, ctx: &SessionContext, _lock: &StoreLock) -> Result<Pinned> {
+        let pinned = self.pinned(ctx).await?;
+        for table in StoreTable::DATA {
+            let version = pinned.versions.get(table);
             let delta = self.open_table(table, None).await?;
             let latest = delta
                 .version()
-                .ok_or_else(|| delta_error(self, table, "no version"))?;
+                .ok_or_else(|| state_error(self, table, "no version"))?;
             if latest > version {
                 delta
                     .restore()
                     .with_version_to_restore(version)
                     .await
-                    .map_err(|e| delta_error(self, table, e))?;
+                    .map_err(delta_error(self, table))?;
             }
         }
         Ok(pinned)
@@ -465,42 +452,42 @@ impl Store {
         _lock: &StoreLock,
         pinned: &Pinned,
         change: Change,
-    ) -> Result<Commit, Error> {
-        let started_at = now_micros();
+    ) -> Result<Commit> {
+        let started_at = crate::time::now_micros();
         let mut versions = pinned.versions;
         if let Some(batches) = change.definitions {
-            versions[0] = self
-                .write(DATA_TABLES[0], batches, SaveMode::Append)
+            let v = self
+                .write(StoreTable::Segments, batches, SaveMode::Append)
                 .await?;
+            versions.set(StoreTable::Segments, v);
         }
         if let Some(plan) = change.membership {
-            versions[1] = self.replace(DATA_TABLES[1], plan).await?;
+            let v = self.replace(StoreTable::Membership, plan).await?;
+            versions.set(StoreTable::Membership, v);
         }
         if let Some(batches) = change.events {
-            versions[2] = self
-                .write(DATA_TABLES[2], batches, SaveMode::Append)
+            let v = self
+                .write(StoreTable::Events, batches, SaveMode::Append)
                 .await?;
+            versions.set(StoreTable::Events, v);
         }
         if let Some(batches) = change.sizes {
-            versions[3] = self
-                .write(DATA_TABLES[3], batches, SaveMode::Append)
+            let v = self
+                .write(StoreTable::Sizes, batches, SaveMode::Append)
                 .await?;
-        }
-        let mut recorded = [0i64; 4];
-        for (slot, v) in recorded.iter_mut().zip(versions) {
-            *slot = i64::try_from(v).map_err(|_| Error::Store("table version overflow".into()))?;
+            versions.set(StoreTable::Sizes, v);
         }
         let commit = Commit {
             refresh_id: pinned.next_refresh_id(),
-            kind: change.kind.to_string(),
+            kind: change.kind,
             started_at,
-            committed_at: now_micros(),
+            committed_at: crate::time::now_micros(),
             as_of: change.as_of,
             segments: change.segments.join(","),
-            versions: recorded,
+            versions,
         };
         self.write(
-            REFRESHES,
+            StoreTable::Refreshes,
             vec![tables::commit_batch(&commit)?],
             SaveMode::Append,
         )
@@ -509,66 +496,17 @@ impl Store {
     }
 }
 
-/// Runs a store statement on the session's store, with its source tables
-/// and `as_of`.
-pub async fn run_statement(
-    ctx: &SessionContext,
-    statement: lifecycle::StoreStatement,
-) -> Result<crate::session::StatementResult, Error> {
-    let reader = functions::session_reader(ctx).ok_or_else(|| {
-        Error::Store("segment statements need a segment store; none is set up".into())
-    })?;
-    let catalog = crate::segment::table_function::session_catalog(ctx).ok_or_else(|| {
-        Error::Store(
-            "segment statements need a `customers` table: add one to [tables] in the project \
-             file"
-                .into(),
-        )
-    })?;
-    let env = lifecycle::StoreEnv {
-        store: reader.store().clone(),
-        as_of: catalog.as_of,
-        catalog: catalog.with_stored(None),
-        wait: reader.wait,
-    };
-    lifecycle::execute(ctx, &env, statement).await
-}
-
-/// Brings the session up to the store's committed state: the store tables
-/// (`segments`, `segment_membership`, ...) and the segments that
-/// `segment('in_segment(code)')` reads.
-pub async fn sync_session(ctx: &SessionContext) -> Result<(), Error> {
-    let Some(reader) = functions::session_reader(ctx) else {
-        return Ok(());
-    };
-    if !reader.store().exists() {
-        return Ok(());
-    }
-    reader.store().snapshot().await?.register(ctx)?;
-    if let Some(catalog) = crate::segment::table_function::session_catalog(ctx) {
-        let stored = reader.stored_segments()?;
-        let catalog = catalog.with_stored(Some(Arc::new(stored)));
-        ctx.register_udtf(
-            "segment",
-            Arc::new(crate::segment::table_function::SegmentTableFunction::new(
-                catalog,
-            )),
-        );
-    }
-    Ok(())
-}
-
 /// What one change writes; `None` leaves a table as it is.
-#[derive(Default)]
 pub struct Change {
-    pub kind: &'static str,
+    pub kind: ChangeKind,
+    /// The change's `as_of` instant, in microseconds.
     pub as_of: i64,
     pub segments: Vec<String>,
     /// Appended to `segments`.
     pub definitions: Option<Vec<RecordBatch>>,
     /// Replaces `segment_membership` with the rows of a plan (its tables
     /// already bound), streamed into the new files.
-    pub membership: Option<datafusion::logical_expr::LogicalPlan>,
+    pub membership: Option<LogicalPlan>,
     /// Appended to `segment_events`.
     pub events: Option<Vec<RecordBatch>>,
     /// Appended to `segment_sizes`.
@@ -594,25 +532,6 @@ fn parse_marker(text: &str) -> Option<u64> {
         .flatten()
 }
 
-/// Now, in microseconds since the epoch.
-pub fn now_micros() -> i64 {
-    chrono::Utc::now().timestamp_micros()
-}
-
-/// Microseconds since the epoch at 00:00 UTC of `day`.
-pub fn day_micros(day: chrono::NaiveDate) -> i64 {
-    day.and_time(chrono::NaiveTime::MIN)
-        .and_utc()
-        .timestamp_micros()
-}
-
-/// A timestamp in microseconds as `YYYY-MM-DDTHH:MM:SSZ`.
-pub fn format_micros(micros: i64) -> String {
-    chrono::DateTime::from_timestamp_micros(micros)
-        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
-        .unwrap_or_else(|| micros.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -624,11 +543,5 @@ mod tests {
         assert_eq!(parse_marker("{\"fmt\": 1}"), None);
         assert_eq!(parse_marker("garbage"), None);
         assert_eq!(parse_marker(""), None);
-    }
-
-    #[test]
-    fn days_are_midnight_utc() {
-        let day = chrono::NaiveDate::from_ymd_opt(2011, 2, 1).unwrap();
-        assert_eq!(format_micros(day_micros(day)), "2011-02-01T00:00:00Z");
     }
 }

@@ -6,28 +6,14 @@
 
 use std::sync::Arc;
 
+use super::error::StoreError;
+pub use super::kinds::{ChangeKind, StoreTable, TableVersions};
 use datafusion::arrow::array::{
     Array, ArrayRef, BooleanArray, Int32Array, Int64Array, RecordBatch, StringArray,
     TimestampMicrosecondArray,
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use datafusion::common::DataFusionError;
-
-/// Segment definitions, one row per version.
-pub const SEGMENTS: &str = "segments";
-/// One row per stay of a customer in a segment.
-pub const MEMBERSHIP: &str = "segment_membership";
-/// Entered / exited events.
-pub const EVENTS: &str = "segment_events";
-/// The size of each segment after each refresh.
-pub const SIZES: &str = "segment_sizes";
-/// One row per completed change of the store: its commit record.
-pub const REFRESHES: &str = "segment_refreshes";
-
-/// The tables a change writes, in the order their versions are recorded
-/// in `segment_refreshes`.
-pub const DATA_TABLES: [&str; 4] = [SEGMENTS, MEMBERSHIP, EVENTS, SIZES];
 
 fn timestamp(name: &str, nullable: bool) -> Field {
     Field::new(
@@ -38,11 +24,11 @@ fn timestamp(name: &str, nullable: bool) -> Field {
 }
 
 /// The Arrow schema of a store table.
-pub fn schema(table: &str) -> SchemaRef {
+pub fn schema(table: StoreTable) -> SchemaRef {
     let text = |name: &str, nullable| Field::new(name, DataType::Utf8, nullable);
     let int64 = |name: &str, nullable| Field::new(name, DataType::Int64, nullable);
     let fields = match table {
-        SEGMENTS => vec![
+        StoreTable::Segments => vec![
             text("code", false),
             Field::new("version", DataType::Int32, false),
             text("name", true),
@@ -55,7 +41,7 @@ pub fn schema(table: &str) -> SchemaRef {
             timestamp("updated_at", false),
             int64("refresh_id", false),
         ],
-        MEMBERSHIP => vec![
+        StoreTable::Membership => vec![
             text("segment", false),
             int64("customer_id", false),
             timestamp("entered_at", false),
@@ -63,7 +49,7 @@ pub fn schema(table: &str) -> SchemaRef {
             int64("entered_refresh", false),
             int64("exited_refresh", true),
         ],
-        EVENTS => vec![
+        StoreTable::Events => vec![
             int64("event_id", false),
             int64("refresh_id", false),
             text("segment", false),
@@ -72,7 +58,7 @@ pub fn schema(table: &str) -> SchemaRef {
             timestamp("at", false),
             timestamp("recorded_at", false),
         ],
-        SIZES => vec![
+        StoreTable::Sizes => vec![
             text("segment", false),
             int64("refresh_id", false),
             timestamp("refreshed_at", false),
@@ -81,7 +67,7 @@ pub fn schema(table: &str) -> SchemaRef {
             int64("entered", false),
             int64("exited", false),
         ],
-        _ => vec![
+        StoreTable::Refreshes => vec![
             int64("refresh_id", false),
             text("kind", false),
             timestamp("started_at", false),
@@ -109,7 +95,7 @@ fn int64s(values: impl IntoIterator<Item = Option<i64>>) -> ArrayRef {
     Arc::new(Int64Array::from_iter(values))
 }
 
-fn batch(table: &str, columns: Vec<ArrayRef>) -> Result<RecordBatch, DataFusionError> {
+fn batch(table: StoreTable, columns: Vec<ArrayRef>) -> Result<RecordBatch, StoreError> {
     Ok(RecordBatch::try_new(schema(table), columns)?)
 }
 
@@ -127,6 +113,14 @@ impl SegmentKind {
         match self {
             Self::Static => "static",
             Self::Dynamic => "dynamic",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        match text {
+            "static" => Some(Self::Static),
+            "dynamic" => Some(Self::Dynamic),
+            _ => None,
         }
     }
 }
@@ -188,18 +182,18 @@ pub struct Size {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Commit {
     pub refresh_id: i64,
-    pub kind: String,
+    pub kind: ChangeKind,
     pub started_at: i64,
     pub committed_at: i64,
     pub as_of: i64,
     pub segments: String,
-    /// Versions of [`DATA_TABLES`] that the change left.
-    pub versions: [i64; 4],
+    /// Versions of the data tables that the change left.
+    pub versions: TableVersions,
 }
 
-pub fn definitions_batch(rows: &[Definition]) -> Result<RecordBatch, DataFusionError> {
+pub fn definitions_batch(rows: &[Definition]) -> Result<RecordBatch, StoreError> {
     batch(
-        SEGMENTS,
+        StoreTable::Segments,
         vec![
             texts(rows.iter().map(|r| Some(r.code.as_str()))),
             Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.version))),
@@ -218,9 +212,9 @@ pub fn definitions_batch(rows: &[Definition]) -> Result<RecordBatch, DataFusionE
     )
 }
 
-pub fn stays_batch(rows: &[Stay]) -> Result<RecordBatch, DataFusionError> {
+pub fn stays_batch(rows: &[Stay]) -> Result<RecordBatch, StoreError> {
     batch(
-        MEMBERSHIP,
+        StoreTable::Membership,
         vec![
             texts(rows.iter().map(|r| Some(r.segment.as_str()))),
             int64s(rows.iter().map(|r| Some(r.customer_id))),
@@ -232,9 +226,9 @@ pub fn stays_batch(rows: &[Stay]) -> Result<RecordBatch, DataFusionError> {
     )
 }
 
-pub fn events_batch(rows: &[Event]) -> Result<RecordBatch, DataFusionError> {
+pub fn events_batch(rows: &[Event]) -> Result<RecordBatch, StoreError> {
     batch(
-        EVENTS,
+        StoreTable::Events,
         vec![
             int64s(rows.iter().map(|r| Some(r.event_id))),
             int64s(rows.iter().map(|r| Some(r.refresh_id))),
@@ -250,9 +244,9 @@ pub fn events_batch(rows: &[Event]) -> Result<RecordBatch, DataFusionError> {
     )
 }
 
-pub fn sizes_batch(rows: &[Size]) -> Result<RecordBatch, DataFusionError> {
+pub fn sizes_batch(rows: &[Size]) -> Result<RecordBatch, StoreError> {
     batch(
-        SIZES,
+        StoreTable::Sizes,
         vec![
             texts(rows.iter().map(|r| Some(r.segment.as_str()))),
             int64s(rows.iter().map(|r| Some(r.refresh_id))),
@@ -265,7 +259,7 @@ pub fn sizes_batch(rows: &[Size]) -> Result<RecordBatch, DataFusionError> {
     )
 }
 
-pub fn commit_batch(row: &Commit) -> Result<RecordBatch, DataFusionError> {
+pub fn commit_batch(row: &Commit) -> Result<RecordBatch, StoreError> {
     let mut columns = vec![
         int64s([Some(row.refresh_id)]),
         texts([Some(row.kind.as_str())]),
@@ -274,48 +268,63 @@ pub fn commit_batch(row: &Commit) -> Result<RecordBatch, DataFusionError> {
         timestamps([Some(row.as_of)]),
         texts([Some(row.segments.as_str())]),
     ];
-    columns.extend(row.versions.iter().map(|v| int64s([Some(*v)])));
-    batch(REFRESHES, columns)
+    for table in StoreTable::DATA {
+        let version = row.versions.get(table);
+        let version =
+            i64::try_from(version).map_err(|_| StoreError::VersionOverflow { table, version })?;
+        columns.push(int64s([Some(version)]));
+    }
+    batch(StoreTable::Refreshes, columns)
 }
 
 /// The columns of a batch, read as Rust values.
 #[derive(Debug)]
 pub struct Columns<'a> {
+    table: StoreTable,
     batch: &'a RecordBatch,
 }
 
 impl<'a> Columns<'a> {
-    pub fn new(batch: &'a RecordBatch) -> Self {
-        Self { batch }
+    /// The columns of `batch`, read from `table` (named in errors).
+    pub fn new(table: StoreTable, batch: &'a RecordBatch) -> Self {
+        Self { table, batch }
     }
 
-    fn column(&self, name: &str, to: &DataType) -> Result<ArrayRef, DataFusionError> {
-        let column = self.batch.column_by_name(name).ok_or_else(|| {
-            DataFusionError::Execution(format!("store table has no column `{name}`"))
+    fn column(&self, name: &'static str, to: &DataType) -> Result<ArrayRef, StoreError> {
+        let column = self.batch.column_by_name(name).ok_or(StoreError::Damaged {
+            table: self.table,
+            column: name,
         })?;
         Ok(cast(column, to)?)
     }
 
-    pub fn text(&self, name: &str) -> Result<Vec<Option<String>>, DataFusionError> {
+    fn damaged(&self, name: &'static str) -> StoreError {
+        StoreError::Damaged {
+            table: self.table,
+            column: name,
+        }
+    }
+
+    pub fn text(&self, name: &'static str) -> Result<Vec<Option<String>>, StoreError> {
         let array = self.column(name, &DataType::Utf8)?;
         let array = array
             .as_any()
             .downcast_ref::<StringArray>()
-            .ok_or_else(|| DataFusionError::Internal("cast to Utf8".into()))?;
+            .ok_or_else(|| self.damaged(name))?;
         Ok(array.iter().map(|v| v.map(str::to_string)).collect())
     }
 
-    pub fn int64(&self, name: &str) -> Result<Vec<Option<i64>>, DataFusionError> {
+    pub fn int64(&self, name: &'static str) -> Result<Vec<Option<i64>>, StoreError> {
         let array = self.column(name, &DataType::Int64)?;
         let array = array
             .as_any()
             .downcast_ref::<Int64Array>()
-            .ok_or_else(|| DataFusionError::Internal("cast to Int64".into()))?;
+            .ok_or_else(|| self.damaged(name))?;
         Ok(array.iter().collect())
     }
 
     /// Timestamps as microseconds since the epoch.
-    pub fn micros(&self, name: &str) -> Result<Vec<Option<i64>>, DataFusionError> {
+    pub fn micros(&self, name: &'static str) -> Result<Vec<Option<i64>>, StoreError> {
         let array = self.column(
             name,
             &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
@@ -323,16 +332,16 @@ impl<'a> Columns<'a> {
         let array = array
             .as_any()
             .downcast_ref::<TimestampMicrosecondArray>()
-            .ok_or_else(|| DataFusionError::Internal("cast to timestamp".into()))?;
+            .ok_or_else(|| self.damaged(name))?;
         Ok(array.iter().collect())
     }
 
-    pub fn boolean(&self, name: &str) -> Result<Vec<Option<bool>>, DataFusionError> {
+    pub fn boolean(&self, name: &'static str) -> Result<Vec<Option<bool>>, StoreError> {
         let array = self.column(name, &DataType::Boolean)?;
         let array = array
             .as_any()
             .downcast_ref::<BooleanArray>()
-            .ok_or_else(|| DataFusionError::Internal("cast to Boolean".into()))?;
+            .ok_or_else(|| self.damaged(name))?;
         Ok(array.iter().collect())
     }
 
@@ -346,19 +355,19 @@ impl<'a> Columns<'a> {
 }
 
 /// A value that must be present: `None` means the store is damaged.
-pub fn required<T>(value: Option<T>, table: &str, column: &str) -> Result<T, DataFusionError> {
-    value.ok_or_else(|| {
-        DataFusionError::Execution(format!(
-            "store table {table} has a null {column}; the store is damaged"
-        ))
-    })
+pub fn required<T>(
+    value: Option<T>,
+    table: StoreTable,
+    column: &'static str,
+) -> Result<T, StoreError> {
+    value.ok_or(StoreError::Damaged { table, column })
 }
 
 /// Reads definition rows from batches of the `segments` table.
-pub fn read_definitions(batches: &[RecordBatch]) -> Result<Vec<Definition>, DataFusionError> {
+pub fn read_definitions(batches: &[RecordBatch]) -> Result<Vec<Definition>, StoreError> {
     let mut rows = Vec::new();
     for batch in batches {
-        let c = Columns::new(batch);
+        let c = Columns::new(StoreTable::Segments, batch);
         let (code, version, name, comment, kind) = (
             c.text("code")?,
             c.int64("version")?,
@@ -377,22 +386,24 @@ pub fn read_definitions(batches: &[RecordBatch]) -> Result<Vec<Definition>, Data
             c.int64("refresh_id")?,
         );
         for i in 0..c.len() {
-            let kind = match required(kind[i].as_deref(), SEGMENTS, "kind")? {
-                "static" => SegmentKind::Static,
-                _ => SegmentKind::Dynamic,
-            };
+            let kind = required(kind[i].as_deref(), StoreTable::Segments, "kind")?;
+            let kind = SegmentKind::parse(kind).ok_or_else(|| StoreError::BadValue {
+                table: StoreTable::Segments,
+                column: "kind",
+                value: kind.to_string(),
+            })?;
             rows.push(Definition {
-                code: required(code[i].clone(), SEGMENTS, "code")?,
-                version: required(version[i], SEGMENTS, "version")? as i32,
+                code: required(code[i].clone(), StoreTable::Segments, "code")?,
+                version: required(version[i], StoreTable::Segments, "version")? as i32,
                 name: name[i].clone(),
                 comment: comment[i].clone(),
                 kind,
-                active: required(active[i], SEGMENTS, "active")?,
-                dropped: required(dropped[i], SEGMENTS, "dropped")?,
-                condition: required(condition[i].clone(), SEGMENTS, "condition")?,
-                created_at: required(created[i], SEGMENTS, "created_at")?,
-                updated_at: required(updated[i], SEGMENTS, "updated_at")?,
-                refresh_id: required(refresh[i], SEGMENTS, "refresh_id")?,
+                active: required(active[i], StoreTable::Segments, "active")?,
+                dropped: required(dropped[i], StoreTable::Segments, "dropped")?,
+                condition: required(condition[i].clone(), StoreTable::Segments, "condition")?,
+                created_at: required(created[i], StoreTable::Segments, "created_at")?,
+                updated_at: required(updated[i], StoreTable::Segments, "updated_at")?,
+                refresh_id: required(refresh[i], StoreTable::Segments, "refresh_id")?,
             });
         }
     }
@@ -400,10 +411,10 @@ pub fn read_definitions(batches: &[RecordBatch]) -> Result<Vec<Definition>, Data
 }
 
 /// Reads stays from batches of the `segment_membership` table.
-pub fn read_stays(batches: &[RecordBatch]) -> Result<Vec<Stay>, DataFusionError> {
+pub fn read_stays(batches: &[RecordBatch]) -> Result<Vec<Stay>, StoreError> {
     let mut rows = Vec::new();
     for batch in batches {
-        let c = Columns::new(batch);
+        let c = Columns::new(StoreTable::Membership, batch);
         let (segment, customer, entered, exited) = (
             c.text("segment")?,
             c.int64("customer_id")?,
@@ -414,11 +425,15 @@ pub fn read_stays(batches: &[RecordBatch]) -> Result<Vec<Stay>, DataFusionError>
             (c.int64("entered_refresh")?, c.int64("exited_refresh")?);
         for i in 0..c.len() {
             rows.push(Stay {
-                segment: required(segment[i].clone(), MEMBERSHIP, "segment")?,
-                customer_id: required(customer[i], MEMBERSHIP, "customer_id")?,
-                entered_at: required(entered[i], MEMBERSHIP, "entered_at")?,
+                segment: required(segment[i].clone(), StoreTable::Membership, "segment")?,
+                customer_id: required(customer[i], StoreTable::Membership, "customer_id")?,
+                entered_at: required(entered[i], StoreTable::Membership, "entered_at")?,
                 exited_at: exited[i],
-                entered_refresh: required(entered_refresh[i], MEMBERSHIP, "entered_refresh")?,
+                entered_refresh: required(
+                    entered_refresh[i],
+                    StoreTable::Membership,
+                    "entered_refresh",
+                )?,
                 exited_refresh: exited_refresh[i],
             });
         }
@@ -427,10 +442,10 @@ pub fn read_stays(batches: &[RecordBatch]) -> Result<Vec<Stay>, DataFusionError>
 }
 
 /// Reads commit records from batches of the `segment_refreshes` table.
-pub fn read_commits(batches: &[RecordBatch]) -> Result<Vec<Commit>, DataFusionError> {
+pub fn read_commits(batches: &[RecordBatch]) -> Result<Vec<Commit>, StoreError> {
     let mut rows = Vec::new();
     for batch in batches {
-        let c = Columns::new(batch);
+        let c = Columns::new(StoreTable::Refreshes, batch);
         let (id, kind, started, committed, as_of, segments) = (
             c.int64("refresh_id")?,
             c.text("kind")?,
@@ -439,24 +454,34 @@ pub fn read_commits(batches: &[RecordBatch]) -> Result<Vec<Commit>, DataFusionEr
             c.micros("as_of")?,
             c.text("segments")?,
         );
-        let versions = [
-            c.int64("segments_version")?,
-            c.int64("membership_version")?,
-            c.int64("events_version")?,
-            c.int64("sizes_version")?,
-        ];
+        let mut versions = Vec::new();
+        for table in StoreTable::DATA {
+            versions.push((table, c.int64(table.version_column())?));
+        }
         for i in 0..c.len() {
-            let mut v = [0i64; 4];
-            for (slot, column) in v.iter_mut().zip(&versions) {
-                *slot = required(column[i], REFRESHES, "version")?;
+            let mut v = TableVersions::default();
+            for (table, column) in &versions {
+                let version = required(column[i], StoreTable::Refreshes, table.version_column())?;
+                let version = u64::try_from(version).map_err(|_| StoreError::BadValue {
+                    table: StoreTable::Refreshes,
+                    column: table.version_column(),
+                    value: version.to_string(),
+                })?;
+                v.set(*table, version);
             }
+            let kind = required(kind[i].as_deref(), StoreTable::Refreshes, "kind")?;
+            let kind = ChangeKind::parse(kind).ok_or_else(|| StoreError::BadValue {
+                table: StoreTable::Refreshes,
+                column: "kind",
+                value: kind.to_string(),
+            })?;
             rows.push(Commit {
-                refresh_id: required(id[i], REFRESHES, "refresh_id")?,
-                kind: required(kind[i].clone(), REFRESHES, "kind")?,
-                started_at: required(started[i], REFRESHES, "started_at")?,
-                committed_at: required(committed[i], REFRESHES, "committed_at")?,
-                as_of: required(as_of[i], REFRESHES, "as_of")?,
-                segments: required(segments[i].clone(), REFRESHES, "segments")?,
+                refresh_id: required(id[i], StoreTable::Refreshes, "refresh_id")?,
+                kind,
+                started_at: required(started[i], StoreTable::Refreshes, "started_at")?,
+                committed_at: required(committed[i], StoreTable::Refreshes, "committed_at")?,
+                as_of: required(as_of[i], StoreTable::Refreshes, "as_of")?,
+                segments: required(segments[i].clone(), StoreTable::Refreshes, "segments")?,
                 versions: v,
             });
         }
@@ -465,10 +490,10 @@ pub fn read_commits(batches: &[RecordBatch]) -> Result<Vec<Commit>, DataFusionEr
 }
 
 /// Reads events from batches of the `segment_events` table.
-pub fn read_events(batches: &[RecordBatch]) -> Result<Vec<Event>, DataFusionError> {
+pub fn read_events(batches: &[RecordBatch]) -> Result<Vec<Event>, StoreError> {
     let mut rows = Vec::new();
     for batch in batches {
-        let c = Columns::new(batch);
+        let c = Columns::new(StoreTable::Events, batch);
         let (id, refresh, segment, customer, event, at, recorded) = (
             c.int64("event_id")?,
             c.int64("refresh_id")?,
@@ -480,13 +505,13 @@ pub fn read_events(batches: &[RecordBatch]) -> Result<Vec<Event>, DataFusionErro
         );
         for i in 0..c.len() {
             rows.push(Event {
-                event_id: required(id[i], EVENTS, "event_id")?,
-                refresh_id: required(refresh[i], EVENTS, "refresh_id")?,
-                segment: required(segment[i].clone(), EVENTS, "segment")?,
-                customer_id: required(customer[i], EVENTS, "customer_id")?,
-                entered: required(event[i].as_deref(), EVENTS, "event")? == "entered",
-                at: required(at[i], EVENTS, "at")?,
-                recorded_at: required(recorded[i], EVENTS, "recorded_at")?,
+                event_id: required(id[i], StoreTable::Events, "event_id")?,
+                refresh_id: required(refresh[i], StoreTable::Events, "refresh_id")?,
+                segment: required(segment[i].clone(), StoreTable::Events, "segment")?,
+                customer_id: required(customer[i], StoreTable::Events, "customer_id")?,
+                entered: required(event[i].as_deref(), StoreTable::Events, "event")? == "entered",
+                at: required(at[i], StoreTable::Events, "at")?,
+                recorded_at: required(recorded[i], StoreTable::Events, "recorded_at")?,
             });
         }
     }
@@ -494,10 +519,10 @@ pub fn read_events(batches: &[RecordBatch]) -> Result<Vec<Event>, DataFusionErro
 }
 
 /// Reads sizes from batches of the `segment_sizes` table.
-pub fn read_sizes(batches: &[RecordBatch]) -> Result<Vec<Size>, DataFusionError> {
+pub fn read_sizes(batches: &[RecordBatch]) -> Result<Vec<Size>, StoreError> {
     let mut rows = Vec::new();
     for batch in batches {
-        let c = Columns::new(batch);
+        let c = Columns::new(StoreTable::Sizes, batch);
         let (segment, refresh, refreshed, as_of, size, entered, exited) = (
             c.text("segment")?,
             c.int64("refresh_id")?,
@@ -509,13 +534,13 @@ pub fn read_sizes(batches: &[RecordBatch]) -> Result<Vec<Size>, DataFusionError>
         );
         for i in 0..c.len() {
             rows.push(Size {
-                segment: required(segment[i].clone(), SIZES, "segment")?,
-                refresh_id: required(refresh[i], SIZES, "refresh_id")?,
-                refreshed_at: required(refreshed[i], SIZES, "refreshed_at")?,
-                as_of: required(as_of[i], SIZES, "as_of")?,
-                size: required(size[i], SIZES, "size")?,
-                entered: required(entered[i], SIZES, "entered")?,
-                exited: required(exited[i], SIZES, "exited")?,
+                segment: required(segment[i].clone(), StoreTable::Sizes, "segment")?,
+                refresh_id: required(refresh[i], StoreTable::Sizes, "refresh_id")?,
+                refreshed_at: required(refreshed[i], StoreTable::Sizes, "refreshed_at")?,
+                as_of: required(as_of[i], StoreTable::Sizes, "as_of")?,
+                size: required(size[i], StoreTable::Sizes, "size")?,
+                entered: required(entered[i], StoreTable::Sizes, "entered")?,
+                exited: required(exited[i], StoreTable::Sizes, "exited")?,
             });
         }
     }

@@ -9,7 +9,8 @@
 //! - `config`: project-file and table-path mistakes;
 //! - `generate`: the sample-data generator, its determinism and the data's
 //!   shape;
-//! - `queries`: every `queries/*.sql` example against its snapshot.
+//! - `queries`: every `queries/*.sql` example against its snapshot;
+//! - `layers`: no two files of `src/` depend on each other.
 
 // clippy's allow-unwrap-in-tests covers `#[test]` functions only; the set-up
 // helpers here should fail their test just as loudly.
@@ -20,6 +21,7 @@ mod commands;
 mod config;
 mod errors;
 mod generate;
+mod layers;
 mod queries;
 mod repl;
 mod segments;

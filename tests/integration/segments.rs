@@ -26,11 +26,20 @@ async fn session() -> SessionContext {
     segql::session::register_tables(&ctx, &config)
         .await
         .unwrap();
+    segql::segment::table_function::register(&ctx, session_catalog(&ctx).await);
+    ctx
+}
+
+/// The tables of the session and the saved segment files, as of `AS_OF`.
+async fn session_catalog(ctx: &SessionContext) -> segql::segment::SegmentCatalog {
+    let config = segql::Config::load(root().join("segql.toml")).unwrap();
     let definitions =
         segql::segment::catalog::load_definitions(&config.segments_folder.clone().unwrap())
             .unwrap();
-    assert!(segql::segment::table_function::register(&ctx, as_of(), definitions).await);
-    ctx
+    segql::segment::SegmentCatalog::from_session(ctx, as_of())
+        .await
+        .unwrap()
+        .with_definitions(definitions)
 }
 
 fn as_of() -> AsOf {
@@ -167,7 +176,7 @@ fn check_snapshot(path: &Path, actual: &str) {
 #[tokio::test]
 async fn examples_match_their_snapshots() {
     let ctx = session().await;
-    let catalog = segql::segment::table_function::session_catalog(&ctx).unwrap();
+    let catalog = session_catalog(&ctx).await;
     let names = examples();
     assert_eq!(names.len(), 11);
     for name in names {
@@ -206,7 +215,7 @@ async fn examples_equal_independent_sql() {
 #[tokio::test]
 async fn plans_read_only_what_the_condition_needs() {
     let ctx = session().await;
-    let catalog = segql::segment::table_function::session_catalog(&ctx).unwrap();
+    let catalog = session_catalog(&ctx).await;
     let plan = |c: &str| {
         plan_text(c, &catalog, as_of())
             .unwrap()
@@ -240,7 +249,7 @@ async fn plans_read_only_what_the_condition_needs() {
 #[tokio::test]
 async fn language_errors_point_at_the_problem() {
     let ctx = session().await;
-    let catalog = segql::segment::table_function::session_catalog(&ctx).unwrap();
+    let catalog = session_catalog(&ctx).await;
     let err = |c: &str| {
         plan_text(c, &catalog, as_of())
             .unwrap_err()
@@ -280,7 +289,7 @@ async fn language_errors_point_at_the_problem() {
 #[tokio::test]
 async fn segment_references_nest_and_cycles_are_refused() {
     let ctx = session().await;
-    let mut catalog = segql::segment::table_function::session_catalog(&ctx).unwrap();
+    let mut catalog = session_catalog(&ctx).await;
     let define = |catalog: &mut segql::segment::SegmentCatalog, code: &str, text: &str| {
         catalog
             .definitions
@@ -342,7 +351,7 @@ async fn product_attributes_come_from_products() {
     ] {
         ctx.sql(sql).await.unwrap().collect().await.unwrap();
     }
-    let mut catalog = segql::segment::table_function::session_catalog(&ctx).unwrap();
+    let mut catalog = session_catalog(&ctx).await;
     catalog.order_items = Some(ctx.table_provider("items_with_product").await.unwrap());
     catalog.products = Some(ctx.table_provider("products").await.unwrap());
     let condition =
@@ -501,7 +510,7 @@ fn preview_and_explain_from_the_command_line() {
 #[tokio::test]
 async fn random_token_sequences_never_panic_the_planner() {
     let ctx = session().await;
-    let catalog = segql::segment::table_function::session_catalog(&ctx).unwrap();
+    let catalog = session_catalog(&ctx).await;
     let pieces = [
         "orders_count",
         "country",

@@ -12,8 +12,8 @@ use chrono::NaiveDate;
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::prelude::SessionContext;
+use segql::refresh::{RefreshOptions, refresh};
 use segql::segment::AsOf;
-use segql::store::refresh::{RefreshOptions, refresh};
 
 use super::{assert_fails, assert_ok, repo_root, segql_in};
 
@@ -38,13 +38,11 @@ fn day(text: &str) -> AsOf {
     AsOf(NaiveDate::parse_from_str(text, "%Y-%m-%d").unwrap())
 }
 
-async fn session(dir: &Path, as_of: AsOf) -> SessionContext {
+async fn session(dir: &Path, as_of: AsOf) -> segql::Project {
     let config = segql::Config::load(dir.join("segql.toml")).unwrap();
-    let mut ctx = SessionContext::new();
-    segql::session::setup(&mut ctx, &config, as_of, false)
+    segql::Project::open(config, SessionContext::new(), as_of, false)
         .await
-        .unwrap();
-    ctx
+        .unwrap()
 }
 
 async fn ids(ctx: &SessionContext, sql: &str) -> BTreeSet<i64> {
@@ -87,16 +85,16 @@ const SEGMENTS: [(&str, &str); 5] = [
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_year_of_monthly_history_adds_up() {
     let dir = project();
-    let ctx = session(dir.path(), day("2011-01-01")).await;
+    let mut project = session(dir.path(), day("2011-01-01")).await;
     for (code, condition) in SEGMENTS {
-        segql::session::collect_sql(&ctx, &format!("CREATE SEGMENT {code} AS {condition}"))
+        project
+            .collect_sql(&format!("CREATE SEGMENT {code} AS {condition}"))
             .await
             .unwrap();
     }
-    let store = segql::store::functions::session_reader(&ctx).unwrap();
-    let catalog = segql::segment::table_function::session_catalog(&ctx)
-        .unwrap()
-        .with_stored(None);
+    let store = project.store().clone();
+    let catalog = project.catalog("refresh").unwrap().clone();
+    let ctx = project.ctx().clone();
     let months: Vec<AsOf> = (2..=13)
         .map(|m| {
             let (y, m) = if m == 13 { (2012, 1) } else { (2011, m) };
@@ -106,7 +104,7 @@ async fn a_year_of_monthly_history_adds_up() {
     for as_of in &months {
         let outcome = refresh(
             &ctx,
-            store.store(),
+            &store,
             &catalog,
             &RefreshOptions {
                 codes: Vec::new(),
@@ -120,7 +118,7 @@ async fn a_year_of_monthly_history_adds_up() {
         // One pass over orders feeds all five segments.
         assert_eq!(outcome.orders_scans, 1);
     }
-    segql::store::sync_session(&ctx).await.unwrap();
+    project.sync_store().await.unwrap();
 
     for (code, condition) in SEGMENTS {
         let sizes = ctx
@@ -750,8 +748,13 @@ fn damaged_or_newer_stores_are_refused_clearly() {
     let marker = store.join("segql_store.json");
 
     std::fs::write(&marker, "{\"format\": 2}\n").unwrap();
+    // A store that cannot be read stops store work, not unrelated SQL.
+    assert_ok(
+        &run(d, &["--format", "csv", "-c", "SELECT 1 AS one"]),
+        "one\n1\n",
+    );
     assert_fails(
-        &run(d, &["-c", "SELECT 1"]),
+        &run(d, &["segment", "list"]),
         1,
         &format!(
             "error: the segment store at {} was written by a newer segql (store format 2; this \

@@ -5,17 +5,16 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field};
-use datafusion::common::DataFusionError;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::unparser::plan_to_sql;
 
-use super::catalog::SegmentCatalog;
-use super::planner::{PlanError, plan_condition};
-use super::table_function::{plan_text, session_catalog};
+use super::env::{StatementEnv, StatementResult};
 use crate::error::Error;
 use crate::lang::{self, ast::Condition};
-use crate::session::StatementResult;
+use crate::segment::catalog::SegmentCatalog;
+use crate::segment::{SegmentError, plan_condition};
+use crate::time::AsOf;
 
 /// Rows shown by `PREVIEW SEGMENT`.
 pub const PREVIEW_ROWS: usize = 10;
@@ -27,28 +26,20 @@ pub enum SegmentCommand {
     Explain,
 }
 
-/// The catalog the session's `segment` function was registered with.
-fn catalog(ctx: &SessionContext) -> Result<SegmentCatalog, Error> {
-    session_catalog(ctx).ok_or_else(|| {
-        DataFusionError::Plan(
-            "segment statements need a `customers` table: add one to [tables] in the project file"
-                .into(),
-        )
-        .into()
-    })
-}
-
 /// Runs one segment statement on `condition` (the text after `SEGMENT`).
 pub async fn run(
-    ctx: &SessionContext,
+    env: &StatementEnv<'_>,
     command: SegmentCommand,
     condition: &str,
 ) -> Result<Vec<StatementResult>, Error> {
-    let catalog = catalog(ctx)?;
-    let plan = plan_text(condition, &catalog, catalog.as_of)?;
+    let catalog = env.catalog()?;
+    let parsed = lang::parse(condition).map_err(|e| SegmentError::lang(e, condition))?;
+    let plan = plan_condition(&parsed, condition, catalog, env.as_of)?;
     match command {
-        SegmentCommand::Preview => preview(ctx, plan).await,
-        SegmentCommand::Explain => explain(ctx, condition, &catalog, plan).await,
+        SegmentCommand::Preview => preview(env.ctx, plan).await,
+        SegmentCommand::Explain => {
+            explain(env.ctx, condition, &parsed, catalog, env.as_of, plan).await
+        }
     }
 }
 
@@ -82,12 +73,15 @@ fn single_row(name: &str, value: i64) -> Result<StatementResult, Error> {
 async fn explain(
     ctx: &SessionContext,
     source: &str,
+    condition: &Condition,
     catalog: &SegmentCatalog,
+    as_of: AsOf,
     plan: LogicalPlan,
 ) -> Result<Vec<StatementResult>, Error> {
+    let plan_of = |condition: &Condition| plan_condition(condition, source, catalog, as_of);
     let mut rows: Vec<(String, String)> = vec![
         ("condition".into(), source.trim().to_string()),
-        ("as_of".into(), catalog.as_of.0.to_string()),
+        ("as_of".into(), as_of.0.to_string()),
         ("logical_plan".into(), plan.display_indent().to_string()),
     ];
     let optimized = ctx.state().optimize(&plan)?;
@@ -105,10 +99,9 @@ async fn explain(
             ),
         },
     ));
-    let all = count(ctx, plan_of(&all_customers(), catalog)?).await?;
+    let all = count(ctx, plan_of(&all_customers())?).await?;
     rows.push(("customers".into(), all.to_string()));
-    let condition = lang::parse(source).map_err(|e| DataFusionError::Plan(e.render(source)))?;
-    let parts = match &condition {
+    let parts = match condition {
         Condition::And(parts) => parts.clone(),
         other => vec![other.clone()],
     };
@@ -120,12 +113,8 @@ async fn explain(
             Condition::Not(_) => format!("NOT {text}"),
             _ => text.to_string(),
         };
-        let alone = count(ctx, plan_of(part, catalog)?).await?;
-        let so_far = count(
-            ctx,
-            plan_of(&Condition::And(parts[..=index].to_vec()), catalog)?,
-        )
-        .await?;
+        let alone = count(ctx, plan_of(part)?).await?;
+        let so_far = count(ctx, plan_of(&Condition::And(parts[..=index].to_vec()))?).await?;
         rows.push((
             format!("keeps {}", index + 1),
             format!("{text}: {alone} alone, {so_far} with the conditions before it"),
@@ -149,11 +138,4 @@ async fn explain(
 /// A condition every customer meets, to count the population.
 fn all_customers() -> Condition {
     Condition::And(Vec::new())
-}
-
-fn plan_of(condition: &Condition, catalog: &SegmentCatalog) -> Result<LogicalPlan, Error> {
-    plan_condition(condition, catalog, catalog.as_of).map_err(|e| match e {
-        PlanError::DataFusion(e) => e.into(),
-        PlanError::Lang(e) => DataFusionError::Plan(e.message).into(),
-    })
 }

@@ -2,8 +2,8 @@
 
 use std::fmt::Write as _;
 
-use super::format_micros;
-use super::tables::Size;
+use crate::store::tables::Size;
+use crate::time::format_micros;
 
 /// Bars from lowest to highest.
 const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];

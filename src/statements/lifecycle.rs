@@ -18,17 +18,16 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, BooleanArray, Int64Array, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field};
-use datafusion::prelude::SessionContext;
 
-use super::refresh::{self, NewMembers, RefreshOptions};
-use super::tables::{Definition, SegmentKind};
-use super::{Store, day_micros, format_micros, now_micros};
+use super::env::{StatementEnv, StatementResult};
 use crate::error::Error;
-use crate::segment::SegmentCatalog;
+use crate::refresh::{self, NewMembers, RefreshOptions};
 use crate::segment::catalog::is_valid_code;
-use crate::segment::planner::AsOf;
-use crate::segment::table_function::plan_text;
-use crate::session::StatementResult;
+use crate::segment::{SegmentGraph, plan_text};
+use crate::store::StoreError;
+use crate::store::read::{self, live_definitions, sizes};
+use crate::store::tables::{ChangeKind, Definition, SegmentKind};
+use crate::time::{format_day, now_micros};
 
 /// A parsed store statement.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,7 +139,7 @@ impl<'a> Words<'a> {
 }
 
 fn syntax(message: String) -> Error {
-    Error::Store(format!(
+    Error::StatementSyntax(format!(
         "{message}\nsegment statements:\n  CREATE [STATIC | DYNAMIC] SEGMENT code [NAME '...'] \
          [COMMENT '...'] AS <condition>\n  ALTER SEGMENT code [NAME '...'] [COMMENT '...'] \
          [ACTIVE | INACTIVE] [AS <condition>]\n  DROP SEGMENT [IF EXISTS] code\n  SHOW \
@@ -161,10 +160,10 @@ pub fn check_code(code: &str) -> Result<(), Error> {
     if is_valid_code(code) {
         Ok(())
     } else {
-        Err(Error::Store(format!(
-            "`{code}` is not a valid segment code; use lower-case letters, digits and _, \
-             starting with a letter (e.g. big_spenders)"
-        )))
+        Err(StoreError::InvalidCode {
+            code: code.to_string(),
+        }
+        .into())
     }
 }
 
@@ -297,29 +296,19 @@ fn options(words: &mut Words<'_>, alter: bool) -> Result<Options, Error> {
     Ok((name, comment, active, condition))
 }
 
-/// What store statements need: the store, the source tables, the session's
-/// `as_of`, and whether to wait for another writer.
-#[derive(Debug, Clone)]
-pub struct StoreEnv {
-    pub store: Store,
-    pub catalog: SegmentCatalog,
-    pub as_of: AsOf,
-    pub wait: bool,
-}
-
 /// Runs a store statement; the result is a table to print.
 pub async fn execute(
-    ctx: &SessionContext,
-    env: &StoreEnv,
+    env: &StatementEnv<'_>,
     statement: StoreStatement,
 ) -> Result<StatementResult, Error> {
     match statement {
         StoreStatement::Show => show(env).await,
         StoreStatement::Refresh { codes } => {
+            let catalog = env.catalog()?.clone().with_stored(None);
             let outcome = refresh::refresh(
-                ctx,
-                &env.store,
-                &env.catalog,
+                env.ctx,
+                env.store,
+                &catalog,
                 &RefreshOptions {
                     codes,
                     as_of: env.as_of,
@@ -330,39 +319,54 @@ pub async fn execute(
             refresh_table(&outcome)
         }
         other => {
-            let message = change(ctx, env, other).await?;
+            let message = change(env, other).await?;
             message_table(&message)
         }
     }
 }
 
-/// Conditions of every other segment (store and saved files), for cycle
-/// checks.
-fn all_conditions(env: &StoreEnv, live: &BTreeMap<String, Definition>) -> BTreeMap<String, String> {
-    let mut conditions = env.catalog.definitions.clone();
-    for (code, definition) in live {
-        conditions.insert(code.clone(), definition.condition.clone());
+/// Every segment a condition may refer to, store and saved files.
+fn graph(
+    env_definitions: &BTreeMap<String, String>,
+    live: &BTreeMap<String, Definition>,
+) -> SegmentGraph {
+    SegmentGraph::new(
+        env_definitions
+            .iter()
+            .map(|(c, t)| (c.as_str(), t.as_str()))
+            .chain(live.iter().map(|(c, d)| (c.as_str(), d.condition.as_str()))),
+    )
+}
+
+/// Refuses `condition` for `code` if it would close a cycle.
+fn check_cycles(graph: SegmentGraph, code: &str, condition: &str) -> Result<(), Error> {
+    match graph.with(code, condition).cycle_through(code) {
+        Some(path) => Err(StoreError::Cycle {
+            code: code.to_string(),
+            path,
+        }
+        .into()),
+        None => Ok(()),
     }
-    conditions
 }
 
 /// CREATE, ALTER or DROP: one change of the store; returns what it did.
-async fn change(
-    ctx: &SessionContext,
-    env: &StoreEnv,
-    statement: StoreStatement,
-) -> Result<String, Error> {
-    let store = &env.store;
+async fn change(env: &StatementEnv<'_>, statement: StoreStatement) -> Result<String, Error> {
+    let (ctx, store) = (env.ctx, env.store);
+    let base = env.catalog()?.clone().with_stored(None);
     store.create_if_missing().await?;
     let lock = store.lock(env.wait)?;
-    let pinned = store.recover(&lock).await?;
-    let snapshot = store.snapshot().await?;
-    let history = refresh::definitions(&snapshot).await?;
-    let live = refresh::newest(&history);
+    let pinned = store.recover(ctx, &lock).await?;
+    let snapshot = store.snapshot(ctx).await?;
+    let history = read::definitions(ctx, &snapshot).await?;
+    let live = read::newest(&history);
     let now = now_micros();
     let refresh_id = pinned.next_refresh_id();
-    let at = day_micros(env.as_of.0);
+    let at = env.as_of.micros();
     let mut codes: std::collections::BTreeSet<String> = live.keys().cloned().collect();
+    let unknown = |code: &str| -> Error {
+        StoreError::unknown_segment(code, live.keys().map(String::as_str)).into()
+    };
     match statement {
         StoreStatement::Create {
             kind,
@@ -372,20 +376,17 @@ async fn change(
             condition,
         } => {
             if let Some(existing) = live.get(&code) {
-                return Err(Error::Store(format!(
-                    "segment `{code}` already exists (created {}); change it with ALTER SEGMENT \
-                     or remove it with DROP SEGMENT first",
-                    format_micros(existing.created_at)
-                )));
+                return Err(StoreError::AlreadyExists {
+                    code,
+                    created_at: existing.created_at,
+                }
+                .into());
             }
-            if env.catalog.definitions.contains_key(&code) {
-                return Err(Error::Store(format!(
-                    "`{code}` already names a saved segment file ({code}.seg in [segments] \
-                     folder); choose another code"
-                )));
+            if base.definitions.contains_key(&code) {
+                return Err(StoreError::NamesAFile { code }.into());
             }
-            refresh::check_cycles(&code, &condition, &all_conditions(env, &live))?;
-            let catalog = refresh::catalog_with_store(&env.catalog, &snapshot, codes.clone())?;
+            check_cycles(graph(&base.definitions, &live), &code, &condition)?;
+            let catalog = refresh::catalog_with_store(&base, &snapshot, codes.clone())?;
             // Planning checks names and types before anything is written.
             plan_text(&condition, &catalog, env.as_of)?;
             // A code used before (then dropped) goes on from its last version.
@@ -419,11 +420,12 @@ async fn change(
                 Vec::new()
             };
             let applied = refresh::apply(
+                ctx,
                 store,
                 &lock,
                 &pinned,
                 &snapshot,
-                "create",
+                ChangeKind::Create,
                 at,
                 vec![definition],
                 changes,
@@ -447,7 +449,7 @@ async fn change(
             condition,
         } => {
             let Some(current) = live.get(&code) else {
-                return Err(refresh::unknown_segment(&code, &live));
+                return Err(unknown(&code));
             };
             let mut next = current.clone();
             next.version += 1;
@@ -464,26 +466,20 @@ async fn change(
             }
             if let Some(condition) = condition {
                 if current.kind == SegmentKind::Static {
-                    return Err(Error::Store(format!(
-                        "segment `{code}` is static: its members were formed once and are \
-                         frozen; create a new segment with the new condition instead"
-                    )));
+                    return Err(StoreError::StaticCondition { code }.into());
                 }
-                let others: BTreeMap<String, String> = all_conditions(env, &live)
-                    .into_iter()
-                    .filter(|(c, _)| *c != code)
-                    .collect();
-                refresh::check_cycles(&code, &condition, &others)?;
-                let catalog = refresh::catalog_with_store(&env.catalog, &snapshot, codes.clone())?;
+                check_cycles(graph(&base.definitions, &live), &code, &condition)?;
+                let catalog = refresh::catalog_with_store(&base, &snapshot, codes.clone())?;
                 plan_text(&condition, &catalog, env.as_of)?;
                 next.condition = condition;
             }
             refresh::apply(
+                ctx,
                 store,
                 &lock,
                 &pinned,
                 &snapshot,
-                "alter",
+                ChangeKind::Alter,
                 at,
                 vec![next.clone()],
                 Vec::new(),
@@ -500,24 +496,17 @@ async fn change(
                 if if_exists {
                     return Ok(format!("segment {code} does not exist; nothing dropped"));
                 }
-                return Err(refresh::unknown_segment(&code, &live));
+                return Err(unknown(&code));
             };
-            let users: Vec<&String> = live
-                .iter()
-                .filter(|(c, d)| {
-                    **c != code && refresh::text_references(&d.condition).contains(&code)
-                })
-                .map(|(c, _)| c)
+            let store_graph =
+                SegmentGraph::new(live.iter().map(|(c, d)| (c.as_str(), d.condition.as_str())));
+            let users: Vec<String> = store_graph
+                .users_of(&code)
+                .into_iter()
+                .map(String::from)
                 .collect();
             if !users.is_empty() {
-                return Err(Error::Store(format!(
-                    "segment `{code}` is used by {}; drop or alter those first",
-                    users
-                        .iter()
-                        .map(|c| format!("`{c}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )));
+                return Err(StoreError::InUse { code, users }.into());
             }
             let mut next = current.clone();
             next.version += 1;
@@ -527,12 +516,13 @@ async fn change(
             next.active = false;
             // Everyone leaves: the stays close and the size goes to 0.
             let applied = refresh::apply(
+                ctx,
                 store,
                 &lock,
                 &pinned,
                 &snapshot,
-                "drop",
-                at.max(latest_entry(&snapshot, &code).await?),
+                ChangeKind::Drop,
+                at.max(read::latest_entry(ctx, &snapshot, &code).await?),
                 vec![next],
                 vec![NewMembers {
                     code: code.clone(),
@@ -543,24 +533,10 @@ async fn change(
             let exited = applied.sizes.first().map_or(0, |s| s.exited);
             Ok(format!("dropped segment {code} ({exited} members left it)"))
         }
-        StoreStatement::Show | StoreStatement::Refresh { .. } => {
-            Err(Error::Store("not a change".into()))
-        }
+        StoreStatement::Show | StoreStatement::Refresh { .. } => Err(Error::StatementSyntax(
+            "SHOW and REFRESH do not change segments".into(),
+        )),
     }
-}
-
-/// The latest instant a stay of `code` began (0 if none), so a drop never
-/// closes a stay before it opened.
-async fn latest_entry(snapshot: &super::Snapshot, code: &str) -> Result<i64, Error> {
-    // CAST(timestamp AS BIGINT) gives microseconds for a microsecond column.
-    let last = snapshot
-        .query_i64(&format!(
-            "SELECT CAST(max(entered_at) AS BIGINT) FROM {} WHERE segment = '{}'",
-            super::tables::MEMBERSHIP,
-            code.replace('\'', "''")
-        ))
-        .await?;
-    Ok(last.unwrap_or(0))
 }
 
 fn message_table(message: &str) -> Result<StatementResult, Error> {
@@ -610,12 +586,12 @@ pub fn refresh_table(outcome: &refresh::RefreshOutcome) -> Result<StatementResul
 }
 
 /// `SHOW SEGMENTS`: every segment with its latest size.
-pub async fn show(env: &StoreEnv) -> Result<StatementResult, Error> {
+pub async fn show(env: &StatementEnv<'_>) -> Result<StatementResult, Error> {
     let (live, sizes) = if env.store.exists() {
-        let snapshot = env.store.snapshot().await?;
+        let snapshot = env.store.snapshot(env.ctx).await?;
         (
-            refresh::live_definitions(&snapshot).await?,
-            refresh::sizes(&snapshot).await?,
+            live_definitions(env.ctx, &snapshot).await?,
+            sizes(env.ctx, &snapshot).await?,
         )
     } else {
         (BTreeMap::new(), Vec::new())
@@ -646,9 +622,10 @@ pub async fn show(env: &StoreEnv) -> Result<StatementResult, Error> {
         Arc::new(Int64Array::from_iter(
             defs.iter().map(|d| last(&d.code).map(|s| s.size)),
         )),
-        Arc::new(StringArray::from_iter(defs.iter().map(|d| {
-            last(&d.code).map(|s| format_micros(s.as_of)[..10].to_string())
-        }))),
+        Arc::new(StringArray::from_iter(
+            defs.iter()
+                .map(|d| last(&d.code).map(|s| format_day(s.as_of))),
+        )),
         Arc::new(Int64Array::from_iter_values(
             defs.iter().map(|d| i64::from(d.version)),
         )),

@@ -1,5 +1,5 @@
-//! Recalculating segments, and the one path by which every membership
-//! change reaches the store.
+//! The refresh engine: recalculating segments, and the one path by which
+//! every membership change reaches the store.
 //!
 //! A refresh evaluates every segment it recalculates on one `as_of` day,
 //! compares the members with the stays open in the store, and writes the
@@ -17,19 +17,23 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::catalog::TableProvider;
-use datafusion::common::DataFusionError;
-use datafusion::common::tree_node::TreeNode;
-use datafusion::datasource::MemTable;
-use datafusion::logical_expr::{LogicalPlan, col};
-use datafusion::prelude::SessionContext;
+use datafusion::common::{DataFusionError, JoinType};
+use datafusion::datasource::{MemTable, provider_as_source};
+use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder, cast, col};
+use datafusion::prelude::{SessionContext, coalesce};
 
-use super::tables::{self, Commit, Definition, Event, SegmentKind, Size};
-use super::{Change, Pinned, Snapshot, Store, StoreLock, day_micros, now_micros};
 use crate::error::Error;
-use crate::lang::ast::Condition;
 use crate::segment::catalog::{SegmentCatalog, StoredSegments};
-use crate::segment::planner::{AsOf, order_metrics_plan};
-use crate::segment::table_function::plan_text;
+use crate::segment::planner::{order_metrics_plan, plan_resolved};
+use crate::segment::resolve::{Resolved, resolve_text};
+use crate::segment::{SegmentError, SegmentGraph};
+use crate::store::error::StoreError;
+use crate::store::read::{live_definitions, open_members, sizes};
+use crate::store::tables::{
+    self, ChangeKind, Commit, Definition, Event, SegmentKind, Size, StoreTable,
+};
+use crate::store::{Change, Pinned, Snapshot, Store, StoreLock, read};
+use crate::time::{AsOf, format_micros, now_micros};
 
 /// A segment's members after a change (customer ids, any order).
 #[derive(Debug, Clone)]
@@ -46,203 +50,53 @@ pub struct Applied {
     pub events: Vec<Event>,
 }
 
-/// Every version of every definition at a snapshot (dropped ones too).
-pub async fn definitions(snapshot: &Snapshot) -> Result<Vec<Definition>, Error> {
-    let batches = snapshot
-        .query(&format!("SELECT * FROM {}", tables::SEGMENTS))
-        .await?;
-    Ok(tables::read_definitions(&batches)?)
-}
-
-/// The newest version of each code that is not dropped, by code.
-pub fn newest(definitions: &[Definition]) -> BTreeMap<String, Definition> {
-    let mut newest: BTreeMap<String, Definition> = BTreeMap::new();
-    for row in definitions {
-        if newest
-            .get(&row.code)
-            .is_none_or(|seen| seen.version < row.version)
-        {
-            newest.insert(row.code.clone(), row.clone());
-        }
-    }
-    newest.retain(|_, d| !d.dropped);
-    newest
-}
-
-/// The segments of the store at a snapshot: [`newest`] of its definitions.
-pub async fn live_definitions(snapshot: &Snapshot) -> Result<BTreeMap<String, Definition>, Error> {
-    Ok(newest(&definitions(snapshot).await?))
-}
-
-/// The sizes recorded so far, oldest first.
-pub async fn sizes(snapshot: &Snapshot) -> Result<Vec<Size>, Error> {
-    let batches = snapshot
-        .query(&format!(
-            "SELECT * FROM {} ORDER BY refresh_id, segment",
-            tables::SIZES
-        ))
-        .await?;
-    Ok(tables::read_sizes(&batches)?)
-}
-
-/// The segment codes a condition refers to with `in_segment(code)`.
-pub fn references(condition: &Condition) -> BTreeSet<String> {
-    fn walk(condition: &Condition, out: &mut BTreeSet<String>) {
-        match condition {
-            Condition::And(parts) | Condition::Or(parts) => {
-                parts.iter().for_each(|p| walk(p, out));
-            }
-            Condition::Not(inner) => walk(inner, out),
-            Condition::Call {
-                function,
-                positional,
-                ..
-            } if function.name.eq_ignore_ascii_case("in_segment") => {
-                out.extend(positional.iter().map(|n| n.name.clone()));
-            }
-            _ => {}
-        }
-    }
-    let mut out = BTreeSet::new();
-    walk(condition, &mut out);
-    out
-}
-
-/// The references of a condition text (none when it does not parse).
-pub fn text_references(text: &str) -> BTreeSet<String> {
-    crate::lang::parse(text)
-        .map(|c| references(&c))
-        .unwrap_or_default()
-}
-
-/// Refuses a definition of `code` whose references lead back to `code`,
-/// naming the cycle. `conditions` maps every other known code (store and
-/// saved files) to its condition text.
-pub fn check_cycles(
-    code: &str,
-    condition: &str,
-    conditions: &BTreeMap<String, String>,
-) -> Result<(), Error> {
-    fn visit(
-        code: &str,
-        path: &mut Vec<String>,
-        start: &str,
-        conditions: &BTreeMap<String, String>,
-        seen: &mut HashSet<String>,
-    ) -> Option<Vec<String>> {
-        if code == start {
-            let mut cycle = path.clone();
-            cycle.push(code.to_string());
-            return Some(cycle);
-        }
-        if !seen.insert(code.to_string()) {
-            return None;
-        }
-        path.push(code.to_string());
-        if let Some(text) = conditions.get(code) {
-            for next in text_references(text) {
-                if let Some(cycle) = visit(&next, path, start, conditions, seen) {
-                    return Some(cycle);
-                }
-            }
-        }
-        path.pop();
-        None
-    }
-    let mut seen = HashSet::new();
-    for next in text_references(condition) {
-        let mut path = vec![code.to_string()];
-        if let Some(cycle) = visit(&next, &mut path, code, conditions, &mut seen) {
-            return Err(Error::Store(format!(
-                "segment `{code}` would refer to itself: {}; a segment cannot contain itself, \
-                 so change one of these conditions",
-                cycle.join(" -> ")
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// Orders `codes` so that a segment comes after the segments (among
-/// `codes`) its condition refers to.
-pub fn dependency_order(
-    codes: &[String],
-    definitions: &BTreeMap<String, Definition>,
-) -> Vec<String> {
-    let wanted: BTreeSet<&String> = codes.iter().collect();
-    let mut done: Vec<String> = Vec::new();
-    let mut placed: HashSet<String> = HashSet::new();
-    fn place(
-        code: &String,
-        wanted: &BTreeSet<&String>,
-        definitions: &BTreeMap<String, Definition>,
-        placed: &mut HashSet<String>,
-        done: &mut Vec<String>,
-        depth: usize,
-    ) {
-        if placed.contains(code) || depth > definitions.len() + 1 {
-            return;
-        }
-        if let Some(definition) = definitions.get(code) {
-            for dependency in text_references(&definition.condition) {
-                if wanted.contains(&dependency) {
-                    place(&dependency, wanted, definitions, placed, done, depth + 1);
-                }
-            }
-        }
-        if placed.insert(code.clone()) {
-            done.push(code.clone());
-        }
-    }
-    for code in codes {
-        place(code, &wanted, definitions, &mut placed, &mut done, 0);
-    }
-    done
-}
-
 /// The catalog a change evaluates conditions with: the source tables plus
 /// the store's segments at `snapshot`.
 pub fn catalog_with_store(
     catalog: &SegmentCatalog,
     snapshot: &Snapshot,
     codes: BTreeSet<String>,
-) -> Result<SegmentCatalog, Error> {
+) -> Result<SegmentCatalog, StoreError> {
     let stored = StoredSegments {
-        membership: Some(snapshot.provider(tables::MEMBERSHIP)?),
+        membership: Some(snapshot.provider(StoreTable::Membership)?),
         codes,
         overrides: BTreeMap::new(),
     };
     Ok(catalog.clone().with_stored(Some(Arc::new(stored))))
 }
 
-/// The customer ids a condition selects on `as_of`.
+/// The customer ids of a plan's `customer_id` column, distinct and sorted.
+async fn member_ids(ctx: &SessionContext, plan: LogicalPlan) -> Result<Vec<i64>, Error> {
+    let batches = ctx
+        .execute_logical_plan(plan)
+        .await?
+        .select(vec![col("customer_id")])?
+        .distinct()?
+        .collect()
+        .await?;
+    let mut members = Vec::new();
+    for batch in &batches {
+        let ids = datafusion::arrow::compute::cast(batch.column(0), &DataType::Int64)
+            .map_err(|source| StoreError::CustomerIds { source })?;
+        let ids = ids
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .ok_or_else(|| DataFusionError::Internal("customer ids cast to Int64".into()))?;
+        members.extend(ids.iter().flatten());
+    }
+    members.sort_unstable();
+    Ok(members)
+}
+
+/// The customer ids condition text selects on `as_of`.
 pub async fn evaluate(
     ctx: &SessionContext,
     condition: &str,
     catalog: &SegmentCatalog,
     as_of: AsOf,
 ) -> Result<Vec<i64>, Error> {
-    let plan = plan_text(condition, catalog, as_of)?;
-    let frame = ctx
-        .execute_logical_plan(plan)
-        .await?
-        .select(vec![col("customer_id")])?
-        .distinct()?;
-    let batches = frame.collect().await?;
-    let mut members = Vec::new();
-    for batch in &batches {
-        let ids = tables::Columns::new(batch)
-            .int64("customer_id")
-            .map_err(|e| {
-                Error::Store(format!(
-                    "the store keeps customer ids as 64-bit integers, and customers.customer_id \
-                 cannot be read as one: {e}"
-                ))
-            })?;
-        members.extend(ids.into_iter().flatten());
-    }
-    members.sort_unstable();
-    Ok(members)
+    let plan = crate::segment::plan_text(condition, catalog, as_of)?;
+    member_ids(ctx, plan).await
 }
 
 fn members_table(members: &[i64]) -> Result<Arc<dyn TableProvider>, Error> {
@@ -257,62 +111,27 @@ fn members_table(members: &[i64]) -> Result<Arc<dyn TableProvider>, Error> {
     Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
 }
 
-/// Whether a plan reads the table registered as `orders`.
-fn scans_orders(plan: &LogicalPlan) -> bool {
-    plan.exists(|node| {
-        Ok(matches!(node, LogicalPlan::TableScan(scan) if scan.table_name.table() == "orders"))
-    })
-    .unwrap_or(false)
-}
-
 /// Writes the membership changes of `changes` (and any definition rows)
 /// as one change of kind `kind` on the `as_of` instant `at`.
 #[allow(clippy::too_many_arguments)]
 pub async fn apply(
+    ctx: &SessionContext,
     store: &Store,
     lock: &StoreLock,
     pinned: &Pinned,
     snapshot: &Snapshot,
-    kind: &'static str,
+    kind: ChangeKind,
     at: i64,
     definitions: Vec<Definition>,
     changes: Vec<NewMembers>,
 ) -> Result<Applied, Error> {
     let refresh_id = pinned.next_refresh_id();
     let recorded_at = now_micros();
-    let ctx = snapshot.session()?;
 
     // The stays open now, for the segments that change.
-    let mut open: BTreeMap<String, HashSet<i64>> = BTreeMap::new();
-    if !changes.is_empty() {
-        let codes: Vec<String> = changes
-            .iter()
-            .map(|c| format!("'{}'", c.code.replace('\'', "''")))
-            .collect();
-        let batches = ctx
-            .sql(&format!(
-                "SELECT segment, customer_id FROM {} WHERE exited_at IS NULL AND segment IN ({})",
-                tables::MEMBERSHIP,
-                codes.join(", ")
-            ))
-            .await?
-            .collect()
-            .await?;
-        for batch in &batches {
-            let c = tables::Columns::new(batch);
-            let (segments, ids) = (c.text("segment")?, c.int64("customer_id")?);
-            for (segment, id) in segments.into_iter().zip(ids) {
-                if let (Some(segment), Some(id)) = (segment, id) {
-                    open.entry(segment).or_default().insert(id);
-                }
-            }
-        }
-    }
-    let mut next_event = snapshot
-        .query_i64(&format!("SELECT max(event_id) FROM {}", tables::EVENTS))
-        .await?
-        .unwrap_or(0)
-        + 1;
+    let codes: Vec<&str> = changes.iter().map(|c| c.code.as_str()).collect();
+    let mut open = open_members(ctx, snapshot, &codes).await?;
+    let mut next_event = read::next_event_id(ctx, snapshot).await?;
 
     let mut events = Vec::new();
     let mut sizes = Vec::new();
@@ -362,7 +181,9 @@ pub async fn apply(
     let membership = if closing.is_empty() && opening.is_empty() {
         None
     } else {
-        Some(membership_plan(&ctx, &closing, &opening, at, refresh_id).await?)
+        Some(membership_plan(
+            snapshot, &closing, &opening, at, refresh_id,
+        )?)
     };
     let change = Change {
         kind,
@@ -395,8 +216,8 @@ pub async fn apply(
 
 /// The new `segment_membership`: the stays of the snapshot, with those in
 /// `closing` closed at `at`, plus the `opening` ones.
-async fn membership_plan(
-    ctx: &SessionContext,
+fn membership_plan(
+    snapshot: &Snapshot,
     closing: &[(String, i64)],
     opening: &[tables::Stay],
     at: i64,
@@ -429,25 +250,38 @@ async fn membership_plan(
     ];
     let batch =
         RecordBatch::try_new(Arc::clone(&schema), columns).map_err(DataFusionError::from)?;
-    ctx.register_table(
-        "__closing",
-        Arc::new(MemTable::try_new(schema, vec![vec![batch]])?),
-    )?;
+    let closing = Arc::new(MemTable::try_new(schema, vec![vec![batch]])?);
     let opening = tables::stays_batch(opening)?;
-    ctx.register_table(
-        "__opening",
-        Arc::new(MemTable::try_new(opening.schema(), vec![vec![opening]])?),
-    )?;
-    let sql = format!(
-        "SELECT CAST(m.segment AS VARCHAR) AS segment, m.customer_id, m.entered_at, \
-                COALESCE(c.closed_at, m.exited_at) AS exited_at, m.entered_refresh, \
-                COALESCE(c.closed_by, m.exited_refresh) AS exited_refresh \
-         FROM {} m LEFT JOIN __closing c \
-           ON m.segment = c.segment AND m.customer_id = c.customer_id AND m.exited_at IS NULL \
-         UNION ALL SELECT * FROM __opening",
-        tables::MEMBERSHIP
-    );
-    Ok(ctx.sql(&sql).await?.into_unoptimized_plan())
+    let opening = Arc::new(MemTable::try_new(opening.schema(), vec![vec![opening]])?);
+
+    let source = |provider: Arc<dyn TableProvider>| provider_as_source(provider);
+    let closed = LogicalPlanBuilder::scan("c", source(closing), None)?.build()?;
+    let opened = LogicalPlanBuilder::scan("o", source(opening), None)?.build()?;
+    let plan = LogicalPlanBuilder::scan(
+        "m",
+        source(snapshot.provider(StoreTable::Membership)?),
+        None,
+    )?
+    .join_on(
+        closed,
+        JoinType::Left,
+        vec![
+            col("m.segment").eq(col("c.segment")),
+            col("m.customer_id").eq(col("c.customer_id")),
+            col("m.exited_at").is_null(),
+        ],
+    )?
+    .project(vec![
+        cast(col("m.segment"), DataType::Utf8).alias("segment"),
+        col("m.customer_id").alias("customer_id"),
+        col("m.entered_at").alias("entered_at"),
+        coalesce(vec![col("c.closed_at"), col("m.exited_at")]).alias("exited_at"),
+        col("m.entered_refresh").alias("entered_refresh"),
+        coalesce(vec![col("c.closed_by"), col("m.exited_refresh")]).alias("exited_refresh"),
+    ])?
+    .union(opened)?
+    .build()?;
+    Ok(plan)
 }
 
 /// What `segql refresh` was asked to do.
@@ -484,7 +318,7 @@ pub struct RefreshOutcome {
 }
 
 /// Recalculates the chosen segments of `store` on `options.as_of`, over the
-/// source tables of `catalog` run on `ctx`.
+/// source tables of `catalog`, running on `ctx`.
 pub async fn refresh(
     ctx: &SessionContext,
     store: &Store,
@@ -493,10 +327,10 @@ pub async fn refresh(
 ) -> Result<RefreshOutcome, Error> {
     store.check_format()?;
     let lock = store.lock(options.wait)?;
-    let pinned = store.recover(&lock).await?;
-    let snapshot = store.snapshot().await?;
-    let definitions = live_definitions(&snapshot).await?;
-    let at = day_micros(options.as_of.0);
+    let pinned = store.recover(ctx, &lock).await?;
+    let snapshot = store.snapshot(ctx).await?;
+    let definitions = live_definitions(ctx, &snapshot).await?;
+    let at = options.as_of.micros();
 
     let mut outcomes = Vec::new();
     let mut targets = Vec::new();
@@ -507,7 +341,9 @@ pub async fn refresh(
     };
     for code in candidates {
         let Some(definition) = definitions.get(&code) else {
-            return Err(unknown_segment(&code, &definitions));
+            return Err(
+                StoreError::unknown_segment(&code, definitions.keys().map(String::as_str)).into(),
+            );
         };
         let skipped = match (definition.kind, definition.active) {
             (SegmentKind::Static, _) => Some("static: formed once, when created".to_string()),
@@ -526,37 +362,40 @@ pub async fn refresh(
         }
     }
     // A segment's history runs forward: no refresh before its last one.
-    let history = sizes(&snapshot).await?;
+    let history = sizes(ctx, &snapshot).await?;
     for code in &targets {
         if let Some(last) = history.iter().rev().find(|s| &s.segment == code)
             && last.as_of > at
         {
-            return Err(Error::Store(format!(
-                "segment `{code}` was last refreshed as of {}; a refresh as of {} would go back \
-                 in time. Refresh as of a later day (backfill a history oldest first)",
-                super::format_micros(last.as_of),
-                super::format_micros(at)
-            )));
+            return Err(StoreError::BackInTime {
+                code: code.clone(),
+                last: last.as_of,
+                at,
+            }
+            .into());
         }
     }
-    let order = dependency_order(&targets, &definitions);
+    let graph = SegmentGraph::new(
+        definitions
+            .iter()
+            .map(|(code, d)| (code.as_str(), d.condition.as_str())),
+    );
+    let order = graph.order(targets.iter().map(String::as_str));
 
     let live_codes: BTreeSet<String> = definitions.keys().cloned().collect();
     let mut catalog = catalog_with_store(catalog, &snapshot, live_codes)?;
-    // One pass over `orders` for every segment that needs order metrics.
-    let mut orders_scans = 0;
-    let mut needs_metrics = false;
+    // Each condition is resolved once; one pass over `orders` feeds every
+    // segment that needs order metrics.
+    let mut resolved: Vec<(String, Resolved)> = Vec::new();
     for code in &order {
         if let Some(definition) = definitions.get(code) {
-            let plan = plan_text(&definition.condition, &catalog, options.as_of)?;
-            needs_metrics |= scans_orders(&plan);
+            let condition = resolve_text(&definition.condition, &catalog, options.as_of)?;
+            resolved.push((code.clone(), condition));
         }
     }
-    if needs_metrics {
-        let plan = order_metrics_plan(&catalog, options.as_of).map_err(|e| match e {
-            crate::segment::planner::PlanError::DataFusion(e) => Error::from(e),
-            crate::segment::planner::PlanError::Lang(e) => Error::Store(e.message),
-        })?;
+    let mut orders_scans = 0;
+    if resolved.iter().any(|(_, r)| r.reads_orders()) {
+        let plan = order_metrics_plan(&catalog, options.as_of).map_err(SegmentError::from)?;
         let frame = ctx.execute_logical_plan(plan).await?;
         let schema = Arc::clone(frame.schema().inner());
         let batches = frame.collect().await?;
@@ -565,11 +404,9 @@ pub async fn refresh(
     }
 
     let mut changes = Vec::new();
-    for code in &order {
-        let Some(definition) = definitions.get(code) else {
-            continue;
-        };
-        let members = evaluate(ctx, &definition.condition, &catalog, options.as_of).await?;
+    for (code, condition) in &resolved {
+        let plan = plan_resolved(condition, &catalog, options.as_of).map_err(SegmentError::from)?;
+        let members = member_ids(ctx, plan).await?;
         if let Some(stored) = &catalog.stored {
             let mut stored = stored.as_ref().clone();
             stored
@@ -591,11 +428,12 @@ pub async fn refresh(
         });
     }
     let applied = apply(
+        ctx,
         store,
         &lock,
         &pinned,
         &snapshot,
-        "refresh",
+        ChangeKind::Refresh,
         at,
         Vec::new(),
         changes,
@@ -619,22 +457,6 @@ pub async fn refresh(
     })
 }
 
-/// The error for a code that names no live segment.
-pub fn unknown_segment(code: &str, definitions: &BTreeMap<String, Definition>) -> Error {
-    let hint = match crate::lang::error::did_you_mean(code, definitions.keys().map(String::as_str))
-    {
-        Some(near) => format!("did you mean `{near}`?"),
-        None if definitions.is_empty() => {
-            "the store has no segments yet; create one with CREATE SEGMENT".to_string()
-        }
-        None => format!(
-            "segments: {}",
-            definitions.keys().cloned().collect::<Vec<_>>().join(", ")
-        ),
-    };
-    Error::Store(format!("unknown segment `{code}`; {hint}"))
-}
-
 /// The events as JSON lines, one object per line.
 pub fn events_json(events: &[Event]) -> String {
     let mut out = String::new();
@@ -647,7 +469,7 @@ pub fn events_json(events: &[Event]) -> String {
             e.segment,
             e.customer_id,
             if e.entered { "entered" } else { "exited" },
-            super::format_micros(e.at)
+            format_micros(e.at)
         ));
     }
     out
@@ -670,12 +492,9 @@ pub fn emit_events(events: &[Event], sinks: &EventSinks) -> Result<(), Error> {
         return Ok(());
     };
     let lines = events_json(events);
-    let committed = |what: String| {
-        Error::Store(format!(
-            "{what}; refresh {} is committed, and its events can be read again with \
-             SELECT * FROM segment_events WHERE refresh_id = {}",
-            first.refresh_id, first.refresh_id
-        ))
+    let committed = |problem: String| StoreError::Events {
+        refresh_id: first.refresh_id,
+        problem,
     };
     if let Some(path) = &sinks.json {
         if path.as_os_str() == "-" {
@@ -714,12 +533,12 @@ pub fn emit_events(events: &[Event], sinks: &EventSinks) -> Result<(), Error> {
             .wait()
             .map_err(|e| committed(format!("the --on-events command failed: {e}")))?;
         if !status.success() {
-            return Err(committed(format!(
+            return Err(Error::from(committed(format!(
                 "the --on-events command `{command}` exited with {}",
                 status
                     .code()
                     .map_or_else(|| "a signal".to_string(), |c| format!("code {c}"))
-            )));
+            ))));
         }
     }
     Ok(())

@@ -1,0 +1,33 @@
+//! How DataFusion's errors read to a user: one function, used by every
+//! error type of segql that wraps a DataFusion error.
+
+use datafusion::error::DataFusionError;
+use datafusion::sql::sqlparser::parser::ParserError;
+
+/// DataFusion's text for an error, without a backtrace, and with parser
+/// errors shown as text rather than in Rust's debug form.
+pub fn describe_datafusion(error: &DataFusionError) -> String {
+    match error {
+        DataFusionError::Diagnostic(_, inner) => describe_datafusion(inner),
+        DataFusionError::Shared(inner) => describe_datafusion(inner),
+        // An argument check that fires while the optimizer simplifies
+        // (segql's functions check constant arguments there) is the user's
+        // error, not the rule's: show it without the rule's wrapper.
+        DataFusionError::Context(context, inner) if context.starts_with("Optimizer rule") => {
+            describe_datafusion(inner)
+        }
+        // DataFusion's prefix repeats the one parquet's own text starts with.
+        DataFusionError::ParquetError(inner) => inner.to_string(),
+        DataFusionError::SQL(parser_error, _) => match parser_error.as_ref() {
+            ParserError::ParserError(message) | ParserError::TokenizerError(message) => {
+                format!("SQL syntax error: {message}")
+            }
+            ParserError::RecursionLimitExceeded => {
+                "SQL syntax error: the statement is nested too deeply (recursion limit \
+                 exceeded); raise datafusion.sql_parser.recursion_limit or simplify it"
+                    .to_string()
+            }
+        },
+        other => other.strip_backtrace(),
+    }
+}

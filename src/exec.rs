@@ -1,0 +1,452 @@
+//! Running what the command line asks for on a [`Project`]: SQL texts and
+//! files, segment commands, refresh (once or on a schedule), export,
+//! history, the RFM grid. The binary parses arguments and calls these; it
+//! is the only place where an error becomes an exit code.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::common::{Column, JoinType};
+use datafusion::datasource::provider_as_source;
+use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::{Expr, LogicalPlanBuilder, col};
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+use crate::error::Error;
+use crate::history_chart;
+use crate::lang::error::did_you_mean;
+use crate::output::{Format, Printer};
+use crate::project::Project;
+use crate::refresh::{EventSinks, RefreshOptions, emit_events};
+use crate::rfm_grid::RfmGrid;
+use crate::segment::AsOf;
+use crate::statements::lifecycle::{StoreStatement, check_code, refresh_table};
+use crate::statements::{ParsedStatement, StatementResult};
+use crate::store::StoreError;
+use crate::store::read::{live_definitions, sizes};
+use crate::time::format_day;
+
+/// The session a project runs on: with `memory_limit` bytes, sorts, joins
+/// and aggregations that need more spill to temporary files.
+pub fn session(memory_limit: Option<usize>) -> Result<SessionContext, Error> {
+    let Some(bytes) = memory_limit else {
+        return Ok(SessionContext::new());
+    };
+    // A fair pool shares the limit between the partitions of a spilling
+    // operator, so one partition cannot starve another.
+    let pool = TrackConsumersPool::new(
+        FairSpillPool::new(bytes),
+        std::num::NonZeroUsize::new(5).unwrap_or(std::num::NonZeroUsize::MIN),
+    );
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_pool(Arc::new(pool))
+        .build_arc()?;
+    Ok(SessionContext::new_with_config_rt(
+        SessionConfig::new(),
+        runtime,
+    ))
+}
+
+/// `path` with `.partial` appended: where a file is written before it is
+/// renamed into place.
+pub fn partial_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".partial");
+    path.with_file_name(name)
+}
+
+/// Refuses Parquet on a terminal.
+fn check_parquet_target(format: Format, out: Option<&Path>) -> Result<(), Error> {
+    if format == Format::Parquet
+        && out.is_none()
+        && std::io::IsTerminal::is_terminal(&std::io::stdout())
+    {
+        return Err(Error::ParquetToTerminal);
+    }
+    Ok(())
+}
+
+fn stdout_printer(format: Format) -> Printer<Box<dyn Write>> {
+    Printer::new(
+        Box::new(BufWriter::new(std::io::stdout().lock())),
+        format,
+        "standard output",
+    )
+}
+
+/// What `segql -c ... -f ...` runs.
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    /// `-c` texts, run first.
+    pub commands: Vec<String>,
+    /// `-f` files, run after.
+    pub files: Vec<PathBuf>,
+    /// In files, report a failing statement and go on.
+    pub continue_on_error: bool,
+    pub format: Format,
+    /// Write results here instead of standard output.
+    pub output: Option<PathBuf>,
+}
+
+/// Runs the -c texts and -f files. A file output is written under a
+/// temporary name and renamed when every statement succeeded, so a failure
+/// never leaves half a file.
+pub async fn run_batch(project: &mut Project, batch: &Batch) -> Result<(), Error> {
+    check_parquet_target(batch.format, batch.output.as_deref())?;
+    let partial = batch.output.as_deref().map(partial_path);
+    let (out, target): (Box<dyn Write>, String) = match (&batch.output, &partial) {
+        (Some(path), Some(partial)) => {
+            let file = File::create(partial).map_err(|source| Error::OutputCreate {
+                path: path.clone(),
+                source,
+            })?;
+            (Box::new(BufWriter::new(file)), path.display().to_string())
+        }
+        _ => (
+            Box::new(BufWriter::new(std::io::stdout().lock())),
+            "standard output".to_string(),
+        ),
+    };
+    let outcome = run_statements(project, batch, out, target).await;
+    if let (Some(path), Some(partial)) = (&batch.output, &partial) {
+        match &outcome {
+            // With --continue-on-error the statements that ran are kept.
+            Ok(()) | Err(Error::StatementsFailed(_)) => {
+                std::fs::rename(partial, path).map_err(|source| Error::OutputCreate {
+                    path: path.clone(),
+                    source,
+                })?
+            }
+            Err(_) => {
+                let _ = std::fs::remove_file(partial);
+            }
+        }
+    }
+    outcome
+}
+
+async fn run_statements(
+    project: &mut Project,
+    batch: &Batch,
+    out: Box<dyn Write>,
+    target: String,
+) -> Result<(), Error> {
+    let mut printer = Printer::new(out, batch.format, target);
+    // On a terminal, a spinner runs while statements do; it steps aside
+    // while a result is printed.
+    let spinner = crate::progress::spinner("running".into());
+    let mut print = |result: &StatementResult| spinner.suspend(|| printer.print(result));
+
+    for sql in &batch.commands {
+        project.run_sql(sql, &mut print).await?;
+    }
+    let mut failed = 0;
+    for path in &batch.files {
+        let sql = std::fs::read_to_string(path).map_err(|source| Error::SqlFileRead {
+            path: path.clone(),
+            source,
+        })?;
+        if batch.continue_on_error {
+            let errors = project.run_sql_each(&sql, &mut print).await?;
+            for e in &errors {
+                spinner.suspend(|| eprintln!("error: in {}: {e}", path.display()));
+            }
+            failed += errors.len();
+        } else {
+            project
+                .run_sql(&sql, &mut print)
+                .await
+                .map_err(|e| e.in_file(path))?;
+        }
+    }
+    spinner.finish_and_clear();
+    printer.finish()?;
+    if failed > 0 {
+        return Err(Error::StatementsFailed(failed));
+    }
+    Ok(())
+}
+
+/// `segql rfm`: the R x F grid, and optionally its heat maps.
+pub async fn rfm(project: &Project, svg: Option<&Path>, png: Option<&Path>) -> Result<(), Error> {
+    let as_of = project.as_of();
+    let spinner = crate::progress::spinner(format!("scoring RFM as of {}", as_of.0));
+    let grid = RfmGrid::compute(project.ctx(), as_of).await;
+    spinner.finish_and_clear();
+    let grid = grid?;
+    print!("{}", grid.to_text());
+    if let Some(path) = svg {
+        std::fs::write(path, grid.to_svg()).map_err(|source| Error::OutputCreate {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        println!("heat map written to {}", path.display());
+    }
+    if let Some(path) = png {
+        grid.to_png().save(path)?;
+        println!("heat map written to {}", path.display());
+    }
+    Ok(())
+}
+
+/// `segql refresh`: once, or every `every` until Ctrl-C. `as_of` is the
+/// day asked for on the command line (each run's day without one).
+pub async fn refresh(
+    project: &Project,
+    codes: &[String],
+    as_of: Option<AsOf>,
+    every: Option<std::time::Duration>,
+    sinks: &EventSinks,
+    format: Format,
+) -> Result<(), Error> {
+    if every.is_some() && as_of.is_some() {
+        return Err(Error::Usage(
+            "--every refreshes as of each run's day; leave --as-of out (or run once per day \
+             with --as-of to backfill)"
+                .into(),
+        ));
+    }
+    let catalog = project.catalog("refresh")?.clone().with_stored(None);
+    // Listening from the start: a Ctrl-C during a refresh is kept and ends
+    // the loop once that refresh has committed.
+    let mut interrupt = match every {
+        Some(_) => Some(
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+                .map_err(|e| Error::Usage(format!("cannot listen for Ctrl-C: {e}")))?,
+        ),
+        None => None,
+    };
+    // With events on standard output, the summary goes to standard error.
+    let summary_to_stderr = sinks.json.as_ref().is_some_and(|p| p.as_os_str() == "-");
+    loop {
+        let options = RefreshOptions {
+            codes: codes.to_vec(),
+            as_of: as_of.unwrap_or_else(AsOf::today),
+            wait: project.wait(),
+        };
+        let spinner =
+            crate::progress::spinner(format!("refreshing segments as of {}", options.as_of.0));
+        let outcome =
+            crate::refresh::refresh(project.ctx(), project.store(), &catalog, &options).await;
+        spinner.finish_and_clear();
+        let outcome = outcome?;
+        let table = refresh_table(&outcome)?;
+        let out: Box<dyn Write> = if summary_to_stderr {
+            Box::new(std::io::stderr())
+        } else {
+            Box::new(BufWriter::new(std::io::stdout().lock()))
+        };
+        let mut printer = Printer::new(out, format, "standard output");
+        printer.print(&table)?;
+        printer.finish()?;
+        emit_events(&outcome.events, sinks)?;
+        let (Some(every), Some(interrupt)) = (every, interrupt.as_mut()) else {
+            return Ok(());
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = interrupt.recv() => return Ok(()),
+        }
+    }
+}
+
+/// `segql segment create|alter|drop|list`: one store statement.
+pub async fn segment_statement(
+    project: &mut Project,
+    statement: StoreStatement,
+    format: Format,
+) -> Result<(), Error> {
+    if let StoreStatement::Create { code, .. }
+    | StoreStatement::Alter { code, .. }
+    | StoreStatement::Drop { code, .. } = &statement
+    {
+        check_code(code)?;
+    }
+    if let StoreStatement::Alter {
+        code,
+        name: None,
+        comment: None,
+        active: None,
+        condition: None,
+    } = &statement
+    {
+        return Err(Error::Usage(format!(
+            "segql segment alter {code} changes nothing; give --condition, --name, --comment, \
+             --active or --inactive"
+        )));
+    }
+    let results = project
+        .run_statement(ParsedStatement::Store(statement))
+        .await?;
+    let mut printer = stdout_printer(format);
+    results.iter().try_for_each(|r| printer.print(r))?;
+    printer.finish().map(drop)
+}
+
+/// `segql segment export`: the members (on `as_of`, or now) joined to
+/// `customers`, with all or the named customer columns.
+pub async fn export(
+    project: &mut Project,
+    code: &str,
+    as_of: Option<AsOf>,
+    format: Format,
+    out: Option<&Path>,
+    columns: &[String],
+) -> Result<(), Error> {
+    check_code(code)?;
+    project.sync_store().await?;
+    let customers = project
+        .ctx()
+        .table_provider("customers")
+        .await
+        .map_err(|_| Error::MissingTable {
+            table: "customers",
+            needed_by: "export",
+        })?;
+    let schema = customers.schema();
+    let known: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    for column in columns {
+        if !known.contains(&column.as_str()) {
+            let hint = did_you_mean(column, known.iter().copied()).map_or_else(
+                || format!("customers has: {}", known.join(", ")),
+                |near| format!("did you mean `{near}`?"),
+            );
+            return Err(Error::Usage(format!(
+                "--columns: customers has no column `{column}`; {hint}"
+            )));
+        }
+    }
+    let selected: Vec<&str> = if columns.is_empty() {
+        known.clone()
+    } else {
+        columns.iter().map(String::as_str).collect()
+    };
+    let customer = |name: &str| Expr::Column(Column::new(Some("c"), name));
+    let members =
+        LogicalPlanBuilder::from(project.view().members_plan(code, as_of.map(AsOf::micros))?)
+            .project(vec![col("customer_id").alias("__member")])?
+            .build()?;
+    let plan = LogicalPlanBuilder::scan("c", provider_as_source(customers), None)?
+        .join(
+            members,
+            JoinType::Inner,
+            (
+                vec![Column::new(Some("c"), "customer_id")],
+                vec![Column::from_name("__member")],
+            ),
+            None,
+        )?
+        .project(selected.iter().map(|c| customer(c)).collect::<Vec<_>>())?
+        .sort(vec![customer("customer_id").sort(true, false)])?
+        .build()?;
+    check_parquet_target(format, out)?;
+    let spinner = crate::progress::spinner(format!("exporting segment {code}"));
+    let frame = project.ctx().execute_logical_plan(plan).await;
+    let result = match frame {
+        Ok(frame) => {
+            let schema = Arc::clone(frame.schema().inner());
+            frame
+                .collect()
+                .await
+                .map(|batches| StatementResult { schema, batches })
+        }
+        Err(e) => Err(e),
+    };
+    spinner.finish_and_clear();
+    write_results(&[result?], format, out)
+}
+
+/// Prints `results` to `out` (written whole or not at all) or stdout.
+fn write_results(
+    results: &[StatementResult],
+    format: Format,
+    out: Option<&Path>,
+) -> Result<(), Error> {
+    let Some(path) = out else {
+        let mut printer = stdout_printer(format);
+        results.iter().try_for_each(|r| printer.print(r))?;
+        return printer.finish().map(drop);
+    };
+    let partial = partial_path(path);
+    let file = File::create(&partial).map_err(|source| Error::OutputCreate {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut printer = Printer::new(
+        Box::new(BufWriter::new(file)),
+        format,
+        path.display().to_string(),
+    );
+    let written = results
+        .iter()
+        .try_for_each(|r| printer.print(r))
+        .and_then(|()| printer.finish().map(drop));
+    match written {
+        Ok(()) => std::fs::rename(&partial, path).map_err(|source| Error::OutputCreate {
+            path: path.to_path_buf(),
+            source,
+        }),
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            Err(e)
+        }
+    }
+}
+
+/// `segql segment history`: the sizes, a sparkline, optional charts.
+pub async fn history(
+    project: &Project,
+    code: &str,
+    svg: Option<&Path>,
+    png: Option<&Path>,
+) -> Result<(), Error> {
+    let ctx = project.ctx();
+    let snapshot = project.store().snapshot(ctx).await?;
+    let sizes: Vec<_> = sizes(ctx, &snapshot)
+        .await?
+        .into_iter()
+        .filter(|s| s.segment == code)
+        .collect();
+    if sizes.is_empty() {
+        let live = live_definitions(ctx, &snapshot).await?;
+        if !live.contains_key(code) {
+            return Err(StoreError::unknown_segment(code, live.keys().map(String::as_str)).into());
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    let text = |e| Error::Write {
+        target: "standard output".to_string(),
+        source: e,
+    };
+    writeln!(out, "as_of       size  entered  exited").map_err(text)?;
+    for s in &sizes {
+        writeln!(
+            out,
+            "{}  {:>5}  {:>7}  {:>6}",
+            format_day(s.as_of),
+            s.size,
+            s.entered,
+            s.exited
+        )
+        .map_err(text)?;
+    }
+    let values: Vec<i64> = sizes.iter().map(|s| s.size).collect();
+    writeln!(out, "{}", history_chart::sparkline(&values)).map_err(text)?;
+    if let Some(path) = svg {
+        std::fs::write(path, history_chart::to_svg(code, &sizes)).map_err(|source| {
+            Error::OutputCreate {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
+        writeln!(out, "chart written to {}", path.display()).map_err(text)?;
+    }
+    if let Some(path) = png {
+        history_chart::to_png(&sizes).save(path)?;
+        writeln!(out, "chart written to {}", path.display()).map_err(text)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,867 @@
+//! The resolver: a syntax tree becomes a [`Resolved`] condition, with every
+//! name looked up and every literal checked against the type of what it is
+//! compared with. Attributes are known by what they are (a `customers`
+//! column, an order metric, an RFM score), calls by which function they
+//! are, relative dates are days, and references to other segments carry
+//! their own resolved conditions, with cycles refused. The planner then
+//! works on this alone, without text or names to match.
+
+use chrono::{Datelike, Months, NaiveDate};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::DataFusionError;
+
+use super::catalog::SegmentCatalog;
+use super::error::{Failure, SegmentError};
+use crate::lang::ast::{Argument, CompareOp, Condition, Literal, Name, Value};
+use crate::lang::error::{LangError, Span, did_you_mean};
+use crate::lang::lexer::Unit;
+use crate::time::{AsOf, days_since_epoch};
+
+type Result<T, E = Failure> = std::result::Result<T, E>;
+
+/// Order metrics computed on demand from `orders`.
+pub const METRICS: [&str; 6] = [
+    "orders_count",
+    "amount_spent",
+    "avg_order_value",
+    "first_order_date",
+    "last_order_date",
+    "days_since_last_order",
+];
+
+/// RFM attributes: quintile scores (5 best) over the purchasing customers.
+pub const RFM: [&str; 5] = ["rfm_r", "rfm_f", "rfm_m", "rfm_code", "rfm_group"];
+
+/// The functions a condition may call.
+const FUNCTIONS: [&str; 2] = ["bought", "in_segment"];
+
+/// What a value is, as far as comparisons go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Number,
+    Text,
+    Date,
+    Bool,
+    Other,
+}
+
+impl Kind {
+    /// The kind of an Arrow type.
+    pub fn of(data_type: &DataType) -> Self {
+        match data_type {
+            t if t.is_numeric() => Self::Number,
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Self::Text,
+            DataType::Date32 | DataType::Date64 | DataType::Timestamp(_, _) => Self::Date,
+            DataType::Boolean => Self::Bool,
+            _ => Self::Other,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Number => "a number",
+            Self::Text => "text",
+            Self::Date => "a date",
+            Self::Bool => "true or false",
+            Self::Other => "a value of another type",
+        }
+    }
+}
+
+/// An order metric, one value per customer with purchases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    OrdersCount,
+    AmountSpent,
+    AvgOrderValue,
+    FirstOrderDate,
+    LastOrderDate,
+    DaysSinceLastOrder,
+}
+
+impl Metric {
+    fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "orders_count" => Self::OrdersCount,
+            "amount_spent" => Self::AmountSpent,
+            "avg_order_value" => Self::AvgOrderValue,
+            "first_order_date" => Self::FirstOrderDate,
+            "last_order_date" => Self::LastOrderDate,
+            "days_since_last_order" => Self::DaysSinceLastOrder,
+            _ => return None,
+        })
+    }
+
+    /// The metric's name in conditions (and, with `__`, its column).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::OrdersCount => "orders_count",
+            Self::AmountSpent => "amount_spent",
+            Self::AvgOrderValue => "avg_order_value",
+            Self::FirstOrderDate => "first_order_date",
+            Self::LastOrderDate => "last_order_date",
+            Self::DaysSinceLastOrder => "days_since_last_order",
+        }
+    }
+
+    fn kind(self) -> Kind {
+        match self {
+            Self::FirstOrderDate | Self::LastOrderDate => Kind::Date,
+            _ => Kind::Number,
+        }
+    }
+}
+
+/// An RFM attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rfm {
+    R,
+    F,
+    M,
+    Code,
+    Group,
+}
+
+impl Rfm {
+    fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "rfm_r" => Self::R,
+            "rfm_f" => Self::F,
+            "rfm_m" => Self::M,
+            "rfm_code" => Self::Code,
+            "rfm_group" => Self::Group,
+            _ => return None,
+        })
+    }
+
+    fn kind(self) -> Kind {
+        match self {
+            Self::Code | Self::Group => Kind::Text,
+            _ => Kind::Number,
+        }
+    }
+}
+
+/// What an attribute name of a condition means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attribute {
+    /// A `customers` column, by its name in the table; timestamps compare
+    /// as dates.
+    Customer {
+        column: String,
+        data_type: DataType,
+    },
+    Metric(Metric),
+    Rfm(Rfm),
+}
+
+/// A checked literal.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scalar {
+    Int(i64),
+    Float(f64),
+    Text(String),
+    Bool(bool),
+    /// A day as `Date32`.
+    Day(i32),
+}
+
+/// A month and day of a year-ignoring window, `MM-DD`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MonthDay {
+    pub month: u32,
+    pub day: u32,
+}
+
+/// Where a `bought(...)` filter's column is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemTable {
+    OrderItems,
+    Products,
+}
+
+/// A test on one column of `order_items` or `products`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ItemFilter {
+    pub table: ItemTable,
+    pub column: String,
+    /// `%` patterns match case-blind (`ILIKE`); other values by equality.
+    pub test: ItemTest,
+}
+
+/// How an item filter compares.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ItemTest {
+    Like(String),
+    Equals(Scalar),
+}
+
+/// A resolved `bought(...)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bought {
+    /// Tests on the order day and on item or product columns, in argument
+    /// order.
+    pub filters: Vec<BoughtFilter>,
+    /// At least this many distinct orders.
+    pub min_count: i64,
+}
+
+/// One test of a `bought(...)`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BoughtFilter {
+    Day(DayTest),
+    Column(ItemFilter),
+}
+
+/// A test on the order day of a `bought(...)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DayTest {
+    From(i32),
+    To(i32),
+    On(i32),
+}
+
+/// A resolved `in_segment(code)`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SegmentRef {
+    /// A segment of the store: its members on the evaluation day.
+    Stored { code: String },
+    /// A saved segment file: its condition, resolved in place.
+    Defined {
+        code: String,
+        condition: Box<Resolved>,
+    },
+}
+
+/// A condition with every name resolved and every literal checked.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resolved {
+    And(Vec<Resolved>),
+    Or(Vec<Resolved>),
+    Not(Box<Resolved>),
+    Compare {
+        attribute: Attribute,
+        op: CompareOp,
+        value: Scalar,
+    },
+    Between {
+        attribute: Attribute,
+        low: Scalar,
+        high: Scalar,
+        negated: bool,
+    },
+    InList {
+        attribute: Attribute,
+        values: Vec<Scalar>,
+        negated: bool,
+    },
+    IsNull {
+        attribute: Attribute,
+        negated: bool,
+    },
+    YearlyWindow {
+        attribute: Attribute,
+        from: MonthDay,
+        to: MonthDay,
+        negated: bool,
+    },
+    /// The anniversary of a date attribute falls between two days.
+    Anniversary {
+        attribute: Attribute,
+        from: i32,
+        to: i32,
+        negated: bool,
+    },
+    Bought(Bought),
+    InSegment(SegmentRef),
+}
+
+impl Resolved {
+    /// Whether the condition (with the segments it refers to) reads order
+    /// metrics, and RFM scores.
+    pub fn needs(&self) -> (bool, bool) {
+        let mut needs = (false, false);
+        self.visit(&mut |r| {
+            let (metrics, rfm) = r.needs_here();
+            needs.0 |= metrics;
+            needs.1 |= rfm;
+        });
+        needs
+    }
+
+    /// Whether planning the condition reads `orders`: it, or a saved
+    /// segment it refers to, uses an order metric or an RFM score.
+    pub fn reads_orders(&self) -> bool {
+        let mut reads = false;
+        self.visit(&mut |r| match r {
+            Resolved::InSegment(SegmentRef::Defined { condition, .. }) => {
+                reads |= condition.reads_orders();
+            }
+            other => {
+                let (metrics, rfm) = other.needs_here();
+                reads |= metrics || rfm;
+            }
+        });
+        reads
+    }
+
+    /// [`Resolved::needs`] of this node alone.
+    fn needs_here(&self) -> (bool, bool) {
+        let attribute = match self {
+            Resolved::Compare { attribute, .. }
+            | Resolved::Between { attribute, .. }
+            | Resolved::InList { attribute, .. }
+            | Resolved::IsNull { attribute, .. }
+            | Resolved::YearlyWindow { attribute, .. }
+            | Resolved::Anniversary { attribute, .. } => Some(attribute),
+            _ => None,
+        };
+        match attribute {
+            Some(Attribute::Metric(_)) => (true, false),
+            Some(Attribute::Rfm(_)) => (false, true),
+            _ => (false, false),
+        }
+    }
+
+    /// Calls `f` on this node and every node below it, in the order a
+    /// reader meets them, not entering referenced segments.
+    pub fn visit(&self, f: &mut impl FnMut(&Resolved)) {
+        f(self);
+        match self {
+            Self::And(parts) | Self::Or(parts) => parts.iter().for_each(|p| p.visit(f)),
+            Self::Not(inner) => inner.visit(f),
+            _ => {}
+        }
+    }
+}
+
+/// Resolves `condition` (parsed from `source`) against `catalog` on the day
+/// `as_of`.
+pub fn resolve(
+    condition: &Condition,
+    source: &str,
+    catalog: &SegmentCatalog,
+    as_of: AsOf,
+) -> Result<Resolved, SegmentError> {
+    Resolver {
+        catalog,
+        as_of,
+        outer: &[],
+    }
+    .condition(condition)
+    .map_err(|e| e.in_source(source))
+}
+
+/// Parses and resolves condition text.
+pub fn resolve_text(
+    source: &str,
+    catalog: &SegmentCatalog,
+    as_of: AsOf,
+) -> Result<Resolved, SegmentError> {
+    let condition = crate::lang::parse(source).map_err(|e| SegmentError::lang(e, source))?;
+    resolve(&condition, source, catalog, as_of)
+}
+
+struct Resolver<'a> {
+    catalog: &'a SegmentCatalog,
+    as_of: AsOf,
+    /// The segments being resolved around this condition (innermost last),
+    /// which a reference must not lead back to.
+    outer: &'a [String],
+}
+
+/// The functions of the language.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Function {
+    Bought,
+    InSegment,
+}
+
+impl Function {
+    fn from_name(name: &Name) -> Option<Self> {
+        if name.name.eq_ignore_ascii_case("bought") {
+            Some(Self::Bought)
+        } else if name.name.eq_ignore_ascii_case("in_segment") {
+            Some(Self::InSegment)
+        } else {
+            None
+        }
+    }
+}
+
+fn customers_schema(catalog: &SegmentCatalog) -> SchemaRef {
+    catalog.customers.schema()
+}
+
+impl Resolver<'_> {
+    fn condition(&self, condition: &Condition) -> Result<Resolved> {
+        Ok(match condition {
+            Condition::And(parts) => Resolved::And(self.all(parts)?),
+            Condition::Or(parts) => Resolved::Or(self.all(parts)?),
+            Condition::Not(inner) => Resolved::Not(Box::new(self.condition(inner)?)),
+            Condition::Compare {
+                attribute,
+                op,
+                value,
+            } => {
+                let (resolved, kind) = self.attribute(attribute)?;
+                let value = self.value(value, kind, attribute)?;
+                Resolved::Compare {
+                    attribute: resolved,
+                    op: *op,
+                    value,
+                }
+            }
+            Condition::Between {
+                attribute,
+                low,
+                high,
+                negated,
+            } => {
+                let (resolved, kind) = self.attribute(attribute)?;
+                Resolved::Between {
+                    attribute: resolved,
+                    low: self.value(low, kind, attribute)?,
+                    high: self.value(high, kind, attribute)?,
+                    negated: *negated,
+                }
+            }
+            Condition::InList {
+                attribute,
+                values,
+                negated,
+                ..
+            } => {
+                let (resolved, kind) = self.attribute(attribute)?;
+                let values = values
+                    .iter()
+                    .map(|v| self.value(v, kind, attribute))
+                    .collect::<Result<Vec<_>>>()?;
+                Resolved::InList {
+                    attribute: resolved,
+                    values,
+                    negated: *negated,
+                }
+            }
+            Condition::IsNull { attribute, negated } => Resolved::IsNull {
+                attribute: self.attribute(attribute)?.0,
+                negated: *negated,
+            },
+            Condition::YearlyWindow {
+                attribute,
+                from,
+                to,
+                negated,
+            } => {
+                let attribute = self.date_attribute(attribute)?;
+                let month_day = |v: &Value| match v.literal {
+                    Literal::MonthDay { month, day } => Ok(MonthDay { month, day }),
+                    _ => Err(LangError::new("expected a month-day such as 07-25", v.span)),
+                };
+                Resolved::YearlyWindow {
+                    attribute,
+                    from: month_day(from)?,
+                    to: month_day(to)?,
+                    negated: *negated,
+                }
+            }
+            Condition::Anniversary {
+                attribute,
+                days,
+                future,
+                negated,
+                ..
+            } => {
+                let attribute = self.date_attribute(attribute)?;
+                let today = self.as_of.days();
+                let days = *days as i32;
+                let (from, to) = if *future {
+                    (today, today + days)
+                } else {
+                    (today - days, today)
+                };
+                Resolved::Anniversary {
+                    attribute,
+                    from,
+                    to,
+                    negated: *negated,
+                }
+            }
+            Condition::Call {
+                function,
+                arguments,
+                positional,
+                span,
+            } => match Function::from_name(function) {
+                Some(Function::Bought) => {
+                    Resolved::Bought(self.bought(arguments, positional, *span)?)
+                }
+                Some(Function::InSegment) => {
+                    Resolved::InSegment(self.segment_ref(arguments, positional, *span)?)
+                }
+                None => {
+                    let err = LangError::new(
+                        format!("unknown function `{}`", function.name),
+                        function.span,
+                    );
+                    return Err(match did_you_mean(&function.name, FUNCTIONS) {
+                        Some(near) => err.with_hint(format!("did you mean `{near}`?")),
+                        None => err.with_hint("the functions are bought(...) and in_segment(code)"),
+                    }
+                    .into());
+                }
+            },
+        })
+    }
+
+    fn all(&self, parts: &[Condition]) -> Result<Vec<Resolved>> {
+        parts.iter().map(|p| self.condition(p)).collect()
+    }
+
+    fn orders(&self) -> Result<()> {
+        if self.catalog.orders.is_some() {
+            Ok(())
+        } else {
+            Err(DataFusionError::Plan(
+                "order metrics need an `orders` table: add one to [tables] in the project file"
+                    .into(),
+            )
+            .into())
+        }
+    }
+
+    /// What an attribute name means, and its kind.
+    fn attribute(&self, name: &Name) -> Result<(Attribute, Kind)> {
+        let lower = name.name.to_ascii_lowercase();
+        let customers = customers_schema(self.catalog);
+        if let Some(field) = customers
+            .fields()
+            .iter()
+            .find(|f| f.name().eq_ignore_ascii_case(&name.name))
+        {
+            let attribute = Attribute::Customer {
+                column: field.name().clone(),
+                data_type: field.data_type().clone(),
+            };
+            return Ok((attribute, Kind::of(field.data_type())));
+        }
+        if let Some(metric) = Metric::from_name(&lower) {
+            self.orders()?;
+            return Ok((Attribute::Metric(metric), metric.kind()));
+        }
+        if let Some(rfm) = Rfm::from_name(&lower) {
+            self.orders()?;
+            return Ok((Attribute::Rfm(rfm), rfm.kind()));
+        }
+        let known: Vec<String> = customers
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .chain(METRICS.iter().chain(RFM.iter()).map(|s| s.to_string()))
+            .collect();
+        let err = LangError::new(format!("unknown attribute `{}`", name.name), name.span);
+        Err(
+            match did_you_mean(&name.name, known.iter().map(String::as_str)) {
+                Some(near) => err.with_hint(format!("did you mean `{near}`?")),
+                None => err.with_hint(format!("known attributes: {}", known.join(", "))),
+            }
+            .into(),
+        )
+    }
+
+    fn date_attribute(&self, name: &Name) -> Result<Attribute> {
+        let (attribute, kind) = self.attribute(name)?;
+        if kind != Kind::Date {
+            return Err(LangError::new(
+                format!(
+                    "`{}` is {}, not a date: year-ignoring windows need a date",
+                    name.name,
+                    kind.name()
+                ),
+                name.span,
+            )
+            .into());
+        }
+        Ok(attribute)
+    }
+
+    /// An absolute, relative or `today` date as days since the epoch.
+    fn day(&self, value: &Value) -> Result<i32> {
+        let as_of = self.as_of.0;
+        let date = match value.literal {
+            Literal::Date { year, month, day } => NaiveDate::from_ymd_opt(year, month, day),
+            Literal::Today => Some(as_of),
+            Literal::Relative { amount, unit } => {
+                let months = |n: i64| Months::new(n.unsigned_abs().min(120_000) as u32);
+                match unit {
+                    Unit::Day => as_of.checked_add_signed(chrono::Duration::days(amount)),
+                    Unit::Week => as_of.checked_add_signed(chrono::Duration::weeks(amount)),
+                    Unit::Month | Unit::Year => {
+                        let n = if unit == Unit::Year {
+                            amount.saturating_mul(12)
+                        } else {
+                            amount
+                        };
+                        if n >= 0 {
+                            as_of.checked_add_months(months(n))
+                        } else {
+                            as_of.checked_sub_months(months(n))
+                        }
+                    }
+                }
+            }
+            _ => None,
+        };
+        date.filter(|d| (1..=9999).contains(&d.year()))
+            .map(days_since_epoch)
+            .ok_or_else(|| LangError::new("this date is out of range", value.span).into())
+    }
+
+    /// A literal checked against the attribute's kind (and, for an
+    /// attribute with a fixed set of values, against that set).
+    fn value(&self, value: &Value, kind: Kind, attribute: &Name) -> Result<Scalar> {
+        if let Literal::Text(text) = &value.literal
+            && attribute.name.eq_ignore_ascii_case("rfm_group")
+        {
+            let map = segql_udfs::SegmentMap::standard();
+            let groups: Vec<&str> = map.rules().iter().map(|r| r.name.as_str()).collect();
+            if !groups.contains(&text.as_str()) {
+                let err = LangError::new(format!("`{text}` is not an RFM group"), value.span);
+                return Err(match did_you_mean(text, groups.iter().copied()) {
+                    Some(near) => err.with_hint(format!("did you mean '{near}'?")),
+                    None => err.with_hint(format!("the groups are: {}", groups.join(", "))),
+                }
+                .into());
+            }
+        }
+        let mismatch = |what: &str| -> Failure {
+            LangError::new(
+                format!("`{}` is {}, but {what}", attribute.name, kind.name()),
+                value.span,
+            )
+            .into()
+        };
+        Ok(match (&value.literal, kind) {
+            (Literal::Number(n), Kind::Number) if n.fract() == 0.0 && n.abs() < 9e15 => {
+                Scalar::Int(*n as i64)
+            }
+            (Literal::Number(n), Kind::Number) => Scalar::Float(*n),
+            (Literal::Text(s), Kind::Text) => Scalar::Text(s.clone()),
+            (Literal::Bool(b), Kind::Bool) => Scalar::Bool(*b),
+            (Literal::Date { .. } | Literal::Relative { .. } | Literal::Today, Kind::Date) => {
+                Scalar::Day(self.day(value)?)
+            }
+            (Literal::MonthDay { .. }, Kind::Date) => {
+                return Err(LangError::new(
+                    "a month-day is only for year-ignoring windows",
+                    value.span,
+                )
+                .with_hint(format!("write `{} IN 07-25..09-28`", attribute.name))
+                .into());
+            }
+            (Literal::Number(_), _) => return Err(mismatch("this is a number")),
+            (Literal::Text(_), _) => return Err(mismatch("this is text")),
+            (Literal::Bool(_), _) => return Err(mismatch("this is true or false")),
+            (Literal::MonthDay { .. }, _) => return Err(mismatch("this is a month-day")),
+            (Literal::Date { .. } | Literal::Relative { .. } | Literal::Today, _) => {
+                return Err(mismatch("this is a date"));
+            }
+        })
+    }
+
+    /// `in_segment(code)`: a store segment, or a saved segment file whose
+    /// condition is resolved here, inside the segments around it.
+    fn segment_ref(
+        &self,
+        arguments: &[Argument],
+        positional: &[Name],
+        span: Span,
+    ) -> Result<SegmentRef> {
+        let ([code], []) = (positional, arguments) else {
+            return Err(
+                LangError::new("expected one segment code, as in in_segment(vip)", span).into(),
+            );
+        };
+        if self.catalog.is_stored(&code.name) {
+            return Ok(SegmentRef::Stored {
+                code: code.name.clone(),
+            });
+        }
+        let Some(text) = self.catalog.definitions.get(&code.name) else {
+            let known = self.catalog.known_codes();
+            let err = LangError::new(format!("unknown segment `{}`", code.name), code.span);
+            return Err(
+                match did_you_mean(&code.name, known.iter().map(String::as_str)) {
+                    Some(near) => err.with_hint(format!("did you mean `{near}`?")),
+                    None if known.is_empty() => err.with_hint(
+                        "no segments are defined: create one with CREATE SEGMENT, or name a \
+                         folder of <code>.seg files in [segments] folder",
+                    ),
+                    None => err.with_hint(format!(
+                        "known segments: {}",
+                        known.iter().cloned().collect::<Vec<_>>().join(", ")
+                    )),
+                }
+                .into(),
+            );
+        };
+        if let Some(start) = self.outer.iter().position(|c| *c == code.name) {
+            let mut cycle = self.outer[start..].to_vec();
+            cycle.push(code.name.clone());
+            return Err(LangError::new(
+                format!(
+                    "segments refer to each other in a cycle: {}",
+                    cycle.join(" -> ")
+                ),
+                code.span,
+            )
+            .with_hint(
+                "a segment cannot contain itself; break the cycle in one of their conditions",
+            )
+            .into());
+        }
+        let condition = crate::lang::parse(text).map_err(|e| {
+            LangError::new(
+                format!("segment `{}` does not parse: {}", code.name, e.message),
+                code.span,
+            )
+        })?;
+        let mut outer = self.outer.to_vec();
+        outer.push(code.name.clone());
+        let inner = Resolver {
+            catalog: self.catalog,
+            as_of: self.as_of,
+            outer: &outer,
+        }
+        .condition(&condition)
+        .map_err(|e| match e {
+            // An error inside the referenced segment is reported at the
+            // reference, saying which segment it is in.
+            Failure::Lang(inner) if inner.message.starts_with("segments refer") => {
+                Failure::Lang(inner.with_span(code.span))
+            }
+            Failure::Lang(inner) => Failure::Lang(LangError::new(
+                format!("in segment `{}`: {}", code.name, inner.message),
+                code.span,
+            )),
+            other => other,
+        })?;
+        Ok(SegmentRef::Defined {
+            code: code.name.clone(),
+            condition: Box::new(inner),
+        })
+    }
+
+    /// `bought(...)`: its filters resolved against `order_items` and
+    /// `products`.
+    fn bought(&self, arguments: &[Argument], positional: &[Name], span: Span) -> Result<Bought> {
+        let Some(items) = &self.catalog.order_items else {
+            return Err(
+                LangError::new("bought(...) needs an `order_items` table", span)
+                    .with_hint("add order_items to [tables] in the project file")
+                    .into(),
+            );
+        };
+        if let Some(name) = positional.first() {
+            return Err(
+                LangError::new(format!("expected `{}: value`", name.name), name.span)
+                    .with_hint(
+                        "name each filter, as in bought(category: 'Sofas', date: -365d..today)",
+                    )
+                    .into(),
+            );
+        }
+        let schema = items.schema();
+        let products_schema = self.catalog.products.as_ref().map(|p| p.schema());
+        let mut bought = Bought {
+            filters: Vec::new(),
+            min_count: 1,
+        };
+        for argument in arguments {
+            match argument {
+                Argument::Range { key, range } if key.name.eq_ignore_ascii_case("date") => {
+                    if let Some(from) = &range.from {
+                        bought
+                            .filters
+                            .push(BoughtFilter::Day(DayTest::From(self.day(from)?)));
+                    }
+                    if let Some(to) = &range.to {
+                        bought
+                            .filters
+                            .push(BoughtFilter::Day(DayTest::To(self.day(to)?)));
+                    }
+                }
+                Argument::Value { key, value } if key.name.eq_ignore_ascii_case("date") => {
+                    bought
+                        .filters
+                        .push(BoughtFilter::Day(DayTest::On(self.day(value)?)));
+                }
+                Argument::Value { key, value } if key.name.eq_ignore_ascii_case("count") => {
+                    bought.min_count = match value.literal {
+                        Literal::Number(n) if n >= 1.0 && n.fract() == 0.0 => n as i64,
+                        _ => {
+                            return Err(LangError::new(
+                                "count must be a whole number of orders, 1 or more",
+                                value.span,
+                            )
+                            .into());
+                        }
+                    };
+                }
+                Argument::Value { key, value } => {
+                    let find = |schema: &SchemaRef| {
+                        schema
+                            .fields()
+                            .iter()
+                            .find(|f| f.name().eq_ignore_ascii_case(&key.name))
+                            .cloned()
+                    };
+                    let product_field = products_schema.as_ref().and_then(find);
+                    let (field, table) = match (find(&schema), product_field) {
+                        (Some(field), _) => (field, ItemTable::OrderItems),
+                        (None, Some(field)) => (field, ItemTable::Products),
+                        (None, None) => {
+                            let known: Vec<&str> = schema
+                                .fields()
+                                .iter()
+                                .chain(products_schema.iter().flat_map(|s| s.fields().iter()))
+                                .map(|f| f.name().as_str())
+                                .chain(["date", "count"])
+                                .collect();
+                            let err = LangError::new(
+                                format!("unknown filter `{}` for bought(...)", key.name),
+                                key.span,
+                            );
+                            return Err(match did_you_mean(&key.name, known.iter().copied()) {
+                                Some(near) => err.with_hint(format!("did you mean `{near}`?")),
+                                None => err.with_hint(format!("filters: {}", known.join(", "))),
+                            }
+                            .into());
+                        }
+                    };
+                    let kind = Kind::of(field.data_type());
+                    let test = match &value.literal {
+                        Literal::Text(text) if kind == Kind::Text && text.contains('%') => {
+                            ItemTest::Like(text.clone())
+                        }
+                        _ => ItemTest::Equals(self.value(value, kind, key)?),
+                    };
+                    bought.filters.push(BoughtFilter::Column(ItemFilter {
+                        table,
+                        column: field.name().clone(),
+                        test,
+                    }));
+                }
+                Argument::Range { key, .. } => {
+                    return Err(LangError::new(
+                        format!("`{}` takes one value, not a range", key.name),
+                        key.span,
+                    )
+                    .with_hint("only date takes a range such as -365d..today")
+                    .into());
+                }
+            }
+        }
+        Ok(bought)
+    }
+}
