@@ -206,7 +206,7 @@ pub async fn apply(
             .then(|| tables::sizes_batch(&sizes).map(|b| vec![b]))
             .transpose()?,
     };
-    let commit = store.commit(lock, pinned, change).await?;
+    let commit = store.commit(ctx, lock, pinned, change).await?;
     Ok(Applied {
         commit,
         sizes,

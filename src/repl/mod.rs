@@ -20,7 +20,7 @@ use rustyline::config::{CompletionType, Config};
 use rustyline::error::ReadlineError;
 use rustyline::history::DefaultHistory;
 
-use self::command::{Command, HELP};
+use self::command::{Command, help};
 use self::helper::ReplHelper;
 use crate::error::Error;
 use crate::output::{Format, Printer};
@@ -219,7 +219,7 @@ async fn show(project: &Project, command: &Command, format: Format) -> Result<()
     let result = match command {
         Command::Help => text_table(
             &["command", "arguments", "does"],
-            &HELP
+            &help()
                 .iter()
                 .map(|(c, a, d)| vec![c.to_string(), a.to_string(), d.to_string()])
                 .collect::<Vec<_>>(),

@@ -865,3 +865,225 @@ impl Resolver<'_> {
         Ok(bought)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use chrono::NaiveDate;
+    use datafusion::arrow::datatypes::{Field, Schema, TimeUnit};
+    use datafusion::catalog::TableProvider;
+    use datafusion::datasource::MemTable;
+
+    use super::*;
+
+    fn table(fields: Vec<Field>) -> Arc<dyn TableProvider> {
+        let schema = Arc::new(Schema::new(fields));
+        Arc::new(MemTable::try_new(schema, vec![vec![]]).unwrap())
+    }
+
+    fn catalog(with_orders: bool) -> SegmentCatalog {
+        let ts = DataType::Timestamp(TimeUnit::Microsecond, None);
+        SegmentCatalog {
+            customers: table(vec![
+                Field::new("customer_id", DataType::Int64, false),
+                Field::new("country", DataType::Utf8, true),
+                Field::new("birthday", DataType::Date32, true),
+                Field::new("created_at", ts.clone(), true),
+            ]),
+            orders: with_orders.then(|| {
+                table(vec![
+                    Field::new("customer_id", DataType::Int64, true),
+                    Field::new("order_id", DataType::Int64, false),
+                    Field::new("order_ts", ts.clone(), false),
+                    Field::new("amount", DataType::Float64, false),
+                    Field::new("status", DataType::Utf8, true),
+                ])
+            }),
+            order_items: Some(table(vec![
+                Field::new("customer_id", DataType::Int64, true),
+                Field::new("order_id", DataType::Int64, false),
+                Field::new("order_ts", ts, false),
+                Field::new("product_id", DataType::Int64, false),
+                Field::new("description", DataType::Utf8, true),
+            ])),
+            products: Some(table(vec![
+                Field::new("product_id", DataType::Int64, false),
+                Field::new("category", DataType::Utf8, true),
+            ])),
+            non_purchase_statuses: vec!["cancelled".into()],
+            as_of: as_of(),
+            definitions: BTreeMap::new(),
+            stored: None,
+            metrics: None,
+        }
+    }
+
+    fn as_of() -> AsOf {
+        AsOf(NaiveDate::from_ymd_opt(2011, 12, 10).unwrap())
+    }
+
+    fn resolved(text: &str, catalog: &SegmentCatalog) -> Resolved {
+        resolve_text(text, catalog, as_of()).unwrap()
+    }
+
+    fn error(text: &str, catalog: &SegmentCatalog) -> String {
+        resolve_text(text, catalog, as_of()).unwrap_err().render()
+    }
+
+    #[test]
+    fn attributes_are_known_by_what_they_are() {
+        let catalog = catalog(true);
+        let Resolved::And(parts) = resolved(
+            "COUNTRY = 'France' AND orders_count >= 2 AND rfm_group = 'Champions'",
+            &catalog,
+        ) else {
+            panic!("expected AND")
+        };
+        assert_eq!(
+            parts,
+            vec![
+                Resolved::Compare {
+                    attribute: Attribute::Customer {
+                        column: "country".into(),
+                        data_type: DataType::Utf8,
+                    },
+                    op: CompareOp::Eq,
+                    value: Scalar::Text("France".into()),
+                },
+                Resolved::Compare {
+                    attribute: Attribute::Metric(Metric::OrdersCount),
+                    op: CompareOp::GtEq,
+                    value: Scalar::Int(2),
+                },
+                Resolved::Compare {
+                    attribute: Attribute::Rfm(Rfm::Group),
+                    op: CompareOp::Eq,
+                    value: Scalar::Text("Champions".into()),
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn dates_become_days_against_as_of() {
+        let catalog = catalog(true);
+        let day = |y, m, d| days_since_epoch(NaiveDate::from_ymd_opt(y, m, d).unwrap());
+        assert_eq!(
+            resolved("last_order_date < -30d", &catalog),
+            Resolved::Compare {
+                attribute: Attribute::Metric(Metric::LastOrderDate),
+                op: CompareOp::Lt,
+                value: Scalar::Day(day(2011, 11, 10)),
+            }
+        );
+        assert_eq!(
+            resolved("birthday IN NEXT 3 DAYS", &catalog),
+            Resolved::Anniversary {
+                attribute: Attribute::Customer {
+                    column: "birthday".into(),
+                    data_type: DataType::Date32,
+                },
+                from: day(2011, 12, 10),
+                to: day(2011, 12, 13),
+                negated: false,
+            }
+        );
+        assert_eq!(
+            resolved("created_at >= 2011-01-01", &catalog).needs(),
+            (false, false)
+        );
+    }
+
+    #[test]
+    fn bought_filters_keep_their_order_and_their_table() {
+        let catalog = catalog(true);
+        let Resolved::Bought(bought) = resolved(
+            "bought(category: 'Tea', date: -365d..today, description: '%MUG%', count: 2)",
+            &catalog,
+        ) else {
+            panic!("expected bought")
+        };
+        assert_eq!(bought.min_count, 2);
+        assert_eq!(
+            bought.filters,
+            vec![
+                BoughtFilter::Column(ItemFilter {
+                    table: ItemTable::Products,
+                    column: "category".into(),
+                    test: ItemTest::Equals(Scalar::Text("Tea".into())),
+                }),
+                BoughtFilter::Day(DayTest::From(14953)),
+                BoughtFilter::Day(DayTest::To(15318)),
+                BoughtFilter::Column(ItemFilter {
+                    table: ItemTable::OrderItems,
+                    column: "description".into(),
+                    test: ItemTest::Like("%MUG%".into()),
+                }),
+            ]
+        );
+    }
+
+    #[test]
+    fn references_resolve_in_place_and_cycles_are_refused() {
+        let mut catalog = catalog(true);
+        for (code, text) in [
+            ("big", "amount_spent > 100"),
+            ("big_fr", "in_segment(big) AND country = 'France'"),
+            ("loop_a", "in_segment(loop_b)"),
+            ("loop_b", "country = 'x' OR in_segment(loop_a)"),
+        ] {
+            catalog.definitions.insert(code.into(), text.into());
+        }
+        let r = resolved("in_segment(big_fr)", &catalog);
+        assert!(r.reads_orders());
+        assert_eq!(r.needs(), (false, false));
+        let Resolved::InSegment(SegmentRef::Defined { code, condition }) = r else {
+            panic!("expected a defined segment")
+        };
+        assert_eq!(code, "big_fr");
+        assert!(matches!(*condition, Resolved::And(ref parts) if parts.len() == 2));
+        assert_eq!(
+            error("NOT in_segment(loop_a)", &catalog),
+            "in segment condition\nerror: segments refer to each other in a cycle: loop_a -> \
+             loop_b -> loop_a\n  |\n1 | NOT in_segment(loop_a)\n  |                ^^^^^^\n  = \
+             help: a segment cannot contain itself; break the cycle in one of their conditions"
+        );
+    }
+
+    #[test]
+    fn mistakes_are_language_errors_with_a_span() {
+        let catalog = catalog(true);
+        assert_eq!(
+            error("country > 5", &catalog),
+            "in segment condition\nerror: `country` is text, but this is a number\n  |\n1 | \
+             country > 5\n  |           ^"
+        );
+        assert_eq!(
+            error("birthday IN 07-25..09-28 AND in_segment(vip)", &catalog),
+            "in segment condition\nerror: unknown segment `vip`\n  |\n1 | birthday IN \
+             07-25..09-28 AND in_segment(vip)\n  |                                         \
+             ^^^\n  = help: no segments are defined: create one with CREATE SEGMENT, or name a \
+             folder of <code>.seg files in [segments] folder"
+        );
+        assert_eq!(
+            error("bought(Tea)", &catalog),
+            "in segment condition\nerror: expected `Tea: value`\n  |\n1 | bought(Tea)\n  |        \
+             ^^^\n  = help: name each filter, as in bought(category: 'Sofas', date: \
+             -365d..today)"
+        );
+    }
+
+    #[test]
+    fn order_metrics_without_orders_name_the_table() {
+        let catalog = catalog(false);
+        assert_eq!(
+            error("orders_count > 1", &catalog),
+            "Error during planning: order metrics need an `orders` table: add one to [tables] \
+             in the project file"
+        );
+        // Customer columns alone need no orders.
+        assert!(!resolved("country = 'France'", &catalog).reads_orders());
+    }
+}

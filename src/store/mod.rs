@@ -333,11 +333,24 @@ impl Store {
 
     /// Replaces the rows of `table` with those of `plan` (its tables
     /// already bound), streamed into the new files; returns the version
-    /// reached.
-    async fn replace(&self, table: StoreTable, plan: LogicalPlan) -> Result<u64> {
+    /// reached. Delta Lake plans the write in a session of its own (it
+    /// needs its own query planner), built on `ctx`'s runtime, so the
+    /// project's memory pool and spill files hold for it too.
+    async fn replace(
+        &self,
+        ctx: &SessionContext,
+        table: StoreTable,
+        plan: LogicalPlan,
+    ) -> Result<u64> {
         let delta = self.open_table(table, None).await?;
         let written = delta
             .write(Vec::new())
+            .with_session_state(Arc::new(
+                deltalake::delta_datafusion::DeltaSessionContext::with_runtime_env(
+                    ctx.runtime_env(),
+                )
+                .state(),
+            ))
             .with_input_plan(plan)
             .with_save_mode(SaveMode::Overwrite)
             .await
@@ -446,9 +459,11 @@ impl Store {
     }
 
     /// Writes one change: appends or replaces the data tables, then the
-    /// commit record. Needs the lock and a recovered store.
+    /// commit record. Needs the lock and a recovered store; plans run on
+    /// `ctx`.
     pub async fn commit(
         &self,
+        ctx: &SessionContext,
         _lock: &StoreLock,
         pinned: &Pinned,
         change: Change,
@@ -462,7 +477,7 @@ impl Store {
             versions.set(StoreTable::Segments, v);
         }
         if let Some(plan) = change.membership {
-            let v = self.replace(StoreTable::Membership, plan).await?;
+            let v = self.replace(ctx, StoreTable::Membership, plan).await?;
             versions.set(StoreTable::Membership, v);
         }
         if let Some(batches) = change.events {

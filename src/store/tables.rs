@@ -546,3 +546,98 @@ pub fn read_sizes(batches: &[RecordBatch]) -> Result<Vec<Size>, StoreError> {
     }
     Ok(rows)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn definition(kind: SegmentKind) -> Definition {
+        Definition {
+            code: "vip".into(),
+            version: 1,
+            name: None,
+            comment: Some("c".into()),
+            kind,
+            active: true,
+            dropped: false,
+            condition: "country = 'x'".into(),
+            created_at: 1,
+            updated_at: 2,
+            refresh_id: 3,
+        }
+    }
+
+    #[test]
+    fn definitions_and_commits_round_trip() {
+        let rows = vec![
+            definition(SegmentKind::Static),
+            definition(SegmentKind::Dynamic),
+        ];
+        let batch = definitions_batch(&rows).unwrap();
+        assert_eq!(read_definitions(&[batch]).unwrap(), rows);
+        let commit = Commit {
+            refresh_id: 7,
+            kind: ChangeKind::Drop,
+            started_at: 1,
+            committed_at: 2,
+            as_of: 3,
+            segments: "a,b".into(),
+            versions: TableVersions {
+                segments: 4,
+                membership: 5,
+                events: 6,
+                sizes: 7,
+            },
+        };
+        let batch = commit_batch(&commit).unwrap();
+        assert_eq!(read_commits(&[batch]).unwrap(), vec![commit]);
+    }
+
+    #[test]
+    fn an_unknown_kind_is_damage_not_a_default() {
+        let batch = definitions_batch(&[definition(SegmentKind::Static)]).unwrap();
+        let mut columns = batch.columns().to_vec();
+        columns[4] = texts([Some("weekly")]);
+        let batch = RecordBatch::try_new(batch.schema(), columns).unwrap();
+        assert_eq!(
+            read_definitions(&[batch]).unwrap_err().to_string(),
+            "store table segments has kind `weekly`, which this segql does not know; the store \
+             is damaged"
+        );
+    }
+
+    #[test]
+    fn missing_columns_and_nulls_are_damage() {
+        let batch = sizes_batch(&[]).unwrap();
+        let without_size = batch.project(&[0, 1, 2, 3, 5, 6]).unwrap();
+        assert_eq!(
+            read_sizes(&[without_size]).unwrap_err().to_string(),
+            "store table segment_sizes has a null size; the store is damaged"
+        );
+        let mut columns = commit_batch(&Commit {
+            refresh_id: 1,
+            kind: ChangeKind::Refresh,
+            started_at: 0,
+            committed_at: 0,
+            as_of: 0,
+            segments: String::new(),
+            versions: TableVersions::default(),
+        })
+        .unwrap()
+        .columns()
+        .to_vec();
+        columns[7] = int64s([None]);
+        let schema = Arc::new(Schema::new(
+            schema(StoreTable::Refreshes)
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect::<Vec<_>>(),
+        ));
+        let batch = RecordBatch::try_new(schema, columns).unwrap();
+        assert_eq!(
+            read_commits(&[batch]).unwrap_err().to_string(),
+            "store table segment_refreshes has a null membership_version; the store is damaged"
+        );
+    }
+}
