@@ -8,8 +8,7 @@ SELECT customer_id,
        round(s['monetary_value'], 2) AS monetary_value
 FROM (
   SELECT customer_id, clv_summary(order_ts, amount, DATE '2011-12-10') AS s
-  FROM orders
-  WHERE status = 'completed' AND customer_id IS NOT NULL
+  FROM purchases()
   GROUP BY customer_id
 )
 ORDER BY frequency DESC, customer_id

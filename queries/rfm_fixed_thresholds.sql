@@ -12,8 +12,7 @@ FROM (
          CAST(DATE '2011-12-10' - CAST(max(order_ts) AS DATE) AS BIGINT) AS recency_days,
          count(DISTINCT order_id) AS frequency,
          sum(amount) AS monetary
-  FROM orders
-  WHERE status = 'completed' AND customer_id IS NOT NULL
+  FROM purchases()
   GROUP BY customer_id
 )
 GROUP BY 1

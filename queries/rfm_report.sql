@@ -1,11 +1,11 @@
 -- RFM report on the bundled UCI Online Retail data, as of 2011-12-10 (the
--- day after the last invoice). Purchases are completed orders with a
--- customer id; cancellations (negative amounts) and anonymous orders are out.
+-- day after the last invoice). purchases() gives the orders that count as
+-- purchases by the project's [purchases] rule (here: not cancelled, not a
+-- bad-debt adjustment), with a customer id, in segql's column names.
 
 CREATE VIEW purchases AS
 SELECT customer_id, order_id, order_ts, amount
-FROM orders
-WHERE status = 'completed' AND customer_id IS NOT NULL;
+FROM purchases();
 
 -- Recency in whole days from the last purchase day, frequency in orders,
 -- monetary value in gross spend; each scored 1 (worst) to 5 (best) by

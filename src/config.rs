@@ -14,6 +14,7 @@ use std::path::{Component, Path, PathBuf};
 use serde::Deserialize;
 
 use crate::error::Error;
+use crate::segment::columns::{ColumnMap, PurchaseRule, SourceTable, role_of};
 
 /// The project file looked for in the working directory when none is named.
 pub const DEFAULT_CONFIG_FILE: &str = "segql.toml";
@@ -30,6 +31,11 @@ pub struct Config {
     /// conditions can refer to with `in_segment(code)`, from
     /// `[segments] folder`; resolved against the file's folder.
     pub segments_folder: Option<PathBuf>,
+    /// The user's column for each column segql reads, from
+    /// `[columns.<table>]`.
+    pub columns: ColumnMap,
+    /// What counts as a purchase, from `[purchases]`.
+    pub purchases: PurchaseRule,
     /// The segment store's folder, from `[store] folder`; resolved against
     /// the file's folder. `None` means the default, `segql_store` beside
     /// the project file (or in the working directory without one).
@@ -114,7 +120,19 @@ struct ConfigFile {
     #[serde(default)]
     segments: Option<SegmentsSection>,
     #[serde(default)]
+    columns: BTreeMap<String, BTreeMap<String, String>>,
+    #[serde(default)]
+    purchases: Option<PurchasesSection>,
+    #[serde(default)]
     store: Option<StoreSection>,
+}
+
+/// `[purchases]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PurchasesSection {
+    exclude_statuses: Option<Vec<String>>,
+    include_statuses: Option<Vec<String>>,
 }
 
 /// `[store]`.
@@ -190,13 +208,87 @@ impl Config {
         let segments_folder = file
             .segments
             .map(|section| normalize(&base_dir.join(section.folder.trim())));
-        let store_folder = file
-            .store
-            .map(|section| normalize(&base_dir.join(section.folder.trim())));
+        let invalid = |message: String| Error::ConfigValue {
+            path: path.to_path_buf(),
+            message,
+        };
+        let store_folder = match file.store {
+            Some(section) if is_url(section.folder.trim()) => {
+                return Err(invalid(format!(
+                    "[store] folder `{}` is a URL, and the segment store is a local folder in \
+                     this version of segql; give a local path such as \"segql_store\"",
+                    section.folder.trim()
+                )));
+            }
+            Some(section) => Some(normalize(&base_dir.join(section.folder.trim()))),
+            None => None,
+        };
+        let mut columns = ColumnMap::default();
+        for (table_name, mapping) in &file.columns {
+            let Some(table) = SourceTable::from_name(table_name) else {
+                return Err(invalid(format!(
+                    "[columns.{table_name}]: segql reads no table `{table_name}`; column \
+                     mappings are for {}",
+                    SourceTable::ALL.map(SourceTable::name).join(", ")
+                )));
+            };
+            for (key, column) in mapping {
+                let Some(role) = role_of(table, key) else {
+                    return Err(invalid(format!(
+                        "[columns.{table_name}]: `{key}` is not a column segql reads from \
+                         {table_name}; the keys are {}",
+                        table
+                            .roles()
+                            .iter()
+                            .map(|r| r.name())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )));
+                };
+                if column.trim().is_empty() {
+                    return Err(invalid(format!(
+                        "[columns.{table_name}] {key} is empty; give the name of your column"
+                    )));
+                }
+                columns.set(table, role, column.clone());
+            }
+        }
+        let purchases = match file.purchases {
+            None => PurchaseRule::default(),
+            Some(PurchasesSection {
+                exclude_statuses: Some(_),
+                include_statuses: Some(_),
+            }) => {
+                return Err(invalid(
+                    "[purchases] sets both exclude_statuses and include_statuses; keep one".into(),
+                ));
+            }
+            Some(PurchasesSection {
+                include_statuses: Some(statuses),
+                ..
+            }) if statuses.is_empty() => {
+                return Err(invalid(
+                    "[purchases] include_statuses is empty, so no order would count as a \
+                     purchase; list the statuses of completed orders, or use exclude_statuses"
+                        .into(),
+                ));
+            }
+            Some(PurchasesSection {
+                include_statuses: Some(statuses),
+                ..
+            }) => PurchaseRule::Include(statuses),
+            Some(PurchasesSection {
+                exclude_statuses: Some(statuses),
+                ..
+            }) => PurchaseRule::Exclude(statuses),
+            Some(_) => PurchaseRule::default(),
+        };
         Ok(Self {
             source: Some(path.to_path_buf()),
             tables,
             segments_folder,
+            columns,
+            purchases,
             store_folder,
         })
     }
@@ -415,7 +507,7 @@ mod tests {
         assert_eq!((line, column), (2, 2));
         assert_eq!(
             message,
-            "unknown field `tabels`, expected one of `tables`, `segments`, `store`"
+            "unknown field `tabels`, expected one of `tables`, `segments`, `columns`, `purchases`, `store`"
         );
     }
 

@@ -11,8 +11,9 @@ use std::path::Path;
 use chrono::{Datelike, NaiveDate};
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{DataType, Date32Type};
+use datafusion::common::Column;
 use datafusion::functions_aggregate::expr_fn::max;
-use datafusion::logical_expr::{cast, col};
+use datafusion::logical_expr::{Expr, cast};
 use datafusion::prelude::SessionContext;
 
 use crate::error::Error;
@@ -20,6 +21,7 @@ use crate::history_chart as history;
 use crate::project::Project;
 use crate::refresh::{RefreshOptions, refresh};
 use crate::rfm_grid::RfmGrid;
+use crate::segment::columns::{ColumnMap, Role, SourceTable};
 use crate::segment::{AsOf, SegmentGraph};
 use crate::statements::StatementEnv;
 use crate::statements::lifecycle::{StoreStatement, execute};
@@ -44,13 +46,17 @@ pub fn refresh_days(last: NaiveDate) -> Vec<NaiveDate> {
 
 /// The day after the newest order: the natural `as_of` for a demo on
 /// historical data.
-pub async fn day_after_last_order(ctx: &SessionContext) -> Result<Option<NaiveDate>, Error> {
+pub async fn day_after_last_order(
+    ctx: &SessionContext,
+    columns: &ColumnMap,
+) -> Result<Option<NaiveDate>, Error> {
+    let order_ts = Column::from_name(columns.column(SourceTable::Orders, Role::OrderTs));
     let batches = ctx
         .table("orders")
         .await?
         .aggregate(
             vec![],
-            vec![max(cast(col("order_ts"), DataType::Date32)).alias("d")],
+            vec![max(cast(Expr::Column(order_ts), DataType::Date32)).alias("d")],
         )?
         .collect()
         .await?;
@@ -82,7 +88,8 @@ pub async fn run(
     })?;
 
     let spinner = crate::progress::spinner(format!("scoring RFM as of {}", as_of.0));
-    let grid = RfmGrid::compute(ctx, as_of).await;
+    let config = project.config();
+    let grid = RfmGrid::compute(ctx, &config.columns, &config.purchases, as_of).await;
     spinner.finish_and_clear();
     let grid = grid?;
     writeln!(report, "{}", grid.to_text()).map_err(write)?;

@@ -114,6 +114,20 @@ pub enum Error {
         message: String,
     },
 
+    /// A value of the project file that segql cannot use.
+    #[error("project file {}: {message}", .path.display())]
+    ConfigValue {
+        /// The path as given.
+        path: PathBuf,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+
+    /// A column of a table that segql reads is missing or of a type it
+    /// cannot use.
+    #[error("{0}")]
+    Column(crate::segment::columns::ColumnProblem),
+
     /// A key under `[tables]` is not a usable SQL identifier.
     #[error(
         "project file {}: `{name}` is not a valid table name; table names start with a letter \

@@ -23,6 +23,7 @@ use crate::project::Project;
 use crate::refresh::{EventSinks, RefreshOptions, emit_events};
 use crate::rfm_grid::RfmGrid;
 use crate::segment::AsOf;
+use crate::segment::columns::{Role, SourceTable};
 use crate::statements::lifecycle::{StoreStatement, check_code, refresh_table};
 use crate::statements::{ParsedStatement, StatementResult};
 use crate::store::StoreError;
@@ -174,7 +175,8 @@ async fn run_statements(
 pub async fn rfm(project: &Project, svg: Option<&Path>, png: Option<&Path>) -> Result<(), Error> {
     let as_of = project.as_of();
     let spinner = crate::progress::spinner(format!("scoring RFM as of {}", as_of.0));
-    let grid = RfmGrid::compute(project.ctx(), as_of).await;
+    let config = project.config();
+    let grid = RfmGrid::compute(project.ctx(), &config.columns, &config.purchases, as_of).await;
     spinner.finish_and_clear();
     let grid = grid?;
     print!("{}", grid.to_text());
@@ -319,6 +321,11 @@ pub async fn export(
             )));
         }
     }
+    let id = project
+        .config()
+        .columns
+        .column(SourceTable::Customers, Role::CustomerId)
+        .to_string();
     let selected: Vec<&str> = if columns.is_empty() {
         known.clone()
     } else {
@@ -334,13 +341,13 @@ pub async fn export(
             members,
             JoinType::Inner,
             (
-                vec![Column::new(Some("c"), "customer_id")],
+                vec![Column::new(Some("c"), id.as_str())],
                 vec![Column::from_name("__member")],
             ),
             None,
         )?
         .project(selected.iter().map(|c| customer(c)).collect::<Vec<_>>())?
-        .sort(vec![customer("customer_id").sort(true, false)])?
+        .sort(vec![customer(&id).sort(true, false)])?
         .build()?;
     check_parquet_target(format, out)?;
     let spinner = crate::progress::spinner(format!("exporting segment {code}"));

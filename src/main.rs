@@ -336,7 +336,7 @@ async fn run(args: Args) -> Result<(), Error> {
         Some(Command::Demo { out }) => {
             let as_of = match args.as_of {
                 Some(day) => day,
-                None => segql::demo::day_after_last_order(project.ctx())
+                None => segql::demo::day_after_last_order(project.ctx(), &project.config().columns)
                     .await?
                     .map_or_else(AsOf::today, AsOf),
             };

@@ -63,9 +63,11 @@ impl Project {
             Some(folder) => catalog::load_definitions(folder).map_err(Error::Segments)?,
             None => Default::default(),
         };
-        let catalog = SegmentCatalog::from_session(&ctx, as_of)
-            .await
-            .map(|c| c.with_definitions(definitions));
+        let catalog = SegmentCatalog::from_session(&ctx, as_of).await.map(|c| {
+            c.with_definitions(definitions)
+                .with_rules(config.columns.clone(), config.purchases.clone())
+        });
+        table_function::register_purchases(&ctx, &config.columns, &config.purchases).await?;
         let store = Store::new(config.store_path());
         let view = Arc::new(StoreView::load_or_report(&ctx, store.clone()).await);
         let project = Self {

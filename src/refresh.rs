@@ -17,13 +17,14 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::catalog::TableProvider;
-use datafusion::common::{DataFusionError, JoinType};
+use datafusion::common::{Column, DataFusionError, JoinType};
 use datafusion::datasource::{MemTable, provider_as_source};
-use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder, cast, col};
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, cast, col};
 use datafusion::prelude::{SessionContext, coalesce};
 
 use crate::error::Error;
 use crate::segment::catalog::{SegmentCatalog, StoredSegments};
+use crate::segment::columns::{Role, SourceTable};
 use crate::segment::planner::{order_metrics_plan, plan_resolved};
 use crate::segment::resolve::{Resolved, resolve_text};
 use crate::segment::{SegmentError, SegmentGraph};
@@ -65,12 +66,18 @@ pub fn catalog_with_store(
     Ok(catalog.clone().with_stored(Some(Arc::new(stored))))
 }
 
-/// The customer ids of a plan's `customer_id` column, distinct and sorted.
-async fn member_ids(ctx: &SessionContext, plan: LogicalPlan) -> Result<Vec<i64>, Error> {
+/// The customer ids of a segment plan (its `customers` rows), distinct and
+/// sorted.
+async fn member_ids(
+    ctx: &SessionContext,
+    catalog: &SegmentCatalog,
+    plan: LogicalPlan,
+) -> Result<Vec<i64>, Error> {
+    let id = catalog.column(SourceTable::Customers, Role::CustomerId);
     let batches = ctx
         .execute_logical_plan(plan)
         .await?
-        .select(vec![col("customer_id")])?
+        .select(vec![Expr::Column(Column::from_name(id))])?
         .distinct()?
         .collect()
         .await?;
@@ -96,7 +103,7 @@ pub async fn evaluate(
     as_of: AsOf,
 ) -> Result<Vec<i64>, Error> {
     let plan = crate::segment::plan_text(condition, catalog, as_of)?;
-    member_ids(ctx, plan).await
+    member_ids(ctx, catalog, plan).await
 }
 
 fn members_table(members: &[i64]) -> Result<Arc<dyn TableProvider>, Error> {
@@ -406,7 +413,7 @@ pub async fn refresh(
     let mut changes = Vec::new();
     for (code, condition) in &resolved {
         let plan = plan_resolved(condition, &catalog, options.as_of).map_err(SegmentError::from)?;
-        let members = member_ids(ctx, plan).await?;
+        let members = member_ids(ctx, &catalog, plan).await?;
         if let Some(stored) = &catalog.stored {
             let mut stored = stored.as_ref().clone();
             stored

@@ -13,7 +13,7 @@ use datafusion::prelude::SessionContext;
 
 use crate::error::Error;
 use crate::segment::AsOf;
-use crate::segment::catalog::DEFAULT_NON_PURCHASE_STATUSES;
+use crate::segment::columns::{ColumnMap, PurchaseRule};
 use crate::segment::planner::metrics_from_orders;
 
 /// Scores run 1..=BINS (5 best).
@@ -34,9 +34,15 @@ pub struct RfmGrid {
 }
 
 impl RfmGrid {
-    /// Scores every purchasing customer (completed orders with a customer
-    /// id, before `as_of`) and counts them per cell, on `ctx`.
-    pub async fn compute(ctx: &SessionContext, as_of: AsOf) -> Result<Self, Error> {
+    /// Scores every purchasing customer (orders `purchases` admits, with a
+    /// customer id, before `as_of`, read through `columns`) and counts
+    /// them per cell, on `ctx`.
+    pub async fn compute(
+        ctx: &SessionContext,
+        columns: &ColumnMap,
+        purchases: &PurchaseRule,
+        as_of: AsOf,
+    ) -> Result<Self, Error> {
         let orders = ctx
             .table_provider("orders")
             .await
@@ -44,11 +50,7 @@ impl RfmGrid {
                 table: "orders",
                 needed_by: "RFM scoring",
             })?;
-        let statuses: Vec<String> = DEFAULT_NON_PURCHASE_STATUSES
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        let plan = metrics_from_orders(orders, &statuses, as_of, true)?;
+        let plan = metrics_from_orders(orders, columns, purchases, as_of, true)?;
         let batches = LogicalPlanBuilder::from(plan)
             .aggregate(
                 vec![

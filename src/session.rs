@@ -12,12 +12,14 @@ use datafusion::prelude::{ParquetReadOptions, SessionContext};
 
 use crate::config::{Config, TableConfig, TableLocation};
 use crate::error::Error;
+use crate::segment::columns::{SourceTable, check_table};
 
 /// Directory levels searched below a glob's or directory's base when
 /// checking that it holds a Parquet file; guards against symlink cycles.
 const MAX_LISTING_DEPTH: usize = 32;
 
-/// Registers every table of `config` on `ctx` as a Parquet listing table.
+/// Registers every table of `config` on `ctx` as a Parquet listing table,
+/// and checks the columns segql reads from it (`[columns.<table>]`).
 ///
 /// Local paths are checked first: a missing file or directory, a glob that
 /// matches no `.parquet` file, a directory without one, or a file not named
@@ -26,6 +28,7 @@ const MAX_LISTING_DEPTH: usize = 32;
 /// registered on `ctx`).
 pub async fn register_tables(ctx: &SessionContext, config: &Config) -> Result<(), Error> {
     let origin = config.origin();
+    let has_products = config.tables.iter().any(|t| t.name == "products");
     for table in &config.tables {
         check_location(ctx, table, &origin)?;
         let location = table.location.to_table_path();
@@ -41,6 +44,17 @@ pub async fn register_tables(ctx: &SessionContext, config: &Config) -> Result<()
             origin: origin.clone(),
             source,
         })?;
+        // The columns segql reads must be there, with types it can use.
+        if let Some(source_table) = SourceTable::from_name(&table.name) {
+            let provider = ctx.table_provider(table.name.as_str()).await?;
+            check_table(
+                source_table,
+                &provider.schema(),
+                &config.columns,
+                has_products,
+            )
+            .map_err(Error::Column)?;
+        }
     }
     Ok(())
 }

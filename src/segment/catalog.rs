@@ -8,10 +8,8 @@ use std::sync::Arc;
 use datafusion::catalog::TableProvider;
 use datafusion::prelude::SessionContext;
 
+use super::columns::{ColumnMap, PurchaseRule, Role, SourceTable};
 use crate::time::AsOf;
-
-/// Purchases are orders whose status is not one of these.
-pub const DEFAULT_NON_PURCHASE_STATUSES: [&str; 2] = ["cancelled", "adjustment"];
 
 /// The tables a condition may read, with their registered names.
 #[derive(Debug, Clone)]
@@ -22,8 +20,10 @@ pub struct SegmentCatalog {
     /// Product attributes (category, brand, ...) joined to `order_items`
     /// on `product_id` when a `bought(...)` filter names one.
     pub products: Option<Arc<dyn TableProvider>>,
-    /// Order statuses that are not purchases (compared case-blind).
-    pub non_purchase_statuses: Vec<String>,
+    /// The user's column for each column segql reads.
+    pub columns: ColumnMap,
+    /// What counts as a purchase.
+    pub purchases: PurchaseRule,
     /// The day conditions are evaluated on unless a call names another.
     pub as_of: AsOf,
     /// Saved segment conditions by code, for `in_segment(code)`.
@@ -57,10 +57,8 @@ impl SegmentCatalog {
             orders: ctx.table_provider("orders").await.ok(),
             order_items: ctx.table_provider("order_items").await.ok(),
             products: ctx.table_provider("products").await.ok(),
-            non_purchase_statuses: DEFAULT_NON_PURCHASE_STATUSES
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
+            columns: ColumnMap::default(),
+            purchases: PurchaseRule::default(),
             as_of,
             definitions: BTreeMap::new(),
             stored: None,
@@ -86,6 +84,18 @@ impl SegmentCatalog {
             codes.extend(stored.codes.iter().cloned());
         }
         codes
+    }
+
+    /// The catalog with the project's column mapping and purchase rule.
+    pub fn with_rules(mut self, columns: ColumnMap, purchases: PurchaseRule) -> Self {
+        self.columns = columns;
+        self.purchases = purchases;
+        self
+    }
+
+    /// The column holding `role` in `table`.
+    pub fn column(&self, table: SourceTable, role: Role) -> &str {
+        self.columns.column(table, role)
     }
 
     /// The catalog with these segment definitions.

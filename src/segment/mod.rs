@@ -6,6 +6,7 @@
 //! [`table_function`] offers `segment('<condition>')` in SQL.
 
 pub mod catalog;
+pub mod columns;
 pub mod error;
 pub mod graph;
 pub mod planner;

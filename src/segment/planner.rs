@@ -25,6 +25,7 @@ use segql_udfs::rfm::rfm_quantile::RfmQuantileFunc;
 use segql_udfs::rfm::rfm_segment::RfmSegmentFunc;
 
 use super::catalog::SegmentCatalog;
+use super::columns::{ColumnMap, PurchaseRule, Role, SourceTable};
 use super::error::SegmentError;
 use super::resolve::{
     Attribute, Bought, BoughtFilter, DayTest, ItemFilter, ItemTable, ItemTest, Metric, Resolved,
@@ -66,26 +67,35 @@ pub fn order_metrics_plan(catalog: &SegmentCatalog, as_of: AsOf) -> Result<Logic
 
 /// The order metrics (and, with `rfm`, the RFM scores `__rfm_r`,
 /// `__rfm_f`, `__rfm_m`) of every customer with purchases in `orders`
-/// before `as_of`; orders whose status is one of `non_purchase` (compared
-/// case-blind) are not purchases.
+/// before `as_of`, reading the columns `columns` names and counting the
+/// orders `purchases` admits.
 pub fn metrics_from_orders(
     orders: Arc<dyn TableProvider>,
-    non_purchase: &[String],
+    columns: &ColumnMap,
+    purchases: &PurchaseRule,
     as_of: AsOf,
     rfm: bool,
 ) -> Result<LogicalPlan> {
+    let name = |role| columns.column(SourceTable::Orders, role);
+    let has_status = orders.schema().field_with_name(name(Role::Status)).is_ok();
     let source = provider_as_source(orders);
     let day = date_lit(as_of.days());
+    let purchase = PurchaseColumns {
+        customer: column(name(Role::CustomerId)),
+        ts: column(name(Role::OrderTs)),
+        status: has_status.then(|| column(name(Role::Status))),
+    };
+    let (amount, ts) = (column(name(Role::Amount)), column(name(Role::OrderTs)));
     let mut builder = LogicalPlanBuilder::scan("orders", source, None)?
-        .filter(purchase_filter(non_purchase, as_of, "order_ts"))?
+        .filter(purchase.filter(purchases, Some(as_of)))?
         .aggregate(
-            vec![col("customer_id").alias("__m_customer_id")],
+            vec![column(name(Role::CustomerId)).alias("__m_customer_id")],
             vec![
-                count(col("order_id")).alias("__orders_count"),
-                sum(col("amount")).alias("__amount_spent"),
-                avg(col("amount")).alias("__avg_order_value"),
-                min(col("order_ts")).alias("__first_order_ts"),
-                max(col("order_ts")).alias("__last_order_ts"),
+                count(column(name(Role::OrderId))).alias("__orders_count"),
+                sum(amount.clone()).alias("__amount_spent"),
+                avg(amount).alias("__avg_order_value"),
+                min(ts.clone()).alias("__first_order_ts"),
+                max(ts).alias("__last_order_ts"),
             ],
         )?;
     let last = cast(col("__last_order_ts"), DataType::Date32);
@@ -115,16 +125,66 @@ pub fn metrics_from_orders(
     builder.build()
 }
 
-/// Purchases: a customer id, a purchase status, before `as_of`.
-fn purchase_filter(non_purchase: &[String], as_of: AsOf, ts_column: &str) -> Expr {
-    let statuses = non_purchase
-        .iter()
-        .map(|s| lit(s.to_ascii_lowercase()))
-        .collect();
-    col("customer_id")
-        .is_not_null()
-        .and(lower(coalesce(vec![col("status"), lit("")])).in_list(statuses, true))
-        .and(cast(col(ts_column), DataType::Date32).lt(date_lit(as_of.days())))
+/// The orders of `orders` that count as purchases (whenever placed), as
+/// `customer_id`, `order_id`, `order_ts` and `amount` whatever the
+/// project's own column names: what `purchases()` returns in SQL.
+pub fn purchases_plan(
+    orders: Arc<dyn TableProvider>,
+    columns: &ColumnMap,
+    purchases: &PurchaseRule,
+) -> Result<LogicalPlan> {
+    let name = |role| columns.column(SourceTable::Orders, role);
+    let has_status = orders.schema().field_with_name(name(Role::Status)).is_ok();
+    let purchase = PurchaseColumns {
+        customer: column(name(Role::CustomerId)),
+        ts: column(name(Role::OrderTs)),
+        status: has_status.then(|| column(name(Role::Status))),
+    };
+    let roles = [Role::CustomerId, Role::OrderId, Role::OrderTs, Role::Amount];
+    LogicalPlanBuilder::scan("orders", provider_as_source(orders), None)?
+        .filter(purchase.filter(purchases, None))?
+        .project(roles.map(|role| column(name(role)).alias(role.name())))?
+        .build()
+}
+
+/// A column by its exact name (never parsed as `table.column`).
+fn column(name: &str) -> Expr {
+    Expr::Column(Column::from_name(name))
+}
+
+/// Where a purchase's customer, time and status are.
+struct PurchaseColumns {
+    customer: Expr,
+    ts: Expr,
+    /// `None` when the orders have no status: every order is a purchase.
+    status: Option<Expr>,
+}
+
+impl PurchaseColumns {
+    /// The one definition of a purchase: a customer id, a status the rule
+    /// admits (compared case-blind; a missing status is the empty one),
+    /// and, with `before`, placed before that day.
+    fn filter(&self, rule: &PurchaseRule, before: Option<AsOf>) -> Expr {
+        let mut filter = self.customer.clone().is_not_null();
+        if let Some(status) = &self.status {
+            let (statuses, negated) = match rule {
+                PurchaseRule::Exclude(list) => (list, true),
+                PurchaseRule::Include(list) => (list, false),
+            };
+            let statuses = statuses
+                .iter()
+                .map(|s| lit(s.to_ascii_lowercase()))
+                .collect();
+            filter = filter
+                .and(lower(coalesce(vec![status.clone(), lit("")])).in_list(statuses, negated));
+        }
+        match before {
+            Some(as_of) => {
+                filter.and(cast(self.ts.clone(), DataType::Date32).lt(date_lit(as_of.days())))
+            }
+            None => filter,
+        }
+    }
 }
 
 /// Plans a resolved condition.
@@ -231,12 +291,13 @@ impl<'a> Planner<'a> {
                 metrics,
                 JoinType::Left,
                 (
-                    vec![Column::new(Some("customers"), "customer_id")],
+                    vec![self.customer_id()],
                     vec![Column::from_name("__m_customer_id")],
                 ),
                 None,
             )?;
         }
+        let customer_id = self.customer_id();
         for join in self.joins {
             let (plan, join_type) = match join {
                 Join::Semi(plan) => (plan, JoinType::LeftSemi),
@@ -247,10 +308,7 @@ impl<'a> Planner<'a> {
             builder = builder.join(
                 plan,
                 join_type,
-                (
-                    vec![Column::new(Some("customers"), "customer_id")],
-                    vec![Column::from_name(key)],
-                ),
+                (vec![customer_id.clone()], vec![Column::from_name(key)]),
                 None,
             )?;
         }
@@ -264,6 +322,15 @@ impl<'a> Planner<'a> {
             .map(|f| customer_col(f.name()))
             .collect();
         builder.project(columns)?.build()
+    }
+
+    /// `customers`' customer id column.
+    fn customer_id(&self) -> Column {
+        Column::new(
+            Some("customers"),
+            self.catalog
+                .column(SourceTable::Customers, Role::CustomerId),
+        )
     }
 
     fn orders(&self) -> Result<Arc<dyn TableProvider>> {
@@ -286,7 +353,8 @@ impl<'a> Planner<'a> {
         }
         metrics_from_orders(
             self.orders()?,
-            &self.catalog.non_purchase_statuses,
+            &self.catalog.columns,
+            &self.catalog.purchases,
             self.as_of,
             rfm,
         )
@@ -399,7 +467,7 @@ impl<'a> Planner<'a> {
             SegmentRef::Defined { condition, .. } => {
                 let inner = Planner::new(self.catalog, self.as_of).plan(condition)?;
                 LogicalPlanBuilder::from(inner)
-                    .project(vec![customer_col("customer_id").alias(&alias)])?
+                    .project(vec![Expr::Column(self.customer_id()).alias(&alias)])?
                     .build()
             }
         }
@@ -443,7 +511,10 @@ impl<'a> Planner<'a> {
     }
 
     /// The customers who bought matching `order_items` lines: one column
-    /// `__bought_N` of customer ids.
+    /// `__bought_N` of customer ids. Lines that carry their order's
+    /// customer and time are read alone; lines that do not (a normalized
+    /// `(order_id, product_id, quantity, price)` table) take them from
+    /// `orders`, joined on the order id.
     fn bought(&mut self, bought: &Bought) -> Result<LogicalPlan> {
         let items = self
             .catalog
@@ -453,10 +524,65 @@ impl<'a> Planner<'a> {
             .ok_or_else(|| {
                 DataFusionError::Plan("bought(...) needs an `order_items` table".into())
             })?;
-        let mut filter =
-            purchase_filter(&self.catalog.non_purchase_statuses, self.as_of, "order_ts");
+        let catalog = self.catalog;
+        let item = |role| catalog.column(SourceTable::OrderItems, role);
+        let order = |role| catalog.column(SourceTable::Orders, role);
+        let has = |role| items.schema().field_with_name(item(role)).is_ok();
+        let alias = format!("__bought_{}", self.joins.len());
+        let mut lines =
+            LogicalPlanBuilder::scan("order_items", provider_as_source(Arc::clone(&items)), None)?;
+        let (purchase, order_id) = if has(Role::CustomerId) && has(Role::OrderTs) {
+            let purchase = PurchaseColumns {
+                customer: column(item(Role::CustomerId)),
+                ts: column(item(Role::OrderTs)),
+                status: has(Role::Status).then(|| column(item(Role::Status))),
+            };
+            (purchase, column(item(Role::OrderId)))
+        } else {
+            let orders = self
+                .catalog
+                .orders
+                .as_ref()
+                .map(Arc::clone)
+                .ok_or_else(|| {
+                    DataFusionError::Plan(format!(
+                        "bought(...) on order_items without {} and {} columns takes them from \
+                     `orders`: add orders to [tables] in the project file",
+                        item(Role::CustomerId),
+                        item(Role::OrderTs)
+                    ))
+                })?;
+            let has_status = orders.schema().field_with_name(order(Role::Status)).is_ok();
+            let mut keep = vec![
+                column(order(Role::OrderId)).alias("__o_order_id"),
+                column(order(Role::CustomerId)).alias("__o_customer_id"),
+                column(order(Role::OrderTs)).alias("__o_order_ts"),
+            ];
+            if has_status {
+                keep.push(column(order(Role::Status)).alias("__o_status"));
+            }
+            let orders = LogicalPlanBuilder::scan("orders", provider_as_source(orders), None)?
+                .project(keep)?
+                .build()?;
+            lines = lines.join(
+                orders,
+                JoinType::Inner,
+                (
+                    vec![Column::new(Some("order_items"), item(Role::OrderId))],
+                    vec![Column::from_name("__o_order_id")],
+                ),
+                None,
+            )?;
+            let purchase = PurchaseColumns {
+                customer: col("__o_customer_id"),
+                ts: col("__o_order_ts"),
+                status: has_status.then(|| col("__o_status")),
+            };
+            (purchase, col("__o_order_id"))
+        };
+        let mut filter = purchase.filter(&self.catalog.purchases, Some(self.as_of));
         let mut product_filters: Vec<Expr> = Vec::new();
-        let day = || cast(col("order_ts"), DataType::Date32);
+        let day = || cast(purchase.ts.clone(), DataType::Date32);
         for test in &bought.filters {
             match test {
                 BoughtFilter::Day(DayTest::From(d)) => {
@@ -473,11 +599,9 @@ impl<'a> Planner<'a> {
                 }
             }
         }
-        let alias = format!("__bought_{}", self.joins.len());
-        let mut lines = LogicalPlanBuilder::scan("order_items", provider_as_source(items), None)?
-            .filter(filter)?;
+        lines = lines.filter(filter)?;
         // Product attributes (category, brand, ...) come from `products`,
-        // joined on product_id only when a filter names one.
+        // joined on the product id only when a filter names one.
         if let (Some(product_filter), Some(products)) = (
             product_filters.into_iter().reduce(Expr::and),
             self.catalog.products.as_ref().map(Arc::clone),
@@ -490,16 +614,19 @@ impl<'a> Planner<'a> {
                 products,
                 JoinType::LeftSemi,
                 (
-                    vec![Column::new(Some("order_items"), "product_id")],
-                    vec![Column::new(Some("products"), "product_id")],
+                    vec![Column::new(Some("order_items"), item(Role::ProductId))],
+                    vec![Column::new(
+                        Some("products"),
+                        catalog.column(SourceTable::Products, Role::ProductId),
+                    )],
                 ),
                 None,
             )?;
         }
         lines
             .aggregate(
-                vec![col("customer_id").alias(&alias)],
-                vec![count_distinct(col("order_id")).alias("__n")],
+                vec![purchase.customer.alias(&alias)],
+                vec![count_distinct(order_id).alias("__n")],
             )?
             .filter(col("__n").gt_eq(lit(bought.min_count)))?
             .project(vec![col(&alias)])?

@@ -11,6 +11,7 @@ use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::DataFusionError;
 
 use super::catalog::SegmentCatalog;
+use super::columns::SourceTable;
 use super::error::{Failure, SegmentError};
 use crate::lang::ast::{Argument, CompareOp, Condition, Literal, Name, Value};
 use crate::lang::error::{LangError, Span, did_you_mean};
@@ -534,10 +535,18 @@ impl Resolver<'_> {
     fn attribute(&self, name: &Name) -> Result<(Attribute, Kind)> {
         let lower = name.name.to_ascii_lowercase();
         let customers = customers_schema(self.catalog);
+        // A customers column by its own name, or by the segql name that
+        // [columns.customers] maps to it (`birthday` for `date_of_birth`).
+        let mapped = self
+            .catalog
+            .columns
+            .mapped_role(SourceTable::Customers, &name.name)
+            .map(|(_, column)| column);
         if let Some(field) = customers
             .fields()
             .iter()
             .find(|f| f.name().eq_ignore_ascii_case(&name.name))
+            .or_else(|| mapped.and_then(|m| customers.fields().iter().find(|f| f.name() == m)))
         {
             let attribute = Attribute::Customer {
                 column: field.name().clone(),
@@ -809,36 +818,48 @@ impl Resolver<'_> {
                     };
                 }
                 Argument::Value { key, value } => {
-                    let find = |schema: &SchemaRef| {
+                    let columns = &self.catalog.columns;
+                    // A column by its own name, or by the segql name its
+                    // table's [columns] section maps to it.
+                    let find = |schema: &SchemaRef, table: SourceTable| {
+                        let mapped = columns
+                            .mapped_role(table, &key.name)
+                            .map(|(_, column)| column);
                         schema
                             .fields()
                             .iter()
                             .find(|f| f.name().eq_ignore_ascii_case(&key.name))
+                            .or_else(|| {
+                                mapped.and_then(|m| schema.fields().iter().find(|f| f.name() == m))
+                            })
                             .cloned()
                     };
-                    let product_field = products_schema.as_ref().and_then(find);
-                    let (field, table) = match (find(&schema), product_field) {
-                        (Some(field), _) => (field, ItemTable::OrderItems),
-                        (None, Some(field)) => (field, ItemTable::Products),
-                        (None, None) => {
-                            let known: Vec<&str> = schema
-                                .fields()
-                                .iter()
-                                .chain(products_schema.iter().flat_map(|s| s.fields().iter()))
-                                .map(|f| f.name().as_str())
-                                .chain(["date", "count"])
-                                .collect();
-                            let err = LangError::new(
-                                format!("unknown filter `{}` for bought(...)", key.name),
-                                key.span,
-                            );
-                            return Err(match did_you_mean(&key.name, known.iter().copied()) {
-                                Some(near) => err.with_hint(format!("did you mean `{near}`?")),
-                                None => err.with_hint(format!("filters: {}", known.join(", "))),
+                    let product_field = products_schema
+                        .as_ref()
+                        .and_then(|s| find(s, SourceTable::Products));
+                    let (field, table) =
+                        match (find(&schema, SourceTable::OrderItems), product_field) {
+                            (Some(field), _) => (field, ItemTable::OrderItems),
+                            (None, Some(field)) => (field, ItemTable::Products),
+                            (None, None) => {
+                                let known: Vec<&str> = schema
+                                    .fields()
+                                    .iter()
+                                    .chain(products_schema.iter().flat_map(|s| s.fields().iter()))
+                                    .map(|f| f.name().as_str())
+                                    .chain(["date", "count"])
+                                    .collect();
+                                let err = LangError::new(
+                                    format!("unknown filter `{}` for bought(...)", key.name),
+                                    key.span,
+                                );
+                                return Err(match did_you_mean(&key.name, known.iter().copied()) {
+                                    Some(near) => err.with_hint(format!("did you mean `{near}`?")),
+                                    None => err.with_hint(format!("filters: {}", known.join(", "))),
+                                }
+                                .into());
                             }
-                            .into());
-                        }
-                    };
+                        };
                     let kind = Kind::of(field.data_type());
                     let test = match &value.literal {
                         Literal::Text(text) if kind == Kind::Text && text.contains('%') => {
@@ -912,7 +933,8 @@ mod tests {
                 Field::new("product_id", DataType::Int64, false),
                 Field::new("category", DataType::Utf8, true),
             ])),
-            non_purchase_statuses: vec!["cancelled".into()],
+            columns: Default::default(),
+            purchases: Default::default(),
             as_of: as_of(),
             definitions: BTreeMap::new(),
             stored: None,

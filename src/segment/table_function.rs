@@ -36,6 +36,40 @@ pub fn register(ctx: &SessionContext, catalog: SegmentCatalog) {
     ctx.register_udtf("segment", Arc::new(SegmentTableFunction::new(catalog)));
 }
 
+/// `purchases()`: the orders that count as purchases by the project's
+/// `[purchases]` rule, with segql's column names.
+#[derive(Debug)]
+pub struct PurchasesFunction {
+    plan: datafusion::logical_expr::LogicalPlan,
+}
+
+impl TableFunctionImpl for PurchasesFunction {
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        if !args.exprs().is_empty() {
+            return plan_err!(
+                "purchases takes no arguments: SELECT * FROM purchases(); got {}",
+                args.exprs().len()
+            );
+        }
+        Ok(Arc::new(ViewTable::new(self.plan.clone(), None)))
+    }
+}
+
+/// Registers `purchases()` on `ctx` over its `orders` table, when it has
+/// one.
+pub async fn register_purchases(
+    ctx: &SessionContext,
+    columns: &super::columns::ColumnMap,
+    rule: &super::columns::PurchaseRule,
+) -> Result<()> {
+    let Ok(orders) = ctx.table_provider("orders").await else {
+        return Ok(());
+    };
+    let plan = planner::purchases_plan(orders, columns, rule)?;
+    ctx.register_udtf("purchases", Arc::new(PurchasesFunction { plan }));
+    Ok(())
+}
+
 /// Plans condition text the way `segment(...)` does: a language error
 /// becomes a planning error that shows the condition with a caret.
 pub fn plan_text(

@@ -40,6 +40,7 @@ async fn session_catalog(ctx: &SessionContext) -> segql::segment::SegmentCatalog
         .await
         .unwrap()
         .with_definitions(definitions)
+        .with_rules(config.columns, config.purchases)
 }
 
 fn as_of() -> AsOf {

@@ -26,7 +26,8 @@ fn project() -> tempfile::TempDir {
         dir.path().join("segql.toml"),
         format!(
             "[tables]\norders = \"{0}/orders.parquet\"\ncustomers = \"{0}/customers.parquet\"\n\
-             order_items = \"{0}/order_items.parquet\"\n",
+             order_items = \"{0}/order_items.parquet\"\n\
+             [purchases]\nexclude_statuses = [\"cancelled\", \"adjustment\"]\n",
             data.display()
         ),
     )
