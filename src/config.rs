@@ -91,11 +91,51 @@ customers = "data/customers.parquet"
 # order_items = "data/order_items.parquet"
 # products = "data/products.parquet"
 
+# Your column names, where they differ from segql's (segql name = your
+# column). Unnamed ones keep the default shown. segql checks every column it
+# reads when the tables are registered.
+# [columns.orders]
+# customer_id = "customer_id"    # integer
+# order_id = "order_id"
+# order_ts = "order_ts"          # timestamp or date: when the order was placed
+# amount = "amount"              # number
+# status = "status"              # text; without a status column every order counts
+#
+# [columns.customers]
+# customer_id = "customer_id"    # integer
+# birthday = "birthday"          # date or timestamp
+# created_at = "created_at"      # date or timestamp
+#
+# [columns.order_items]
+# order_id = "order_id"
+# customer_id = "customer_id"    # without customer_id and order_ts on the lines,
+# order_ts = "order_ts"          # they come from orders, joined on order_id
+# status = "status"
+# product_id = "product_id"
+# quantity = "quantity"          # number
+# price = "price"                # number
+#
+# [columns.products]
+# product_id = "product_id"
+# category = "category"          # text
+
+# What counts as a purchase: orders with a customer id whose status is not
+# one of exclude_statuses (compared case-blind), or, instead, is one of
+# include_statuses.
+# [purchases]
+# exclude_statuses = ["cancelled"]
+# include_statuses = ["paid", "shipped"]
+
 # Saved segments: a folder of <code>.seg files, one condition each, that
 # other conditions use with in_segment(code). No default: without this
 # section there are no saved segments.
 # [segments]
 # folder = "segments"
+
+# The segment store: a local folder of Delta Lake tables, created by the
+# first CREATE SEGMENT.
+# [store]
+# folder = "segql_store"
 "#;
 
 /// Writes [`TEMPLATE`] to `path`; refuses to replace a file unless `force`.
@@ -517,15 +557,34 @@ mod tests {
         let names: Vec<_> = config.tables.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(names, ["customers", "orders"]);
         assert_eq!(config.segments_folder, None);
-        // Uncommenting every optional line still gives a valid file.
-        let all = TEMPLATE
-            .replace("# order_items = ", "order_items = ")
-            .replace("# products = ", "products = ")
-            .replace("# [segments]", "[segments]")
-            .replace("# folder = ", "folder = ");
+        // Uncommenting every setting (but the alternative to
+        // exclude_statuses) still gives a valid file, with the defaults.
+        let all: String = TEMPLATE
+            .lines()
+            .filter(|l| !l.starts_with("# include_statuses"))
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest)
+                    if rest.starts_with('[')
+                        || rest.split_once(" = ").is_some_and(|(key, _)| {
+                            key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                        }) =>
+                {
+                    rest
+                }
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
         let config = Config::from_toml(&all, "/p/segql.toml").unwrap();
         assert_eq!(config.tables.len(), 4);
         assert_eq!(config.segments_folder, Some(PathBuf::from("/p/segments")));
+        assert_eq!(config.store_folder, Some(PathBuf::from("/p/segql_store")));
+        assert_eq!(config.purchases, PurchaseRule::default());
+        for table in SourceTable::ALL {
+            for role in table.roles() {
+                assert_eq!(config.columns.column(table, *role), role.name());
+            }
+        }
     }
 
     #[test]
@@ -540,5 +599,68 @@ mod tests {
         assert_eq!(line_and_column("ab\ncd", 4), (2, 2));
         assert_eq!(line_and_column("é\nx", 3), (2, 1));
         assert_eq!(line_and_column("éa", 2), (1, 2));
+    }
+
+    #[test]
+    fn columns_and_purchases_are_read() {
+        let config = Config::from_toml(
+            "[columns.orders]\ncustomer_id = \"client_id\"\norder_ts = \"purchased_at\"\n\
+             [columns.customers]\nbirthday = \"date_of_birth\"\n\
+             [purchases]\ninclude_statuses = [\"paid\", \"Shipped\"]\n",
+            "/p/segql.toml",
+        )
+        .unwrap();
+        let orders = SourceTable::Orders;
+        assert_eq!(
+            config
+                .columns
+                .column(orders, crate::segment::columns::Role::CustomerId),
+            "client_id"
+        );
+        assert_eq!(
+            config
+                .columns
+                .column(orders, crate::segment::columns::Role::Amount),
+            "amount"
+        );
+        assert_eq!(
+            config.purchases,
+            PurchaseRule::Include(vec!["paid".into(), "Shipped".into()])
+        );
+    }
+
+    #[test]
+    fn mistakes_in_columns_and_purchases_say_what_to_do() {
+        let err = |text: &str| Config::from_toml(text, "p.toml").unwrap_err().to_string();
+        assert_eq!(
+            err("[columns.order]\ncustomer_id = \"c\"\n"),
+            "project file p.toml: [columns.order]: segql reads no table `order`; column mappings \
+             are for orders, customers, order_items, products"
+        );
+        assert_eq!(
+            err("[columns.orders]\ncustomer = \"c\"\n"),
+            "project file p.toml: [columns.orders]: `customer` is not a column segql reads from \
+             orders; the keys are customer_id, order_id, order_ts, amount, status"
+        );
+        assert_eq!(
+            err("[columns.orders]\namount = \" \"\n"),
+            "project file p.toml: [columns.orders] amount is empty; give the name of your column"
+        );
+        assert_eq!(
+            err("[purchases]\nexclude_statuses = [\"a\"]\ninclude_statuses = [\"b\"]\n"),
+            "project file p.toml: [purchases] sets both exclude_statuses and include_statuses; \
+             keep one"
+        );
+        assert_eq!(
+            err("[purchases]\ninclude_statuses = []\n"),
+            "project file p.toml: [purchases] include_statuses is empty, so no order would count \
+             as a purchase; list the statuses of completed orders, or use exclude_statuses"
+        );
+        assert_eq!(
+            err("[store]\nfolder = \"s3://bucket/store\"\n"),
+            "project file p.toml: [store] folder `s3://bucket/store` is a URL, and the segment \
+             store is a local folder in this version of segql; give a local path such as \
+             \"segql_store\""
+        );
     }
 }

@@ -10,7 +10,9 @@
 //! - `generate`: the sample-data generator, its determinism and the data's
 //!   shape;
 //! - `queries`: every `queries/*.sql` example against its snapshot;
-//! - `layers`: no two files of `src/` depend on each other.
+//! - `layers`: no two files of `src/` depend on each other;
+//! - `warehouse`: a foreign schema (other column names, normalized items,
+//!   other statuses) gives the bundled project's members.
 
 // clippy's allow-unwrap-in-tests covers `#[test]` functions only; the set-up
 // helpers here should fail their test just as loudly.
@@ -26,6 +28,7 @@ mod queries;
 mod repl;
 mod segments;
 mod store;
+mod warehouse;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
