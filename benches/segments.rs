@@ -16,7 +16,7 @@ use segql::segment::{AsOf, SegmentCatalog, plan_condition};
 fn bench(c: &mut Criterion) {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-    let as_of = AsOf(NaiveDate::from_ymd_opt(2011, 12, 10).expect("date"));
+    let as_of = AsOf::day(NaiveDate::from_ymd_opt(2011, 12, 10).expect("date"));
     let catalog = rt.block_on(async {
         let ctx = SessionContext::new();
         let config = segql::Config::load(root.join("segql.toml")).expect("segql.toml");

@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 use crate::error::Error;
 use crate::segment::columns::{ColumnMap, PurchaseRule, SourceTable, role_of};
+use crate::time::{Tz, parse_zone};
 
 /// The project file looked for in the working directory when none is named.
 pub const DEFAULT_CONFIG_FILE: &str = "segql.toml";
@@ -36,6 +37,9 @@ pub struct Config {
     pub columns: ColumnMap,
     /// What counts as a purchase, from `[purchases]`.
     pub purchases: PurchaseRule,
+    /// The time zone days are counted in, from `[time] zone`; `None` is
+    /// UTC.
+    pub zone: Option<Tz>,
     /// The segment store's folder, from `[store] folder`; resolved against
     /// the file's folder. `None` means the default, `segql_store` beside
     /// the project file (or in the working directory without one).
@@ -126,6 +130,12 @@ customers = "data/customers.parquet"
 # exclude_statuses = ["cancelled"]
 # include_statuses = ["paid", "shipped"]
 
+# The time zone days are counted in (an order's day, relative dates,
+# birthdays, --as-of dates), by its IANA name. Timestamps without a zone
+# are UTC instants.
+# [time]
+# zone = "UTC"
+
 # Saved segments: a folder of <code>.seg files, one condition each, that
 # other conditions use with in_segment(code). No default: without this
 # section there are no saved segments.
@@ -164,7 +174,16 @@ struct ConfigFile {
     #[serde(default)]
     purchases: Option<PurchasesSection>,
     #[serde(default)]
+    time: Option<TimeSection>,
+    #[serde(default)]
     store: Option<StoreSection>,
+}
+
+/// `[time]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TimeSection {
+    zone: String,
 }
 
 /// `[purchases]`.
@@ -323,14 +342,30 @@ impl Config {
             }) => PurchaseRule::Exclude(statuses),
             Some(_) => PurchaseRule::default(),
         };
+        let zone = match file.time {
+            None => None,
+            Some(section) => Some(parse_zone(&section.zone).ok_or_else(|| {
+                invalid(format!(
+                    "[time] zone `{}` is not a time zone; use an IANA name such as \
+                     \"Europe/Berlin\", \"America/New_York\" or \"UTC\"",
+                    section.zone
+                ))
+            })?),
+        };
         Ok(Self {
             source: Some(path.to_path_buf()),
             tables,
             segments_folder,
             columns,
             purchases,
+            zone,
             store_folder,
         })
+    }
+
+    /// The time zone days are counted in: `[time] zone`, or UTC.
+    pub fn zone(&self) -> Tz {
+        self.zone.unwrap_or(Tz::UTC)
     }
 
     /// The segment store folder: `[store] folder`, or `segql_store` beside
@@ -547,7 +582,7 @@ mod tests {
         assert_eq!((line, column), (2, 2));
         assert_eq!(
             message,
-            "unknown field `tabels`, expected one of `tables`, `segments`, `columns`, `purchases`, `store`"
+            "unknown field `tabels`, expected one of `tables`, `segments`, `columns`, `purchases`, `time`, `store`"
         );
     }
 

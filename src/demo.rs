@@ -87,7 +87,7 @@ pub async fn run(
         source,
     })?;
 
-    let spinner = crate::progress::spinner(format!("scoring RFM as of {}", as_of.0));
+    let spinner = crate::progress::spinner(format!("scoring RFM as of {as_of}"));
     let config = project.config();
     let grid = RfmGrid::compute(ctx, &config.columns, &config.purchases, as_of).await;
     spinner.finish_and_clear();
@@ -120,7 +120,7 @@ pub async fn run(
                 .into(),
         ));
     }
-    let days = refresh_days(as_of.0);
+    let days = refresh_days(as_of.day);
     let base = catalog
         .clone()
         .with_definitions(BTreeMap::new())
@@ -129,7 +129,7 @@ pub async fn run(
         ctx,
         catalog: Some(&base),
         store: &store,
-        as_of: AsOf(days[0]),
+        as_of: as_of.on(days[0]),
         wait: false,
     };
     let graph = SegmentGraph::new(files.iter().map(|(c, t)| (c.as_str(), t.as_str())));
@@ -151,7 +151,11 @@ pub async fn run(
             &base,
             &RefreshOptions {
                 codes: Vec::new(),
-                as_of: AsOf(*day),
+                as_of: if *day == as_of.day {
+                    as_of
+                } else {
+                    as_of.on(*day)
+                },
                 wait: false,
             },
         )
@@ -168,7 +172,7 @@ pub async fn run(
         store.root().display(),
         days.len(),
         days[0],
-        as_of.0
+        as_of
     )
     .map_err(write)?;
 

@@ -174,7 +174,7 @@ async fn run_statements(
 /// `segql rfm`: the R x F grid, and optionally its heat maps.
 pub async fn rfm(project: &Project, svg: Option<&Path>, png: Option<&Path>) -> Result<(), Error> {
     let as_of = project.as_of();
-    let spinner = crate::progress::spinner(format!("scoring RFM as of {}", as_of.0));
+    let spinner = crate::progress::spinner(format!("scoring RFM as of {as_of}"));
     let config = project.config();
     let grid = RfmGrid::compute(project.ctx(), &config.columns, &config.purchases, as_of).await;
     spinner.finish_and_clear();
@@ -226,11 +226,11 @@ pub async fn refresh(
     loop {
         let options = RefreshOptions {
             codes: codes.to_vec(),
-            as_of: as_of.unwrap_or_else(AsOf::today),
+            as_of: as_of.unwrap_or_else(|| AsOf::now(project.as_of().zone())),
             wait: project.wait(),
         };
         let spinner =
-            crate::progress::spinner(format!("refreshing segments as of {}", options.as_of.0));
+            crate::progress::spinner(format!("refreshing segments as of {}", options.as_of));
         let outcome =
             crate::refresh::refresh(project.ctx(), project.store(), &catalog, &options).await;
         spinner.finish_and_clear();

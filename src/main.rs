@@ -17,6 +17,7 @@ use segql::refresh::EventSinks;
 use segql::segment::AsOf;
 use segql::statements::lifecycle::StoreStatement;
 use segql::store::tables::SegmentKind;
+use segql::time::AsOfArg;
 
 /// Customer segmentation SQL over Parquet, on Apache DataFusion.
 ///
@@ -59,11 +60,12 @@ struct Args {
     #[arg(long, value_name = "PATH")]
     output: Option<PathBuf>,
 
-    /// Day that segment conditions are evaluated on (YYYY-MM-DD): relative
-    /// dates resolve against it and only orders before it count
-    /// [default: today]
+    /// When segment conditions are evaluated: a day (YYYY-MM-DD, its
+    /// midnight in the project's time zone) or a time (YYYY-MM-DDTHH:MM,
+    /// optionally with an offset); relative dates resolve against its day
+    /// and only orders before it count [default: now]
     #[arg(long = "as-of", value_name = "DATE", value_parser = parse_as_of, global = true)]
-    as_of: Option<AsOf>,
+    as_of: Option<AsOfArg>,
 
     /// Memory for query execution, such as 512M or 4G; sorts, joins and
     /// aggregations that need more spill to temporary files [default: no
@@ -287,10 +289,14 @@ fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
     }
 }
 
-fn parse_as_of(text: &str) -> Result<AsOf, String> {
-    segql::time::parse_day(text)
-        .map(AsOf)
-        .ok_or_else(|| format!("`{text}` is not a date; write it as YYYY-MM-DD, e.g. 2011-12-10"))
+fn parse_as_of(text: &str) -> Result<AsOfArg, String> {
+    AsOfArg::parse(text).ok_or_else(|| {
+        format!(
+            "`{text}` is not a date; write it as YYYY-MM-DD (midnight in the project's time \
+             zone), e.g. 2011-12-10, or as a time YYYY-MM-DDTHH:MM, with or without an offset \
+             such as +01:00"
+        )
+    })
 }
 
 #[tokio::main]
@@ -326,7 +332,18 @@ async fn run(args: Args) -> Result<(), Error> {
         None => Config::default(),
     };
     let ctx = exec::session(args.memory_limit)?;
-    let as_of = args.as_of.unwrap_or_else(AsOf::today);
+    let zone = config.zone();
+    let asked = match args.as_of {
+        Some(arg) => Some(arg.resolve(zone).ok_or_else(|| {
+            Error::Usage(format!(
+                "--as-of: that time does not exist in {} (the clocks skip it); give a time \
+                 outside the change, or one with an offset",
+                zone.name()
+            ))
+        })?),
+        None => None,
+    };
+    let as_of = asked.unwrap_or_else(|| AsOf::now(zone));
     let mut project = Project::open(config, ctx, as_of, args.wait).await?;
 
     match &args.command {
@@ -334,11 +351,11 @@ async fn run(args: Args) -> Result<(), Error> {
             exec::rfm(&project, svg.as_deref(), png.as_deref()).await
         }
         Some(Command::Demo { out }) => {
-            let as_of = match args.as_of {
-                Some(day) => day,
+            let as_of = match asked {
+                Some(as_of) => as_of,
                 None => segql::demo::day_after_last_order(project.ctx(), &project.config().columns)
                     .await?
-                    .map_or_else(AsOf::today, AsOf),
+                    .map_or(as_of, |day| AsOf::midnight(day, zone)),
             };
             let mut stdout = std::io::stdout().lock();
             segql::demo::run(&project, as_of, out, &mut stdout).await
@@ -353,9 +370,11 @@ async fn run(args: Args) -> Result<(), Error> {
                 json: events.clone(),
                 command: on_events.clone(),
             };
-            exec::refresh(&project, codes, args.as_of, *every, &sinks, args.format()).await
+            exec::refresh(&project, codes, asked, *every, &sinks, args.format()).await
         }
-        Some(Command::Segment(command)) => segment_command(&mut project, &args, command).await,
+        Some(Command::Segment(command)) => {
+            segment_command(&mut project, &args, asked, command).await
+        }
         Some(Command::Init { .. } | Command::Generate { .. }) => Ok(()),
         // Without statements to run: the interactive prompt.
         None if args.commands.is_empty() && args.files.is_empty() => {
@@ -378,6 +397,7 @@ async fn run(args: Args) -> Result<(), Error> {
 async fn segment_command(
     project: &mut Project,
     args: &Args,
+    asked: Option<AsOf>,
     command: &SegmentCommand,
 ) -> Result<(), Error> {
     let statement = match command {
@@ -419,7 +439,7 @@ async fn segment_command(
         SegmentCommand::List => StoreStatement::Show,
         SegmentCommand::Export { code, out, columns } => {
             let format = args.format.unwrap_or(Format::Csv);
-            return exec::export(project, code, args.as_of, format, out.as_deref(), columns).await;
+            return exec::export(project, code, asked, format, out.as_deref(), columns).await;
         }
         SegmentCommand::History { code, svg, png } => {
             return exec::history(project, code, svg.as_deref(), png.as_deref()).await;

@@ -69,7 +69,7 @@ impl Project {
         });
         table_function::register_purchases(&ctx, &config.columns, &config.purchases).await?;
         let store = Store::new(config.store_path());
-        let view = Arc::new(StoreView::load_or_report(&ctx, store.clone()).await);
+        let view = Arc::new(StoreView::load_or_report(&ctx, store.clone(), as_of.zone()).await);
         let project = Self {
             config,
             ctx,
@@ -158,7 +158,9 @@ impl Project {
         if self.view.is_current() {
             return Ok(());
         }
-        self.view = Arc::new(StoreView::load_or_report(&self.ctx, self.store.clone()).await);
+        self.view = Arc::new(
+            StoreView::load_or_report(&self.ctx, self.store.clone(), self.as_of.zone()).await,
+        );
         self.register_store_functions()
     }
 
@@ -268,10 +270,10 @@ impl Project {
 impl StoreView {
     /// [`StoreView::load`], or, when the store cannot be read, a view that
     /// reports why to every function and statement that reads it.
-    async fn load_or_report(ctx: &SessionContext, store: Store) -> Self {
-        match Self::load(ctx, store.clone()).await {
+    async fn load_or_report(ctx: &SessionContext, store: Store, zone: crate::time::Tz) -> Self {
+        match Self::load(ctx, store.clone(), zone).await {
             Ok(view) => view,
-            Err(problem) => Self::unreadable(store, problem),
+            Err(problem) => Self::unreadable(store, problem, zone),
         }
     }
 }

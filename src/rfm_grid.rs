@@ -112,7 +112,7 @@ impl RfmGrid {
         let max = self.max_customers() as f64;
         let mut out = format!(
             "R x F grid as of {} (rows: recency score, 5 = most recent; columns: frequency score)\n",
-            self.as_of.0
+            self.as_of
         );
         let _ = write!(out, "{:>5}", "R\\F");
         for f in 1..=BINS {
@@ -148,7 +148,7 @@ impl RfmGrid {
              <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
              <text x=\"{margin}\" y=\"22\" font-size=\"15\">R x F grid as of {}</text>\n",
             size + 30,
-            self.as_of.0
+            self.as_of
         );
         for r in (1..=BINS).rev() {
             let y = 40 + (BINS - r) * cell;
@@ -262,7 +262,7 @@ mod tests {
             avg_spend: 12.0,
         };
         RfmGrid {
-            as_of: AsOf(chrono::NaiveDate::from_ymd_opt(2011, 12, 10).unwrap_or_default()),
+            as_of: AsOf::day(chrono::NaiveDate::from_ymd_opt(2011, 12, 10).unwrap_or_default()),
             cells,
         }
     }

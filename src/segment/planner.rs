@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use datafusion::catalog::TableProvider;
 use datafusion::common::{Column, DataFusionError, JoinType, Result, ScalarValue};
 use datafusion::datasource::provider_as_source;
@@ -32,7 +32,7 @@ use super::resolve::{
     Rfm, Scalar, SegmentRef, resolve, resolve_text,
 };
 use crate::lang::ast::{CompareOp, Condition};
-use crate::time::AsOf;
+use crate::time::{AsOf, Tz};
 
 /// Plans `condition` (parsed from `source`) against `catalog` on the day
 /// `as_of`: the plan returns the matching customers' rows with the
@@ -77,12 +77,15 @@ pub fn metrics_from_orders(
     rfm: bool,
 ) -> Result<LogicalPlan> {
     let name = |role| columns.column(SourceTable::Orders, role);
-    let has_status = orders.schema().field_with_name(name(Role::Status)).is_ok();
+    let schema = orders.schema();
+    let has_status = schema.field_with_name(name(Role::Status)).is_ok();
+    let ts_type = type_of(&schema, name(Role::OrderTs));
     let source = provider_as_source(orders);
     let day = date_lit(as_of.days());
     let purchase = PurchaseColumns {
         customer: column(name(Role::CustomerId)),
         ts: column(name(Role::OrderTs)),
+        ts_type: ts_type.clone(),
         status: has_status.then(|| column(name(Role::Status))),
     };
     let (amount, ts) = (column(name(Role::Amount)), column(name(Role::OrderTs)));
@@ -98,14 +101,14 @@ pub fn metrics_from_orders(
                 max(ts).alias("__last_order_ts"),
             ],
         )?;
-    let last = cast(col("__last_order_ts"), DataType::Date32);
+    let last = day_of(col("__last_order_ts"), &ts_type, as_of);
     let since = cast(day - last.clone(), DataType::Int64);
     builder = builder.project(vec![
         col("__m_customer_id"),
         col("__orders_count"),
         col("__amount_spent"),
         col("__avg_order_value"),
-        cast(col("__first_order_ts"), DataType::Date32).alias("__first_order_date"),
+        day_of(col("__first_order_ts"), &ts_type, as_of).alias("__first_order_date"),
         last.alias("__last_order_date"),
         since.alias("__days_since_last_order"),
     ])?;
@@ -134,10 +137,12 @@ pub fn purchases_plan(
     purchases: &PurchaseRule,
 ) -> Result<LogicalPlan> {
     let name = |role| columns.column(SourceTable::Orders, role);
-    let has_status = orders.schema().field_with_name(name(Role::Status)).is_ok();
+    let schema = orders.schema();
+    let has_status = schema.field_with_name(name(Role::Status)).is_ok();
     let purchase = PurchaseColumns {
         customer: column(name(Role::CustomerId)),
         ts: column(name(Role::OrderTs)),
+        ts_type: type_of(&schema, name(Role::OrderTs)),
         status: has_status.then(|| column(name(Role::Status))),
     };
     let roles = [Role::CustomerId, Role::OrderId, Role::OrderTs, Role::Amount];
@@ -152,10 +157,67 @@ fn column(name: &str) -> Expr {
     Expr::Column(Column::from_name(name))
 }
 
+/// The type of `name` in `schema` (null when absent: planning reports it).
+fn type_of(schema: &SchemaRef, name: &str) -> DataType {
+    schema
+        .field_with_name(name)
+        .map_or(DataType::Null, |f| f.data_type().clone())
+}
+
+/// Whether a timestamp's time zone is UTC.
+fn is_utc(tz: &str) -> bool {
+    matches!(tz, "UTC" | "Z" | "+00:00" | "Etc/UTC" | "+00" | "GMT")
+}
+
+/// The day of `expr` (of type `data_type`: a timestamp or a date) in the
+/// zone of `as_of`. Timestamps without a zone are UTC instants. In UTC
+/// this is a plain cast to a date.
+pub fn day_of(expr: Expr, data_type: &DataType, as_of: AsOf) -> Expr {
+    let zone = as_of.zone();
+    match data_type {
+        DataType::Timestamp(unit, tz)
+            if zone != Tz::UTC || tz.as_deref().is_some_and(|t| !is_utc(t)) =>
+        {
+            let instant = match tz {
+                None => cast(expr, DataType::Timestamp(*unit, Some("UTC".into()))),
+                Some(_) => expr,
+            };
+            let local = cast(
+                instant,
+                DataType::Timestamp(*unit, Some(zone.name().into())),
+            );
+            cast(local, DataType::Date32)
+        }
+        _ => cast(expr, DataType::Date32),
+    }
+}
+
+/// `expr` (a timestamp or a date) is before `as_of`: placed before its
+/// instant (a date: on an earlier day).
+fn before_expr(expr: Expr, data_type: &DataType, as_of: AsOf) -> Expr {
+    match data_type {
+        DataType::Timestamp(_, tz)
+            if as_of.zone() != Tz::UTC
+                || !as_of.is_midnight()
+                || tz.as_deref().is_some_and(|t| !is_utc(t)) =>
+        {
+            let utc = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+            let instant = lit(ScalarValue::TimestampMicrosecond(
+                Some(as_of.micros()),
+                Some("UTC".into()),
+            ));
+            cast(expr, utc).lt(instant)
+        }
+        _ => cast(expr, DataType::Date32).lt(date_lit(as_of.days())),
+    }
+}
+
 /// Where a purchase's customer, time and status are.
 struct PurchaseColumns {
     customer: Expr,
     ts: Expr,
+    /// The type of `ts`.
+    ts_type: DataType,
     /// `None` when the orders have no status: every order is a purchase.
     status: Option<Expr>,
 }
@@ -163,7 +225,7 @@ struct PurchaseColumns {
 impl PurchaseColumns {
     /// The one definition of a purchase: a customer id, a status the rule
     /// admits (compared case-blind; a missing status is the empty one),
-    /// and, with `before`, placed before that day.
+    /// and, with `before`, placed before that instant.
     fn filter(&self, rule: &PurchaseRule, before: Option<AsOf>) -> Expr {
         let mut filter = self.customer.clone().is_not_null();
         if let Some(status) = &self.status {
@@ -179,9 +241,7 @@ impl PurchaseColumns {
                 .and(lower(coalesce(vec![status.clone(), lit("")])).in_list(statuses, negated));
         }
         match before {
-            Some(as_of) => {
-                filter.and(cast(self.ts.clone(), DataType::Date32).lt(date_lit(as_of.days())))
-            }
+            Some(as_of) => filter.and(before_expr(self.ts.clone(), &self.ts_type, as_of)),
             None => filter,
         }
     }
@@ -370,7 +430,7 @@ impl<'a> Planner<'a> {
                 op,
                 value,
             } => {
-                let expr = attribute_expr(attribute);
+                let expr = attribute_expr(attribute, self.as_of);
                 let value = scalar(value);
                 match op {
                     CompareOp::Eq => expr.eq(value),
@@ -387,7 +447,7 @@ impl<'a> Planner<'a> {
                 high,
                 negated,
             } => {
-                let expr = attribute_expr(attribute);
+                let expr = attribute_expr(attribute, self.as_of);
                 if *negated {
                     expr.not_between(scalar(low), scalar(high))
                 } else {
@@ -398,9 +458,10 @@ impl<'a> Planner<'a> {
                 attribute,
                 values,
                 negated,
-            } => attribute_expr(attribute).in_list(values.iter().map(scalar).collect(), *negated),
+            } => attribute_expr(attribute, self.as_of)
+                .in_list(values.iter().map(scalar).collect(), *negated),
             Resolved::IsNull { attribute, negated } => {
-                let expr = attribute_expr(attribute);
+                let expr = attribute_expr(attribute, self.as_of);
                 if *negated {
                     expr.is_not_null()
                 } else {
@@ -417,7 +478,7 @@ impl<'a> Planner<'a> {
                     |m: &super::resolve::MonthDay| lit(format!("{:02}-{:02}", m.month, m.day));
                 let test = udf(
                     InYearlyWindowFunc::new(),
-                    vec![attribute_expr(attribute), text(from), text(to)],
+                    vec![attribute_expr(attribute, self.as_of), text(from), text(to)],
                 );
                 if *negated { !test } else { test }
             }
@@ -429,7 +490,11 @@ impl<'a> Planner<'a> {
             } => {
                 let test = udf(
                     AnniversaryBetweenFunc::new(),
-                    vec![attribute_expr(attribute), date_lit(*from), date_lit(*to)],
+                    vec![
+                        attribute_expr(attribute, self.as_of),
+                        date_lit(*from),
+                        date_lit(*to),
+                    ],
                 );
                 if *negated { !test } else { test }
             }
@@ -535,6 +600,7 @@ impl<'a> Planner<'a> {
             let purchase = PurchaseColumns {
                 customer: column(item(Role::CustomerId)),
                 ts: column(item(Role::OrderTs)),
+                ts_type: type_of(&items.schema(), item(Role::OrderTs)),
                 status: has(Role::Status).then(|| column(item(Role::Status))),
             };
             (purchase, column(item(Role::OrderId)))
@@ -553,6 +619,7 @@ impl<'a> Planner<'a> {
                     ))
                 })?;
             let has_status = orders.schema().field_with_name(order(Role::Status)).is_ok();
+            let ts_type = type_of(&orders.schema(), order(Role::OrderTs));
             let mut keep = vec![
                 column(order(Role::OrderId)).alias("__o_order_id"),
                 column(order(Role::CustomerId)).alias("__o_customer_id"),
@@ -576,13 +643,15 @@ impl<'a> Planner<'a> {
             let purchase = PurchaseColumns {
                 customer: col("__o_customer_id"),
                 ts: col("__o_order_ts"),
+                ts_type,
                 status: has_status.then(|| col("__o_status")),
             };
             (purchase, col("__o_order_id"))
         };
         let mut filter = purchase.filter(&self.catalog.purchases, Some(self.as_of));
         let mut product_filters: Vec<Expr> = Vec::new();
-        let day = || cast(purchase.ts.clone(), DataType::Date32);
+        let as_of = self.as_of;
+        let day = || day_of(purchase.ts.clone(), &purchase.ts_type, as_of);
         for test in &bought.filters {
             match test {
                 BoughtFilter::Day(DayTest::From(d)) => {
@@ -647,12 +716,12 @@ fn item_test(item: &ItemFilter) -> Expr {
 }
 
 /// An attribute as an expression over `customers` joined to the metrics.
-fn attribute_expr(attribute: &Attribute) -> Expr {
+fn attribute_expr(attribute: &Attribute, as_of: AsOf) -> Expr {
     match attribute {
         Attribute::Customer { column, data_type } => {
             let expr = customer_col(column);
             if matches!(data_type, DataType::Timestamp(_, _) | DataType::Date64) {
-                cast(expr, DataType::Date32)
+                day_of(expr, data_type, as_of)
             } else {
                 expr
             }

@@ -596,7 +596,7 @@ impl Resolver<'_> {
 
     /// An absolute, relative or `today` date as days since the epoch.
     fn day(&self, value: &Value) -> Result<i32> {
-        let as_of = self.as_of.0;
+        let as_of = self.as_of.day;
         let date = match value.literal {
             Literal::Date { year, month, day } => NaiveDate::from_ymd_opt(year, month, day),
             Literal::Today => Some(as_of),
@@ -943,7 +943,7 @@ mod tests {
     }
 
     fn as_of() -> AsOf {
-        AsOf(NaiveDate::from_ymd_opt(2011, 12, 10).unwrap())
+        AsOf::day(NaiveDate::from_ymd_opt(2011, 12, 10).unwrap())
     }
 
     fn resolved(text: &str, catalog: &SegmentCatalog) -> Resolved {

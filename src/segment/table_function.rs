@@ -101,13 +101,13 @@ fn as_of_argument(expr: Option<&Expr>, default: AsOf) -> Result<AsOf> {
     };
     match literal(expr) {
         Some(ScalarValue::Date32(Some(days))) => date_from_days(*days)
-            .map(AsOf)
+            .map(|day| default.on(day))
             .ok_or_else(|| DataFusionError::Plan("segment: as_of is out of range".into())),
         Some(
             ScalarValue::Utf8(Some(text))
             | ScalarValue::Utf8View(Some(text))
             | ScalarValue::LargeUtf8(Some(text)),
-        ) => parse_day(text).map(AsOf).map_or_else(
+        ) => parse_day(text).map(|day| default.on(day)).map_or_else(
             || plan_err!("segment: as_of must be a date such as '2011-12-10', got '{text}'"),
             Ok,
         ),

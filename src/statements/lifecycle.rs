@@ -434,7 +434,7 @@ async fn change(env: &StatementEnv<'_>, statement: StoreStatement) -> Result<Str
             Ok(match applied.sizes.first() {
                 Some(size) => format!(
                     "created static segment {code} with {} members as of {}",
-                    size.size, env.as_of.0
+                    size.size, env.as_of
                 ),
                 None => format!(
                     "created dynamic segment {code}; `segql refresh` (or REFRESH SEGMENTS) forms it"

@@ -81,7 +81,7 @@ async fn explain(
     let plan_of = |condition: &Condition| plan_condition(condition, source, catalog, as_of);
     let mut rows: Vec<(String, String)> = vec![
         ("condition".into(), source.trim().to_string()),
-        ("as_of".into(), as_of.0.to_string()),
+        ("as_of".into(), as_of.to_string()),
         ("logical_plan".into(), plan.display_indent().to_string()),
     ];
     let optimized = ctx.state().optimize(&plan)?;

@@ -33,7 +33,7 @@ use super::tables::{Columns, StoreTable};
 use super::{Snapshot, Store, read};
 use crate::segment::catalog::StoredSegments;
 use crate::segment::table_function::{literal, text_literal};
-use crate::time::{MICROS_PER_DAY, parse_instant};
+use crate::time::{AsOf, AsOfArg, Tz, date_from_days};
 
 /// The store as the SQL functions see it: its folder and the committed
 /// state loaded when they were registered. A function never reaches back
@@ -52,12 +52,14 @@ pub struct StoreView {
     problem: Option<String>,
     /// The commit log's version on disk when this was loaded.
     loaded_at: Option<u64>,
+    /// The time zone whose midnight a date argument means.
+    zone: Tz,
 }
 
 impl StoreView {
     /// Loads the newest committed state of `store` (nothing when the
     /// folder holds no store yet), reading on `ctx`.
-    pub async fn load(ctx: &SessionContext, store: Store) -> Result<Self, StoreError> {
+    pub async fn load(ctx: &SessionContext, store: Store, zone: Tz) -> Result<Self, StoreError> {
         let loaded_at = store.log_version_on_disk();
         let (snapshot, codes) = if store.exists() {
             let snapshot = store.snapshot(ctx).await?;
@@ -76,13 +78,15 @@ impl StoreView {
             members: Mutex::new(HashMap::new()),
             problem: None,
             loaded_at,
+            zone,
         })
     }
 
     /// A view of a store that cannot be read: every function reading it
     /// fails with `problem`.
-    pub fn unreadable(store: Store, problem: StoreError) -> Self {
+    pub fn unreadable(store: Store, problem: StoreError, zone: Tz) -> Self {
         Self {
+            zone,
             loaded_at: store.log_version_on_disk(),
             store,
             snapshot: None,
@@ -302,14 +306,23 @@ pub struct SegmentMembersFunc {
 
 /// The instant an `as_of` argument names, in microseconds: a date means
 /// 00:00 UTC of that day.
-fn instant(expr: &Expr) -> Result<i64> {
+/// The instant an `as_of` argument names, in microseconds: a date or a
+/// text date is its midnight in `zone`, a text time a wall-clock time
+/// there (as `--as-of` reads them); a timestamp is the instant it holds
+/// (UTC without a zone).
+fn instant(expr: &Expr, zone: Tz) -> Result<i64> {
     let value = match literal(expr) {
-        Some(ScalarValue::Date32(Some(days))) => Some(i64::from(*days) * MICROS_PER_DAY),
+        Some(ScalarValue::Date32(Some(days))) => {
+            date_from_days(*days).map(|day| AsOf::midnight(day, zone).micros())
+        }
         Some(ScalarValue::TimestampMicrosecond(Some(v), _)) => Some(*v),
         Some(ScalarValue::TimestampNanosecond(Some(v), _)) => Some(v / 1000),
         Some(ScalarValue::TimestampMillisecond(Some(v), _)) => Some(v * 1000),
         Some(ScalarValue::TimestampSecond(Some(v), _)) => Some(v * 1_000_000),
-        _ => text_literal(expr).and_then(parse_instant),
+        _ => text_literal(expr)
+            .and_then(AsOfArg::parse)
+            .and_then(|arg| arg.resolve(zone))
+            .map(AsOf::micros),
     };
     match value {
         Some(v) => Ok(v),
@@ -332,7 +345,8 @@ impl TableFunctionImpl for SegmentMembersFunc {
         let Some(code) = text_literal(&exprs[0]).map(str::to_string) else {
             return plan_err!("segment_members: the code must be text such as 'vip'");
         };
-        let at = exprs.get(1).map(instant).transpose()?;
+        let zone = self.view.zone;
+        let at = exprs.get(1).map(|e| instant(e, zone)).transpose()?;
         let plan = self.view.members_plan(&code, at)?;
         Ok(Arc::new(ViewTable::new(plan, None)))
     }

@@ -44,7 +44,7 @@ async fn session_catalog(ctx: &SessionContext) -> segql::segment::SegmentCatalog
 }
 
 fn as_of() -> AsOf {
-    AsOf(NaiveDate::parse_from_str(AS_OF, "%Y-%m-%d").unwrap())
+    AsOf::day(NaiveDate::parse_from_str(AS_OF, "%Y-%m-%d").unwrap())
 }
 
 async fn ids(ctx: &SessionContext, sql: &str) -> BTreeSet<i64> {

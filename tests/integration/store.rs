@@ -36,7 +36,7 @@ fn project() -> tempfile::TempDir {
 }
 
 fn day(text: &str) -> AsOf {
-    AsOf(NaiveDate::parse_from_str(text, "%Y-%m-%d").unwrap())
+    AsOf::day(NaiveDate::parse_from_str(text, "%Y-%m-%d").unwrap())
 }
 
 async fn session(dir: &Path, as_of: AsOf) -> segql::Project {
@@ -99,7 +99,7 @@ async fn a_year_of_monthly_history_adds_up() {
     let months: Vec<AsOf> = (2..=13)
         .map(|m| {
             let (y, m) = if m == 13 { (2012, 1) } else { (2011, m) };
-            AsOf(NaiveDate::from_ymd_opt(y, m, 1).unwrap())
+            AsOf::day(NaiveDate::from_ymd_opt(y, m, 1).unwrap())
         })
         .collect();
     for as_of in &months {
@@ -161,7 +161,7 @@ async fn a_year_of_monthly_history_adds_up() {
                 "{code} {as_of:?}"
             );
             // The members as of that day equal a fresh evaluation then.
-            let date = as_of.0.format("%Y-%m-%d");
+            let date = as_of.day.format("%Y-%m-%d");
             let stored = ids(
                 &ctx,
                 &format!("SELECT customer_id FROM segment_members('{code}', '{date}')"),

@@ -88,7 +88,7 @@ async fn write_foreign_copy(dir: &Path) {
 }
 
 fn day() -> AsOf {
-    AsOf(segql::time::parse_day(AS_OF).unwrap())
+    AsOf::day(segql::time::parse_day(AS_OF).unwrap())
 }
 
 async fn open(config: &Path) -> Project {
