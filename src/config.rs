@@ -615,6 +615,7 @@ mod tests {
         assert_eq!(config.segments_folder, Some(PathBuf::from("/p/segments")));
         assert_eq!(config.store_folder, Some(PathBuf::from("/p/segql_store")));
         assert_eq!(config.purchases, PurchaseRule::default());
+        assert_eq!(config.zone(), Tz::UTC);
         for table in SourceTable::ALL {
             for role in table.roles() {
                 assert_eq!(config.columns.column(table, *role), role.name());
@@ -690,6 +691,18 @@ mod tests {
             err("[purchases]\ninclude_statuses = []\n"),
             "project file p.toml: [purchases] include_statuses is empty, so no order would count \
              as a purchase; list the statuses of completed orders, or use exclude_statuses"
+        );
+        assert_eq!(
+            err("[time]\nzone = \"Europe/Berln\"\n"),
+            "project file p.toml: [time] zone `Europe/Berln` is not a time zone; use an IANA \
+             name such as \"Europe/Berlin\", \"America/New_York\" or \"UTC\""
+        );
+        assert_eq!(
+            Config::from_toml("[time]\nzone = \"Europe/Berlin\"\n", "p.toml")
+                .unwrap()
+                .zone()
+                .name(),
+            "Europe/Berlin"
         );
         assert_eq!(
             err("[store]\nfolder = \"s3://bucket/store\"\n"),

@@ -12,7 +12,9 @@
 //! - `queries`: every `queries/*.sql` example against its snapshot;
 //! - `layers`: no two files of `src/` depend on each other;
 //! - `warehouse`: a foreign schema (other column names, normalized items,
-//!   other statuses) gives the bundled project's members.
+//!   other statuses) gives the bundled project's members;
+//! - `zones`: order days around midnight and clock changes in the project's
+//!   time zone.
 
 // clippy's allow-unwrap-in-tests covers `#[test]` functions only; the set-up
 // helpers here should fail their test just as loudly.
@@ -29,6 +31,7 @@ mod repl;
 mod segments;
 mod store;
 mod warehouse;
+mod zones;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
