@@ -40,6 +40,9 @@ pub struct Config {
     /// The time zone days are counted in, from `[time] zone`; `None` is
     /// UTC.
     pub zone: Option<Tz>,
+    /// Options of the object stores that tables given as URLs are read
+    /// from, from `[storage]` (object_store's keys).
+    pub storage: BTreeMap<String, String>,
     /// The segment store's folder, from `[store] folder`; resolved against
     /// the file's folder. `None` means the default, `segql_store` beside
     /// the project file (or in the working directory without one).
@@ -136,6 +139,15 @@ customers = "data/customers.parquet"
 # [time]
 # zone = "UTC"
 
+# Object stores for tables given as URLs (s3://, gs://, az://, https://):
+# the usual environment variables (AWS_ACCESS_KEY_ID, AWS_REGION, ...) and
+# these options, by object_store's keys, which win. For an S3-compatible
+# server on your network:
+# [storage]
+# endpoint = "http://127.0.0.1:9000"
+# region = "us-east-1"
+# allow_http = true
+
 # Saved segments: a folder of <code>.seg files, one condition each, that
 # other conditions use with in_segment(code). No default: without this
 # section there are no saved segments.
@@ -175,6 +187,8 @@ struct ConfigFile {
     purchases: Option<PurchasesSection>,
     #[serde(default)]
     time: Option<TimeSection>,
+    #[serde(default)]
+    storage: BTreeMap<String, toml::Value>,
     #[serde(default)]
     store: Option<StoreSection>,
 }
@@ -352,6 +366,22 @@ impl Config {
                 ))
             })?),
         };
+        let mut storage = BTreeMap::new();
+        for (key, value) in file.storage {
+            let text = match value {
+                toml::Value::String(s) => s,
+                toml::Value::Boolean(b) => b.to_string(),
+                toml::Value::Integer(n) => n.to_string(),
+                other => {
+                    return Err(invalid(format!(
+                        "[storage] {key} is {}, but storage options are text, numbers or true \
+                         / false",
+                        other.type_str()
+                    )));
+                }
+            };
+            storage.insert(key, text);
+        }
         Ok(Self {
             source: Some(path.to_path_buf()),
             tables,
@@ -359,6 +389,7 @@ impl Config {
             columns,
             purchases,
             zone,
+            storage,
             store_folder,
         })
     }
@@ -582,7 +613,7 @@ mod tests {
         assert_eq!((line, column), (2, 2));
         assert_eq!(
             message,
-            "unknown field `tabels`, expected one of `tables`, `segments`, `columns`, `purchases`, `time`, `store`"
+            "unknown field `tabels`, expected one of `tables`, `segments`, `columns`, `purchases`, `time`, `storage`, `store`"
         );
     }
 

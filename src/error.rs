@@ -213,11 +213,24 @@ pub enum Error {
         origin: String,
     },
 
+    /// The object store of a table URL cannot be set up.
+    #[error("table `{table}`: {url} (from {origin}): {problem}")]
+    ObjectStore {
+        /// The table name.
+        table: String,
+        /// The URL as configured.
+        url: String,
+        /// The project file the table came from.
+        origin: String,
+        /// What went wrong and how to fix it.
+        problem: String,
+    },
+
     /// A table URL's scheme has no object store on the session.
     #[error(
-        "table `{table}`: no object store is set up for {url} (from {origin}); this build of \
-         segql reads local paths and file:// URLs, so copy the data locally or register an \
-         object store for `{scheme}://` on the session"
+        "table `{table}`: no object store is set up for {url} (from {origin}); segql reads \
+         local paths, file://, s3://, gs://, az:// (abfs://) and http(s):// URLs, so copy the \
+         data locally or register an object store for `{scheme}://` on the session"
     )]
     NoObjectStore {
         /// The table name.

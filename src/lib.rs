@@ -40,6 +40,7 @@ pub mod rfm_grid;
 pub mod segment;
 pub mod session;
 pub mod statements;
+pub mod storage;
 pub mod store;
 pub mod time;
 

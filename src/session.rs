@@ -5,14 +5,17 @@
 //! object-store error.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use datafusion::datasource::listing::ListingTableUrl;
+use datafusion::datasource::file_format::options::ReadOptions;
+use datafusion::datasource::listing::{ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::object_store::path::Path as ObjectPath;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 
 use crate::config::{Config, TableConfig, TableLocation};
 use crate::error::Error;
 use crate::segment::columns::{SourceTable, check_table};
+use crate::storage;
 
 /// Directory levels searched below a glob's or directory's base when
 /// checking that it holds a Parquet file; guards against symlink cycles.
@@ -30,20 +33,29 @@ pub async fn register_tables(ctx: &SessionContext, config: &Config) -> Result<()
     let origin = config.origin();
     let has_products = config.tables.iter().any(|t| t.name == "products");
     for table in &config.tables {
+        if let TableLocation::Url(text) = &table.location
+            && let Ok(url) = url::Url::parse(text)
+            && storage::is_supported(url.scheme())
+        {
+            storage::register_store(ctx, &url, &config.storage).map_err(|problem| {
+                Error::ObjectStore {
+                    table: table.name.clone(),
+                    url: text.clone(),
+                    origin: origin.clone(),
+                    problem: problem.0,
+                }
+            })?;
+        }
         check_location(ctx, table, &origin)?;
         let location = table.location.to_table_path();
-        ctx.register_parquet(
-            table.name.as_str(),
-            &location,
-            ParquetReadOptions::default(),
-        )
-        .await
-        .map_err(|source| Error::TableRegistration {
-            table: table.name.clone(),
-            location,
-            origin: origin.clone(),
-            source,
-        })?;
+        register_parquet(ctx, &table.name, &table.location)
+            .await
+            .map_err(|source| Error::TableRegistration {
+                table: table.name.clone(),
+                location,
+                origin: origin.clone(),
+                source,
+            })?;
         // The columns segql reads must be there, with types it can use.
         if let Some(source_table) = SourceTable::from_name(&table.name) {
             let provider = ctx.table_provider(table.name.as_str()).await?;
@@ -59,19 +71,57 @@ pub async fn register_tables(ctx: &SessionContext, config: &Config) -> Result<()
     Ok(())
 }
 
+/// A table URL as DataFusion lists it: DataFusion reads globs only in
+/// local paths, so a URL with one (`s3://b/orders/*.parquet`) becomes the
+/// folder before the glob plus the glob.
+fn listing_url(url: &str) -> datafusion::error::Result<ListingTableUrl> {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    let Some(glob_at) = url[after_scheme..]
+        .find(['*', '?', '['])
+        .map(|i| i + after_scheme)
+    else {
+        return ListingTableUrl::parse(url);
+    };
+    let folder_end = url[..glob_at].rfind('/').map_or(glob_at, |i| i + 1);
+    ListingTableUrl::parse(&url[..folder_end])?.with_glob(&url[folder_end..])
+}
+
+/// Registers the Parquet data at `location` as the table `name`.
+async fn register_parquet(
+    ctx: &SessionContext,
+    name: &str,
+    location: &TableLocation,
+) -> datafusion::error::Result<()> {
+    let TableLocation::Url(url) = location else {
+        let path = location.to_table_path();
+        return ctx
+            .register_parquet(name, &path, ParquetReadOptions::default())
+            .await;
+    };
+    let table_url = listing_url(url)?;
+    let state = ctx.state();
+    let options = ParquetReadOptions::default()
+        .to_listing_options(&ctx.copied_config(), ctx.copied_table_options());
+    let config = ListingTableConfig::new(table_url)
+        .with_listing_options(options)
+        .infer_schema(&state)
+        .await?;
+    ctx.register_table(name, Arc::new(ListingTable::try_new(config)?))?;
+    Ok(())
+}
+
 /// The checks on a local location that DataFusion would otherwise report
 /// less clearly (or not at all).
 fn check_location(ctx: &SessionContext, table: &TableConfig, origin: &str) -> Result<(), Error> {
     let extension = ParquetReadOptions::default().file_extension;
     match &table.location {
         TableLocation::Url(url) => {
-            let parsed =
-                ListingTableUrl::parse(url).map_err(|source| Error::TableRegistration {
-                    table: table.name.clone(),
-                    location: url.clone(),
-                    origin: origin.to_string(),
-                    source,
-                })?;
+            let parsed = listing_url(url).map_err(|source| Error::TableRegistration {
+                table: table.name.clone(),
+                location: url.clone(),
+                origin: origin.to_string(),
+                source,
+            })?;
             match ctx.runtime_env().object_store(&parsed) {
                 Ok(_) => Ok(()),
                 Err(_) => Err(Error::NoObjectStore {

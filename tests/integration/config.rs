@@ -81,7 +81,7 @@ fn unknown_section_is_an_error() {
         &count(&dir),
         1,
         "error: project file segql.toml, line 1, column 2: unknown field `tabels`, expected \
-         one of `tables`, `segments`, `columns`, `purchases`, `time`, `store`; a project file has a [tables] section mapping table names to \
+         one of `tables`, `segments`, `columns`, `purchases`, `time`, `storage`, `store`; a project file has a [tables] section mapping table names to \
          Parquet paths, e.g. orders = \"data/orders.parquet\", and an optional [segments] \
          section with the folder of saved segments, e.g. folder = \"segments\", and an optional [store] section with the segment store's folder, e.g. folder = \"segql_store\"\n",
     );
@@ -94,7 +94,7 @@ fn unknown_top_level_key_is_an_error() {
         &count(&dir),
         1,
         "error: project file segql.toml, line 1, column 1: unknown field `timezone`, expected \
-         one of `tables`, `segments`, `columns`, `purchases`, `time`, `store`; a project file has a [tables] section mapping table names to \
+         one of `tables`, `segments`, `columns`, `purchases`, `time`, `storage`, `store`; a project file has a [tables] section mapping table names to \
          Parquet paths, e.g. orders = \"data/orders.parquet\", and an optional [segments] \
          section with the folder of saved segments, e.g. folder = \"segments\", and an optional [store] section with the segment store's folder, e.g. folder = \"segql_store\"\n",
     );
@@ -273,13 +273,24 @@ fn file_that_is_not_parquet() {
 
 #[test]
 fn url_without_an_object_store() {
-    let dir = project("[tables]\norders = \"s3://bucket/orders/\"\n");
+    let dir = project("[tables]\norders = \"ftp://files.example/orders/\"\n");
     assert_fails(
         &count(&dir),
         1,
-        "error: table `orders`: no object store is set up for s3://bucket/orders/ (from \
-         segql.toml); this build of segql reads local paths and file:// URLs, so copy the data \
-         locally or register an object store for `s3://` on the session\n",
+        "error: table `orders`: no object store is set up for ftp://files.example/orders/ (from \
+         segql.toml); segql reads local paths, file://, s3://, gs://, az:// (abfs://) and \
+         http(s):// URLs, so copy the data locally or register an object store for `ftp://` on \
+         the session\n",
+    );
+    // A [storage] option no store knows is named.
+    let dir =
+        project("[tables]\norders = \"s3://bucket/orders/\"\n[storage]\nendpont = \"http://x\"\n");
+    assert_fails(
+        &count(&dir),
+        1,
+        "error: table `orders`: s3://bucket/orders/ (from segql.toml): [storage] endpont is not \
+         an option of the S3 object store; see object_store's configuration keys (for S3: \
+         endpoint, region, access_key_id, secret_access_key, session_token, allow_http, ...)\n",
     );
 }
 

@@ -11,6 +11,8 @@
 //!   shape;
 //! - `queries`: every `queries/*.sql` example against its snapshot;
 //! - `layers`: no two files of `src/` depend on each other;
+//! - `object_store`: tables in an S3-compatible server (moto, on loopback)
+//!   answer like the local files;
 //! - `warehouse`: a foreign schema (other column names, normalized items,
 //!   other statuses) gives the bundled project's members;
 //! - `zones`: order days around midnight and clock changes in the project's
@@ -26,6 +28,7 @@ mod config;
 mod errors;
 mod generate;
 mod layers;
+mod object_store;
 mod queries;
 mod repl;
 mod segments;
