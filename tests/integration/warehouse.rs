@@ -1,6 +1,8 @@
 //! A foreign warehouse: the bundled data copied with other column names, a
 //! normalized `order_items` table `(order_id, line_no, product_id,
-//! description, qty, price)`, and statuses of its own (`refunded`, `void`).
+//! description, qty, price)`, statuses of its own (`refunded`, `void`), and
+//! times stored as UTC instants of a shop in London (the bundled data holds
+//! London wall-clock times), read with `[time] zone = "Europe/London"`.
 //! With the matching `[columns]` and `[purchases]` settings it must give
 //! exactly the members the bundled project gives, for every example
 //! segment, through `segment()`, refresh and export; and each bad mapping
@@ -36,7 +38,9 @@ async fn write_foreign_copy(dir: &Path) {
         (
             "sales.parquet",
             // Some cancellations become `refunded`, adjustments `void`.
-            "SELECT customer_id AS client_id, order_id AS invoice, order_ts AS purchased_at, \
+            "SELECT customer_id AS client_id, order_id AS invoice, \
+                    arrow_cast(arrow_cast(order_ts, 'Timestamp(Microsecond, Some(\"Europe/London\"))'), \
+                               'Timestamp(Microsecond, Some(\"UTC\"))') AS purchased_at, \
                     amount AS total_gross, \
                     CASE WHEN status = 'adjustment' THEN 'void' \
                          WHEN status = 'cancelled' AND order_id LIKE '%5' THEN 'Refunded' \
@@ -46,7 +50,9 @@ async fn write_foreign_copy(dir: &Path) {
         ),
         (
             "clients.parquet",
-            "SELECT customer_id AS client_id, created_at AS signed_up_at, country, \
+            "SELECT customer_id AS client_id, \
+                    arrow_cast(arrow_cast(created_at, 'Timestamp(Microsecond, Some(\"Europe/London\"))'), \
+                               'Timestamp(Microsecond, Some(\"UTC\"))') AS signed_up_at, country, \
                     n_countries, birthday AS date_of_birth \
              FROM customers",
         ),
@@ -80,6 +86,7 @@ async fn write_foreign_copy(dir: &Path) {
              birthday = \"date_of_birth\"\n\n\
              [columns.order_items]\norder_id = \"invoice\"\nquantity = \"qty\"\n\n\
              [purchases]\nexclude_statuses = [\"cancelled\", \"refunded\", \"void\"]\n\n\
+             [time]\nzone = \"Europe/London\"\n\n\
              [segments]\nfolder = \"{}\"\n",
             repo_root().join("queries/segments").display()
         ),
@@ -93,7 +100,8 @@ fn day() -> AsOf {
 
 async fn open(config: &Path) -> Project {
     let config = segql::Config::load(config).unwrap();
-    Project::open(config, SessionContext::new(), day(), false)
+    let as_of = AsOf::midnight(day().day, config.zone());
+    Project::open(config, SessionContext::new(), as_of, false)
         .await
         .unwrap()
 }
@@ -119,7 +127,7 @@ fn first_column(results: &[segql::statements::StatementResult]) -> BTreeSet<i64>
 /// The members of condition text, planned and run on `project`.
 async fn members(project: &Project, condition: &str) -> BTreeSet<i64> {
     let catalog = project.condition_catalog().unwrap();
-    let plan = segql::segment::plan_text(condition, &catalog, day()).unwrap();
+    let plan = segql::segment::plan_text(condition, &catalog, project.as_of()).unwrap();
     let batches = project
         .ctx()
         .execute_logical_plan(plan)
@@ -205,7 +213,8 @@ async fn a_foreign_schema_gives_the_same_members() {
         let config = project.config().clone();
         let ctx = project.ctx().clone();
         async move {
-            segql::rfm_grid::RfmGrid::compute(&ctx, &config.columns, &config.purchases, day())
+            let as_of = AsOf::midnight(day().day, config.zone());
+            segql::rfm_grid::RfmGrid::compute(&ctx, &config.columns, &config.purchases, as_of)
                 .await
                 .unwrap()
         }
