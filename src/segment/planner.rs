@@ -28,8 +28,8 @@ use super::catalog::SegmentCatalog;
 use super::columns::{ColumnMap, PurchaseRule, Role, SourceTable};
 use super::error::SegmentError;
 use super::resolve::{
-    Attribute, Bought, BoughtFilter, DayTest, ItemFilter, ItemTable, ItemTest, Metric, Resolved,
-    Rfm, Scalar, SegmentRef, resolve, resolve_text,
+    Attribute, Bought, BoughtFilter, DayTest, ItemFilter, ItemTable, ItemTest, Metric, PROSPECTS,
+    Resolved, Rfm, Scalar, SegmentRef, resolve, resolve_text,
 };
 use crate::lang::ast::{CompareOp, Condition};
 use crate::time::{AsOf, Tz};
@@ -424,7 +424,9 @@ impl<'a> Planner<'a> {
         Ok(match condition {
             Resolved::And(parts) => self.all(parts, Expr::and)?,
             Resolved::Or(parts) => self.all(parts, Expr::or)?,
-            Resolved::Not(inner) => !self.condition(inner)?,
+            // Set semantics for people: NOT c is everyone for whom c is
+            // not true, customers without a value included.
+            Resolved::Not(inner) => self.condition(inner)?.is_not_true(),
             Resolved::Compare {
                 attribute,
                 op,
@@ -434,7 +436,7 @@ impl<'a> Planner<'a> {
                 let value = scalar(value);
                 match op {
                     CompareOp::Eq => expr.eq(value),
-                    CompareOp::NotEq => expr.not_eq(value),
+                    CompareOp::NotEq => expr.eq(value).is_not_true(),
                     CompareOp::Lt => expr.lt(value),
                     CompareOp::LtEq => expr.lt_eq(value),
                     CompareOp::Gt => expr.gt(value),
@@ -449,7 +451,7 @@ impl<'a> Planner<'a> {
             } => {
                 let expr = attribute_expr(attribute, self.as_of);
                 if *negated {
-                    expr.not_between(scalar(low), scalar(high))
+                    expr.between(scalar(low), scalar(high)).is_not_true()
                 } else {
                     expr.between(scalar(low), scalar(high))
                 }
@@ -458,8 +460,11 @@ impl<'a> Planner<'a> {
                 attribute,
                 values,
                 negated,
-            } => attribute_expr(attribute, self.as_of)
-                .in_list(values.iter().map(scalar).collect(), *negated),
+            } => {
+                let test = attribute_expr(attribute, self.as_of)
+                    .in_list(values.iter().map(scalar).collect(), false);
+                if *negated { test.is_not_true() } else { test }
+            }
             Resolved::IsNull { attribute, negated } => {
                 let expr = attribute_expr(attribute, self.as_of);
                 if *negated {
@@ -480,7 +485,7 @@ impl<'a> Planner<'a> {
                     InYearlyWindowFunc::new(),
                     vec![attribute_expr(attribute, self.as_of), text(from), text(to)],
                 );
-                if *negated { !test } else { test }
+                if *negated { test.is_not_true() } else { test }
             }
             Resolved::Anniversary {
                 attribute,
@@ -496,7 +501,7 @@ impl<'a> Planner<'a> {
                         date_lit(*to),
                     ],
                 );
-                if *negated { !test } else { test }
+                if *negated { test.is_not_true() } else { test }
             }
             call @ (Resolved::Bought(_) | Resolved::InSegment(_)) => {
                 let plan = self.join_call(call)?;
@@ -739,7 +744,12 @@ fn attribute_expr(attribute: &Attribute, as_of: AsOf) -> Expr {
             let (r, f, m) = (col("__rfm_r"), col("__rfm_f"), col("__rfm_m"));
             match rfm {
                 Rfm::Code => udf(RfmCodeFunc::new(), vec![r, f, m]),
-                Rfm::Group => udf(RfmSegmentFunc::default(), vec![r, f]),
+                // Customers without purchases have no scores: their group
+                // is `Prospects`.
+                Rfm::Group => coalesce(vec![
+                    udf(RfmSegmentFunc::default(), vec![r, f]),
+                    lit(PROSPECTS),
+                ]),
                 Rfm::R => r,
                 Rfm::F => f,
                 Rfm::M => m,

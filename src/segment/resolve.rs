@@ -33,6 +33,9 @@ pub const METRICS: [&str; 6] = [
 /// RFM attributes: quintile scores (5 best) over the purchasing customers.
 pub const RFM: [&str; 5] = ["rfm_r", "rfm_f", "rfm_m", "rfm_code", "rfm_group"];
 
+/// The RFM group of customers without purchases (they have no scores).
+pub const PROSPECTS: &str = "Prospects";
+
 /// The functions a condition may call.
 const FUNCTIONS: [&str; 2] = ["bought", "in_segment"];
 
@@ -633,7 +636,12 @@ impl Resolver<'_> {
             && attribute.name.eq_ignore_ascii_case("rfm_group")
         {
             let map = segql_udfs::SegmentMap::standard();
-            let groups: Vec<&str> = map.rules().iter().map(|r| r.name.as_str()).collect();
+            let groups: Vec<&str> = map
+                .rules()
+                .iter()
+                .map(|r| r.name.as_str())
+                .chain([PROSPECTS])
+                .collect();
             if !groups.contains(&text.as_str()) {
                 let err = LangError::new(format!("`{text}` is not an RFM group"), value.span);
                 return Err(match did_you_mean(text, groups.iter().copied()) {

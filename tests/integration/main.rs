@@ -11,6 +11,8 @@
 //!   shape;
 //! - `queries`: every `queries/*.sql` example against its snapshot;
 //! - `layers`: no two files of `src/` depend on each other;
+//! - `semantics`: negations include customers without a value, and
+//!   customers without purchases are `Prospects`;
 //! - `object_store`: tables in an S3-compatible server (moto, on loopback)
 //!   answer like the local files;
 //! - `warehouse`: a foreign schema (other column names, normalized items,
@@ -32,6 +34,7 @@ mod object_store;
 mod queries;
 mod repl;
 mod segments;
+mod semantics;
 mod store;
 mod warehouse;
 mod zones;

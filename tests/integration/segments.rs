@@ -121,7 +121,7 @@ fn independent_sql(name: &str) -> String {
         "anniversary_next_3_days" => format!("SELECT customer_id FROM customers WHERE {month_day} BETWEEN 1210 AND 1213"),
         "window_late_summer" => format!("SELECT customer_id FROM customers WHERE {month_day} BETWEEN 725 AND 928"),
         "window_new_year" => format!("SELECT customer_id FROM customers WHERE {month_day} >= 1202 OR {month_day} <= 103"),
-        "outside_uk" => "SELECT customer_id FROM customers WHERE country <> 'United Kingdom'".to_string(),
+        "outside_uk" => "SELECT customer_id FROM customers WHERE country IS DISTINCT FROM 'United Kingdom'".to_string(),
         "frequent_high_spenders_benelux" => format!(
             "SELECT c.customer_id FROM customers c JOIN orders o ON o.customer_id = c.customer_id
              WHERE c.country IN ('Belgium', 'Netherlands', 'Luxembourg') AND o.{PURCHASES}
@@ -133,7 +133,7 @@ fn independent_sql(name: &str) -> String {
              OR (rfm_segment(r, f) = 'Loyal' AND last_day >= DATE '2011-11-10')"
         ),
         "lapsed_big_spenders_abroad" => format!(
-            "{} AND customer_id IN (SELECT customer_id FROM customers WHERE country <> 'United Kingdom')",
+            "{} AND customer_id IN (SELECT customer_id FROM customers WHERE country IS DISTINCT FROM 'United Kingdom')",
             independent_sql("lapsed_big_spenders")
         ),
         other => panic!("no independent SQL for example `{other}`: add one"),
