@@ -31,6 +31,8 @@ pub enum Literal {
     },
     /// `today`: the `as_of` day.
     Today,
+    /// A calendar period of the `as_of` day: `this_month`, `last_year`, ...
+    Period(Period),
     /// A month and day of any year.
     MonthDay {
         month: u32,
@@ -101,6 +103,12 @@ pub enum Condition {
         negated: bool,
     },
     /// `attribute [NOT] IN MM-DD..MM-DD`: a window of any year.
+    /// `first_order_date IN last_month`: a date within a calendar period.
+    InPeriod {
+        attribute: Name,
+        period: Value,
+        negated: bool,
+    },
     YearlyWindow {
         attribute: Name,
         from: Value,
@@ -148,10 +156,54 @@ impl Condition {
             Self::InList { span, .. } => *span,
             Self::IsNull { attribute, .. } => attribute.span,
             Self::YearlyWindow { attribute, to, .. } => attribute.span.to(to.span),
+            Self::InPeriod {
+                attribute, period, ..
+            } => attribute.span.to(period.span),
             Self::Anniversary {
                 attribute, span, ..
             } => attribute.span.to(*span),
             Self::Call { span, .. } => *span,
         }
+    }
+}
+
+/// A calendar period, counted from the `as_of` day in the project's time
+/// zone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Period {
+    ThisMonth,
+    LastMonth,
+    ThisYear,
+    LastYear,
+    /// Every day before January 1 of the `as_of` year.
+    BeforeThisYear,
+}
+
+impl Period {
+    /// Every period, by its name in conditions.
+    pub const ALL: [Period; 5] = [
+        Self::ThisMonth,
+        Self::LastMonth,
+        Self::ThisYear,
+        Self::LastYear,
+        Self::BeforeThisYear,
+    ];
+
+    /// The name conditions write.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ThisMonth => "this_month",
+            Self::LastMonth => "last_month",
+            Self::ThisYear => "this_year",
+            Self::LastYear => "last_year",
+            Self::BeforeThisYear => "before_this_year",
+        }
+    }
+
+    /// The period named `name` (case-blind).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.name().eq_ignore_ascii_case(name))
     }
 }

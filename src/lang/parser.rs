@@ -11,16 +11,19 @@
 //!             | name ["NOT"] "IN" "(" value ("," value)* ")"
 //!             | name ["NOT"] "IN" month_day ".." month_day
 //!             | name ["NOT"] "IN" ("NEXT" | "LAST") integer ("DAYS" | "DAY")
+//!             | name ["NOT"] "IN" period
 //!             | name "IS" ["NOT"] "NULL"
 //! argument   := name ":" value | name ":" [value] ".." [value] | name
 //! op         := "=" | "!=" | "<>" | "<" | "<=" | ">" | ">="
 //! value      := number | 'text' | YYYY-MM-DD | MM-DD | ±N(d|w|m|y) | "today" | "true" | "false"
+//!             | period
+//! period     := "this_month" | "last_month" | "this_year" | "last_year" | "before_this_year"
 //! ```
 //!
 //! Keywords are case-blind. Nesting deeper than [`MAX_DEPTH`] is refused
 //! rather than risking the stack.
 
-use super::ast::{Argument, CompareOp, Condition, DateRange, Literal, Name, Value};
+use super::ast::{Argument, CompareOp, Condition, DateRange, Literal, Name, Period, Value};
 use super::error::LangError;
 use super::lexer::{Token, TokenKind, lex};
 
@@ -259,6 +262,16 @@ impl Parser {
                 negated,
             });
         }
+        if let TokenKind::Ident(word) = &self.peek().kind
+            && Period::from_name(word).is_some()
+        {
+            let period = self.value()?;
+            return Ok(Condition::InPeriod {
+                attribute,
+                period,
+                negated,
+            });
+        }
         let start = self.peek().span;
         let future = if self.eat_keyword("next") {
             true
@@ -266,7 +279,8 @@ impl Parser {
             false
         } else {
             return Err(self.unexpected(
-                "`(` with a list, a month-day window such as 07-25..09-28, or NEXT/LAST n DAYS",
+                "`(` with a list, a month-day window such as 07-25..09-28, NEXT/LAST n DAYS, or a \
+                 period such as last_month",
             ));
         };
         let days = match self.peek().kind {
@@ -381,6 +395,9 @@ impl Parser {
                 unit: *unit,
             },
             TokenKind::Ident(word) if word.eq_ignore_ascii_case("today") => Literal::Today,
+            TokenKind::Ident(word) if let Some(period) = Period::from_name(word) => {
+                Literal::Period(period)
+            }
             TokenKind::Ident(word) if word.eq_ignore_ascii_case("true") => Literal::Bool(true),
             TokenKind::Ident(word) if word.eq_ignore_ascii_case("false") => Literal::Bool(false),
             TokenKind::Ident(word) => {

@@ -13,7 +13,7 @@ use datafusion::common::DataFusionError;
 use super::catalog::SegmentCatalog;
 use super::columns::SourceTable;
 use super::error::{Failure, SegmentError};
-use crate::lang::ast::{Argument, CompareOp, Condition, Literal, Name, Value};
+use crate::lang::ast::{Argument, CompareOp, Condition, Literal, Name, Period, Value};
 use crate::lang::error::{LangError, Span, did_you_mean};
 use crate::lang::lexer::Unit;
 use crate::time::{AsOf, days_since_epoch};
@@ -451,6 +451,39 @@ impl Resolver<'_> {
                 attribute: self.attribute(attribute)?.0,
                 negated: *negated,
             },
+            Condition::InPeriod {
+                attribute,
+                period,
+                negated,
+            } => {
+                let attribute = self.date_attribute(attribute)?;
+                let Literal::Period(p) = period.literal else {
+                    return Err(LangError::new(
+                        "expected a period such as last_month",
+                        period.span,
+                    )
+                    .into());
+                };
+                let (from, to) = self.period(p);
+                let within = match from {
+                    Some(from) => Resolved::Between {
+                        attribute,
+                        low: Scalar::Day(from),
+                        high: Scalar::Day(to),
+                        negated: false,
+                    },
+                    None => Resolved::Compare {
+                        attribute,
+                        op: CompareOp::LtEq,
+                        value: Scalar::Day(to),
+                    },
+                };
+                if *negated {
+                    Resolved::Not(Box::new(within))
+                } else {
+                    within
+                }
+            }
             Condition::YearlyWindow {
                 attribute,
                 from,
@@ -597,8 +630,44 @@ impl Resolver<'_> {
         Ok(attribute)
     }
 
+    /// The first and last day of a calendar period of the `as_of` day (no
+    /// first day: every day before the last).
+    fn period(&self, period: Period) -> (Option<i32>, i32) {
+        let today = self.as_of.day;
+        let month_start =
+            |year: i32, month: u32| NaiveDate::from_ymd_opt(year, month, 1).unwrap_or(today);
+        let this_month = month_start(today.year(), today.month());
+        let next_month = this_month
+            .checked_add_months(Months::new(1))
+            .unwrap_or(this_month);
+        let last_month = this_month
+            .checked_sub_months(Months::new(1))
+            .unwrap_or(this_month);
+        let this_year = month_start(today.year(), 1);
+        let last_year = month_start(today.year() - 1, 1);
+        let before = |day: NaiveDate| days_since_epoch(day) - 1;
+        match period {
+            Period::ThisMonth => (Some(days_since_epoch(this_month)), before(next_month)),
+            Period::LastMonth => (Some(days_since_epoch(last_month)), before(this_month)),
+            Period::ThisYear => (
+                Some(days_since_epoch(this_year)),
+                before(month_start(today.year() + 1, 1)),
+            ),
+            Period::LastYear => (Some(days_since_epoch(last_year)), before(this_year)),
+            Period::BeforeThisYear => (None, before(this_year)),
+        }
+    }
+
     /// An absolute, relative or `today` date as days since the epoch.
     fn day(&self, value: &Value) -> Result<i32> {
+        if let Literal::Period(period) = value.literal {
+            return Err(LangError::new(
+                format!("`{}` is a period, not one day", period.name()),
+                value.span,
+            )
+            .with_hint(format!("write date: {} alone, without `..`", period.name()))
+            .into());
+        }
         let as_of = self.as_of.day;
         let date = match value.literal {
             Literal::Date { year, month, day } => NaiveDate::from_ymd_opt(year, month, day),
@@ -668,6 +737,20 @@ impl Resolver<'_> {
             (Literal::Date { .. } | Literal::Relative { .. } | Literal::Today, Kind::Date) => {
                 Scalar::Day(self.day(value)?)
             }
+            (Literal::Period(period), Kind::Date) => {
+                return Err(LangError::new(
+                    format!("`{}` is a period, not one day", period.name()),
+                    value.span,
+                )
+                .with_hint(format!(
+                    "write `{} IN {}`, or use it as bought(date: {})",
+                    attribute.name,
+                    period.name(),
+                    period.name()
+                ))
+                .into());
+            }
+            (Literal::Period(_), _) => return Err(mismatch("this is a period of days")),
             (Literal::MonthDay { .. }, Kind::Date) => {
                 return Err(LangError::new(
                     "a month-day is only for year-ignoring windows",
@@ -807,6 +890,20 @@ impl Resolver<'_> {
                             .filters
                             .push(BoughtFilter::Day(DayTest::To(self.day(to)?)));
                     }
+                }
+                Argument::Value {
+                    key,
+                    value:
+                        Value {
+                            literal: Literal::Period(period),
+                            ..
+                        },
+                } if key.name.eq_ignore_ascii_case("date") => {
+                    let (from, to) = self.period(*period);
+                    if let Some(from) = from {
+                        bought.filters.push(BoughtFilter::Day(DayTest::From(from)));
+                    }
+                    bought.filters.push(BoughtFilter::Day(DayTest::To(to)));
                 }
                 Argument::Value { key, value } if key.name.eq_ignore_ascii_case("date") => {
                     bought
@@ -1103,6 +1200,73 @@ mod tests {
              ^^^\n  = help: name each filter, as in bought(category: 'Sofas', date: \
              -365d..today)"
         );
+    }
+
+    #[test]
+    fn calendar_periods_are_ranges_of_days() {
+        let catalog = catalog(true);
+        let day = |y, m, d| days_since_epoch(NaiveDate::from_ymd_opt(y, m, d).unwrap());
+        let first_order = Attribute::Metric(Metric::FirstOrderDate);
+        // as of 2011-12-10
+        assert_eq!(
+            resolved("first_order_date IN last_month", &catalog),
+            Resolved::Between {
+                attribute: first_order.clone(),
+                low: Scalar::Day(day(2011, 11, 1)),
+                high: Scalar::Day(day(2011, 11, 30)),
+                negated: false,
+            }
+        );
+        assert_eq!(
+            resolved("first_order_date NOT IN this_year", &catalog),
+            Resolved::Not(Box::new(Resolved::Between {
+                attribute: first_order.clone(),
+                low: Scalar::Day(day(2011, 1, 1)),
+                high: Scalar::Day(day(2011, 12, 31)),
+                negated: false,
+            }))
+        );
+        assert_eq!(
+            resolved("first_order_date IN before_this_year", &catalog),
+            Resolved::Compare {
+                attribute: first_order,
+                op: CompareOp::LtEq,
+                value: Scalar::Day(day(2010, 12, 31)),
+            }
+        );
+        let Resolved::Bought(bought) = resolved("bought(date: last_year)", &catalog) else {
+            panic!("expected bought")
+        };
+        assert_eq!(
+            bought.filters,
+            vec![
+                BoughtFilter::Day(DayTest::From(day(2010, 1, 1))),
+                BoughtFilter::Day(DayTest::To(day(2010, 12, 31))),
+            ]
+        );
+        let Resolved::Bought(bought) = resolved("bought(date: this_month)", &catalog) else {
+            panic!("expected bought")
+        };
+        assert_eq!(
+            bought.filters,
+            vec![
+                BoughtFilter::Day(DayTest::From(day(2011, 12, 1))),
+                BoughtFilter::Day(DayTest::To(day(2011, 12, 31))),
+            ]
+        );
+        assert_eq!(
+            error("last_order_date = last_month", &catalog),
+            "in segment condition\nerror: `last_month` is a period, not one day\n  |\n1 | \
+             last_order_date = last_month\n  |                   ^^^^^^^^^^\n  = help: write \
+             `last_order_date IN last_month`, or use it as bought(date: last_month)"
+        );
+        assert_eq!(
+            error("bought(date: last_year..today)", &catalog),
+            "in segment condition\nerror: `last_year` is a period, not one day\n  |\n1 | \
+             bought(date: last_year..today)\n  |              ^^^^^^^^^\n  = help: write date: \
+             last_year alone, without `..`"
+        );
+        assert!(error("country IN last_month", &catalog).contains("not a date"));
     }
 
     #[test]

@@ -179,7 +179,7 @@ async fn a_foreign_schema_gives_the_same_members() {
     let mut foreign = open(&dir.path().join("segql.toml")).await;
 
     let examples = examples();
-    assert_eq!(examples.len(), 11);
+    assert_eq!(examples.len(), 13);
     for (name, condition) in &examples {
         let want = members(&original, condition).await;
         let got = members(&foreign, condition).await;
