@@ -15,13 +15,14 @@ use serde::Deserialize;
 
 use crate::error::Error;
 use crate::segment::columns::{ColumnMap, PurchaseRule, SourceTable, role_of};
+use crate::segment::rfm::{RfmScheme, Scheme};
 use crate::time::{Tz, parse_zone};
 
 /// The project file looked for in the working directory when none is named.
 pub const DEFAULT_CONFIG_FILE: &str = "segql.toml";
 
 /// A loaded project file.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Config {
     /// The file this came from, as given (for messages); `None` when the
     /// configuration was built in code or no file was used.
@@ -40,6 +41,8 @@ pub struct Config {
     /// The time zone days are counted in, from `[time] zone`; `None` is
     /// UTC.
     pub zone: Option<Tz>,
+    /// How RFM scores and groups are given, from `[rfm]`.
+    pub rfm: RfmScheme,
     /// Options of the object stores that tables given as URLs are read
     /// from, from `[storage]` (object_store's keys).
     pub storage: BTreeMap<String, String>,
@@ -148,6 +151,19 @@ customers = "data/customers.parquet"
 # region = "us-east-1"
 # allow_http = true
 
+# RFM scores and groups: the language's rfm_r, rfm_f, rfm_m, rfm_code and
+# rfm_group, `segql rfm` and the demo use them.
+# [rfm]
+# bins = 5                       # scores 1 (worst) to bins (best); 3 to 10
+# scheme = "quantile"            # or "thresholds"
+# ties = "share"                 # or "ntile": equal values may differ in score
+# monetary = "total"             # or "average" (average order value)
+# recency_thresholds = [30, 90, 180, 365]      # days; for scheme = "thresholds",
+# frequency_thresholds = [2, 4, 8, 16]         # bins - 1 ascending values each
+# monetary_thresholds = [50, 200, 500, 1000]
+# groups = "rfm_groups.txt"      # a group map: `scale N`, then `Name: r A-B, f C-D`
+# prospects = "Prospects"        # the group of customers without purchases
+
 # Saved segments: a folder of <code>.seg files, one condition each, that
 # other conditions use with in_segment(code). No default: without this
 # section there are no saved segments.
@@ -190,7 +206,24 @@ struct ConfigFile {
     #[serde(default)]
     storage: BTreeMap<String, toml::Value>,
     #[serde(default)]
+    rfm: Option<RfmSection>,
+    #[serde(default)]
     store: Option<StoreSection>,
+}
+
+/// `[rfm]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RfmSection {
+    bins: Option<u8>,
+    scheme: Option<String>,
+    ties: Option<String>,
+    monetary: Option<String>,
+    recency_thresholds: Option<Vec<f64>>,
+    frequency_thresholds: Option<Vec<f64>>,
+    monetary_thresholds: Option<Vec<f64>>,
+    groups: Option<String>,
+    prospects: Option<String>,
 }
 
 /// `[time]`.
@@ -382,6 +415,10 @@ impl Config {
             };
             storage.insert(key, text);
         }
+        let rfm = match file.rfm {
+            None => RfmScheme::default(),
+            Some(section) => rfm_scheme(section, &base_dir).map_err(invalid)?,
+        };
         Ok(Self {
             source: Some(path.to_path_buf()),
             tables,
@@ -390,6 +427,7 @@ impl Config {
             purchases,
             zone,
             storage,
+            rfm,
             store_folder,
         })
     }
@@ -421,6 +459,92 @@ impl Config {
             .as_ref()
             .map_or_else(|| "configuration".to_string(), |p| p.display().to_string())
     }
+}
+
+/// The RFM scheme of an `[rfm]` section (a group map file resolves against
+/// `base_dir`), checked whole.
+fn rfm_scheme(section: RfmSection, base_dir: &Path) -> Result<RfmScheme, String> {
+    let mut scheme = RfmScheme::default();
+    if let Some(bins) = section.bins {
+        scheme.bins = bins;
+    }
+    let ntile = match section.ties.as_deref() {
+        None | Some("share") => false,
+        Some("ntile") => true,
+        Some(other) => {
+            return Err(format!(
+                "[rfm] ties = \"{other}\" is not a tie rule; use \"share\" (equal values share a \
+                 score) or \"ntile\""
+            ));
+        }
+    };
+    let thresholds = [
+        &section.recency_thresholds,
+        &section.frequency_thresholds,
+        &section.monetary_thresholds,
+    ];
+    scheme.scheme = match section.scheme.as_deref() {
+        None | Some("quantile") => {
+            if thresholds.iter().any(|t| t.is_some()) {
+                return Err(
+                    "[rfm] thresholds are for scheme = \"thresholds\"; set it, or remove them"
+                        .into(),
+                );
+            }
+            Scheme::Quantile { ntile }
+        }
+        Some("thresholds") => {
+            let need = |values: &Option<Vec<f64>>, key: &str| {
+                values.clone().ok_or_else(|| {
+                    format!("[rfm] scheme = \"thresholds\" needs {key} (bins - 1 ascending values)")
+                })
+            };
+            Scheme::Thresholds {
+                recency: need(&section.recency_thresholds, "recency_thresholds")?,
+                frequency: need(&section.frequency_thresholds, "frequency_thresholds")?,
+                monetary: need(&section.monetary_thresholds, "monetary_thresholds")?,
+            }
+        }
+        Some(other) => {
+            return Err(format!(
+                "[rfm] scheme = \"{other}\" is not a scheme; use \"quantile\" or \"thresholds\""
+            ));
+        }
+    };
+    scheme.average_monetary = match section.monetary.as_deref() {
+        None | Some("total") => false,
+        Some("average") => true,
+        Some(other) => {
+            return Err(format!(
+                "[rfm] monetary = \"{other}\" is not a measure; use \"total\" (spend) or \
+                 \"average\" (average order value)"
+            ));
+        }
+    };
+    if let Some(file) = section.groups {
+        let path = normalize(&base_dir.join(file.trim()));
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            format!(
+                "[rfm] groups: cannot read the group map {}: {e}",
+                path.display()
+            )
+        })?;
+        let map = segql_udfs::SegmentMap::parse(&text)
+            .map_err(|e| format!("[rfm] groups: the group map {}: {e}", path.display()))?;
+        scheme.groups = std::sync::Arc::new(map);
+    }
+    if let Some(name) = section.prospects {
+        if name.trim().is_empty() {
+            return Err(
+                "[rfm] prospects is empty; name the group of customers without \
+                        purchases"
+                    .into(),
+            );
+        }
+        scheme.prospects = name;
+    }
+    scheme.check()?;
+    Ok(scheme)
 }
 
 /// Resolves a `[tables]` value: URLs unchanged, local paths made absolute
@@ -613,7 +737,7 @@ mod tests {
         assert_eq!((line, column), (2, 2));
         assert_eq!(
             message,
-            "unknown field `tabels`, expected one of `tables`, `segments`, `columns`, `purchases`, `time`, `storage`, `store`"
+            "unknown field `tabels`, expected one of `tables`, `segments`, `columns`, `purchases`, `time`, `storage`, `rfm`, `store`"
         );
     }
 
@@ -627,7 +751,19 @@ mod tests {
         // exclude_statuses) still gives a valid file, with the defaults.
         let all: String = TEMPLATE
             .lines()
-            .filter(|l| !l.starts_with("# include_statuses"))
+            .filter(|l| {
+                // The alternatives to a default: include_statuses, and the
+                // thresholds and map that another scheme or bins need.
+                ![
+                    "# include_statuses",
+                    "# recency_thresholds",
+                    "# frequency_thresholds",
+                    "# monetary_thresholds",
+                    "# groups",
+                ]
+                .iter()
+                .any(|p| l.starts_with(p))
+            })
             .map(|l| match l.strip_prefix("# ") {
                 Some(rest)
                     if rest.starts_with('[')
@@ -647,6 +783,7 @@ mod tests {
         assert_eq!(config.store_folder, Some(PathBuf::from("/p/segql_store")));
         assert_eq!(config.purchases, PurchaseRule::default());
         assert_eq!(config.zone(), Tz::UTC);
+        assert_eq!(config.rfm, RfmScheme::default());
         for table in SourceTable::ALL {
             for role in table.roles() {
                 assert_eq!(config.columns.column(table, *role), role.name());
@@ -723,6 +860,43 @@ mod tests {
             "project file p.toml: [purchases] include_statuses is empty, so no order would count \
              as a purchase; list the statuses of completed orders, or use exclude_statuses"
         );
+        assert_eq!(
+            err("[rfm]\nbins = 12\n"),
+            "project file p.toml: [rfm] bins = 12 is out of range; use 3 to 10"
+        );
+        assert_eq!(
+            err("[rfm]\nscheme = \"fixed\"\n"),
+            "project file p.toml: [rfm] scheme = \"fixed\" is not a scheme; use \"quantile\" or \
+             \"thresholds\""
+        );
+        assert_eq!(
+            err("[rfm]\nscheme = \"thresholds\"\nrecency_thresholds = [1, 2, 3, 4]\n"),
+            "project file p.toml: [rfm] scheme = \"thresholds\" needs frequency_thresholds (bins \
+             - 1 ascending values)"
+        );
+        assert_eq!(
+            err("[rfm]\nrecency_thresholds = [1, 2, 3, 4]\n"),
+            "project file p.toml: [rfm] thresholds are for scheme = \"thresholds\"; set it, or \
+             remove them"
+        );
+        assert_eq!(
+            err("[rfm]\nbins = 4\n"),
+            "project file p.toml: [rfm] the group map is written for 5 scores, but bins = 4; write \
+             the map for 4 (its `scale` line) or change bins"
+        );
+        assert_eq!(
+            err("[rfm]\nties = \"random\"\n"),
+            "project file p.toml: [rfm] ties = \"random\" is not a tie rule; use \"share\" (equal \
+             values share a score) or \"ntile\""
+        );
+        assert_eq!(
+            err("[rfm]\nprospects = \"Lost\"\n"),
+            "project file p.toml: [rfm] prospects = \"Lost\" is also a group of the map; choose \
+             another name"
+        );
+        assert!(err("[rfm]\ngroups = \"/nowhere/map.txt\"\n").starts_with(
+            "project file p.toml: [rfm] groups: cannot read the group map /nowhere/map.txt: "
+        ));
         assert_eq!(
             err("[time]\nzone = \"Europe/Berln\"\n"),
             "project file p.toml: [time] zone `Europe/Berln` is not a time zone; use an IANA \

@@ -89,7 +89,7 @@ pub async fn run(
 
     let spinner = crate::progress::spinner(format!("scoring RFM as of {as_of}"));
     let config = project.config();
-    let grid = RfmGrid::compute(ctx, &config.columns, &config.purchases, as_of).await;
+    let grid = RfmGrid::compute(ctx, &config.columns, &config.purchases, &config.rfm, as_of).await;
     spinner.finish_and_clear();
     let grid = grid?;
     writeln!(report, "{}", grid.to_text()).map_err(write)?;

@@ -176,7 +176,14 @@ pub async fn rfm(project: &Project, svg: Option<&Path>, png: Option<&Path>) -> R
     let as_of = project.as_of();
     let spinner = crate::progress::spinner(format!("scoring RFM as of {as_of}"));
     let config = project.config();
-    let grid = RfmGrid::compute(project.ctx(), &config.columns, &config.purchases, as_of).await;
+    let grid = RfmGrid::compute(
+        project.ctx(),
+        &config.columns,
+        &config.purchases,
+        &config.rfm,
+        as_of,
+    )
+    .await;
     spinner.finish_and_clear();
     let grid = grid?;
     print!("{}", grid.to_text());

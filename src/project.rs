@@ -66,6 +66,7 @@ impl Project {
         let catalog = SegmentCatalog::from_session(&ctx, as_of).await.map(|c| {
             c.with_definitions(definitions)
                 .with_rules(config.columns.clone(), config.purchases.clone())
+                .with_rfm(config.rfm.clone())
         });
         table_function::register_purchases(&ctx, &config.columns, &config.purchases).await?;
         let store = Store::new(config.store_path());

@@ -15,9 +15,7 @@ use crate::error::Error;
 use crate::segment::AsOf;
 use crate::segment::columns::{ColumnMap, PurchaseRule};
 use crate::segment::planner::metrics_from_orders;
-
-/// Scores run 1..=BINS (5 best).
-pub const BINS: usize = 5;
+use crate::segment::rfm::RfmScheme;
 
 /// One cell: customers with recency score `r` and frequency score `f`.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -30,7 +28,9 @@ pub struct Cell {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RfmGrid {
     pub as_of: AsOf,
-    pub cells: [[Cell; BINS]; BINS],
+    /// Scores run 1..=bins (`bins` best).
+    pub bins: usize,
+    pub cells: Vec<Vec<Cell>>,
 }
 
 impl RfmGrid {
@@ -41,8 +41,10 @@ impl RfmGrid {
         ctx: &SessionContext,
         columns: &ColumnMap,
         purchases: &PurchaseRule,
+        scheme: &RfmScheme,
         as_of: AsOf,
     ) -> Result<Self, Error> {
+        let bins = usize::from(scheme.bins);
         let orders = ctx
             .table_provider("orders")
             .await
@@ -50,7 +52,7 @@ impl RfmGrid {
                 table: "orders",
                 needed_by: "RFM scoring",
             })?;
-        let plan = metrics_from_orders(orders, columns, purchases, as_of, true)?;
+        let plan = metrics_from_orders(orders, columns, purchases, as_of, Some(scheme))?;
         let batches = LogicalPlanBuilder::from(plan)
             .aggregate(
                 vec![
@@ -67,7 +69,7 @@ impl RfmGrid {
             .await?
             .collect()
             .await?;
-        let mut cells = [[Cell::default(); BINS]; BINS];
+        let mut cells = vec![vec![Cell::default(); bins]; bins];
         for batch in batches {
             let r = batch.column(0).as_primitive::<Int64Type>();
             let f = batch.column(1).as_primitive::<Int64Type>();
@@ -80,7 +82,7 @@ impl RfmGrid {
                     continue;
                 }
                 let (r, f) = (r.value(row) as usize, f.value(row) as usize);
-                if (1..=BINS).contains(&r) && (1..=BINS).contains(&f) {
+                if (1..=bins).contains(&r) && (1..=bins).contains(&f) {
                     cells[r - 1][f - 1] = Cell {
                         customers: n.value(row),
                         avg_spend: if spend.is_null(row) {
@@ -92,7 +94,7 @@ impl RfmGrid {
                 }
             }
         }
-        Ok(Self { as_of, cells })
+        Ok(Self { as_of, bins, cells })
     }
 
     fn max_customers(&self) -> i64 {
@@ -105,23 +107,23 @@ impl RfmGrid {
             .max(1)
     }
 
-    /// The grid as text: recency rows 5 (top) to 1, frequency columns 1 to
-    /// 5; each cell "customers / average spend", shaded by customers.
+    /// The grid as text: recency rows `bins` (top) to 1, frequency columns
+    /// 1 to `bins`; each cell "customers / average spend", shaded by customers.
     pub fn to_text(&self) -> String {
         const SHADES: [char; 5] = [' ', '░', '▒', '▓', '█'];
         let max = self.max_customers() as f64;
         let mut out = format!(
-            "R x F grid as of {} (rows: recency score, 5 = most recent; columns: frequency score)\n",
-            self.as_of
+            "R x F grid as of {} (rows: recency score, {} = most recent; columns: frequency score)\n",
+            self.as_of, self.bins
         );
         let _ = write!(out, "{:>5}", "R\\F");
-        for f in 1..=BINS {
+        for f in 1..=self.bins {
             let _ = write!(out, " | {:^18}", f);
         }
         out.push('\n');
-        for r in (1..=BINS).rev() {
+        for r in (1..=self.bins).rev() {
             let _ = write!(out, "{:>5}", r);
-            for f in 1..=BINS {
+            for f in 1..=self.bins {
                 let cell = self.cells[r - 1][f - 1];
                 let level = ((cell.customers as f64 / max) * 4.0).round() as usize;
                 let shade = SHADES[level.min(4)];
@@ -140,7 +142,7 @@ impl RfmGrid {
     /// The grid as an SVG heat map: darker cells hold more customers.
     pub fn to_svg(&self) -> String {
         let (cell, margin) = (110, 70);
-        let size = margin + cell * BINS + 20;
+        let size = margin + cell * self.bins + 20;
         let max = self.max_customers() as f64;
         let mut svg = format!(
             "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{size}\" height=\"{}\" \
@@ -150,15 +152,15 @@ impl RfmGrid {
             size + 30,
             self.as_of
         );
-        for r in (1..=BINS).rev() {
-            let y = 40 + (BINS - r) * cell;
+        for r in (1..=self.bins).rev() {
+            let y = 40 + (self.bins - r) * cell;
             let _ = writeln!(
                 svg,
                 "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">R {r}</text>",
                 margin - 8,
                 y + cell / 2
             );
-            for f in 1..=BINS {
+            for f in 1..=self.bins {
                 let x = margin + (f - 1) * cell;
                 let c = self.cells[r - 1][f - 1];
                 let share = c.customers as f64 / max;
@@ -182,8 +184,8 @@ impl RfmGrid {
                 );
             }
         }
-        let bottom = 40 + BINS * cell + 20;
-        for f in 1..=BINS {
+        let bottom = 40 + self.bins * cell + 20;
+        for f in 1..=self.bins {
             let _ = writeln!(
                 svg,
                 "<text x=\"{}\" y=\"{bottom}\" text-anchor=\"middle\">F {f}</text>",
@@ -199,11 +201,11 @@ impl RfmGrid {
     pub fn to_png(&self) -> crate::raster::Canvas {
         use crate::raster::{BLACK, Canvas, WHITE, compact};
         let (cell, margin, top) = (110i64, 70i64, 30i64);
-        let size = margin + cell * BINS as i64 + 20;
-        let mut canvas = Canvas::new(size as u32, (top + cell * BINS as i64 + 50) as u32);
+        let size = margin + cell * self.bins as i64 + 20;
+        let mut canvas = Canvas::new(size as u32, (top + cell * self.bins as i64 + 50) as u32);
         let max = self.max_customers() as f64;
-        for r in 1..=BINS {
-            let y = top + (BINS - r) as i64 * cell;
+        for r in 1..=self.bins {
+            let y = top + (self.bins - r) as i64 * cell;
             let label = format!("R {r}");
             canvas.text(
                 margin - 12 - Canvas::text_width(&label, 2),
@@ -212,7 +214,7 @@ impl RfmGrid {
                 2,
                 BLACK,
             );
-            for f in 1..=BINS {
+            for f in 1..=self.bins {
                 let x = margin + (f - 1) as i64 * cell;
                 let c = self.cells[r - 1][f - 1];
                 let share = c.customers as f64 / max;
@@ -238,10 +240,10 @@ impl RfmGrid {
                 );
             }
         }
-        for f in 1..=BINS {
+        for f in 1..=self.bins {
             let label = format!("F {f}");
             let x = margin + (f - 1) as i64 * cell + (cell - Canvas::text_width(&label, 2)) / 2;
-            canvas.text(x, top + BINS as i64 * cell + 16, &label, 2, BLACK);
+            canvas.text(x, top + self.bins as i64 * cell + 16, &label, 2, BLACK);
         }
         canvas
     }
@@ -252,7 +254,7 @@ mod tests {
     use super::*;
 
     fn grid() -> RfmGrid {
-        let mut cells = [[Cell::default(); BINS]; BINS];
+        let mut cells = vec![vec![Cell::default(); 5]; 5];
         cells[4][4] = Cell {
             customers: 100,
             avg_spend: 2500.5,
@@ -263,6 +265,7 @@ mod tests {
         };
         RfmGrid {
             as_of: AsOf::day(chrono::NaiveDate::from_ymd_opt(2011, 12, 10).unwrap_or_default()),
+            bins: 5,
             cells,
         }
     }

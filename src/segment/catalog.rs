@@ -9,6 +9,7 @@ use datafusion::catalog::TableProvider;
 use datafusion::prelude::SessionContext;
 
 use super::columns::{ColumnMap, PurchaseRule, Role, SourceTable};
+use super::rfm::RfmScheme;
 use crate::time::AsOf;
 
 /// The tables a condition may read, with their registered names.
@@ -24,6 +25,8 @@ pub struct SegmentCatalog {
     pub columns: ColumnMap,
     /// What counts as a purchase.
     pub purchases: PurchaseRule,
+    /// How RFM scores and groups are given.
+    pub rfm: RfmScheme,
     /// The day conditions are evaluated on unless a call names another.
     pub as_of: AsOf,
     /// Saved segment conditions by code, for `in_segment(code)`.
@@ -59,6 +62,7 @@ impl SegmentCatalog {
             products: ctx.table_provider("products").await.ok(),
             columns: ColumnMap::default(),
             purchases: PurchaseRule::default(),
+            rfm: RfmScheme::default(),
             as_of,
             definitions: BTreeMap::new(),
             stored: None,
@@ -90,6 +94,12 @@ impl SegmentCatalog {
     pub fn with_rules(mut self, columns: ColumnMap, purchases: PurchaseRule) -> Self {
         self.columns = columns;
         self.purchases = purchases;
+        self
+    }
+
+    /// The catalog with the project's RFM scheme.
+    pub fn with_rfm(mut self, rfm: RfmScheme) -> Self {
+        self.rfm = rfm;
         self
     }
 

@@ -11,6 +11,7 @@ pub mod error;
 pub mod graph;
 pub mod planner;
 pub mod resolve;
+pub mod rfm;
 pub mod table_function;
 
 pub use crate::time::AsOf;

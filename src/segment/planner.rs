@@ -14,23 +14,21 @@ use datafusion::catalog::TableProvider;
 use datafusion::common::{Column, DataFusionError, JoinType, Result, ScalarValue};
 use datafusion::datasource::provider_as_source;
 use datafusion::functions_aggregate::expr_fn::{avg, count, count_distinct, max, min, sum};
-use datafusion::logical_expr::{
-    Expr, LogicalPlan, LogicalPlanBuilder, ScalarUDF, WindowUDF, cast, col, lit,
-};
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, ScalarUDF, cast, col, lit};
 use datafusion::prelude::{coalesce, lower};
 use segql_udfs::anniversary::anniversary_between::AnniversaryBetweenFunc;
 use segql_udfs::anniversary::in_yearly_window::InYearlyWindowFunc;
 use segql_udfs::rfm::rfm_code::RfmCodeFunc;
-use segql_udfs::rfm::rfm_quantile::RfmQuantileFunc;
 use segql_udfs::rfm::rfm_segment::RfmSegmentFunc;
 
 use super::catalog::SegmentCatalog;
 use super::columns::{ColumnMap, PurchaseRule, Role, SourceTable};
 use super::error::SegmentError;
 use super::resolve::{
-    Attribute, Bought, BoughtFilter, DayTest, ItemFilter, ItemTable, ItemTest, Metric, PROSPECTS,
-    Resolved, Rfm, Scalar, SegmentRef, resolve, resolve_text,
+    Attribute, Bought, BoughtFilter, DayTest, ItemFilter, ItemTable, ItemTest, Metric, Resolved,
+    Rfm, Scalar, SegmentRef, resolve, resolve_text,
 };
+use super::rfm::RfmScheme;
 use crate::lang::ast::{CompareOp, Condition};
 use crate::time::{AsOf, Tz};
 
@@ -74,7 +72,7 @@ pub fn metrics_from_orders(
     columns: &ColumnMap,
     purchases: &PurchaseRule,
     as_of: AsOf,
-    rfm: bool,
+    rfm: Option<&RfmScheme>,
 ) -> Result<LogicalPlan> {
     let name = |role| columns.column(SourceTable::Orders, role);
     let schema = orders.schema();
@@ -112,18 +110,20 @@ pub fn metrics_from_orders(
         last.alias("__last_order_date"),
         since.alias("__days_since_last_order"),
     ])?;
-    if rfm {
-        let quantile = Arc::new(WindowUDF::new_from_impl(RfmQuantileFunc::new()));
-        let score = |column: &str, direction: &str, alias: &str| -> Expr {
-            quantile
-                .call(vec![col(column), lit(5i64), lit(direction)])
-                .alias(alias)
+    if let Some(scheme) = rfm {
+        let (scores, window) = scheme.scores();
+        builder = if window {
+            builder.window(scores)?
+        } else {
+            let mut columns: Vec<Expr> = builder
+                .schema()
+                .columns()
+                .into_iter()
+                .map(Expr::Column)
+                .collect();
+            columns.extend(scores);
+            builder.project(columns)?
         };
-        builder = builder.window(vec![
-            score("__days_since_last_order", "low", "__rfm_r"),
-            score("__orders_count", "high", "__rfm_f"),
-            score("__amount_spent", "high", "__rfm_m"),
-        ])?;
     }
     builder.build()
 }
@@ -416,7 +416,7 @@ impl<'a> Planner<'a> {
             &self.catalog.columns,
             &self.catalog.purchases,
             self.as_of,
-            rfm,
+            rfm.then_some(&self.catalog.rfm),
         )
     }
 
@@ -432,7 +432,7 @@ impl<'a> Planner<'a> {
                 op,
                 value,
             } => {
-                let expr = attribute_expr(attribute, self.as_of);
+                let expr = attribute_expr(attribute, self.as_of, &self.catalog.rfm);
                 let value = scalar(value);
                 match op {
                     CompareOp::Eq => expr.eq(value),
@@ -449,7 +449,7 @@ impl<'a> Planner<'a> {
                 high,
                 negated,
             } => {
-                let expr = attribute_expr(attribute, self.as_of);
+                let expr = attribute_expr(attribute, self.as_of, &self.catalog.rfm);
                 if *negated {
                     expr.between(scalar(low), scalar(high)).is_not_true()
                 } else {
@@ -461,12 +461,12 @@ impl<'a> Planner<'a> {
                 values,
                 negated,
             } => {
-                let test = attribute_expr(attribute, self.as_of)
+                let test = attribute_expr(attribute, self.as_of, &self.catalog.rfm)
                     .in_list(values.iter().map(scalar).collect(), false);
                 if *negated { test.is_not_true() } else { test }
             }
             Resolved::IsNull { attribute, negated } => {
-                let expr = attribute_expr(attribute, self.as_of);
+                let expr = attribute_expr(attribute, self.as_of, &self.catalog.rfm);
                 if *negated {
                     expr.is_not_null()
                 } else {
@@ -483,7 +483,11 @@ impl<'a> Planner<'a> {
                     |m: &super::resolve::MonthDay| lit(format!("{:02}-{:02}", m.month, m.day));
                 let test = udf(
                     InYearlyWindowFunc::new(),
-                    vec![attribute_expr(attribute, self.as_of), text(from), text(to)],
+                    vec![
+                        attribute_expr(attribute, self.as_of, &self.catalog.rfm),
+                        text(from),
+                        text(to),
+                    ],
                 );
                 if *negated { test.is_not_true() } else { test }
             }
@@ -496,7 +500,7 @@ impl<'a> Planner<'a> {
                 let test = udf(
                     AnniversaryBetweenFunc::new(),
                     vec![
-                        attribute_expr(attribute, self.as_of),
+                        attribute_expr(attribute, self.as_of, &self.catalog.rfm),
                         date_lit(*from),
                         date_lit(*to),
                     ],
@@ -721,7 +725,7 @@ fn item_test(item: &ItemFilter) -> Expr {
 }
 
 /// An attribute as an expression over `customers` joined to the metrics.
-fn attribute_expr(attribute: &Attribute, as_of: AsOf) -> Expr {
+fn attribute_expr(attribute: &Attribute, as_of: AsOf, scheme: &RfmScheme) -> Expr {
     match attribute {
         Attribute::Customer { column, data_type } => {
             let expr = customer_col(column);
@@ -746,10 +750,17 @@ fn attribute_expr(attribute: &Attribute, as_of: AsOf) -> Expr {
                 Rfm::Code => udf(RfmCodeFunc::new(), vec![r, f, m]),
                 // Customers without purchases have no scores: their group
                 // is `Prospects`.
-                Rfm::Group => coalesce(vec![
-                    udf(RfmSegmentFunc::default(), vec![r, f]),
-                    lit(PROSPECTS),
-                ]),
+                Rfm::Group => {
+                    let mut scores = vec![r, f];
+                    if scheme.map_uses_monetary() {
+                        scores.push(m);
+                    }
+                    let map = scheme.groups.as_ref().clone();
+                    coalesce(vec![
+                        udf(RfmSegmentFunc::new(map), scores),
+                        lit(scheme.prospects.clone()),
+                    ])
+                }
                 Rfm::R => r,
                 Rfm::F => f,
                 Rfm::M => m,

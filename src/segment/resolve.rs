@@ -33,9 +33,6 @@ pub const METRICS: [&str; 6] = [
 /// RFM attributes: quintile scores (5 best) over the purchasing customers.
 pub const RFM: [&str; 5] = ["rfm_r", "rfm_f", "rfm_m", "rfm_code", "rfm_group"];
 
-/// The RFM group of customers without purchases (they have no scores).
-pub const PROSPECTS: &str = "Prospects";
-
 /// The functions a condition may call.
 const FUNCTIONS: [&str; 2] = ["bought", "in_segment"];
 
@@ -704,13 +701,7 @@ impl Resolver<'_> {
         if let Literal::Text(text) = &value.literal
             && attribute.name.eq_ignore_ascii_case("rfm_group")
         {
-            let map = segql_udfs::SegmentMap::standard();
-            let groups: Vec<&str> = map
-                .rules()
-                .iter()
-                .map(|r| r.name.as_str())
-                .chain([PROSPECTS])
-                .collect();
+            let groups = self.catalog.rfm.group_names();
             if !groups.contains(&text.as_str()) {
                 let err = LangError::new(format!("`{text}` is not an RFM group"), value.span);
                 return Err(match did_you_mean(text, groups.iter().copied()) {
@@ -1040,6 +1031,7 @@ mod tests {
             ])),
             columns: Default::default(),
             purchases: Default::default(),
+            rfm: Default::default(),
             as_of: as_of(),
             definitions: BTreeMap::new(),
             stored: None,

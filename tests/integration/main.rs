@@ -11,6 +11,8 @@
 //!   shape;
 //! - `queries`: every `queries/*.sql` example against its snapshot;
 //! - `layers`: no two files of `src/` depend on each other;
+//! - `rfm_schemes`: `[rfm]` threshold and quantile schemes and custom group
+//!   maps against the same scores written in SQL;
 //! - `semantics`: negations include customers without a value, and
 //!   customers without purchases are `Prospects`;
 //! - `object_store`: tables in an S3-compatible server (moto, on loopback)
@@ -33,6 +35,7 @@ mod layers;
 mod object_store;
 mod queries;
 mod repl;
+mod rfm_schemes;
 mod segments;
 mod semantics;
 mod store;

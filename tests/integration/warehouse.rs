@@ -214,9 +214,15 @@ async fn a_foreign_schema_gives_the_same_members() {
         let ctx = project.ctx().clone();
         async move {
             let as_of = AsOf::midnight(day().day, config.zone());
-            segql::rfm_grid::RfmGrid::compute(&ctx, &config.columns, &config.purchases, as_of)
-                .await
-                .unwrap()
+            segql::rfm_grid::RfmGrid::compute(
+                &ctx,
+                &config.columns,
+                &config.purchases,
+                &config.rfm,
+                as_of,
+            )
+            .await
+            .unwrap()
         }
     };
     // Equal to the cent (sums in another order differ in the last bits).
