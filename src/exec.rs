@@ -171,8 +171,36 @@ async fn run_statements(
     Ok(())
 }
 
-/// `segql rfm`: the R x F grid, and optionally its heat maps.
-pub async fn rfm(project: &Project, svg: Option<&Path>, png: Option<&Path>) -> Result<(), Error> {
+/// The format of an output file: `format` when given, else by the file's
+/// extension.
+pub fn format_for(path: &Path, format: Option<Format>) -> Result<Format, Error> {
+    if let Some(format) = format {
+        return Ok(format);
+    }
+    let extension = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase());
+    match extension.as_deref() {
+        Some("csv") => Ok(Format::Csv),
+        Some("parquet") => Ok(Format::Parquet),
+        Some("json") => Ok(Format::Json),
+        Some("ndjson" | "jsonl") => Ok(Format::Ndjson),
+        _ => Err(Error::Usage(format!(
+            "cannot tell the format of {} from its name; end it in .csv, .parquet, .json or \
+             .ndjson, or pass --format",
+            path.display()
+        ))),
+    }
+}
+
+/// `segql rfm`: the R x F grid; optionally every customer's scores to a
+/// file and the grid's heat maps.
+pub async fn rfm(
+    project: &Project,
+    scores: Option<(&Path, Format)>,
+    svg: Option<&Path>,
+    png: Option<&Path>,
+) -> Result<(), Error> {
     let as_of = project.as_of();
     let spinner = crate::progress::spinner(format!("scoring RFM as of {as_of}"));
     let config = project.config();
@@ -187,6 +215,16 @@ pub async fn rfm(project: &Project, svg: Option<&Path>, png: Option<&Path>) -> R
     spinner.finish_and_clear();
     let grid = grid?;
     print!("{}", grid.to_text());
+    if let Some((path, format)) = scores {
+        let catalog = project.catalog("segql rfm --out")?;
+        let plan = crate::segment::planner::rfm_scores_plan(catalog, as_of)?;
+        let frame = project.ctx().execute_logical_plan(plan).await?;
+        let schema = Arc::clone(frame.schema().inner());
+        let batches = frame.collect().await?;
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        write_results(&[StatementResult { schema, batches }], format, Some(path))?;
+        println!("scores of {rows} customers written to {}", path.display());
+    }
     if let Some(path) = svg {
         std::fs::write(path, grid.to_svg()).map_err(|source| Error::OutputCreate {
             path: path.to_path_buf(),

@@ -125,6 +125,11 @@ enum Command {
     /// Score RFM quintiles and print the R x F grid (customers and average
     /// spend per cell); optionally draw it as an SVG or PNG heat map
     Rfm {
+        /// Also write every customer's measures, scores, code and group to
+        /// this file (CSV, Parquet or JSON, by --format or the file's
+        /// extension)
+        #[arg(long, value_name = "PATH")]
+        out: Option<PathBuf>,
         /// Also write the grid as an SVG heat map to this file
         #[arg(long, value_name = "PATH")]
         svg: Option<PathBuf>,
@@ -347,8 +352,12 @@ async fn run(args: Args) -> Result<(), Error> {
     let mut project = Project::open(config, ctx, as_of, args.wait).await?;
 
     match &args.command {
-        Some(Command::Rfm { svg, png }) => {
-            exec::rfm(&project, svg.as_deref(), png.as_deref()).await
+        Some(Command::Rfm { out, svg, png }) => {
+            let scores = match out {
+                Some(path) => Some((path.as_path(), exec::format_for(path, args.format)?)),
+                None => None,
+            };
+            exec::rfm(&project, scores, svg.as_deref(), png.as_deref()).await
         }
         Some(Command::Demo { out }) => {
             let as_of = match asked {

@@ -247,6 +247,49 @@ impl PurchaseColumns {
     }
 }
 
+/// Every customer's RFM measures, scores, code and group on `as_of`, by
+/// the catalog's scheme: `customer_id` (the customers column's own name),
+/// `recency_days`, `frequency`, `monetary`, `r`, `f`, `m`, `code`, `group`
+/// (customers without purchases: no measures, no scores, the prospects
+/// group), ordered by customer.
+pub fn rfm_scores_plan(catalog: &SegmentCatalog, as_of: AsOf) -> Result<LogicalPlan> {
+    let planner = Planner::new(catalog, as_of);
+    let metrics = planner.metrics_plan(true)?;
+    let id = planner.customer_id();
+    let monetary = if catalog.rfm.average_monetary {
+        "__avg_order_value"
+    } else {
+        "__amount_spent"
+    };
+    let rfm = |part| attribute_expr(&Attribute::Rfm(part), as_of, &catalog.rfm);
+    LogicalPlanBuilder::scan(
+        "customers",
+        provider_as_source(Arc::clone(&catalog.customers)),
+        None,
+    )?
+    .join(
+        metrics,
+        JoinType::Left,
+        (vec![id.clone()], vec![Column::from_name("__m_customer_id")]),
+        None,
+    )?
+    .project(vec![
+        Expr::Column(id.clone()),
+        col("__days_since_last_order").alias("recency_days"),
+        col("__orders_count").alias("frequency"),
+        col(monetary).alias("monetary"),
+        rfm(Rfm::R).alias("r"),
+        rfm(Rfm::F).alias("f"),
+        rfm(Rfm::M).alias("m"),
+        rfm(Rfm::Code).alias("code"),
+        rfm(Rfm::Group).alias("group"),
+    ])?
+    .sort(vec![
+        Expr::Column(Column::from_name(id.name)).sort(true, false),
+    ])?
+    .build()
+}
+
 /// Plans a resolved condition.
 pub fn plan_resolved(
     resolved: &Resolved,

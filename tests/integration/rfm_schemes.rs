@@ -195,3 +195,78 @@ async fn quantiles_with_ntile_ties_on_average_order_value() {
         }
     }
 }
+
+#[tokio::test]
+async fn rfm_out_writes_every_customer_by_the_scheme() {
+    let dir = tempfile::tempdir().unwrap();
+    project(
+        dir.path(),
+        "bins = 4\nscheme = \"thresholds\"\nrecency_thresholds = [30, 90, 180]\n\
+         frequency_thresholds = [2, 5, 10]\nmonetary_thresholds = [250, 1000, 5000]\n\
+         groups = \"groups.txt\"\nprospects = \"Never bought\"\n",
+    );
+    let run = segql_in(
+        dir.path(),
+        &["--as-of", "2011-12-10", "rfm", "--out", "scores.parquet"],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(
+        run.stdout
+            .ends_with("scores of 4372 customers written to scores.parquet\n"),
+        "{}",
+        run.stdout
+    );
+    // Each group's count in the file is the language's member count.
+    let ctx = SessionContext::new();
+    ctx.register_parquet(
+        "scores",
+        dir.path().join("scores.parquet").to_str().unwrap(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let project = open(dir.path()).await;
+    for group in ["Stars", "Regulars", "Fading", "Gone", "Never bought"] {
+        let batches = ctx
+            .sql(&format!(
+                "SELECT customer_id FROM scores WHERE \"group\" = '{group}'"
+            ))
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        assert_eq!(
+            ids(&batches),
+            members(&project, &format!("rfm_group = '{group}'")).await,
+            "{group}"
+        );
+    }
+    let run = segql_in(
+        dir.path(),
+        &[
+            "--as-of",
+            "2011-12-10",
+            "--format",
+            "csv",
+            "rfm",
+            "--out",
+            "scores.csv",
+        ],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let text = std::fs::read_to_string(dir.path().join("scores.csv")).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some("customer_id,recency_days,frequency,monetary,r,f,m,code,group")
+    );
+    assert_eq!(lines.next(), Some("12346,326,1,77183.600,1,1,4,114,Gone"));
+    let run = segql_in(dir.path(), &["rfm", "--out", "scores.xlsx"]);
+    assert_eq!(run.code, Some(1));
+    assert_eq!(
+        run.stderr,
+        "error: cannot tell the format of scores.xlsx from its name; end it in .csv, .parquet, \
+         .json or .ndjson, or pass --format\n"
+    );
+}
