@@ -58,6 +58,10 @@ impl Project {
         wait: bool,
     ) -> Result<Self, Error> {
         segql_udfs::register_all(&mut ctx)?;
+        // SQL's rfm_segment names groups by the project's map.
+        ctx.register_udf(datafusion::logical_expr::ScalarUDF::new_from_impl(
+            segql_udfs::rfm::rfm_segment::RfmSegmentFunc::new(config.rfm.groups.as_ref().clone()),
+        ));
         crate::session::register_tables(&ctx, &config).await?;
         let definitions = match &config.segments_folder {
             Some(folder) => catalog::load_definitions(folder).map_err(Error::Segments)?,

@@ -103,25 +103,26 @@ impl RfmScheme {
         }
         let uses_m = self.groups.rules().iter().any(|r| r.m.is_some());
         let bins = i64::from(self.bins);
+        let mut missing = Vec::new();
         for r in 1..=bins {
             for f in 1..=bins {
-                let missing = if uses_m {
-                    (1..=bins).find(|m| self.groups.lookup(r, f, Some(*m)).is_none())
-                } else {
-                    self.groups.lookup(r, f, None).is_none().then_some(0)
-                };
-                if let Some(m) = missing {
-                    let cell = if uses_m {
-                        format!("r {r}, f {f}, m {m}")
-                    } else {
-                        format!("r {r}, f {f}")
-                    };
-                    return Err(format!(
-                        "[rfm] the group map names no group for {cell}; every cell of the \
-                         {bins} x {bins} grid needs one"
-                    ));
+                if uses_m {
+                    missing.extend(
+                        (1..=bins)
+                            .filter(|m| self.groups.lookup(r, f, Some(*m)).is_none())
+                            .map(|m| format!("r {r} f {f} m {m}")),
+                    );
+                } else if self.groups.lookup(r, f, None).is_none() {
+                    missing.push(format!("r {r} f {f}"));
                 }
             }
+        }
+        if !missing.is_empty() {
+            return Err(format!(
+                "[rfm] the group map names no group for {}; every cell of the {bins} x {bins} \
+                 grid needs one",
+                missing.join(", ")
+            ));
         }
         if self.groups.rules().iter().any(|r| r.name == self.prospects) {
             return Err(format!(
@@ -249,8 +250,8 @@ mod tests {
         gap.groups = Arc::new(SegmentMap::parse("scale 4\nTop: r 3-4, f 1-4\n").unwrap());
         assert_eq!(
             gap.check().unwrap_err(),
-            "[rfm] the group map names no group for r 1, f 1; every cell of the 4 x 4 grid \
-             needs one"
+            "[rfm] the group map names no group for r 1 f 1, r 1 f 2, r 1 f 3, r 1 f 4, r 2 f 1, \
+             r 2 f 2, r 2 f 3, r 2 f 4; every cell of the 4 x 4 grid needs one"
         );
         let mut five = thresholds(vec![30.0, 90.0, 180.0]);
         five.groups = Arc::new(SegmentMap::standard());

@@ -151,6 +151,24 @@ async fn a_four_bin_threshold_scheme_with_its_own_map() {
     }
     assert_eq!(all.len(), 4372);
 
+    // SQL's rfm_segment uses the project's map.
+    let run = segql_in(
+        dir.path(),
+        &[
+            "--format",
+            "csv",
+            "-c",
+            "SELECT rfm_segment(4, 3) AS a, rfm_segment(1, 1) AS b",
+        ],
+    );
+    assert_eq!(
+        run.stdout,
+        "a,b
+Stars,Gone
+",
+        "{}",
+        run.stderr
+    );
     // The grid follows the scheme: 4 x 4.
     let run = segql_in(dir.path(), &["--as-of", "2011-12-10", "rfm"]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
