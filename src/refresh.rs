@@ -414,6 +414,11 @@ pub async fn refresh(
     for (code, condition) in &resolved {
         let plan = plan_resolved(condition, &catalog, options.as_of).map_err(SegmentError::from)?;
         let members = member_ids(ctx, &catalog, plan).await?;
+        // Pinned lists: the included are members, the excluded never are.
+        let members = match definitions.get(code) {
+            Some(definition) => definition.pin(members),
+            None => members,
+        };
         if let Some(stored) = &catalog.stored {
             let mut stored = stored.as_ref().clone();
             stored

@@ -16,14 +16,18 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, BooleanArray, Int64Array, StringArray};
-use datafusion::arrow::datatypes::{DataType, Field};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Int64Type};
+use datafusion::common::Column;
+use datafusion::logical_expr::{Expr, cast, col, lit};
+use datafusion::prelude::{CsvReadOptions, SessionContext};
 
 use super::env::{StatementEnv, StatementResult};
 use crate::error::Error;
 use crate::refresh::{self, NewMembers, RefreshOptions};
 use crate::segment::catalog::is_valid_code;
-use crate::segment::{SegmentGraph, plan_text};
+use crate::segment::columns::{Role, SourceTable};
+use crate::segment::{SegmentCatalog, SegmentGraph, plan_text};
 use crate::store::StoreError;
 use crate::store::read::{self, live_definitions, sizes};
 use crate::store::tables::{ChangeKind, Definition, SegmentKind};
@@ -50,10 +54,46 @@ pub enum StoreStatement {
         code: String,
         if_exists: bool,
     },
+    /// `ALTER SEGMENT code [REMOVE] INCLUDE|EXCLUDE (...)` or `INCLUDE|EXCLUDE
+    /// FROM 'file.csv'`.
+    Pin {
+        code: String,
+        list: PinList,
+        /// Take the ids off the list instead of adding them.
+        remove: bool,
+        ids: PinIds,
+    },
     Show,
     Refresh {
         codes: Vec<String>,
     },
+}
+
+/// A segment's pinned lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PinList {
+    /// Members whatever the condition.
+    Include,
+    /// Never members.
+    Exclude,
+}
+
+impl PinList {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Include => "INCLUDE",
+            Self::Exclude => "EXCLUDE",
+        }
+    }
+}
+
+/// The customer ids of a pin statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PinIds {
+    /// `(1, 2, 3)`.
+    Listed(Vec<i64>),
+    /// `FROM 'file.csv'`: the file's `customer_id` column.
+    File(String),
 }
 
 /// The first words of a store statement, upper-cased, if `words` start one.
@@ -142,8 +182,9 @@ fn syntax(message: String) -> Error {
     Error::StatementSyntax(format!(
         "{message}\nsegment statements:\n  CREATE [STATIC | DYNAMIC] SEGMENT code [NAME '...'] \
          [COMMENT '...'] AS <condition>\n  ALTER SEGMENT code [NAME '...'] [COMMENT '...'] \
-         [ACTIVE | INACTIVE] [AS <condition>]\n  DROP SEGMENT [IF EXISTS] code\n  SHOW \
-         SEGMENTS\n  REFRESH SEGMENTS [code, ...]"
+         [ACTIVE | INACTIVE] [AS <condition>]\n  ALTER SEGMENT code [REMOVE] INCLUDE | \
+         EXCLUDE (id, ...)\n  ALTER SEGMENT code INCLUDE | EXCLUDE FROM 'file.csv'\n  DROP \
+         SEGMENT [IF EXISTS] code\n  SHOW SEGMENTS\n  REFRESH SEGMENTS [code, ...]"
     ))
 }
 
@@ -205,6 +246,9 @@ pub fn parse(text: &str) -> Result<StoreStatement, Error> {
         "ALTER" => {
             words.word();
             let code = code(&mut words)?;
+            if let Some(pin) = pin(&mut words, &code)? {
+                return Ok(pin);
+            }
             let (name, comment, active, condition) = options(&mut words, true)?;
             if name.is_none() && comment.is_none() && active.is_none() && condition.is_none() {
                 return Err(syntax(format!(
@@ -262,6 +306,65 @@ pub fn parse(text: &str) -> Result<StoreStatement, Error> {
         )));
     }
     Ok(statement)
+}
+
+/// `[REMOVE] INCLUDE|EXCLUDE (id, ...)` or `INCLUDE|EXCLUDE FROM 'file'`
+/// after `ALTER SEGMENT code`, if that is what follows.
+fn pin(words: &mut Words<'_>, code: &str) -> Result<Option<StoreStatement>, Error> {
+    let remove = words.peek_word().as_deref() == Some("REMOVE");
+    if remove {
+        words.word();
+    }
+    let list = match words.peek_word().as_deref() {
+        Some("INCLUDE") => PinList::Include,
+        Some("EXCLUDE") => PinList::Exclude,
+        _ if remove => return Err(syntax("expected INCLUDE or EXCLUDE after REMOVE".into())),
+        _ => return Ok(None),
+    };
+    words.word();
+    let ids =
+        if words.peek_word().as_deref() == Some("FROM") {
+            if remove {
+                return Err(syntax(format!(
+                    "REMOVE {} takes a list of ids, not a file",
+                    list.name()
+                )));
+            }
+            words.word();
+            PinIds::File(words.quoted("FROM")?)
+        } else {
+            let rest = words.rest();
+            let inner = rest
+                .strip_prefix('(')
+                .and_then(|r| r.strip_suffix(')'))
+                .ok_or_else(|| {
+                    syntax(format!(
+                        "expected customer ids in parentheses after {}, as in {} (12346, 12347)",
+                        list.name(),
+                        list.name()
+                    ))
+                })?;
+            let mut ids = Vec::new();
+            for part in inner.split(',') {
+                let part = part.trim();
+                ids.push(part.parse::<i64>().map_err(|_| {
+                    syntax(format!("`{part}` is not a customer id (a whole number)"))
+                })?);
+            }
+            PinIds::Listed(ids)
+        };
+    if !words.at_end() {
+        return Err(syntax(format!(
+            "unexpected `{}` at the end of the statement",
+            words.rest()
+        )));
+    }
+    Ok(Some(StoreStatement::Pin {
+        code: code.to_string(),
+        list,
+        remove,
+        ids,
+    }))
 }
 
 type Options = (Option<String>, Option<String>, Option<bool>, Option<String>);
@@ -408,6 +511,8 @@ async fn change(env: &StatementEnv<'_>, statement: StoreStatement) -> Result<Str
                 created_at: now,
                 updated_at: now,
                 refresh_id,
+                include: Vec::new(),
+                exclude: Vec::new(),
             };
             let changes = if kind == SegmentKind::Static {
                 codes.insert(code.clone());
@@ -533,10 +638,163 @@ async fn change(env: &StatementEnv<'_>, statement: StoreStatement) -> Result<Str
             let exited = applied.sizes.first().map_or(0, |s| s.exited);
             Ok(format!("dropped segment {code} ({exited} members left it)"))
         }
+        StoreStatement::Pin {
+            code,
+            list,
+            remove,
+            ids,
+        } => {
+            let Some(current) = live.get(&code) else {
+                return Err(unknown(&code));
+            };
+            if current.kind == SegmentKind::Static {
+                return Err(StoreError::StaticCondition { code }.into());
+            }
+            let ids = match ids {
+                PinIds::Listed(ids) => ids,
+                PinIds::File(path) => ids_from_file(ctx, &path).await?,
+            };
+            let mut next = current.clone();
+            next.version += 1;
+            next.updated_at = now;
+            next.refresh_id = refresh_id;
+            let listed = match list {
+                PinList::Include => &mut next.include,
+                PinList::Exclude => &mut next.exclude,
+            };
+            if remove {
+                let absent: Vec<String> = ids
+                    .iter()
+                    .filter(|id| !listed.contains(id))
+                    .map(i64::to_string)
+                    .collect();
+                if !absent.is_empty() {
+                    return Err(Error::Usage(format!(
+                        "segment `{code}` does not {} {}; nothing changed",
+                        list.name().to_ascii_lowercase(),
+                        absent.join(", ")
+                    )));
+                }
+                listed.retain(|id| !ids.contains(id));
+            } else {
+                let unknown = unknown_customers(ctx, &base, &ids).await?;
+                if !unknown.is_empty() {
+                    let shown: Vec<String> = unknown.iter().take(10).map(i64::to_string).collect();
+                    return Err(Error::Usage(format!(
+                        "{} of the ids to {} are not customers ({}{}); nothing changed",
+                        unknown.len(),
+                        list.name().to_ascii_lowercase(),
+                        shown.join(", "),
+                        if unknown.len() > 10 { ", ..." } else { "" }
+                    )));
+                }
+                listed.extend(ids);
+                listed.sort_unstable();
+                listed.dedup();
+            }
+            refresh::apply(
+                ctx,
+                store,
+                &lock,
+                &pinned,
+                &snapshot,
+                ChangeKind::Alter,
+                at,
+                vec![next.clone()],
+                Vec::new(),
+            )
+            .await?;
+            Ok(format!(
+                "segment {code} (version {}) includes {} and excludes {} pinned customers; the \
+                 next refresh applies them",
+                next.version,
+                next.include.len(),
+                next.exclude.len()
+            ))
+        }
         StoreStatement::Show | StoreStatement::Refresh { .. } => Err(Error::StatementSyntax(
             "SHOW and REFRESH do not change segments".into(),
         )),
     }
+}
+
+/// The customer ids of a CSV file's `customer_id` column.
+async fn ids_from_file(ctx: &SessionContext, path: &str) -> Result<Vec<i64>, Error> {
+    if !std::path::Path::new(path).is_file() {
+        return Err(Error::Usage(format!(
+            "INCLUDE FROM '{path}': no such file (a relative path is read from the working \
+             directory)"
+        )));
+    }
+    let frame = ctx
+        .read_csv(path, CsvReadOptions::new())
+        .await
+        .map_err(|e| {
+            Error::Usage(format!(
+                "INCLUDE FROM '{path}': cannot read it as CSV with a header: {}",
+                e.strip_backtrace()
+            ))
+        })?;
+    if frame
+        .schema()
+        .field_with_unqualified_name("customer_id")
+        .is_err()
+    {
+        return Err(Error::Usage(format!(
+            "INCLUDE FROM '{path}': the file has no customer_id column; its header must name one"
+        )));
+    }
+    let batches = frame
+        .select(vec![cast(col("customer_id"), DataType::Int64)])?
+        .collect()
+        .await?;
+    let mut ids = Vec::new();
+    for batch in &batches {
+        let column = batch.column(0).as_primitive::<Int64Type>();
+        for i in 0..column.len() {
+            if column.is_null(i) {
+                return Err(Error::Usage(format!(
+                    "INCLUDE FROM '{path}': row {} has no customer id (or not a whole number)",
+                    ids.len() + i + 2
+                )));
+            }
+            ids.push(column.value(i));
+        }
+    }
+    Ok(ids)
+}
+
+/// The ids of `ids` that are not in `customers`.
+async fn unknown_customers(
+    ctx: &SessionContext,
+    catalog: &SegmentCatalog,
+    ids: &[i64],
+) -> Result<Vec<i64>, Error> {
+    let id = catalog.column(SourceTable::Customers, Role::CustomerId);
+    let column = Expr::Column(Column::from_name(id));
+    let batches = ctx
+        .read_table(Arc::clone(&catalog.customers))?
+        .filter(
+            column
+                .clone()
+                .in_list(ids.iter().map(|i| lit(*i)).collect(), false),
+        )?
+        .select(vec![cast(column, DataType::Int64)])?
+        .collect()
+        .await?;
+    let mut known = std::collections::BTreeSet::new();
+    for batch in &batches {
+        let column = batch.column(0).as_primitive::<Int64Type>();
+        known.extend(
+            (0..column.len())
+                .filter(|i| column.is_valid(*i))
+                .map(|i| column.value(i)),
+        );
+    }
+    let mut unknown: Vec<i64> = ids.iter().copied().filter(|i| !known.contains(i)).collect();
+    unknown.sort_unstable();
+    unknown.dedup();
+    Ok(unknown)
 }
 
 fn message_table(message: &str) -> Result<StatementResult, Error> {
@@ -606,6 +864,8 @@ pub async fn show(env: &StatementEnv<'_>) -> Result<StatementResult, Error> {
         Field::new("as_of", DataType::Utf8, true),
         Field::new("version", DataType::Int64, false),
         Field::new("condition", DataType::Utf8, false),
+        Field::new("included", DataType::Int64, false),
+        Field::new("excluded", DataType::Int64, false),
     ];
     let defs: Vec<&Definition> = live.values().collect();
     let columns: Vec<ArrayRef> = vec![
@@ -631,6 +891,12 @@ pub async fn show(env: &StatementEnv<'_>) -> Result<StatementResult, Error> {
         )),
         Arc::new(StringArray::from_iter_values(
             defs.iter().map(|d| d.condition.trim()),
+        )),
+        Arc::new(Int64Array::from_iter_values(
+            defs.iter().map(|d| d.include.len() as i64),
+        )),
+        Arc::new(Int64Array::from_iter_values(
+            defs.iter().map(|d| d.exclude.len() as i64),
         )),
     ];
     StatementResult::from_columns(fields, columns)

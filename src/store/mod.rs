@@ -320,9 +320,12 @@ impl Store {
         let delta = DeltaTable::try_from_url(url)
             .await
             .map_err(delta_error(self, table))?;
+        // Appends may carry columns a store written by an older segql
+        // lacks (the pinned lists of `segments`): they are added.
         let written = delta
             .write(batches)
             .with_save_mode(mode)
+            .with_schema_mode(deltalake::operations::write::SchemaMode::Merge)
             .with_table_name(table.name())
             .await
             .map_err(delta_error(self, table))?;

@@ -40,6 +40,10 @@ pub fn schema(table: StoreTable) -> SchemaRef {
             timestamp("created_at", false),
             timestamp("updated_at", false),
             int64("refresh_id", false),
+            // Pinned customer ids, comma-separated (added in a later
+            // version: older stores lack the columns until written).
+            text("include", true),
+            text("exclude", true),
         ],
         StoreTable::Membership => vec![
             text("segment", false),
@@ -139,6 +143,43 @@ pub struct Definition {
     pub created_at: i64,
     pub updated_at: i64,
     pub refresh_id: i64,
+    /// Customers who are members whatever the condition (sorted).
+    pub include: Vec<i64>,
+    /// Customers who never are (sorted); they win over `include`.
+    pub exclude: Vec<i64>,
+}
+
+impl Definition {
+    /// `members` with the pinned lists applied: the included added, the
+    /// excluded removed; sorted, without duplicates.
+    pub fn pin(&self, mut members: Vec<i64>) -> Vec<i64> {
+        members.extend(&self.include);
+        members.sort_unstable();
+        members.dedup();
+        members.retain(|id| self.exclude.binary_search(id).is_err());
+        members
+    }
+}
+
+/// Ids as the store keeps a pinned list: comma-separated, `None` if empty.
+fn id_list(ids: &[i64]) -> Option<String> {
+    (!ids.is_empty()).then(|| ids.iter().map(i64::to_string).collect::<Vec<_>>().join(","))
+}
+
+/// Reads a pinned list back.
+fn parse_id_list(text: Option<&str>, column: &'static str) -> Result<Vec<i64>, StoreError> {
+    let Some(text) = text.filter(|t| !t.is_empty()) else {
+        return Ok(Vec::new());
+    };
+    text.split(',')
+        .map(|id| {
+            id.trim().parse().map_err(|_| StoreError::BadValue {
+                table: StoreTable::Segments,
+                column,
+                value: id.to_string(),
+            })
+        })
+        .collect()
 }
 
 /// One stay of a customer in a segment.
@@ -208,6 +249,12 @@ pub fn definitions_batch(rows: &[Definition]) -> Result<RecordBatch, StoreError>
             timestamps(rows.iter().map(|r| Some(r.created_at))),
             timestamps(rows.iter().map(|r| Some(r.updated_at))),
             int64s(rows.iter().map(|r| Some(r.refresh_id))),
+            Arc::new(StringArray::from_iter(
+                rows.iter().map(|r| id_list(&r.include)),
+            )),
+            Arc::new(StringArray::from_iter(
+                rows.iter().map(|r| id_list(&r.exclude)),
+            )),
         ],
     )
 }
@@ -314,6 +361,15 @@ impl<'a> Columns<'a> {
         Ok(array.iter().map(|v| v.map(str::to_string)).collect())
     }
 
+    /// A text column that older versions of the table may lack (all
+    /// nulls then).
+    pub fn optional_text(&self, name: &'static str) -> Result<Vec<Option<String>>, StoreError> {
+        if self.batch.column_by_name(name).is_none() {
+            return Ok(vec![None; self.batch.num_rows()]);
+        }
+        self.text(name)
+    }
+
     pub fn int64(&self, name: &'static str) -> Result<Vec<Option<i64>>, StoreError> {
         let array = self.column(name, &DataType::Int64)?;
         let array = array
@@ -385,6 +441,8 @@ pub fn read_definitions(batches: &[RecordBatch]) -> Result<Vec<Definition>, Stor
             c.micros("updated_at")?,
             c.int64("refresh_id")?,
         );
+        // Stores written before pinned lists have no such columns.
+        let (include, exclude) = (c.optional_text("include")?, c.optional_text("exclude")?);
         for i in 0..c.len() {
             let kind = required(kind[i].as_deref(), StoreTable::Segments, "kind")?;
             let kind = SegmentKind::parse(kind).ok_or_else(|| StoreError::BadValue {
@@ -404,6 +462,8 @@ pub fn read_definitions(batches: &[RecordBatch]) -> Result<Vec<Definition>, Stor
                 created_at: required(created[i], StoreTable::Segments, "created_at")?,
                 updated_at: required(updated[i], StoreTable::Segments, "updated_at")?,
                 refresh_id: required(refresh[i], StoreTable::Segments, "refresh_id")?,
+                include: parse_id_list(include[i].as_deref(), "include")?,
+                exclude: parse_id_list(exclude[i].as_deref(), "exclude")?,
             });
         }
     }
@@ -564,6 +624,8 @@ mod tests {
             created_at: 1,
             updated_at: 2,
             refresh_id: 3,
+            include: vec![7, 9],
+            exclude: Vec::new(),
         }
     }
 

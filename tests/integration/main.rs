@@ -11,6 +11,7 @@
 //!   shape;
 //! - `queries`: every `queries/*.sql` example against its snapshot;
 //! - `layers`: no two files of `src/` depend on each other;
+//! - `pins`: pinned include / exclude lists of saved segments;
 //! - `rfm_schemes`: `[rfm]` threshold and quantile schemes and custom group
 //!   maps against the same scores written in SQL;
 //! - `semantics`: negations include customers without a value, and
@@ -33,6 +34,7 @@ mod errors;
 mod generate;
 mod layers;
 mod object_store;
+mod pins;
 mod queries;
 mod repl;
 mod rfm_schemes;

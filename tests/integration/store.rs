@@ -279,9 +279,9 @@ fn lifecycle_from_the_command_line() {
     );
     assert_ok(
         &run(d, &["--format", "csv", "segment", "list"]),
-        "code,name,kind,active,size,as_of,version,condition\n\
-         big,Big spenders,dynamic,true,80,2011-06-01,1,amount_spent > 5000\n\
-         norway,,static,true,10,2011-06-01,1,country = 'Norway'\n",
+        "code,name,kind,active,size,as_of,version,condition,included,excluded\n\
+         big,Big spenders,dynamic,true,80,2011-06-01,1,amount_spent > 5000,0,0\n\
+         norway,,static,true,10,2011-06-01,1,country = 'Norway',0,0\n",
     );
     let svg = d.join("big.svg");
     let history = run(
@@ -419,7 +419,7 @@ fn lifecycle_mistakes_are_explained() {
     // No store yet: an empty list, and nothing created by looking.
     assert_ok(
         &run(d, &["--format", "csv", "segment", "list"]),
-        "code,name,kind,active,size,as_of,version,condition\n",
+        "code,name,kind,active,size,as_of,version,condition,included,excluded\n",
     );
     assert!(!d.join("segql_store").exists());
     fails(
@@ -539,8 +539,10 @@ fn lifecycle_mistakes_are_explained() {
         &["-c", "CREATE SEGMENT x"],
         "error: CREATE SEGMENT x needs AS <condition>\nsegment statements:\n  CREATE [STATIC | \
          DYNAMIC] SEGMENT code [NAME '...'] [COMMENT '...'] AS <condition>\n  ALTER SEGMENT \
-         code [NAME '...'] [COMMENT '...'] [ACTIVE | INACTIVE] [AS <condition>]\n  DROP \
-         SEGMENT [IF EXISTS] code\n  SHOW SEGMENTS\n  REFRESH SEGMENTS [code, ...]\n",
+         code [NAME '...'] [COMMENT '...'] [ACTIVE | INACTIVE] [AS <condition>]\n  ALTER \
+         SEGMENT code [REMOVE] INCLUDE | EXCLUDE (id, ...)\n  ALTER SEGMENT code INCLUDE | \
+         EXCLUDE FROM 'file.csv'\n  DROP SEGMENT [IF EXISTS] code\n  SHOW SEGMENTS\n  REFRESH \
+         SEGMENTS [code, ...]\n",
     );
     let frozen = run(
         d,
