@@ -29,6 +29,9 @@ pub struct Project {
     store: Store,
     /// The store's committed state as the SQL functions read it.
     view: Arc<StoreView>,
+    /// `catalog` with the store's segments at `view`: what conditions plan
+    /// with.
+    with_stored: Option<SegmentCatalog>,
     as_of: AsOf,
     wait: bool,
 }
@@ -75,12 +78,13 @@ impl Project {
         table_function::register_purchases(&ctx, &config.columns, &config.purchases).await?;
         let store = Store::new(config.store_path());
         let view = Arc::new(StoreView::load_or_report(&ctx, store.clone(), as_of.zone()).await);
-        let project = Self {
+        let mut project = Self {
             config,
             ctx,
             catalog,
             store,
             view,
+            with_stored: None,
             as_of,
             wait,
         };
@@ -149,10 +153,11 @@ impl Project {
     /// (Re)registers what reads the store: `in_segment`,
     /// `segment_members`, the store tables, and `segment(...)` with the
     /// store's segments.
-    fn register_store_functions(&self) -> Result<(), Error> {
+    fn register_store_functions(&mut self) -> Result<(), Error> {
         store_functions::register(&self.ctx, Arc::clone(&self.view))?;
-        if let Some(catalog) = self.condition_catalog() {
-            table_function::register(&self.ctx, catalog);
+        self.with_stored = self.condition_catalog();
+        if let Some(catalog) = &self.with_stored {
+            table_function::register(&self.ctx, catalog.clone());
         }
         Ok(())
     }
@@ -173,7 +178,7 @@ impl Project {
     pub fn env(&self) -> StatementEnv<'_> {
         StatementEnv {
             ctx: &self.ctx,
-            catalog: self.catalog.as_ref(),
+            catalog: self.with_stored.as_ref(),
             store: &self.store,
             as_of: self.as_of,
             wait: self.wait,

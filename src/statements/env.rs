@@ -20,6 +20,7 @@ use crate::time::AsOf;
 #[derive(Clone, Copy)]
 pub struct StatementEnv<'a> {
     pub ctx: &'a SessionContext,
+    /// The source tables, saved segment files and the store's segments;
     /// `None` when the project has no `customers` table.
     pub catalog: Option<&'a SegmentCatalog>,
     pub store: &'a Store,

@@ -1,19 +1,26 @@
-//! `PREVIEW SEGMENT <condition>` and `EXPLAIN SEGMENT <condition>`: the
-//! segment statements that run beside SQL in `-c` texts and batch files.
+//! `PREVIEW SEGMENT <condition | code>` and `EXPLAIN SEGMENT <condition |
+//! code>`: the segment statements that run beside SQL in `-c` texts and
+//! batch files. A saved segment's code previews its condition with its
+//! pinned lists.
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray};
+use datafusion::arrow::array::{ArrayRef, AsArray, Int64Array, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field};
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::common::Column;
+use datafusion::datasource::provider_as_source;
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, lit};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::unparser::plan_to_sql;
 
 use super::env::{StatementEnv, StatementResult};
 use crate::error::Error;
 use crate::lang::{self, ast::Condition};
-use crate::segment::catalog::SegmentCatalog;
+use crate::segment::catalog::{SegmentCatalog, is_valid_code};
+use crate::segment::columns::{Role, SourceTable};
 use crate::segment::{SegmentError, plan_condition};
+use crate::store::read::live_definitions;
+use crate::store::tables::Definition;
 use crate::time::AsOf;
 
 /// Rows shown by `PREVIEW SEGMENT`.
@@ -33,14 +40,107 @@ pub async fn run(
     condition: &str,
 ) -> Result<Vec<StatementResult>, Error> {
     let catalog = env.catalog()?;
+    // A saved segment's code: its condition, with its pinned lists.
+    let saved = saved_definition(env, condition).await?;
+    let condition = saved.as_ref().map_or(condition, |d| d.condition.as_str());
     let parsed = lang::parse(condition).map_err(|e| SegmentError::lang(e, condition))?;
-    let plan = plan_condition(&parsed, condition, catalog, env.as_of)?;
+    let mut plan = plan_condition(&parsed, condition, catalog, env.as_of)?;
+    if let Some(definition) = &saved {
+        plan = pinned(catalog, plan, definition)?;
+    }
     match command {
         SegmentCommand::Preview => preview(env.ctx, plan).await,
         SegmentCommand::Explain => {
-            explain(env.ctx, condition, &parsed, catalog, env.as_of, plan).await
+            let mut results =
+                explain(env.ctx, condition, &parsed, catalog, env.as_of, plan).await?;
+            if let (Some(definition), Some(table)) = (&saved, results.first_mut()) {
+                *table = with_pins(table, definition)?;
+            }
+            Ok(results)
         }
     }
+}
+
+/// The live stored segment whose code `text` is, if it is one.
+async fn saved_definition(env: &StatementEnv<'_>, text: &str) -> Result<Option<Definition>, Error> {
+    let code = text.trim();
+    if !is_valid_code(code) || !env.store.exists() {
+        return Ok(None);
+    }
+    let snapshot = env.store.snapshot(env.ctx).await?;
+    Ok(live_definitions(env.ctx, &snapshot).await?.remove(code))
+}
+
+/// `plan`'s customers with a saved segment's pinned lists applied: the
+/// included added, the excluded taken out.
+fn pinned(
+    catalog: &SegmentCatalog,
+    plan: LogicalPlan,
+    definition: &Definition,
+) -> Result<LogicalPlan, Error> {
+    let id = Expr::Column(Column::new(
+        Some("customers"),
+        catalog.column(SourceTable::Customers, Role::CustomerId),
+    ));
+    let ids = |list: &[i64]| list.iter().map(|i| lit(*i)).collect::<Vec<_>>();
+    let mut builder = LogicalPlanBuilder::from(plan);
+    if !definition.include.is_empty() {
+        let included = LogicalPlanBuilder::scan(
+            "customers",
+            provider_as_source(Arc::clone(&catalog.customers)),
+            None,
+        )?
+        .filter(id.clone().in_list(ids(&definition.include), false))?
+        .build()?;
+        builder = builder.union(included)?.distinct()?;
+    }
+    if !definition.exclude.is_empty() {
+        builder = builder.filter(id.in_list(ids(&definition.exclude), true))?;
+    }
+    Ok(builder.build()?)
+}
+
+/// EXPLAIN's table with the pinned lists after the condition row.
+fn with_pins(table: &StatementResult, definition: &Definition) -> Result<StatementResult, Error> {
+    let mut rows: Vec<(String, String)> = Vec::new();
+    for batch in &table.batches {
+        let (steps, details) = (
+            batch.column(0).as_string::<i32>(),
+            batch.column(1).as_string::<i32>(),
+        );
+        for i in 0..batch.num_rows() {
+            rows.push((steps.value(i).to_string(), details.value(i).to_string()));
+            if steps.value(i) == "condition" {
+                rows.push(("segment".into(), definition.code.clone()));
+                let list = |ids: &[i64]| {
+                    if ids.is_empty() {
+                        "none".to_string()
+                    } else {
+                        ids.iter()
+                            .map(i64::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    }
+                };
+                rows.push(("included".into(), list(&definition.include)));
+                rows.push(("excluded".into(), list(&definition.exclude)));
+            }
+        }
+    }
+    StatementResult::from_columns(
+        vec![
+            Field::new("step", DataType::Utf8, false),
+            Field::new("detail", DataType::Utf8, false),
+        ],
+        vec![
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.0.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.1.as_str()),
+            )),
+        ],
+    )
 }
 
 async fn count(ctx: &SessionContext, plan: LogicalPlan) -> Result<usize, Error> {

@@ -100,6 +100,31 @@ fn pinned_lists_are_applied_by_refresh() {
     sql(d, "REFRESH SEGMENTS");
     want.insert(excluded);
     assert_eq!(members(d), want);
+
+    // PREVIEW and EXPLAIN of the code show the condition with its pins.
+    let preview = sql(d, "PREVIEW SEGMENT big");
+    assert!(
+        preview.starts_with(&format!("members\n{}\n", want.len())),
+        "{preview}"
+    );
+    let explain = sql(d, "EXPLAIN SEGMENT big");
+    assert!(
+        explain.contains(&format!(
+            "\nsegment,big\nincluded,\"{excluded}, 12347, 12348\"\nexcluded,none\n"
+        )),
+        "{explain}"
+    );
+    // Conditions on stored segments preview too.
+    let norway = sql(
+        d,
+        "PREVIEW SEGMENT in_segment(big) AND country != 'United Kingdom'",
+    );
+    let by_sql = sql(
+        d,
+        "SELECT count(*) AS members FROM segment('in_segment(big) AND country != ''United \
+         Kingdom''')",
+    );
+    assert!(norway.starts_with(&by_sql), "{norway}\n{by_sql}");
 }
 
 #[test]
