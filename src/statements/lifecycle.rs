@@ -556,10 +556,7 @@ async fn change(env: &StatementEnv<'_>, statement: StoreStatement) -> Result<Str
             let Some(current) = live.get(&code) else {
                 return Err(unknown(&code));
             };
-            let mut next = current.clone();
-            next.version += 1;
-            next.updated_at = now;
-            next.refresh_id = refresh_id;
+            let mut next = next_version(current, now, refresh_id);
             if let Some(name) = name {
                 next.name = Some(name);
             }
@@ -613,10 +610,7 @@ async fn change(env: &StatementEnv<'_>, statement: StoreStatement) -> Result<Str
             if !users.is_empty() {
                 return Err(StoreError::InUse { code, users }.into());
             }
-            let mut next = current.clone();
-            next.version += 1;
-            next.updated_at = now;
-            next.refresh_id = refresh_id;
+            let mut next = next_version(current, now, refresh_id);
             next.dropped = true;
             next.active = false;
             // Everyone leaves: the stays close and the size goes to 0.
@@ -654,10 +648,7 @@ async fn change(env: &StatementEnv<'_>, statement: StoreStatement) -> Result<Str
                 PinIds::Listed(ids) => ids,
                 PinIds::File(path) => ids_from_file(ctx, &path).await?,
             };
-            let mut next = current.clone();
-            next.version += 1;
-            next.updated_at = now;
-            next.refresh_id = refresh_id;
+            let mut next = next_version(current, now, refresh_id);
             let listed = match list {
                 PinList::Include => &mut next.include,
                 PinList::Exclude => &mut next.exclude,
@@ -795,6 +786,16 @@ async fn unknown_customers(
     unknown.sort_unstable();
     unknown.dedup();
     Ok(unknown)
+}
+
+/// The next version of a definition, changed at `now` by change
+/// `refresh_id`.
+fn next_version(current: &Definition, now: i64, refresh_id: i64) -> Definition {
+    let mut next = current.clone();
+    next.version += 1;
+    next.updated_at = now;
+    next.refresh_id = refresh_id;
+    next
 }
 
 fn message_table(message: &str) -> Result<StatementResult, Error> {

@@ -96,6 +96,46 @@ pub fn png_summary(path: &Path) -> (u32, u32, usize) {
     (info.width, info.height, inked)
 }
 
+/// The integers of the first column of `batches` (nulls left out).
+pub fn first_ids(
+    batches: &[datafusion::arrow::record_batch::RecordBatch],
+) -> std::collections::BTreeSet<i64> {
+    use datafusion::arrow::array::{Array, AsArray};
+    let mut out = std::collections::BTreeSet::new();
+    for batch in batches {
+        let column = datafusion::arrow::compute::cast(
+            batch.column(0),
+            &datafusion::arrow::datatypes::DataType::Int64,
+        )
+        .unwrap();
+        let column = column.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+        out.extend(
+            (0..column.len())
+                .filter(|i| column.is_valid(*i))
+                .map(|i| column.value(i)),
+        );
+    }
+    out
+}
+
+/// The customer ids condition text selects on `project`, at its `as_of`.
+pub async fn condition_members(
+    project: &segql::Project,
+    condition: &str,
+) -> std::collections::BTreeSet<i64> {
+    let catalog = project.condition_catalog().unwrap();
+    let plan = segql::segment::plan_text(condition, &catalog, project.as_of()).unwrap();
+    let batches = project
+        .ctx()
+        .execute_logical_plan(plan)
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    first_ids(&batches)
+}
+
 /// Asserts a successful run with exactly `stdout` and nothing on stderr.
 #[track_caller]
 pub fn assert_ok(run: &Run, stdout: &str) {

@@ -7,13 +7,11 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use datafusion::arrow::array::{Array, AsArray};
-use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::prelude::SessionContext;
 use segql::Project;
 use segql::time::AsOf;
 
-use super::{repo_root, segql_in};
+use super::{condition_members, first_ids, repo_root, segql_in};
 
 const GROUPS: &str = "\
 # four scores: recency x frequency
@@ -47,31 +45,11 @@ async fn open(dir: &Path) -> Project {
 }
 
 fn ids(batches: &[datafusion::arrow::record_batch::RecordBatch]) -> BTreeSet<i64> {
-    let mut out = BTreeSet::new();
-    for batch in batches {
-        let column = datafusion::arrow::compute::cast(batch.column(0), &DataType::Int64).unwrap();
-        let column = column.as_primitive::<Int64Type>();
-        out.extend(
-            (0..column.len())
-                .filter(|i| column.is_valid(*i))
-                .map(|i| column.value(i)),
-        );
-    }
-    out
+    first_ids(batches)
 }
 
 async fn members(project: &Project, condition: &str) -> BTreeSet<i64> {
-    let catalog = project.condition_catalog().unwrap();
-    let plan = segql::segment::plan_text(condition, &catalog, project.as_of()).unwrap();
-    let batches = project
-        .ctx()
-        .execute_logical_plan(plan)
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
-    ids(&batches)
+    condition_members(project, condition).await
 }
 
 /// The customers `where` selects from independently computed scores

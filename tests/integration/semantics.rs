@@ -7,11 +7,11 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use datafusion::arrow::array::{Array, AsArray};
-use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::prelude::SessionContext;
 use segql::Project;
 use segql::time::AsOf;
+
+use super::condition_members;
 
 /// | customer | country | birthday | orders |
 /// |---|---|---|---|
@@ -58,27 +58,7 @@ async fn write_data(dir: &Path) {
 }
 
 async fn members(project: &Project, condition: &str) -> BTreeSet<i64> {
-    let catalog = project.condition_catalog().unwrap();
-    let plan = segql::segment::plan_text(condition, &catalog, project.as_of()).unwrap();
-    let batches = project
-        .ctx()
-        .execute_logical_plan(plan)
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
-    let mut out = BTreeSet::new();
-    for batch in batches {
-        let ids = datafusion::arrow::compute::cast(batch.column(0), &DataType::Int64).unwrap();
-        let ids = ids.as_primitive::<Int64Type>();
-        out.extend(
-            (0..ids.len())
-                .filter(|i| ids.is_valid(*i))
-                .map(|i| ids.value(i)),
-        );
-    }
-    out
+    condition_members(project, condition).await
 }
 
 fn set(ids: &[i64]) -> BTreeSet<i64> {

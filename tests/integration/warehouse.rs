@@ -11,13 +11,11 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use datafusion::arrow::array::{Array, AsArray};
-use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::prelude::SessionContext;
 use segql::Project;
 use segql::segment::AsOf;
 
-use super::{assert_fails, repo_root, segql_in};
+use super::{assert_fails, condition_members, first_ids, repo_root, segql_in};
 
 const AS_OF: &str = "2011-12-10";
 
@@ -108,36 +106,12 @@ async fn open(config: &Path) -> Project {
 
 /// The integers of the first column of every result.
 fn first_column(results: &[segql::statements::StatementResult]) -> BTreeSet<i64> {
-    let mut out = BTreeSet::new();
-    for result in results {
-        for batch in &result.batches {
-            let column =
-                datafusion::arrow::compute::cast(batch.column(0), &DataType::Int64).unwrap();
-            let column = column.as_primitive::<Int64Type>();
-            out.extend(
-                (0..column.len())
-                    .filter(|i| column.is_valid(*i))
-                    .map(|i| column.value(i)),
-            );
-        }
-    }
-    out
+    let batches: Vec<_> = results.iter().flat_map(|r| r.batches.clone()).collect();
+    first_ids(&batches)
 }
 
-/// The members of condition text, planned and run on `project`.
 async fn members(project: &Project, condition: &str) -> BTreeSet<i64> {
-    let catalog = project.condition_catalog().unwrap();
-    let plan = segql::segment::plan_text(condition, &catalog, project.as_of()).unwrap();
-    let batches = project
-        .ctx()
-        .execute_logical_plan(plan)
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
-    let schema = batches[0].schema();
-    first_column(&[segql::statements::StatementResult { schema, batches }])
+    condition_members(project, condition).await
 }
 
 fn examples() -> Vec<(String, String)> {

@@ -6,13 +6,11 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use datafusion::arrow::array::{Array, AsArray};
-use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::prelude::SessionContext;
 use segql::Project;
 use segql::time::{AsOfArg, parse_zone};
 
-use super::{assert_ok, segql_in};
+use super::{assert_ok, condition_members, segql_in};
 
 /// Orders (UTC instants) and where they fall:
 ///
@@ -108,28 +106,7 @@ impl Zoned {
     }
 
     async fn members(&self, condition: &str) -> BTreeSet<i64> {
-        let catalog = self.project.condition_catalog().unwrap();
-        let plan = segql::segment::plan_text(condition, &catalog, self.project.as_of()).unwrap();
-        let batches = self
-            .project
-            .ctx()
-            .execute_logical_plan(plan)
-            .await
-            .unwrap()
-            .collect()
-            .await
-            .unwrap();
-        let mut out = BTreeSet::new();
-        for batch in batches {
-            let ids = datafusion::arrow::compute::cast(batch.column(0), &DataType::Int64).unwrap();
-            let ids = ids.as_primitive::<Int64Type>();
-            out.extend(
-                (0..ids.len())
-                    .filter(|i| ids.is_valid(*i))
-                    .map(|i| ids.value(i)),
-            );
-        }
-        out
+        condition_members(&self.project, condition).await
     }
 }
 
