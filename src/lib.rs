@@ -7,15 +7,17 @@
 //! time, diagnostic        days and instants; how DataFusion errors read
 //! segql-udfs              the SQL functions (a crate of its own)
 //! lang                    text -> tokens -> syntax tree (no DataFusion)
-//! segment                 catalog, resolver (tree -> resolved condition),
+//! segment                 catalog, columns (mapping, purchase rule), rfm
+//!                         (scheme), resolver (tree -> resolved condition),
 //!                         planner (-> LogicalPlan), segment graph, segment()
 //! store                   Delta Lake tables, commit and recovery, reads as
 //!                         domain values, in_segment / segment_members
 //! error                   the crate's error, gathering the layers' errors
 //! refresh                 the engine: evaluate, diff, one atomic change
 //! statements              SQL and segment statements, result tables
-//! config, session,        the project file, table registration, the
-//!   project               Project (config, session, catalog, store, as_of)
+//! config, session,        the project file, table registration and column
+//!   storage, project      checks, object stores, the Project (config,
+//!                         session, catalog, store, as_of)
 //! output, repl, demo,     printing, the prompt, the main job, RFM grid,
 //!   rfm_grid, charts, ... charts, sample data
 //! ```
