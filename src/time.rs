@@ -202,19 +202,6 @@ pub fn parse_day(text: &str) -> Option<NaiveDate> {
     NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d").ok()
 }
 
-/// A day (`YYYY-MM-DD`, meaning 00:00 UTC) or a time (`YYYY-MM-DD
-/// HH:MM:SS`, `T` allowed) as microseconds since the epoch.
-pub fn parse_instant(text: &str) -> Option<i64> {
-    let text = text.trim();
-    if let Some(day) = parse_day(text) {
-        return Some(day_micros(day));
-    }
-    ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S"]
-        .iter()
-        .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
-        .map(|t| t.and_utc().timestamp_micros())
-}
-
 /// Whether `year` has a February 29 (proleptic Gregorian).
 pub fn is_leap(year: i32) -> bool {
     NaiveDate::from_ymd_opt(year, 2, 29).is_some()
@@ -247,11 +234,8 @@ mod tests {
     }
 
     #[test]
-    fn instants() {
-        assert_eq!(parse_instant("1970-01-02"), Some(MICROS_PER_DAY));
-        assert_eq!(parse_instant(" 1970-01-01 00:00:01 "), Some(1_000_000));
-        assert_eq!(parse_instant("1970-01-01T00:01:00"), Some(60_000_000));
-        assert_eq!(parse_instant("yesterday"), None);
+    fn days_parse() {
+        assert_eq!(parse_day(" 1970-01-02 "), Some(day(1970, 1, 2)));
         assert_eq!(parse_day("2011-13-01"), None);
     }
 

@@ -75,17 +75,10 @@ pub fn metrics_from_orders(
     rfm: Option<&RfmScheme>,
 ) -> Result<LogicalPlan> {
     let name = |role| columns.column(SourceTable::Orders, role);
-    let schema = orders.schema();
-    let has_status = schema.field_with_name(name(Role::Status)).is_ok();
-    let ts_type = type_of(&schema, name(Role::OrderTs));
+    let purchase = PurchaseColumns::of(&orders.schema(), columns, SourceTable::Orders);
+    let ts_type = purchase.ts_type.clone();
     let source = provider_as_source(orders);
     let day = date_lit(as_of.days());
-    let purchase = PurchaseColumns {
-        customer: column(name(Role::CustomerId)),
-        ts: column(name(Role::OrderTs)),
-        ts_type: ts_type.clone(),
-        status: has_status.then(|| column(name(Role::Status))),
-    };
     let (amount, ts) = (column(name(Role::Amount)), column(name(Role::OrderTs)));
     let mut builder = LogicalPlanBuilder::scan("orders", source, None)?
         .filter(purchase.filter(purchases, Some(as_of)))?
@@ -137,14 +130,7 @@ pub fn purchases_plan(
     purchases: &PurchaseRule,
 ) -> Result<LogicalPlan> {
     let name = |role| columns.column(SourceTable::Orders, role);
-    let schema = orders.schema();
-    let has_status = schema.field_with_name(name(Role::Status)).is_ok();
-    let purchase = PurchaseColumns {
-        customer: column(name(Role::CustomerId)),
-        ts: column(name(Role::OrderTs)),
-        ts_type: type_of(&schema, name(Role::OrderTs)),
-        status: has_status.then(|| column(name(Role::Status))),
-    };
+    let purchase = PurchaseColumns::of(&orders.schema(), columns, SourceTable::Orders);
     let roles = [Role::CustomerId, Role::OrderId, Role::OrderTs, Role::Amount];
     LogicalPlanBuilder::scan("orders", provider_as_source(orders), None)?
         .filter(purchase.filter(purchases, None))?
@@ -223,6 +209,22 @@ struct PurchaseColumns {
 }
 
 impl PurchaseColumns {
+    /// The purchase columns of `table` (orders, or denormalized order
+    /// lines) through the project's mapping; no status column, no status
+    /// test.
+    fn of(schema: &SchemaRef, columns: &ColumnMap, table: SourceTable) -> Self {
+        let name = |role| columns.column(table, role);
+        Self {
+            customer: column(name(Role::CustomerId)),
+            ts: column(name(Role::OrderTs)),
+            ts_type: type_of(schema, name(Role::OrderTs)),
+            status: schema
+                .field_with_name(name(Role::Status))
+                .is_ok()
+                .then(|| column(name(Role::Status))),
+        }
+    }
+
     /// The one definition of a purchase: a customer id, a status the rule
     /// admits (compared case-blind; a missing status is the empty one),
     /// and, with `before`, placed before that instant.
@@ -649,12 +651,8 @@ impl<'a> Planner<'a> {
         let mut lines =
             LogicalPlanBuilder::scan("order_items", provider_as_source(Arc::clone(&items)), None)?;
         let (purchase, order_id) = if has(Role::CustomerId) && has(Role::OrderTs) {
-            let purchase = PurchaseColumns {
-                customer: column(item(Role::CustomerId)),
-                ts: column(item(Role::OrderTs)),
-                ts_type: type_of(&items.schema(), item(Role::OrderTs)),
-                status: has(Role::Status).then(|| column(item(Role::Status))),
-            };
+            let purchase =
+                PurchaseColumns::of(&items.schema(), &catalog.columns, SourceTable::OrderItems);
             (purchase, column(item(Role::OrderId)))
         } else {
             let orders = self

@@ -96,6 +96,19 @@ pub fn png_summary(path: &Path) -> (u32, u32, usize) {
     (info.width, info.height, inked)
 }
 
+/// Writes the result of `query`, run on `ctx`, to the Parquet file `path`.
+pub async fn write_parquet(ctx: &datafusion::prelude::SessionContext, query: &str, path: &Path) {
+    ctx.sql(&format!(
+        "COPY ({query}) TO '{}' STORED AS PARQUET",
+        path.display()
+    ))
+    .await
+    .unwrap()
+    .collect()
+    .await
+    .unwrap();
+}
+
 /// The integers of the first column of `batches` (nulls left out).
 pub fn first_ids(
     batches: &[datafusion::arrow::record_batch::RecordBatch],

@@ -11,7 +11,7 @@ use datafusion::prelude::SessionContext;
 use segql::Project;
 use segql::time::AsOf;
 
-use super::condition_members;
+use super::{condition_members, write_parquet};
 
 /// | customer | country | birthday | orders |
 /// |---|---|---|---|
@@ -40,15 +40,7 @@ async fn write_data(dir: &Path) {
         ),
     ];
     for (file, query) in tables {
-        ctx.sql(&format!(
-            "COPY ({query}) TO '{}' STORED AS PARQUET",
-            dir.join(file).display()
-        ))
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+        write_parquet(&ctx, query, &dir.join(file)).await;
     }
     std::fs::write(
         dir.join("segql.toml"),

@@ -15,7 +15,7 @@ use datafusion::prelude::SessionContext;
 use segql::Project;
 use segql::segment::AsOf;
 
-use super::{assert_fails, condition_members, first_ids, repo_root, segql_in};
+use super::{assert_fails, condition_members, first_ids, repo_root, segql_in, write_parquet};
 
 const AS_OF: &str = "2011-12-10";
 
@@ -62,16 +62,7 @@ async fn write_foreign_copy(dir: &Path) {
         ),
     ];
     for (file, query) in copies {
-        let target = dir.join(file);
-        ctx.sql(&format!(
-            "COPY ({query}) TO '{}' STORED AS PARQUET",
-            target.display()
-        ))
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+        write_parquet(&ctx, query, &dir.join(file)).await;
     }
     std::fs::write(
         dir.join("segql.toml"),

@@ -10,7 +10,7 @@ use datafusion::prelude::SessionContext;
 use segql::Project;
 use segql::time::{AsOfArg, parse_zone};
 
-use super::{assert_ok, condition_members, segql_in};
+use super::{assert_ok, condition_members, segql_in, write_parquet};
 
 /// Orders (UTC instants) and where they fall:
 ///
@@ -58,15 +58,7 @@ async fn write_data(dir: &Path) {
         ("order_items.parquet", orders.as_str()),
         ("customers.parquet", customers),
     ] {
-        ctx.sql(&format!(
-            "COPY ({query}) TO '{}' STORED AS PARQUET",
-            dir.join(file).display()
-        ))
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+        write_parquet(&ctx, query, &dir.join(file)).await;
     }
 }
 
