@@ -289,7 +289,19 @@ pub async fn refresh(
         let mut printer = Printer::new(out, format, "standard output");
         printer.print(&table)?;
         printer.finish()?;
-        emit_events(&outcome.events, sinks)?;
+        let events = outcome
+            .segments
+            .iter()
+            .map(|s| s.entered + s.exited)
+            .sum();
+        emit_events(
+            project.ctx(),
+            project.store(),
+            outcome.commit.as_ref(),
+            events,
+            sinks,
+        )
+        .await?;
         let (Some(every), Some(interrupt)) = (every, interrupt.as_mut()) else {
             return Ok(());
         };

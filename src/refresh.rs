@@ -9,18 +9,19 @@
 //! to nobody) go through the same path, so sizes and events always add up:
 //! `size(t) = size(t-1) + entered - exited`.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
-};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::datasource::empty::EmptyTable;
 use datafusion::catalog::TableProvider;
-use datafusion::common::{Column, DataFusionError, JoinType};
-use datafusion::datasource::{MemTable, provider_as_source};
-use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, cast, col};
-use datafusion::prelude::{SessionContext, coalesce};
+use datafusion::common::{Column, JoinType, ScalarValue};
+use datafusion::dataframe::{DataFrame, DataFrameWriteOptions};
+use datafusion::functions_aggregate::expr_fn::count;
+use datafusion::functions_window::expr_fn::row_number;
+use datafusion::logical_expr::{Expr, ExprFunctionExt, LogicalPlan, cast, col, lit, when};
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
 
 use crate::error::Error;
 use crate::segment::catalog::{SegmentCatalog, StoredSegments};
@@ -29,18 +30,21 @@ use crate::segment::planner::{order_metrics_plan, plan_resolved};
 use crate::segment::resolve::{Resolved, resolve_text};
 use crate::segment::{SegmentError, SegmentGraph};
 use crate::store::error::StoreError;
-use crate::store::read::{live_definitions, open_members, sizes};
+use crate::store::read::{live_definitions, sizes};
 use crate::store::tables::{
-    self, ChangeKind, Commit, Definition, Event, SegmentKind, Size, StoreTable,
+    self, ChangeKind, Commit, Definition, SegmentKind, Size, StoreTable,
 };
-use crate::store::{Change, Pinned, Snapshot, Store, StoreLock, read};
+use crate::store::{MEMBERSHIP_PARTITION, Pinned, Snapshot, Store, StoreLock, read};
 use crate::time::{AsOf, format_micros, now_micros};
 
-/// A segment's members after a change (customer ids, any order).
+/// A segment's members after a change: the distinct customer ids
+/// (one `Int64` column `customer_id`, in a scratch file), and how many
+/// there are.
 #[derive(Debug, Clone)]
 pub struct NewMembers {
     pub code: String,
-    pub members: Vec<i64>,
+    pub members: Arc<dyn TableProvider>,
+    pub size: i64,
 }
 
 /// What a change did to the store.
@@ -48,7 +52,109 @@ pub struct NewMembers {
 pub struct Applied {
     pub commit: Commit,
     pub sizes: Vec<Size>,
-    pub events: Vec<Event>,
+}
+
+/// Where a change keeps what it computes before it writes (members, order
+/// metrics): Parquet files in a scratch folder of the store, so nothing
+/// per customer is held in memory. Removed when dropped; a folder left by
+/// a process that died is removed by the next change's recovery.
+#[derive(Debug)]
+pub struct Scratch {
+    folder: PathBuf,
+}
+
+impl Scratch {
+    /// A scratch folder for the change `refresh_id` of `store`.
+    pub fn new(store: &Store, refresh_id: i64) -> Result<Self, StoreError> {
+        Ok(Self {
+            folder: store.scratch(refresh_id)?,
+        })
+    }
+
+    /// Writes the rows of `frame` to `<name>.parquet` (streamed, spilling
+    /// under the session's memory limit); returns a table of them and how
+    /// many rows it has.
+    pub async fn write(
+        &self,
+        ctx: &SessionContext,
+        name: &str,
+        frame: DataFrame,
+    ) -> Result<(Arc<dyn TableProvider>, i64), Error> {
+        let path = self.folder.join(format!("{name}.parquet"));
+        let path = path.to_string_lossy().into_owned();
+        let written = frame
+            .write_parquet(
+                &path,
+                DataFrameWriteOptions::new().with_single_file_output(true),
+                None,
+            )
+            .await?;
+        let rows = written
+            .first()
+            .filter(|b| b.num_rows() > 0)
+            .map(|b| datafusion::arrow::compute::cast(b.column(0), &DataType::Int64))
+            .transpose()
+            .map_err(datafusion::common::DataFusionError::from)?
+            .and_then(|c| {
+                c.as_any()
+                    .downcast_ref::<datafusion::arrow::array::Int64Array>()
+                    .map(|a| a.value(0))
+            })
+            .unwrap_or(0);
+        let table = ctx
+            .read_parquet(&path, ParquetReadOptions::default())
+            .await?
+            .into_view();
+        Ok((table, rows))
+    }
+
+    /// The distinct customer ids of a segment plan (its `customers` rows),
+    /// with `definition`'s pinned lists applied, written as `<code>`.
+    pub async fn members(
+        &self,
+        ctx: &SessionContext,
+        catalog: &SegmentCatalog,
+        code: &str,
+        plan: LogicalPlan,
+        definition: Option<&Definition>,
+    ) -> Result<NewMembers, Error> {
+        let id = catalog.column(SourceTable::Customers, Role::CustomerId);
+        let mut frame = ctx.execute_logical_plan(plan).await?.select(vec![
+            cast(Expr::Column(Column::from_name(id)), DataType::Int64).alias("customer_id"),
+        ])?;
+        // Pinned lists: the included are members, the excluded never are.
+        if let Some(definition) = definition {
+            if !definition.include.is_empty() {
+                let rows: Vec<Vec<Expr>> = definition.include.iter().map(|i| vec![lit(*i)]).collect();
+                let included = DataFrame::new(
+                    ctx.state(),
+                    datafusion::logical_expr::LogicalPlanBuilder::values(rows)?
+                        .project(vec![col("column1").alias("customer_id")])?
+                        .build()?,
+                );
+                frame = frame.union(included)?;
+            }
+            if !definition.exclude.is_empty() {
+                let excluded = definition.exclude.iter().map(|i| lit(*i)).collect();
+                frame = frame.filter(col("customer_id").in_list(excluded, true))?;
+            }
+        }
+        let frame = frame
+            .filter(col("customer_id").is_not_null())?
+            .distinct()?;
+        let (members, size) = self.write(ctx, code, frame).await?;
+        Ok(NewMembers {
+            code: code.to_string(),
+            members,
+            size,
+        })
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.folder);
+    }
 }
 
 /// The catalog a change evaluates conditions with: the source tables plus
@@ -66,60 +172,47 @@ pub fn catalog_with_store(
     Ok(catalog.clone().with_stored(Some(Arc::new(stored))))
 }
 
-/// The customer ids of a segment plan (its `customers` rows), distinct and
-/// sorted.
-async fn member_ids(
-    ctx: &SessionContext,
-    catalog: &SegmentCatalog,
-    plan: LogicalPlan,
-) -> Result<Vec<i64>, Error> {
-    let id = catalog.column(SourceTable::Customers, Role::CustomerId);
-    let batches = ctx
-        .execute_logical_plan(plan)
-        .await?
-        .select(vec![Expr::Column(Column::from_name(id))])?
-        .distinct()?
-        .collect()
-        .await?;
-    let mut members = Vec::new();
-    for batch in &batches {
-        let ids = datafusion::arrow::compute::cast(batch.column(0), &DataType::Int64)
-            .map_err(|source| StoreError::CustomerIds { source })?;
-        let ids = ids
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .ok_or_else(|| DataFusionError::Internal("customer ids cast to Int64".into()))?;
-        members.extend(ids.iter().flatten());
-    }
-    members.sort_unstable();
-    Ok(members)
-}
-
-/// The customer ids condition text selects on `as_of`.
+/// The members condition text selects on `as_of`, written to `scratch`
+/// as `code`.
 pub async fn evaluate(
     ctx: &SessionContext,
+    scratch: &Scratch,
+    code: &str,
     condition: &str,
     catalog: &SegmentCatalog,
     as_of: AsOf,
-) -> Result<Vec<i64>, Error> {
+) -> Result<NewMembers, Error> {
     let plan = crate::segment::plan_text(condition, catalog, as_of)?;
-    member_ids(ctx, catalog, plan).await
+    scratch.members(ctx, catalog, code, plan, None).await
 }
 
-fn members_table(members: &[i64]) -> Result<Arc<dyn TableProvider>, Error> {
+/// A change that leaves `code` with no members (a drop).
+pub fn no_members(code: &str) -> NewMembers {
     let schema = Arc::new(Schema::new(vec![Field::new(
         "customer_id",
         DataType::Int64,
         false,
     )]));
-    let column: ArrayRef = Arc::new(Int64Array::from(members.to_vec()));
-    let batch =
-        RecordBatch::try_new(Arc::clone(&schema), vec![column]).map_err(DataFusionError::from)?;
-    Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
+    NewMembers {
+        code: code.to_string(),
+        members: Arc::new(EmptyTable::new(schema)),
+        size: 0,
+    }
+}
+
+fn utc(micros: i64) -> Expr {
+    lit(ScalarValue::TimestampMicrosecond(Some(micros), Some("UTC".into())))
 }
 
 /// Writes the membership changes of `changes` (and any definition rows)
 /// as one change of kind `kind` on the `as_of` instant `at`.
+///
+/// The difference between each segment's new members and its open stays
+/// is computed by joins and streamed into `segment_events` (entered and
+/// exited, numbered in segment order, then by customer); the stays are
+/// then derived from those events: the exits close open stays, the
+/// entries open new ones, and only the open stays are rewritten (closed
+/// ones land in this change's partition of `segment_membership`).
 #[allow(clippy::too_many_arguments)]
 pub async fn apply(
     ctx: &SessionContext,
@@ -132,163 +225,239 @@ pub async fn apply(
     definitions: Vec<Definition>,
     changes: Vec<NewMembers>,
 ) -> Result<Applied, Error> {
-    let refresh_id = pinned.next_refresh_id();
+    let mut tx = store.begin(ctx, lock, pinned);
+    let refresh_id = tx.refresh_id();
     let recorded_at = now_micros();
-
-    // The stays open now, for the segments that change.
-    let codes: Vec<&str> = changes.iter().map(|c| c.code.as_str()).collect();
-    let mut open = open_members(ctx, snapshot, &codes).await?;
-    let mut next_event = read::next_event_id(ctx, snapshot).await?;
-
-    let mut events = Vec::new();
-    let mut sizes = Vec::new();
-    let mut closing: Vec<(String, i64)> = Vec::new();
-    let mut opening: Vec<tables::Stay> = Vec::new();
-    for change in &changes {
-        let before = open.remove(&change.code).unwrap_or_default();
-        let after: HashSet<i64> = change.members.iter().copied().collect();
-        let mut entered: Vec<i64> = after.difference(&before).copied().collect();
-        let mut exited: Vec<i64> = before.difference(&after).copied().collect();
-        entered.sort_unstable();
-        exited.sort_unstable();
-        for (ids, is_entry) in [(&entered, true), (&exited, false)] {
-            for id in ids {
-                events.push(Event {
-                    event_id: next_event,
-                    refresh_id,
-                    segment: change.code.clone(),
-                    customer_id: *id,
-                    entered: is_entry,
-                    at,
-                    recorded_at,
-                });
-                next_event += 1;
-            }
-        }
-        closing.extend(exited.iter().map(|id| (change.code.clone(), *id)));
-        opening.extend(entered.iter().map(|id| tables::Stay {
-            segment: change.code.clone(),
-            customer_id: *id,
-            entered_at: at,
-            exited_at: None,
-            entered_refresh: refresh_id,
-            exited_refresh: None,
-        }));
-        sizes.push(Size {
-            segment: change.code.clone(),
-            refresh_id,
-            refreshed_at: recorded_at,
-            as_of: at,
-            size: after.len() as i64,
-            entered: entered.len() as i64,
-            exited: exited.len() as i64,
-        });
+    if !definitions.is_empty() {
+        tx.append(
+            StoreTable::Segments,
+            vec![tables::definitions_batch(&definitions)?],
+        )
+        .await?;
     }
 
-    let membership = if closing.is_empty() && opening.is_empty() {
-        None
-    } else {
-        Some(membership_plan(
-            snapshot, &closing, &opening, at, refresh_id,
-        )?)
-    };
-    let change = Change {
-        kind,
-        as_of: at,
-        segments: changes
-            .iter()
-            .map(|c| c.code.clone())
-            .chain(definitions.iter().map(|d| d.code.clone()))
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect(),
-        definitions: (!definitions.is_empty())
-            .then(|| tables::definitions_batch(&definitions).map(|b| vec![b]))
-            .transpose()?,
-        membership,
-        events: (!events.is_empty())
-            .then(|| tables::events_batch(&events).map(|b| vec![b]))
-            .transpose()?,
-        sizes: (!sizes.is_empty())
-            .then(|| tables::sizes_batch(&sizes).map(|b| vec![b]))
-            .transpose()?,
-    };
-    let commit = store.commit(ctx, lock, pinned, change).await?;
-    Ok(Applied {
-        commit,
-        sizes,
-        events,
-    })
+    let mut sizes = Vec::new();
+    if !changes.is_empty() {
+        let next_event = read::next_event_id(ctx, snapshot).await?;
+        let events = events_plan(ctx, snapshot, &changes, refresh_id, next_event, at, recorded_at)?;
+        tx.append_plan(StoreTable::Events, events).await?;
+        let written = ctx
+            .read_table(tx.provider(StoreTable::Events).await?)?
+            .filter(col("refresh_id").eq(lit(refresh_id)))?;
+        let counts = event_counts(&written).await?;
+        let moved = counts.values().any(|&(entered, exited)| entered + exited > 0);
+        if moved {
+            let (current, history) = stays_plans(ctx, snapshot, &written, refresh_id, at)?;
+            tx.write_stays(current, history).await?;
+        }
+        for change in &changes {
+            let (entered, exited) = counts.get(&change.code).copied().unwrap_or((0, 0));
+            sizes.push(Size {
+                segment: change.code.clone(),
+                refresh_id,
+                refreshed_at: recorded_at,
+                as_of: at,
+                size: change.size,
+                entered,
+                exited,
+            });
+        }
+        tx.append(StoreTable::Sizes, vec![tables::sizes_batch(&sizes)?])
+            .await?;
+    }
+
+    let segments = changes
+        .iter()
+        .map(|c| c.code.clone())
+        .chain(definitions.iter().map(|d| d.code.clone()))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect::<Vec<_>>()
+        .join(",");
+    let commit = tx.commit(kind, at, segments).await?;
+    Ok(Applied { commit, sizes })
 }
 
-/// The new `segment_membership`: the stays of the snapshot, with those in
-/// `closing` closed at `at`, plus the `opening` ones.
-fn membership_plan(
+/// The `segment_events` rows of a change: who entered (new members without
+/// an open stay) and who exited (open stays no longer members) each
+/// segment of `changes`, numbered from `next_event` in the order of
+/// `changes`, entries before exits, by customer id.
+fn events_plan(
+    ctx: &SessionContext,
     snapshot: &Snapshot,
-    closing: &[(String, i64)],
-    opening: &[tables::Stay],
-    at: i64,
+    changes: &[NewMembers],
     refresh_id: i64,
+    next_event: i64,
+    at: i64,
+    recorded_at: i64,
 ) -> Result<LogicalPlan, Error> {
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("segment", DataType::Utf8, false),
-        Field::new("customer_id", DataType::Int64, false),
-        Field::new(
-            "closed_at",
-            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            false,
-        ),
-        Field::new("closed_by", DataType::Int64, false),
-    ]));
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(
-            closing.iter().map(|(s, _)| s.as_str()),
-        )),
-        Arc::new(Int64Array::from_iter_values(
-            closing.iter().map(|(_, id)| *id),
-        )),
-        Arc::new(
-            TimestampMicrosecondArray::from_iter_values(closing.iter().map(|_| at))
-                .with_timezone("UTC"),
-        ),
-        Arc::new(Int64Array::from_iter_values(
-            closing.iter().map(|_| refresh_id),
-        )),
-    ];
-    let batch =
-        RecordBatch::try_new(Arc::clone(&schema), columns).map_err(DataFusionError::from)?;
-    let closing = Arc::new(MemTable::try_new(schema, vec![vec![batch]])?);
-    let opening = tables::stays_batch(opening)?;
-    let opening = Arc::new(MemTable::try_new(opening.schema(), vec![vec![opening]])?);
+    let mut new: Option<DataFrame> = None;
+    let mut rank = when(lit(false), lit(-1_i64));
+    for (i, change) in changes.iter().enumerate() {
+        let frame = ctx.read_table(Arc::clone(&change.members))?.select(vec![
+            lit(i as i64).alias("n_rank"),
+            lit(change.code.clone()).alias("n_segment"),
+            col("customer_id").alias("n_customer"),
+        ])?;
+        new = Some(match new {
+            Some(all) => all.union(frame)?,
+            None => frame,
+        });
+        rank = rank.when(col("segment").eq(lit(change.code.clone())), lit(i as i64));
+    }
+    let Some(new) = new else {
+        return Err(Error::Usage("a change without segments has no events".into()));
+    };
+    let codes = changes.iter().map(|c| lit(c.code.clone())).collect();
+    let open = ctx
+        .read_table(snapshot.provider(StoreTable::Membership)?)?
+        .filter(
+            col(MEMBERSHIP_PARTITION)
+                .is_null()
+                .and(col("exited_at").is_null())
+                .and(col("segment").in_list(codes, false)),
+        )?
+        .select(vec![
+            rank.end()?.alias("o_rank"),
+            cast(col("segment"), DataType::Utf8).alias("o_segment"),
+            col("customer_id").alias("o_customer"),
+        ])?;
+    let keys_new = ["n_segment", "n_customer"];
+    let keys_open = ["o_segment", "o_customer"];
+    let entered = new
+        .clone()
+        .join(open.clone(), JoinType::LeftAnti, &keys_new, &keys_open, None)?
+        .select(vec![
+            col("n_rank").alias("rank"),
+            col("n_segment").alias("segment"),
+            col("n_customer").alias("customer_id"),
+            lit("entered").alias("event"),
+        ])?;
+    let exited = open
+        .join(new, JoinType::LeftAnti, &keys_open, &keys_new, None)?
+        .select(vec![
+            col("o_rank").alias("rank"),
+            col("o_segment").alias("segment"),
+            col("o_customer").alias("customer_id"),
+            lit("exited").alias("event"),
+        ])?;
+    let number = row_number()
+        .order_by(vec![
+            col("rank").sort(true, false),
+            col("event").sort(true, false),
+            col("customer_id").sort(true, false),
+        ])
+        .build()?
+        .alias("n");
+    let events = entered
+        .union(exited)?
+        .window(vec![number])?
+        .select(vec![
+            (lit(next_event - 1) + cast(col("n"), DataType::Int64)).alias("event_id"),
+            lit(refresh_id).alias("refresh_id"),
+            col("segment"),
+            col("customer_id"),
+            col("event"),
+            utc(at).alias("at"),
+            utc(recorded_at).alias("recorded_at"),
+        ])?;
+    Ok(events.into_unoptimized_plan())
+}
 
-    let source = |provider: Arc<dyn TableProvider>| provider_as_source(provider);
-    let closed = LogicalPlanBuilder::scan("c", source(closing), None)?.build()?;
-    let opened = LogicalPlanBuilder::scan("o", source(opening), None)?.build()?;
-    let plan = LogicalPlanBuilder::scan(
-        "m",
-        source(snapshot.provider(StoreTable::Membership)?),
-        None,
-    )?
-    .join_on(
-        closed,
-        JoinType::Left,
-        vec![
-            col("m.segment").eq(col("c.segment")),
-            col("m.customer_id").eq(col("c.customer_id")),
-            col("m.exited_at").is_null(),
-        ],
-    )?
-    .project(vec![
-        cast(col("m.segment"), DataType::Utf8).alias("segment"),
-        col("m.customer_id").alias("customer_id"),
-        col("m.entered_at").alias("entered_at"),
-        coalesce(vec![col("c.closed_at"), col("m.exited_at")]).alias("exited_at"),
-        col("m.entered_refresh").alias("entered_refresh"),
-        coalesce(vec![col("c.closed_by"), col("m.exited_refresh")]).alias("exited_refresh"),
-    ])?
-    .union(opened)?
-    .build()?;
-    Ok(plan)
+/// Entered and exited counts per segment among `events` (one change's).
+async fn event_counts(events: &DataFrame) -> Result<BTreeMap<String, (i64, i64)>, Error> {
+    let batches = events
+        .clone()
+        .aggregate(
+            vec![col("segment"), col("event")],
+            vec![count(lit(1)).alias("n")],
+        )?
+        .collect()
+        .await?;
+    let mut counts: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    for batch in &batches {
+        let c = tables::Columns::new(StoreTable::Events, batch);
+        let (segments, kinds, ns) = (c.text("segment")?, c.text("event")?, c.int64("n")?);
+        for ((segment, kind), n) in segments.into_iter().zip(kinds).zip(ns) {
+            if let (Some(segment), Some(kind), Some(n)) = (segment, kind, n) {
+                let entry = counts.entry(segment).or_default();
+                if kind == "entered" {
+                    entry.0 += n;
+                } else {
+                    entry.1 += n;
+                }
+            }
+        }
+    }
+    Ok(counts)
+}
+
+/// The stays after a change whose events are `events`: (the open stays
+/// left open, those closed now and the new ones; the stays closed
+/// before).
+fn stays_plans(
+    ctx: &SessionContext,
+    snapshot: &Snapshot,
+    events: &DataFrame,
+    refresh_id: i64,
+    at: i64,
+) -> Result<(LogicalPlan, LogicalPlan), Error> {
+    let membership = ctx.read_table(snapshot.provider(StoreTable::Membership)?)?;
+    let exits = events
+        .clone()
+        .filter(col("event").eq(lit("exited")))?
+        .select(vec![
+            col("segment").alias("x_segment"),
+            col("customer_id").alias("x_customer"),
+        ])?;
+    let closed = col("x_customer").is_not_null();
+    let null_time = lit(ScalarValue::TimestampMicrosecond(None, Some("UTC".into())));
+    let current = membership
+        .clone()
+        .filter(col(MEMBERSHIP_PARTITION).is_null())?
+        .join(
+            exits,
+            JoinType::Left,
+            &["segment", "customer_id"],
+            &["x_segment", "x_customer"],
+            None,
+        )?
+        .select(vec![
+            cast(col("segment"), DataType::Utf8).alias("segment"),
+            col("customer_id"),
+            col("entered_at"),
+            when(closed.clone(), utc(at))
+                .otherwise(col("exited_at"))?
+                .alias("exited_at"),
+            col("entered_refresh"),
+            when(closed, lit(refresh_id))
+                .otherwise(col(MEMBERSHIP_PARTITION))?
+                .alias(MEMBERSHIP_PARTITION),
+        ])?;
+    let entries = events
+        .clone()
+        .filter(col("event").eq(lit("entered")))?
+        .select(vec![
+            cast(col("segment"), DataType::Utf8).alias("segment"),
+            col("customer_id"),
+            utc(at).alias("entered_at"),
+            null_time.alias("exited_at"),
+            lit(refresh_id).alias("entered_refresh"),
+            lit(ScalarValue::Int64(None)).alias(MEMBERSHIP_PARTITION),
+        ])?;
+    let current = current.union(entries)?.into_unoptimized_plan();
+    let history = membership
+        .filter(col(MEMBERSHIP_PARTITION).is_not_null())?
+        .select(vec![
+            cast(col("segment"), DataType::Utf8).alias("segment"),
+            col("customer_id"),
+            col("entered_at"),
+            col("exited_at"),
+            col("entered_refresh"),
+            col(MEMBERSHIP_PARTITION),
+        ])?
+        .into_unoptimized_plan();
+    Ok((current, history))
 }
 
 /// What `segql refresh` was asked to do.
@@ -318,7 +487,6 @@ pub struct RefreshOutcome {
     /// The commit record (`None` when nothing was recalculated).
     pub commit: Option<Commit>,
     pub segments: Vec<SegmentOutcome>,
-    pub events: Vec<Event>,
     /// How many times `orders` was read (once when any segment needs order
     /// metrics, else never).
     pub orders_scans: usize,
@@ -400,42 +568,36 @@ pub async fn refresh(
             resolved.push((code.clone(), condition));
         }
     }
+    let scratch = Scratch::new(store, pinned.next_refresh_id())?;
     let mut orders_scans = 0;
     if resolved.iter().any(|(_, r)| r.reads_orders()) {
         let plan = order_metrics_plan(&catalog, options.as_of).map_err(SegmentError::from)?;
         let frame = ctx.execute_logical_plan(plan).await?;
-        let schema = Arc::clone(frame.schema().inner());
-        let batches = frame.collect().await?;
+        let (metrics, _) = scratch.write(ctx, "__order_metrics", frame).await?;
         orders_scans += 1;
-        catalog.metrics = Some(Arc::new(MemTable::try_new(schema, vec![batches])?));
+        catalog.metrics = Some(metrics);
     }
 
     let mut changes = Vec::new();
     for (code, condition) in &resolved {
         let plan = plan_resolved(condition, &catalog, options.as_of).map_err(SegmentError::from)?;
-        let members = member_ids(ctx, &catalog, plan).await?;
-        // Pinned lists: the included are members, the excluded never are.
-        let members = match definitions.get(code) {
-            Some(definition) => definition.pin(members),
-            None => members,
-        };
+        let members = scratch
+            .members(ctx, &catalog, code, plan, definitions.get(code))
+            .await?;
+        // Segments using this one read the members just computed.
         if let Some(stored) = &catalog.stored {
             let mut stored = stored.as_ref().clone();
             stored
                 .overrides
-                .insert(code.clone(), members_table(&members)?);
+                .insert(code.clone(), Arc::clone(&members.members));
             catalog.stored = Some(Arc::new(stored));
         }
-        changes.push(NewMembers {
-            code: code.clone(),
-            members,
-        });
+        changes.push(members);
     }
     if changes.is_empty() {
         return Ok(RefreshOutcome {
             commit: None,
             segments: outcomes,
-            events: Vec::new(),
             orders_scans,
         });
     }
@@ -464,15 +626,15 @@ pub async fn refresh(
     Ok(RefreshOutcome {
         commit: Some(applied.commit),
         segments: outcomes,
-        events: applied.events,
         orders_scans,
     })
 }
 
-/// The events as JSON lines, one object per line.
-pub fn events_json(events: &[Event]) -> String {
+/// The events of `batches` (rows of `segment_events`) as JSON lines, one
+/// object per line.
+fn events_json(batches: &[datafusion::arrow::array::RecordBatch]) -> Result<String, StoreError> {
     let mut out = String::new();
-    for e in events {
+    for e in tables::read_events(batches)? {
         out.push_str(&format!(
             "{{\"event_id\":{},\"refresh_id\":{},\"segment\":\"{}\",\"customer_id\":{},\
              \"event\":\"{}\",\"at\":\"{}\"}}\n",
@@ -484,7 +646,7 @@ pub fn events_json(events: &[Event]) -> String {
             format_micros(e.at)
         ));
     }
-    out
+    Ok(out)
 }
 
 /// Where a refresh sends its events besides the store.
@@ -497,50 +659,95 @@ pub struct EventSinks {
     pub command: Option<String>,
 }
 
-/// Sends a committed refresh's events to `sinks`.
-pub fn emit_events(events: &[Event], sinks: &EventSinks) -> Result<(), Error> {
+/// Sends the events of the committed change `commit` to `sinks`,
+/// streamed from the store in event order (`events` of them in all).
+pub async fn emit_events(
+    ctx: &SessionContext,
+    store: &Store,
+    commit: Option<&Commit>,
+    events: i64,
+    sinks: &EventSinks,
+) -> Result<(), Error> {
+    use futures::StreamExt as _;
     use std::io::Write as _;
-    let Some(first) = events.first() else {
+    let Some(commit) = commit.filter(|_| events > 0) else {
         return Ok(());
     };
-    let lines = events_json(events);
+    if sinks.json.is_none() && sinks.command.is_none() {
+        return Ok(());
+    }
+    let refresh_id = commit.refresh_id;
     let committed = |problem: String| StoreError::Events {
-        refresh_id: first.refresh_id,
+        refresh_id,
         problem,
     };
+    let mut outputs: Vec<(Box<dyn std::io::Write>, String)> = Vec::new();
     if let Some(path) = &sinks.json {
         if path.as_os_str() == "-" {
-            let mut out = std::io::stdout().lock();
-            out.write_all(lines.as_bytes())
-                .and_then(|()| out.flush())
-                .map_err(|e| committed(format!("cannot write events to standard output: {e}")))?;
+            outputs.push((
+                Box::new(std::io::stdout()),
+                "cannot write events to standard output".to_string(),
+            ));
         } else {
-            std::fs::OpenOptions::new()
+            let file = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(path)
-                .and_then(|mut f| {
-                    f.write_all(lines.as_bytes())?;
-                    f.sync_all()
-                })
                 .map_err(|e| {
                     committed(format!("cannot write events to {}: {e}", path.display()))
                 })?;
+            outputs.push((
+                Box::new(file),
+                format!("cannot write events to {}", path.display()),
+            ));
         }
     }
-    if let Some(command) = &sinks.command {
-        let mut child = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(command)
-            .env("SEGQL_REFRESH_ID", first.refresh_id.to_string())
-            .env("SEGQL_EVENTS", events.len().to_string())
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .map_err(|e| committed(format!("cannot run the --on-events command: {e}")))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            // A command that stops reading early is its own business.
-            let _ = stdin.write_all(lines.as_bytes());
+    let mut child = match &sinks.command {
+        Some(command) => Some(
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg(command)
+                .env("SEGQL_REFRESH_ID", refresh_id.to_string())
+                .env("SEGQL_EVENTS", events.to_string())
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .map_err(|e| committed(format!("cannot run the --on-events command: {e}")))?,
+        ),
+        None => None,
+    };
+    let mut stdin = child.as_mut().and_then(|c| c.stdin.take());
+
+    let snapshot = store.snapshot(ctx).await?;
+    let mut stream = ctx
+        .read_table(snapshot.provider(StoreTable::Events)?)?
+        .filter(col("refresh_id").eq(lit(refresh_id)))?
+        .sort(vec![col("event_id").sort(true, false)])?
+        .execute_stream()
+        .await?;
+    while let Some(batch) = stream.next().await {
+        let lines = events_json(&[batch?])?;
+        for (out, problem) in &mut outputs {
+            out.write_all(lines.as_bytes())
+                .map_err(|e| committed(format!("{problem}: {e}")))?;
         }
+        if let Some(pipe) = &mut stdin
+            && pipe.write_all(lines.as_bytes()).is_err()
+        {
+            // A command that stops reading early is its own business.
+            stdin = None;
+        }
+    }
+    drop(stdin);
+    for (mut out, problem) in outputs {
+        out.flush()
+            .map_err(|e| committed(format!("{problem}: {e}")))?;
+    }
+    if let Some(path) = sinks.json.as_ref().filter(|p| p.as_os_str() != "-") {
+        std::fs::File::open(path)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| committed(format!("cannot write events to {}: {e}", path.display())))?;
+    }
+    if let (Some(mut child), Some(command)) = (child, &sinks.command) {
         let status = child
             .wait()
             .map_err(|e| committed(format!("the --on-events command failed: {e}")))?;

@@ -24,7 +24,7 @@ use datafusion::prelude::{CsvReadOptions, SessionContext};
 
 use super::env::{StatementEnv, StatementResult};
 use crate::error::Error;
-use crate::refresh::{self, NewMembers, RefreshOptions};
+use crate::refresh::{self, RefreshOptions};
 use crate::segment::catalog::is_valid_code;
 use crate::segment::columns::{Role, SourceTable};
 use crate::segment::{SegmentCatalog, SegmentGraph, plan_text};
@@ -514,13 +514,10 @@ async fn change(env: &StatementEnv<'_>, statement: StoreStatement) -> Result<Str
                 include: Vec::new(),
                 exclude: Vec::new(),
             };
+            let scratch = refresh::Scratch::new(store, pinned.next_refresh_id())?;
             let changes = if kind == SegmentKind::Static {
                 codes.insert(code.clone());
-                let members = refresh::evaluate(ctx, &condition, &catalog, env.as_of).await?;
-                vec![NewMembers {
-                    code: code.clone(),
-                    members,
-                }]
+                vec![refresh::evaluate(ctx, &scratch, &code, &condition, &catalog, env.as_of).await?]
             } else {
                 Vec::new()
             };
@@ -623,10 +620,7 @@ async fn change(env: &StatementEnv<'_>, statement: StoreStatement) -> Result<Str
                 ChangeKind::Drop,
                 at.max(read::latest_entry(ctx, &snapshot, &code).await?),
                 vec![next],
-                vec![NewMembers {
-                    code: code.clone(),
-                    members: Vec::new(),
-                }],
+                vec![refresh::no_members(&code)],
             )
             .await?;
             let exited = applied.sizes.first().map_or(0, |s| s.exited);

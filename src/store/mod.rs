@@ -89,7 +89,9 @@ impl Pinned {
 pub struct Snapshot {
     pub pinned: Pinned,
     providers: BTreeMap<StoreTable, Arc<dyn TableProvider>>,
-    /// The Parquet files of `segment_membership` at this state.
+    /// The Parquet files of `segment_membership` at this state that may
+    /// hold open stays (those of the open partition, or every file of a
+    /// table written before the partitioning).
     pub membership_files: Vec<PathBuf>,
 }
 
@@ -334,35 +336,6 @@ impl Store {
             .ok_or_else(|| state_error(self, table, "no version after writing"))
     }
 
-    /// Replaces the rows of `table` with those of `plan` (its tables
-    /// already bound), streamed into the new files; returns the version
-    /// reached. Delta Lake plans the write in a session of its own (it
-    /// needs its own query planner), built on `ctx`'s runtime, so the
-    /// project's memory pool and spill files hold for it too.
-    async fn replace(
-        &self,
-        ctx: &SessionContext,
-        table: StoreTable,
-        plan: LogicalPlan,
-    ) -> Result<u64> {
-        let delta = self.open_table(table, None).await?;
-        let written = delta
-            .write(Vec::new())
-            .with_session_state(Arc::new(
-                deltalake::delta_datafusion::DeltaSessionContext::with_runtime_env(
-                    ctx.runtime_env(),
-                )
-                .state(),
-            ))
-            .with_input_plan(plan)
-            .with_save_mode(SaveMode::Overwrite)
-            .await
-            .map_err(delta_error(self, table))?;
-        written
-            .version()
-            .ok_or_else(|| state_error(self, table, "no version after writing"))
-    }
-
     /// The newest version of the commit log, read from its log folder
     /// without opening the table: a cheap test of whether the store's
     /// committed state moved since a snapshot (`None` without a store).
@@ -426,6 +399,7 @@ impl Store {
                     .ok_or_else(|| state_error(self, table, "a data file is not a local path"))?;
                     membership_files.push(path);
                 }
+                membership_files = open_stay_files(membership_files);
             }
             let provider = delta
                 .table_provider()
@@ -458,88 +432,234 @@ impl Store {
                     .map_err(delta_error(self, table))?;
             }
         }
+        for folder in scratch_folders(&self.root) {
+            std::fs::remove_dir_all(&folder).map_err(StoreError::io("remove", &folder))?;
+        }
         Ok(pinned)
     }
 
-    /// Writes one change: appends or replaces the data tables, then the
-    /// commit record. Needs the lock and a recovered store; plans run on
-    /// `ctx`.
-    pub async fn commit(
-        &self,
-        ctx: &SessionContext,
-        _lock: &StoreLock,
-        pinned: &Pinned,
-        change: Change,
-    ) -> Result<Commit> {
-        let started_at = crate::time::now_micros();
-        let mut versions = pinned.versions;
-        if let Some(batches) = change.definitions {
-            let v = self
-                .write(StoreTable::Segments, batches, SaveMode::Append)
-                .await?;
-            versions.set(StoreTable::Segments, v);
+    /// A scratch folder for the change `refresh_id` (see
+    /// [`scratch_folders`]), created empty.
+    pub fn scratch(&self, refresh_id: i64) -> Result<PathBuf> {
+        let folder = self
+            .root
+            .join(format!(".work-{refresh_id}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&folder);
+        std::fs::create_dir_all(&folder).map_err(StoreError::io("create", &folder))?;
+        Ok(folder)
+    }
+
+    /// Starts a change: data tables are written through the returned
+    /// transaction, which then appends the commit record. Needs the lock
+    /// and a recovered store; plans run on `ctx`.
+    pub fn begin<'a>(
+        &'a self,
+        ctx: &'a SessionContext,
+        lock: &'a StoreLock,
+        pinned: &'a Pinned,
+    ) -> Transaction<'a> {
+        Transaction {
+            store: self,
+            ctx,
+            _lock: lock,
+            pinned,
+            versions: pinned.versions,
+            started_at: crate::time::now_micros(),
         }
-        if let Some(plan) = change.membership {
-            let v = self.replace(ctx, StoreTable::Membership, plan).await?;
-            versions.set(StoreTable::Membership, v);
-        }
-        if let Some(batches) = change.events {
-            let v = self
-                .write(StoreTable::Events, batches, SaveMode::Append)
-                .await?;
-            versions.set(StoreTable::Events, v);
-        }
-        if let Some(batches) = change.sizes {
-            let v = self
-                .write(StoreTable::Sizes, batches, SaveMode::Append)
-                .await?;
-            versions.set(StoreTable::Sizes, v);
-        }
-        let commit = Commit {
-            refresh_id: pinned.next_refresh_id(),
-            kind: change.kind,
-            started_at,
-            committed_at: crate::time::now_micros(),
-            as_of: change.as_of,
-            segments: change.segments.join(","),
-            versions,
-        };
-        self.write(
-            StoreTable::Refreshes,
-            vec![tables::commit_batch(&commit)?],
-            SaveMode::Append,
+    }
+
+    /// A Delta session on `ctx`'s runtime, for writes that plan a query:
+    /// Delta Lake needs its own query planner, and the runtime carries the
+    /// project's memory pool and spill folder, so the limit holds for
+    /// store writes too.
+    fn delta_session(ctx: &SessionContext) -> Arc<dyn datafusion::catalog::Session> {
+        Arc::new(
+            deltalake::delta_datafusion::DeltaSessionContext::with_runtime_env(ctx.runtime_env())
+                .state(),
         )
-        .await?;
-        Ok(commit)
     }
 }
 
-/// What one change writes; `None` leaves a table as it is.
-pub struct Change {
-    pub kind: ChangeKind,
-    /// The change's `as_of` instant, in microseconds.
-    pub as_of: i64,
-    pub segments: Vec<String>,
-    /// Appended to `segments`.
-    pub definitions: Option<Vec<RecordBatch>>,
-    /// Replaces `segment_membership` with the rows of a plan (its tables
-    /// already bound), streamed into the new files.
-    pub membership: Option<LogicalPlan>,
-    /// Appended to `segment_events`.
-    pub events: Option<Vec<RecordBatch>>,
-    /// Appended to `segment_sizes`.
-    pub sizes: Option<Vec<RecordBatch>>,
+/// The column `segment_membership` is partitioned by: every stay closed by
+/// refresh N lives in partition N, and the open stays in the null
+/// partition. A change rewrites only the open stays and adds one
+/// partition; the closed history is never rewritten.
+pub const MEMBERSHIP_PARTITION: &str = "exited_refresh";
+
+/// One change being written: data tables first, in any order, then
+/// [`Transaction::commit`] appends the commit record naming the versions
+/// reached. Dropped without committing, what it wrote is undone by the
+/// next change's recovery.
+pub struct Transaction<'a> {
+    store: &'a Store,
+    ctx: &'a SessionContext,
+    _lock: &'a StoreLock,
+    pinned: &'a Pinned,
+    versions: TableVersions,
+    started_at: i64,
 }
 
-impl std::fmt::Debug for Change {
+impl std::fmt::Debug for Transaction<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Change")
-            .field("kind", &self.kind)
-            .field("as_of", &self.as_of)
-            .field("segments", &self.segments)
-            .field("replaces_membership", &self.membership.is_some())
+        f.debug_struct("Transaction")
+            .field("store", &self.store.root)
+            .field("versions", &self.versions)
             .finish_non_exhaustive()
     }
+}
+
+impl Transaction<'_> {
+    /// The id of the change being written.
+    pub fn refresh_id(&self) -> i64 {
+        self.pinned.next_refresh_id()
+    }
+
+    /// Appends `batches` to `table`.
+    pub async fn append(&mut self, table: StoreTable, batches: Vec<RecordBatch>) -> Result<()> {
+        let v = self.store.write(table, batches, SaveMode::Append).await?;
+        self.versions.set(table, v);
+        Ok(())
+    }
+
+    /// Appends the rows of `plan` (its tables already bound) to `table`,
+    /// streamed into new files.
+    pub async fn append_plan(&mut self, table: StoreTable, plan: LogicalPlan) -> Result<()> {
+        let delta = self.open_written(table).await?;
+        let written = delta
+            .write(Vec::new())
+            .with_session_state(Store::delta_session(self.ctx))
+            .with_input_plan(plan)
+            .with_save_mode(SaveMode::Append)
+            .with_schema_mode(deltalake::operations::write::SchemaMode::Merge)
+            .await
+            .map_err(delta_error(self.store, table))?;
+        self.set_version(table, &written)
+    }
+
+    /// `table` as this change has written it so far.
+    pub async fn provider(&self, table: StoreTable) -> Result<Arc<dyn TableProvider>> {
+        let delta = self.open_written(table).await?;
+        delta
+            .table_provider()
+            .await
+            .map_err(|e| delta_error(self.store, table)(e.into()))
+    }
+
+    /// Writes the open stays of `segment_membership` and the stays this
+    /// change closes: `current` holds both (closed ones with
+    /// `exited_refresh` = this change), and replaces the table's open
+    /// stays. `history`, the stays closed before, is read only for a table
+    /// written by an older segql without the partitioning, which this
+    /// rewrites once, partitioned.
+    pub async fn write_stays(&mut self, current: LogicalPlan, history: LogicalPlan) -> Result<()> {
+        use deltalake::operations::write::SchemaMode;
+        let table = StoreTable::Membership;
+        let delta = self.open_written(table).await?;
+        let partitioned = delta
+            .snapshot()
+            .map(|s| s.metadata().partition_columns().iter().any(|c| c == MEMBERSHIP_PARTITION))
+            .map_err(delta_error(self.store, table))?;
+        let write = delta
+            .write(Vec::new())
+            .with_session_state(Store::delta_session(self.ctx));
+        let written = if partitioned {
+            let this_change = datafusion::logical_expr::lit(self.refresh_id());
+            let predicate = col(MEMBERSHIP_PARTITION)
+                .is_null()
+                .or(col(MEMBERSHIP_PARTITION).eq(this_change));
+            write
+                .with_input_plan(current)
+                .with_save_mode(SaveMode::Overwrite)
+                .with_replace_where(predicate)
+                .await
+        } else {
+            let everything = datafusion::logical_expr::LogicalPlanBuilder::from(current)
+                .union(history)?
+                .build()?;
+            write
+                .with_input_plan(everything)
+                .with_save_mode(SaveMode::Overwrite)
+                .with_schema_mode(SchemaMode::Overwrite)
+                .with_partition_columns([MEMBERSHIP_PARTITION])
+                .await
+        }
+        .map_err(delta_error(self.store, table))?;
+        self.set_version(table, &written)
+    }
+
+    /// Appends the commit record: the change is now committed.
+    pub async fn commit(self, kind: ChangeKind, as_of: i64, segments: String) -> Result<Commit> {
+        let commit = Commit {
+            refresh_id: self.refresh_id(),
+            kind,
+            started_at: self.started_at,
+            committed_at: crate::time::now_micros(),
+            as_of,
+            segments,
+            versions: self.versions,
+        };
+        self.store
+            .write(
+                StoreTable::Refreshes,
+                vec![tables::commit_batch(&commit)?],
+                SaveMode::Append,
+            )
+            .await?;
+        Ok(commit)
+    }
+
+    /// `table` as this change has left it: its newest version (recovery
+    /// restored what an interrupted change wrote, by newer versions equal
+    /// to the committed ones, and the lock keeps other writers out).
+    async fn open_written(&self, table: StoreTable) -> Result<DeltaTable> {
+        self.store.open_table(table, None).await
+    }
+
+    fn set_version(&mut self, table: StoreTable, written: &DeltaTable) -> Result<()> {
+        let v = written
+            .version()
+            .ok_or_else(|| state_error(self.store, table, "no version after writing"))?;
+        self.versions.set(table, v);
+        Ok(())
+    }
+}
+
+/// The files among `files` (of `segment_membership`) that may hold open
+/// stays: those in the open partition's folder when the table is
+/// partitioned (Delta Lake names a null partition value
+/// `__HIVE_DEFAULT_PARTITION__`), else all.
+fn open_stay_files(files: Vec<PathBuf>) -> Vec<PathBuf> {
+    let prefix = format!("{MEMBERSHIP_PARTITION}=");
+    let partition = |path: &PathBuf| {
+        path.components().find_map(|c| {
+            c.as_os_str()
+                .to_str()
+                .and_then(|name| name.strip_prefix(&prefix))
+                .map(str::to_string)
+        })
+    };
+    if files.iter().all(|f| partition(f).is_none()) {
+        return files;
+    }
+    files
+        .into_iter()
+        .filter(|f| partition(f).is_none_or(|value| value == "__HIVE_DEFAULT_PARTITION__"))
+        .collect()
+}
+
+/// The scratch folders of changes in `root` (`.work-*`): what a change
+/// computes before it writes (members, order metrics), removed after it
+/// commits, or by the next change's recovery if it died.
+pub fn scratch_folders(root: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(root)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(".work-"))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn parse_marker(text: &str) -> Option<u64> {
