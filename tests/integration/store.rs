@@ -197,6 +197,58 @@ async fn a_year_of_monthly_history_adds_up() {
     .await;
     assert_eq!(current, by_function);
     assert!(!current.is_empty());
+
+    // Stays closed by a refresh are in that refresh's partition, and the
+    // open ones in the null partition.
+    assert_eq!(
+        number(
+            &ctx,
+            "SELECT count(*) FROM (SELECT exited_refresh, count(*) AS n FROM segment_membership \
+               WHERE exited_refresh IS NOT NULL GROUP BY exited_refresh) m \
+             FULL JOIN (SELECT refresh_id, sum(exited) AS n FROM segment_sizes \
+               WHERE exited > 0 GROUP BY refresh_id) s ON m.exited_refresh = s.refresh_id \
+             WHERE m.n IS DISTINCT FROM s.n"
+        )
+        .await,
+        0
+    );
+    history_is_never_rewritten(&store.root().join("segment_membership"));
+}
+
+/// Every change to `segment_membership` (a Delta table) after its first
+/// removes files only from the open stays' partition and adds files only
+/// there or in its own partition: the history of closed stays is written
+/// once.
+fn history_is_never_rewritten(table: &Path) {
+    let mut logs: Vec<_> = std::fs::read_dir(table.join("_delta_log"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    logs.sort();
+    let open = "exited_refresh=__HIVE_DEFAULT_PARTITION__/";
+    let mut checked = 0;
+    // Version 0 creates the table, version 1 is the first refresh.
+    for log in logs.iter().skip(2) {
+        let text = std::fs::read_to_string(log).unwrap();
+        let mut partitions = BTreeSet::new();
+        for line in text.lines() {
+            let action: serde_json::Value = serde_json::from_str(line).unwrap();
+            if let Some(path) = action["remove"]["path"].as_str() {
+                assert!(path.starts_with(open), "{} removes {path}", log.display());
+            }
+            if let Some(path) = action["add"]["path"].as_str() {
+                let partition = path.split('/').next().unwrap().to_string();
+                if partition != open.trim_end_matches('/') {
+                    partitions.insert(partition);
+                }
+            }
+        }
+        assert!(partitions.len() <= 1, "{}: {partitions:?}", log.display());
+        checked += 1;
+    }
+    assert!(checked >= 10, "{checked} changes checked");
 }
 
 /// Runs segql in `dir` and returns the run.
