@@ -289,11 +289,7 @@ pub async fn refresh(
         let mut printer = Printer::new(out, format, "standard output");
         printer.print(&table)?;
         printer.finish()?;
-        let events = outcome
-            .segments
-            .iter()
-            .map(|s| s.entered + s.exited)
-            .sum();
+        let events = outcome.segments.iter().map(|s| s.entered + s.exited).sum();
         emit_events(
             project.ctx(),
             project.store(),

@@ -14,26 +14,24 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use datafusion::datasource::empty::EmptyTable;
 use datafusion::catalog::TableProvider;
 use datafusion::common::{Column, JoinType, ScalarValue};
 use datafusion::dataframe::{DataFrame, DataFrameWriteOptions};
+use datafusion::datasource::empty::EmptyTable;
 use datafusion::functions_aggregate::expr_fn::count;
 use datafusion::functions_window::expr_fn::row_number;
 use datafusion::logical_expr::{Expr, ExprFunctionExt, LogicalPlan, cast, col, lit, when};
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 
 use crate::error::Error;
-use crate::segment::catalog::{SegmentCatalog, StoredSegments};
+use crate::segment::catalog::{BoughtPass, SegmentCatalog, StoredSegments};
 use crate::segment::columns::{Role, SourceTable};
-use crate::segment::planner::{order_metrics_plan, plan_resolved};
+use crate::segment::planner::{bought_pass_plan, order_metrics_plan, plan_resolved};
 use crate::segment::resolve::{Resolved, resolve_text};
 use crate::segment::{SegmentError, SegmentGraph};
 use crate::store::error::StoreError;
 use crate::store::read::{live_definitions, sizes};
-use crate::store::tables::{
-    self, ChangeKind, Commit, Definition, SegmentKind, Size, StoreTable,
-};
+use crate::store::tables::{self, ChangeKind, Commit, Definition, SegmentKind, Size, StoreTable};
 use crate::store::{MEMBERSHIP_PARTITION, Pinned, Snapshot, Store, StoreLock, read};
 use crate::time::{AsOf, format_micros, now_micros};
 
@@ -125,7 +123,8 @@ impl Scratch {
         // Pinned lists: the included are members, the excluded never are.
         if let Some(definition) = definition {
             if !definition.include.is_empty() {
-                let rows: Vec<Vec<Expr>> = definition.include.iter().map(|i| vec![lit(*i)]).collect();
+                let rows: Vec<Vec<Expr>> =
+                    definition.include.iter().map(|i| vec![lit(*i)]).collect();
                 let included = DataFrame::new(
                     ctx.state(),
                     datafusion::logical_expr::LogicalPlanBuilder::values(rows)?
@@ -139,9 +138,7 @@ impl Scratch {
                 frame = frame.filter(col("customer_id").in_list(excluded, true))?;
             }
         }
-        let frame = frame
-            .filter(col("customer_id").is_not_null())?
-            .distinct()?;
+        let frame = frame.filter(col("customer_id").is_not_null())?.distinct()?;
         let (members, size) = self.write(ctx, code, frame).await?;
         Ok(NewMembers {
             code: code.to_string(),
@@ -201,7 +198,10 @@ pub fn no_members(code: &str) -> NewMembers {
 }
 
 fn utc(micros: i64) -> Expr {
-    lit(ScalarValue::TimestampMicrosecond(Some(micros), Some("UTC".into())))
+    lit(ScalarValue::TimestampMicrosecond(
+        Some(micros),
+        Some("UTC".into()),
+    ))
 }
 
 /// Writes the membership changes of `changes` (and any definition rows)
@@ -239,13 +239,23 @@ pub async fn apply(
     let mut sizes = Vec::new();
     if !changes.is_empty() {
         let next_event = read::next_event_id(ctx, snapshot).await?;
-        let events = events_plan(ctx, snapshot, &changes, refresh_id, next_event, at, recorded_at)?;
+        let events = events_plan(
+            ctx,
+            snapshot,
+            &changes,
+            refresh_id,
+            next_event,
+            at,
+            recorded_at,
+        )?;
         tx.append_plan(StoreTable::Events, events).await?;
         let written = ctx
             .read_table(tx.provider(StoreTable::Events).await?)?
             .filter(col("refresh_id").eq(lit(refresh_id)))?;
         let counts = event_counts(&written).await?;
-        let moved = counts.values().any(|&(entered, exited)| entered + exited > 0);
+        let moved = counts
+            .values()
+            .any(|&(entered, exited)| entered + exited > 0);
         if moved {
             let (current, history) = stays_plans(ctx, snapshot, &written, refresh_id, at)?;
             tx.write_stays(current, history).await?;
@@ -306,7 +316,9 @@ fn events_plan(
         rank = rank.when(col("segment").eq(lit(change.code.clone())), lit(i as i64));
     }
     let Some(new) = new else {
-        return Err(Error::Usage("a change without segments has no events".into()));
+        return Err(Error::Usage(
+            "a change without segments has no events".into(),
+        ));
     };
     let codes = changes.iter().map(|c| lit(c.code.clone())).collect();
     let open = ctx
@@ -326,7 +338,13 @@ fn events_plan(
     let keys_open = ["o_segment", "o_customer"];
     let entered = new
         .clone()
-        .join(open.clone(), JoinType::LeftAnti, &keys_new, &keys_open, None)?
+        .join(
+            open.clone(),
+            JoinType::LeftAnti,
+            &keys_new,
+            &keys_open,
+            None,
+        )?
         .select(vec![
             col("n_rank").alias("rank"),
             col("n_segment").alias("segment"),
@@ -349,18 +367,15 @@ fn events_plan(
         ])
         .build()?
         .alias("n");
-    let events = entered
-        .union(exited)?
-        .window(vec![number])?
-        .select(vec![
-            (lit(next_event - 1) + cast(col("n"), DataType::Int64)).alias("event_id"),
-            lit(refresh_id).alias("refresh_id"),
-            col("segment"),
-            col("customer_id"),
-            col("event"),
-            utc(at).alias("at"),
-            utc(recorded_at).alias("recorded_at"),
-        ])?;
+    let events = entered.union(exited)?.window(vec![number])?.select(vec![
+        (lit(next_event - 1) + cast(col("n"), DataType::Int64)).alias("event_id"),
+        lit(refresh_id).alias("refresh_id"),
+        col("segment"),
+        col("customer_id"),
+        col("event"),
+        utc(at).alias("at"),
+        utc(recorded_at).alias("recorded_at"),
+    ])?;
     Ok(events.into_unoptimized_plan())
 }
 
@@ -490,6 +505,9 @@ pub struct RefreshOutcome {
     /// How many times `orders` was read (once when any segment needs order
     /// metrics, else never).
     pub orders_scans: usize,
+    /// How many times `order_items` was read for `bought(...)` (once when
+    /// any segment has one, else never).
+    pub items_scans: usize,
 }
 
 /// Recalculates the chosen segments of `store` on `options.as_of`, over the
@@ -578,6 +596,23 @@ pub async fn refresh(
         catalog.metrics = Some(metrics);
     }
 
+    // One pass over `order_items` finds the matches of every `bought(...)`.
+    let mut calls = Vec::new();
+    for (_, condition) in &resolved {
+        condition.bought_calls(&mut calls);
+    }
+    let mut items_scans = 0;
+    if calls.len() > 1 {
+        let plan = bought_pass_plan(&catalog, options.as_of, &calls).map_err(SegmentError::from)?;
+        let frame = ctx.execute_logical_plan(plan).await?;
+        let (table, _) = scratch.write(ctx, "__bought", frame).await?;
+        items_scans += 1;
+        let keys = calls.iter().map(|c| c.key()).collect();
+        catalog.bought = Some(Arc::new(BoughtPass { table, keys }));
+    } else {
+        items_scans += calls.len();
+    }
+
     let mut changes = Vec::new();
     for (code, condition) in &resolved {
         let plan = plan_resolved(condition, &catalog, options.as_of).map_err(SegmentError::from)?;
@@ -599,6 +634,7 @@ pub async fn refresh(
             commit: None,
             segments: outcomes,
             orders_scans,
+            items_scans,
         });
     }
     let applied = apply(
@@ -627,6 +663,7 @@ pub async fn refresh(
         commit: Some(applied.commit),
         segments: outcomes,
         orders_scans,
+        items_scans,
     })
 }
 

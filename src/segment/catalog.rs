@@ -36,6 +36,20 @@ pub struct SegmentCatalog {
     /// Order metrics already computed (by a refresh, once for all its
     /// segments): used instead of aggregating `orders` again.
     pub metrics: Option<Arc<dyn TableProvider>>,
+    /// `bought(...)` matches already computed (by a refresh, in one pass
+    /// over `order_items` for all its segments).
+    pub bought: Option<Arc<BoughtPass>>,
+}
+
+/// The customers matching each of several `bought(...)` calls, found in
+/// one pass over `order_items`: a table with the customer id column
+/// `__bought_customer` and, for the call whose key (`Bought::key`) is
+/// `keys[i]`, the column `__bought_pass_{i}` counting that customer's
+/// matching orders.
+#[derive(Debug, Clone)]
+pub struct BoughtPass {
+    pub table: Arc<dyn TableProvider>,
+    pub keys: Vec<String>,
 }
 
 /// The store's segments as a condition sees them.
@@ -67,6 +81,7 @@ impl SegmentCatalog {
             definitions: BTreeMap::new(),
             stored: None,
             metrics: None,
+            bought: None,
         })
     }
 

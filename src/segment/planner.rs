@@ -635,94 +635,31 @@ impl<'a> Planner<'a> {
     /// `(order_id, product_id, quantity, price)` table) take them from
     /// `orders`, joined on the order id.
     fn bought(&mut self, bought: &Bought) -> Result<LogicalPlan> {
-        let items = self
-            .catalog
-            .order_items
-            .as_ref()
-            .map(Arc::clone)
-            .ok_or_else(|| {
-                DataFusionError::Plan("bought(...) needs an `order_items` table".into())
-            })?;
-        let catalog = self.catalog;
-        let item = |role| catalog.column(SourceTable::OrderItems, role);
-        let order = |role| catalog.column(SourceTable::Orders, role);
-        let has = |role| items.schema().field_with_name(item(role)).is_ok();
         let alias = format!("__bought_{}", self.joins.len());
-        let mut lines =
-            LogicalPlanBuilder::scan("order_items", provider_as_source(Arc::clone(&items)), None)?;
-        let (purchase, order_id) = if has(Role::CustomerId) && has(Role::OrderTs) {
-            let purchase =
-                PurchaseColumns::of(&items.schema(), &catalog.columns, SourceTable::OrderItems);
-            (purchase, column(item(Role::OrderId)))
-        } else {
-            let orders = self
-                .catalog
-                .orders
-                .as_ref()
-                .map(Arc::clone)
-                .ok_or_else(|| {
-                    DataFusionError::Plan(format!(
-                        "bought(...) on order_items without {} and {} columns takes them from \
-                     `orders`: add orders to [tables] in the project file",
-                        item(Role::CustomerId),
-                        item(Role::OrderTs)
-                    ))
-                })?;
-            let has_status = orders.schema().field_with_name(order(Role::Status)).is_ok();
-            let ts_type = type_of(&orders.schema(), order(Role::OrderTs));
-            let mut keep = vec![
-                column(order(Role::OrderId)).alias("__o_order_id"),
-                column(order(Role::CustomerId)).alias("__o_customer_id"),
-                column(order(Role::OrderTs)).alias("__o_order_ts"),
-            ];
-            if has_status {
-                keep.push(column(order(Role::Status)).alias("__o_status"));
-            }
-            let orders = LogicalPlanBuilder::scan("orders", provider_as_source(orders), None)?
-                .project(keep)?
-                .build()?;
-            lines = lines.join(
-                orders,
-                JoinType::Inner,
-                (
-                    vec![Column::new(Some("order_items"), item(Role::OrderId))],
-                    vec![Column::from_name("__o_order_id")],
-                ),
+        // A refresh found every call's matches in one pass: read them.
+        if let Some(pass) = &self.catalog.bought
+            && let Some(i) = pass.keys.iter().position(|k| *k == bought.key())
+        {
+            return LogicalPlanBuilder::scan(
+                "__bought_pass",
+                provider_as_source(Arc::clone(&pass.table)),
                 None,
-            )?;
-            let purchase = PurchaseColumns {
-                customer: col("__o_customer_id"),
-                ts: col("__o_order_ts"),
-                ts_type,
-                status: has_status.then(|| col("__o_status")),
-            };
-            (purchase, col("__o_order_id"))
-        };
-        let mut filter = purchase.filter(&self.catalog.purchases, Some(self.as_of));
-        let mut product_filters: Vec<Expr> = Vec::new();
-        let as_of = self.as_of;
-        let day = || day_of(purchase.ts.clone(), &purchase.ts_type, as_of);
-        for test in &bought.filters {
-            match test {
-                BoughtFilter::Day(DayTest::From(d)) => {
-                    filter = filter.and(day().gt_eq(date_lit(*d)))
-                }
-                BoughtFilter::Day(DayTest::To(d)) => filter = filter.and(day().lt_eq(date_lit(*d))),
-                BoughtFilter::Day(DayTest::On(d)) => filter = filter.and(day().eq(date_lit(*d))),
-                BoughtFilter::Column(item) => {
-                    let test = item_test(item);
-                    match item.table {
-                        ItemTable::Products => product_filters.push(test),
-                        ItemTable::OrderItems => filter = filter.and(test),
-                    }
-                }
-            }
+            )?
+            .filter(col(format!("__bought_pass_{i}")).gt_eq(lit(bought.min_count)))?
+            .project(vec![col("__bought_customer").alias(&alias)])?
+            .build();
         }
-        lines = lines.filter(filter)?;
+        let (lines, purchase, order_id) = bought_lines(self.catalog)?;
+        let (tests, product_filter) = bought_filter(bought, &purchase, self.as_of);
+        let filter = tests.into_iter().fold(
+            purchase.filter(&self.catalog.purchases, Some(self.as_of)),
+            Expr::and,
+        );
+        let mut lines = lines.filter(filter)?;
         // Product attributes (category, brand, ...) come from `products`,
         // joined on the product id only when a filter names one.
         if let (Some(product_filter), Some(products)) = (
-            product_filters.into_iter().reduce(Expr::and),
+            product_filter,
             self.catalog.products.as_ref().map(Arc::clone),
         ) {
             let products =
@@ -732,13 +669,7 @@ impl<'a> Planner<'a> {
             lines = lines.join(
                 products,
                 JoinType::LeftSemi,
-                (
-                    vec![Column::new(Some("order_items"), item(Role::ProductId))],
-                    vec![Column::new(
-                        Some("products"),
-                        catalog.column(SourceTable::Products, Role::ProductId),
-                    )],
-                ),
+                product_keys(self.catalog),
                 None,
             )?;
         }
@@ -751,6 +682,167 @@ impl<'a> Planner<'a> {
             .project(vec![col(&alias)])?
             .build()
     }
+}
+
+/// The join keys of `order_items` to `products`.
+fn product_keys(catalog: &SegmentCatalog) -> (Vec<Column>, Vec<Column>) {
+    (
+        vec![Column::new(
+            Some("order_items"),
+            catalog.column(SourceTable::OrderItems, Role::ProductId),
+        )],
+        vec![Column::new(
+            Some("products"),
+            catalog.column(SourceTable::Products, Role::ProductId),
+        )],
+    )
+}
+
+/// The lines `bought(...)` reads: `order_items`, with each line's
+/// customer, time and status, and the expression of its order id. Lines
+/// that carry their order's customer and time are read alone; lines that
+/// do not (a normalized `(order_id, product_id, quantity, price)` table)
+/// take them from `orders`, joined on the order id.
+fn bought_lines(catalog: &SegmentCatalog) -> Result<(LogicalPlanBuilder, PurchaseColumns, Expr)> {
+    let items = catalog
+        .order_items
+        .as_ref()
+        .map(Arc::clone)
+        .ok_or_else(|| DataFusionError::Plan("bought(...) needs an `order_items` table".into()))?;
+    let item = |role| catalog.column(SourceTable::OrderItems, role);
+    let order = |role| catalog.column(SourceTable::Orders, role);
+    let has = |role| items.schema().field_with_name(item(role)).is_ok();
+    let lines =
+        LogicalPlanBuilder::scan("order_items", provider_as_source(Arc::clone(&items)), None)?;
+    if has(Role::CustomerId) && has(Role::OrderTs) {
+        let purchase =
+            PurchaseColumns::of(&items.schema(), &catalog.columns, SourceTable::OrderItems);
+        return Ok((lines, purchase, column(item(Role::OrderId))));
+    }
+    let orders = catalog.orders.as_ref().map(Arc::clone).ok_or_else(|| {
+        DataFusionError::Plan(format!(
+            "bought(...) on order_items without {} and {} columns takes them from \
+             `orders`: add orders to [tables] in the project file",
+            item(Role::CustomerId),
+            item(Role::OrderTs)
+        ))
+    })?;
+    let has_status = orders.schema().field_with_name(order(Role::Status)).is_ok();
+    let ts_type = type_of(&orders.schema(), order(Role::OrderTs));
+    let mut keep = vec![
+        column(order(Role::OrderId)).alias("__o_order_id"),
+        column(order(Role::CustomerId)).alias("__o_customer_id"),
+        column(order(Role::OrderTs)).alias("__o_order_ts"),
+    ];
+    if has_status {
+        keep.push(column(order(Role::Status)).alias("__o_status"));
+    }
+    let orders = LogicalPlanBuilder::scan("orders", provider_as_source(orders), None)?
+        .project(keep)?
+        .build()?;
+    let lines = lines.join(
+        orders,
+        JoinType::Inner,
+        (
+            vec![Column::new(Some("order_items"), item(Role::OrderId))],
+            vec![Column::from_name("__o_order_id")],
+        ),
+        None,
+    )?;
+    let purchase = PurchaseColumns {
+        customer: col("__o_customer_id"),
+        ts: col("__o_order_ts"),
+        ts_type,
+        status: has_status.then(|| col("__o_status")),
+    };
+    Ok((lines, purchase, col("__o_order_id")))
+}
+
+/// The tests of one `bought(...)` on a line (order day and `order_items`
+/// columns, in argument order), and those on its product, if any.
+fn bought_filter(
+    bought: &Bought,
+    purchase: &PurchaseColumns,
+    as_of: AsOf,
+) -> (Vec<Expr>, Option<Expr>) {
+    let mut tests = Vec::new();
+    let mut product_filters: Vec<Expr> = Vec::new();
+    let day = || day_of(purchase.ts.clone(), &purchase.ts_type, as_of);
+    for test in &bought.filters {
+        match test {
+            BoughtFilter::Day(DayTest::From(d)) => tests.push(day().gt_eq(date_lit(*d))),
+            BoughtFilter::Day(DayTest::To(d)) => tests.push(day().lt_eq(date_lit(*d))),
+            BoughtFilter::Day(DayTest::On(d)) => tests.push(day().eq(date_lit(*d))),
+            BoughtFilter::Column(item) => {
+                let test = item_test(item);
+                match item.table {
+                    ItemTable::Products => product_filters.push(test),
+                    ItemTable::OrderItems => tests.push(test),
+                }
+            }
+        }
+    }
+    (tests, product_filters.into_iter().reduce(Expr::and))
+}
+
+/// The matches of every call of `calls` in one pass over `order_items`
+/// (joined once to `orders` and `products` when needed): per customer
+/// with a matching purchase line, `__bought_pass_{i}` counts the distinct
+/// orders matching `calls[i]`. See [`BoughtPass`](super::catalog::BoughtPass).
+pub fn bought_pass_plan(
+    catalog: &SegmentCatalog,
+    as_of: AsOf,
+    calls: &[Bought],
+) -> Result<LogicalPlan> {
+    use datafusion::logical_expr::ExprFunctionExt;
+    let (mut lines, purchase, order_id) = bought_lines(catalog)?;
+    let tests: Vec<Expr> = calls
+        .iter()
+        .map(|call| {
+            let (tests, product) = bought_filter(call, &purchase, as_of);
+            let filter = tests.into_iter().reduce(Expr::and).unwrap_or(lit(true));
+            match product {
+                Some(product) if catalog.products.is_some() => filter.and(product),
+                // Without `products`, product tests cannot match.
+                Some(_) => lit(false),
+                None => filter,
+            }
+        })
+        .collect();
+    let any_product = calls.iter().any(|c| {
+        c.filters.iter().any(|f| {
+            matches!(
+                f,
+                BoughtFilter::Column(ItemFilter {
+                    table: ItemTable::Products,
+                    ..
+                })
+            )
+        })
+    });
+    if let (true, Some(products)) = (any_product, catalog.products.as_ref().map(Arc::clone)) {
+        let products =
+            LogicalPlanBuilder::scan("products", provider_as_source(products), None)?.build()?;
+        lines = lines.join(products, JoinType::Left, product_keys(catalog), None)?;
+    }
+    let any = tests.iter().cloned().reduce(Expr::or).unwrap_or(lit(false));
+    let counts = tests
+        .into_iter()
+        .enumerate()
+        .map(|(i, test)| {
+            // The builder sets DISTINCT itself (it would drop the flag of
+            // a `count_distinct` it starts from).
+            count(order_id.clone())
+                .distinct()
+                .filter(test)
+                .build()
+                .map(|e| e.alias(format!("__bought_pass_{i}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    lines
+        .filter(purchase.filter(&catalog.purchases, Some(as_of)).and(any))?
+        .aggregate(vec![purchase.customer.alias("__bought_customer")], counts)?
+        .build()
 }
 
 fn item_test(item: &ItemFilter) -> Expr {

@@ -207,6 +207,14 @@ pub struct Bought {
     pub min_count: i64,
 }
 
+impl Bought {
+    /// The call as a key: equal keys, equal calls (same tests, same day
+    /// numbers, same count).
+    pub fn key(&self) -> String {
+        format!("{self:?}")
+    }
+}
+
 /// One test of a `bought(...)`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BoughtFilter {
@@ -304,6 +312,18 @@ impl Resolved {
             }
         });
         reads
+    }
+
+    /// Every `bought(...)` of the condition and of the saved segments it
+    /// refers to, each once, in the order met.
+    pub fn bought_calls(&self, calls: &mut Vec<Bought>) {
+        self.visit(&mut |r| match r {
+            Resolved::InSegment(SegmentRef::Defined { condition, .. }) => {
+                condition.bought_calls(calls);
+            }
+            Resolved::Bought(bought) if !calls.contains(bought) => calls.push(bought.clone()),
+            _ => {}
+        });
     }
 
     /// [`Resolved::needs`] of this node alone.
@@ -1036,6 +1056,7 @@ mod tests {
             definitions: BTreeMap::new(),
             stored: None,
             metrics: None,
+            bought: None,
         }
     }
 

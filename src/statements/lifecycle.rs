@@ -517,7 +517,10 @@ async fn change(env: &StatementEnv<'_>, statement: StoreStatement) -> Result<Str
             let scratch = refresh::Scratch::new(store, pinned.next_refresh_id())?;
             let changes = if kind == SegmentKind::Static {
                 codes.insert(code.clone());
-                vec![refresh::evaluate(ctx, &scratch, &code, &condition, &catalog, env.as_of).await?]
+                vec![
+                    refresh::evaluate(ctx, &scratch, &code, &condition, &catalog, env.as_of)
+                        .await?,
+                ]
             } else {
                 Vec::new()
             };

@@ -557,7 +557,12 @@ impl Transaction<'_> {
         let delta = self.open_written(table).await?;
         let partitioned = delta
             .snapshot()
-            .map(|s| s.metadata().partition_columns().iter().any(|c| c == MEMBERSHIP_PARTITION))
+            .map(|s| {
+                s.metadata()
+                    .partition_columns()
+                    .iter()
+                    .any(|c| c == MEMBERSHIP_PARTITION)
+            })
             .map_err(delta_error(self.store, table))?;
         let write = delta
             .write(Vec::new())

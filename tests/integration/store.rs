@@ -68,8 +68,8 @@ async fn number(ctx: &SessionContext, sql: &str) -> i64 {
     values.into_iter().next().unwrap()
 }
 
-/// Five segments, one of them built on another.
-const SEGMENTS: [(&str, &str); 5] = [
+/// Six segments, one of them built on another, three `bought(...)` calls.
+const SEGMENTS: [(&str, &str); 6] = [
     ("big_spenders", "amount_spent > 2000"),
     ("lapsed", "days_since_last_order > 60 AND orders_count >= 2"),
     ("champions", "rfm_group = 'Champions'"),
@@ -80,6 +80,11 @@ const SEGMENTS: [(&str, &str); 5] = [
     (
         "big_uk",
         "in_segment(big_spenders) AND country = 'United Kingdom'",
+    ),
+    (
+        "mugs_no_bags",
+        "bought(description: '%MUG%', count: 2) AND NOT bought(description: '%BAG%', \
+         date: -60d..today)",
     ),
 ];
 
@@ -115,9 +120,11 @@ async fn a_year_of_monthly_history_adds_up() {
         )
         .await
         .unwrap();
-        assert_eq!(outcome.segments.len(), 5);
-        // One pass over orders feeds all five segments.
+        assert_eq!(outcome.segments.len(), SEGMENTS.len());
+        // One pass over orders feeds all five segments, and one over
+        // order_items their `bought(...)` calls.
         assert_eq!(outcome.orders_scans, 1);
+        assert_eq!(outcome.items_scans, 1);
     }
     project.sync_store().await.unwrap();
 
