@@ -16,6 +16,16 @@ pub fn describe_datafusion(error: &DataFusionError) -> String {
         DataFusionError::Context(context, inner) if context.starts_with("Optimizer rule") => {
             describe_datafusion(inner)
         }
+        // A step of segql's own work (see `in_step`): what it was doing,
+        // then why it failed.
+        DataFusionError::Context(step, inner) if step.starts_with("while ") => {
+            format!("{step}: {}", describe_datafusion(inner))
+        }
+        DataFusionError::ResourcesExhausted(_) => format!(
+            "{}\nhint: this step needs more memory than the limit allows and cannot spill \
+             further; raise --memory-limit (e.g. double it) or leave it out",
+            error.strip_backtrace()
+        ),
         // DataFusion's prefix repeats the one parquet's own text starts with.
         DataFusionError::ParquetError(inner) => inner.to_string(),
         DataFusionError::SQL(parser_error, _) => match parser_error.as_ref() {

@@ -197,6 +197,17 @@ pub fn no_members(code: &str) -> NewMembers {
     }
 }
 
+/// `error` marked as failing in `step` ("while ..."), so a user learns
+/// which part of a refresh ran out of memory or met bad data.
+fn in_step(step: impl FnOnce() -> String) -> impl FnOnce(Error) -> Error {
+    move |error| match error {
+        Error::DataFusion(inner) => Error::DataFusion(
+            datafusion::common::DataFusionError::Context(step(), Box::new(inner)),
+        ),
+        other => other,
+    }
+}
+
 fn utc(micros: i64) -> Expr {
     lit(ScalarValue::TimestampMicrosecond(
         Some(micros),
@@ -591,7 +602,10 @@ pub async fn refresh(
     if resolved.iter().any(|(_, r)| r.reads_orders()) {
         let plan = order_metrics_plan(&catalog, options.as_of).map_err(SegmentError::from)?;
         let frame = ctx.execute_logical_plan(plan).await?;
-        let (metrics, _) = scratch.write(ctx, "__order_metrics", frame).await?;
+        let (metrics, _) = scratch
+            .write(ctx, "__order_metrics", frame)
+            .await
+            .map_err(in_step(|| "while computing the order metrics".into()))?;
         orders_scans += 1;
         catalog.metrics = Some(metrics);
     }
@@ -605,7 +619,12 @@ pub async fn refresh(
     if calls.len() > 1 {
         let plan = bought_pass_plan(&catalog, options.as_of, &calls).map_err(SegmentError::from)?;
         let frame = ctx.execute_logical_plan(plan).await?;
-        let (table, _) = scratch.write(ctx, "__bought", frame).await?;
+        let (table, _) = scratch
+            .write(ctx, "__bought", frame)
+            .await
+            .map_err(in_step(|| {
+                "while matching bought(...) over order_items".into()
+            }))?;
         items_scans += 1;
         let keys = calls.iter().map(|c| c.key()).collect();
         catalog.bought = Some(Arc::new(BoughtPass { table, keys }));
@@ -618,7 +637,8 @@ pub async fn refresh(
         let plan = plan_resolved(condition, &catalog, options.as_of).map_err(SegmentError::from)?;
         let members = scratch
             .members(ctx, &catalog, code, plan, definitions.get(code))
-            .await?;
+            .await
+            .map_err(in_step(|| format!("while evaluating segment `{code}`")))?;
         // Segments using this one read the members just computed.
         if let Some(stored) = &catalog.stored {
             let mut stored = stored.as_ref().clone();
@@ -648,7 +668,10 @@ pub async fn refresh(
         Vec::new(),
         changes,
     )
-    .await?;
+    .await
+    .map_err(in_step(|| {
+        "while writing the refresh to the segment store".into()
+    }))?;
     for size in &applied.sizes {
         outcomes.push(SegmentOutcome {
             code: size.segment.clone(),

@@ -58,6 +58,14 @@ pub enum StoreError {
     )]
     NewerFormat { root: PathBuf, format: u64 },
 
+    /// Writing a store table needed more memory than the limit (nothing
+    /// was committed: the store is as before).
+    #[error(
+        "not enough memory to write store table {table} under the memory limit ({message}); \
+         nothing was changed: raise --memory-limit (e.g. double it) or leave it out"
+    )]
+    OutOfMemory { table: StoreTable, message: String },
+
     /// Delta Lake cannot open, read or write one of the store's tables.
     #[error(
         "store table {table} cannot be used: {source}; the store at {} may be damaged (restore \

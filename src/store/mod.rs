@@ -136,10 +136,24 @@ fn delta_error(
     table: StoreTable,
 ) -> impl FnOnce(deltalake::DeltaTableError) -> StoreError {
     let root = store.root.clone();
-    move |source| StoreError::Table {
-        table,
-        root,
-        source: Box::new(source),
+    move |source| {
+        // A write that ran out of memory is not damage: say so.
+        let text = source.to_string();
+        let lines = || text.lines().map(|l| l.trim().trim_start_matches("Error: "));
+        match lines()
+            .find(|l| l.starts_with("Failed to allocate"))
+            .or_else(|| lines().find(|l| l.starts_with("Resources exhausted")))
+        {
+            Some(line) => StoreError::OutOfMemory {
+                table,
+                message: line.to_string(),
+            },
+            _ => StoreError::Table {
+                table,
+                root,
+                source: Box::new(source),
+            },
+        }
     }
 }
 

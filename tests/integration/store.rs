@@ -938,3 +938,47 @@ fn every_keeps_refreshing_until_interrupted() {
     assert!(status.success(), "{status:?}");
     assert!(check_whole(d) >= 3);
 }
+
+#[test]
+fn a_refresh_short_of_memory_says_so_and_changes_nothing() {
+    let dir = project();
+    let d = dir.path();
+    for (code, condition) in [
+        ("big", "amount_spent > 1000"),
+        ("mugs", "bought(description: '%MUG%', count: 2)"),
+    ] {
+        assert_eq!(
+            run(d, &["segment", "create", code, condition]).code,
+            Some(0)
+        );
+    }
+    let commits = check_whole(d);
+    // Too little to sort the membership changes: refused, named, nothing
+    // written.
+    let out = run(
+        d,
+        &["--memory-limit", "4M", "--as-of", "2011-06-01", "refresh"],
+    );
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .starts_with("error: not enough memory to write store table segment_events")
+            || out.stderr.starts_with("error: while "),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("raise --memory-limit"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("damaged"), "{}", out.stderr);
+    assert_eq!(check_whole(d), commits);
+    // With room, the same refresh succeeds, and sizes add up.
+    let out = run(
+        d,
+        &["--memory-limit", "64M", "--as-of", "2011-06-01", "refresh"],
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(check_whole(d), commits + 1);
+}
