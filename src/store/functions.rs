@@ -18,12 +18,15 @@ use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, Int64Array};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
-use datafusion::common::{DataFusionError, Result, ScalarValue, exec_err, plan_err};
+use datafusion::common::tree_node::Transformed;
+use datafusion::common::{DataFusionError, JoinType, Result, ScalarValue, exec_err, plan_err};
 use datafusion::datasource::{ViewTable, provider_as_source};
+use datafusion::logical_expr::utils::{conjunction, split_conjunction_owned};
 use datafusion::logical_expr::{
     ColumnarValue, Expr, LogicalPlan, LogicalPlanBuilder, ScalarFunctionArgs, ScalarUDF,
     ScalarUDFImpl, Signature, Volatility, col, lit,
 };
+use datafusion::optimizer::{ApplyOrder, OptimizerConfig, OptimizerRule};
 use datafusion::parquet::arrow::ProjectionMask;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::prelude::SessionContext;
@@ -366,7 +369,10 @@ impl StoreView {
             .provider(StoreTable::Membership)
             .map_err(|e| DataFusionError::Execution(e.to_string()))?;
         let open = match at {
-            None => col("exited_at").is_null(),
+            // The open stays' partition only.
+            None => col(super::MEMBERSHIP_PARTITION)
+                .is_null()
+                .and(col("exited_at").is_null()),
             Some(at) => {
                 let at = lit(ScalarValue::TimestampMicrosecond(
                     Some(at),
@@ -378,9 +384,103 @@ impl StoreView {
             }
         };
         LogicalPlanBuilder::scan("segment_membership", provider_as_source(membership), None)?
-            .filter(col("segment").eq(lit(code.to_string())).and(open))?
+            // Typed exactly: the optimizer rule plans this after type coercion.
+            .filter(
+                datafusion::logical_expr::cast(col("segment"), DataType::Utf8)
+                    .eq(lit(code.to_string()))
+                    .and(open),
+            )?
             .project(vec![col("customer_id"), col("entered_at")])?
             .build()
+    }
+}
+
+/// Plans `WHERE in_segment(customer_id, 'code')` as a semi join of the
+/// filtered rows with the segment's current members, instead of a call
+/// per row: the members are read once, by a plan that can spill and that
+/// the optimizer can reorder. A conjunct (not under `OR` or `NOT`) whose
+/// code is a text constant of a segment the store has is rewritten; any
+/// other use keeps the function (which gives the same answers). Both
+/// drop rows whose id is NULL.
+#[derive(Debug, Default)]
+pub struct InSegmentJoin;
+
+/// The optimizer rule's name (registered once per session).
+const IN_SEGMENT_JOIN: &str = "segql_in_segment_semi_join";
+
+impl InSegmentJoin {
+    /// The id expression and the members plan of `expr` when it is a
+    /// call of segql's `in_segment` that can become a semi join.
+    fn semi_join_of(expr: &Expr) -> Option<(Expr, LogicalPlan)> {
+        let Expr::ScalarFunction(call) = expr else {
+            return None;
+        };
+        let function =
+            (call.func.inner().as_ref() as &dyn std::any::Any).downcast_ref::<InSegmentFunc>()?;
+        let [id, code] = call.args.as_slice() else {
+            return None;
+        };
+        let code = text_literal(code)?;
+        function.view.check_code(code, "in_segment").ok()?;
+        let members = function.view.members_plan(code, None).ok()?;
+        Some((id.clone(), members))
+    }
+}
+
+impl OptimizerRule for InSegmentJoin {
+    fn name(&self) -> &str {
+        IN_SEGMENT_JOIN
+    }
+
+    fn apply_order(&self) -> Option<ApplyOrder> {
+        Some(ApplyOrder::BottomUp)
+    }
+
+    fn rewrite(
+        &self,
+        plan: LogicalPlan,
+        _config: &dyn OptimizerConfig,
+    ) -> Result<Transformed<LogicalPlan>> {
+        let LogicalPlan::Filter(filter) = plan else {
+            return Ok(Transformed::no(plan));
+        };
+        let conjuncts = split_conjunction_owned(filter.predicate.clone());
+        if !conjuncts.iter().any(|c| Self::semi_join_of(c).is_some()) {
+            return Ok(Transformed::no(LogicalPlan::Filter(filter)));
+        }
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let mut builder = LogicalPlanBuilder::from(Arc::unwrap_or_clone(filter.input));
+        let mut rest = Vec::new();
+        for conjunct in conjuncts {
+            let Some((id, members)) = Self::semi_join_of(&conjunct) else {
+                rest.push(conjunct);
+                continue;
+            };
+            let alias = format!(
+                "__in_segment_{}",
+                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            );
+            let members = LogicalPlanBuilder::from(members)
+                .project(vec![col("customer_id")])?
+                .alias(alias.as_str())?
+                .build()?;
+            builder = builder.join_with_expr_keys(
+                members,
+                JoinType::LeftSemi,
+                (
+                    vec![datafusion::logical_expr::cast(id, DataType::Int64)],
+                    vec![Expr::Column(datafusion::common::Column::new(
+                        Some(alias.as_str()),
+                        "customer_id",
+                    ))],
+                ),
+                None,
+            )?;
+        }
+        if let Some(rest) = conjunction(rest) {
+            builder = builder.filter(rest)?;
+        }
+        Ok(Transformed::yes(builder.build()?))
     }
 }
 
@@ -391,6 +491,14 @@ pub fn register(ctx: &SessionContext, view: Arc<StoreView>) -> Result<(), StoreE
     ctx.register_udf(ScalarUDF::new_from_impl(InSegmentFunc::new(Arc::clone(
         &view,
     ))));
+    if !ctx
+        .state()
+        .optimizers()
+        .iter()
+        .any(|rule| rule.name() == IN_SEGMENT_JOIN)
+    {
+        ctx.add_optimizer_rule(Arc::new(InSegmentJoin));
+    }
     ctx.register_udtf(
         "segment_members",
         Arc::new(SegmentMembersFunc {

@@ -204,6 +204,31 @@ async fn a_year_of_monthly_history_adds_up() {
     .await;
     assert_eq!(current, by_function);
     assert!(!current.is_empty());
+    // In a WHERE conjunction, in_segment is a semi join with the members.
+    let plan = ctx
+        .sql(
+            "EXPLAIN SELECT customer_id FROM customers \
+             WHERE country = 'France' AND in_segment(customer_id, 'big_uk')",
+        )
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let plan = datafusion::arrow::util::pretty::pretty_format_batches(&plan)
+        .unwrap()
+        .to_string();
+    assert!(
+        plan.contains("LeftSemi Join: CAST(customers.customer_id AS Int64) = __in_segment_"),
+        "{plan}"
+    );
+    let either = ids(
+        &ctx,
+        "SELECT customer_id FROM customers \
+         WHERE country = 'France' OR in_segment(customer_id, 'big_uk')",
+    )
+    .await;
+    assert!(either.is_superset(&current));
 
     // Stays closed by a refresh are in that refresh's partition, and the
     // open ones in the null partition.
