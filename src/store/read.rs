@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use datafusion::arrow::datatypes::DataType;
-use datafusion::functions_aggregate::expr_fn::max;
+use datafusion::functions_aggregate::expr_fn::{max, sum};
 use datafusion::logical_expr::{cast, col, lit};
 use datafusion::prelude::SessionContext;
 
@@ -84,12 +84,31 @@ async fn max_of(
     Ok(values.into_iter().flatten().next())
 }
 
-/// The id the next event gets.
+/// The id the next event gets. Events are numbered from 1 without gaps,
+/// and every change records how many it wrote in `segment_sizes`
+/// (`entered + exited` per segment), so the count comes from that small
+/// table rather than from a scan of every event ever written.
 pub async fn next_event_id(ctx: &SessionContext, snapshot: &Snapshot) -> Result<i64> {
-    Ok(max_of(ctx, snapshot, StoreTable::Events, "event_id", None)
-        .await?
-        .unwrap_or(0)
-        + 1)
+    let batches = ctx
+        .read_table(snapshot.provider(StoreTable::Sizes)?)?
+        .aggregate(
+            vec![],
+            vec![
+                sum(cast(col("entered"), DataType::Int64) + cast(col("exited"), DataType::Int64))
+                    .alias("m"),
+            ],
+        )?
+        .collect()
+        .await?;
+    let mut written = 0;
+    for batch in &batches {
+        written += Columns::new(StoreTable::Sizes, batch)
+            .int64("m")?
+            .into_iter()
+            .flatten()
+            .sum::<i64>();
+    }
+    Ok(written + 1)
 }
 
 /// The latest instant a stay of `code` began (0 if none), so a drop never
