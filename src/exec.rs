@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use datafusion::common::{Column, JoinType};
+use datafusion::dataframe::{DataFrame, DataFrameWriteOptions};
 use datafusion::datasource::provider_as_source;
 use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
@@ -219,10 +220,7 @@ pub async fn rfm(
         let catalog = project.catalog("segql rfm --out")?;
         let plan = crate::segment::planner::rfm_scores_plan(catalog, as_of)?;
         let frame = project.ctx().execute_logical_plan(plan).await?;
-        let schema = Arc::clone(frame.schema().inner());
-        let batches = frame.collect().await?;
-        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-        write_results(&[StatementResult { schema, batches }], format, Some(path))?;
+        let rows = write_frame(frame, format, Some(path)).await?;
         println!("scores of {rows} customers written to {}", path.display());
     }
     if let Some(path) = svg {
@@ -404,19 +402,54 @@ pub async fn export(
         .build()?;
     check_parquet_target(format, out)?;
     let spinner = crate::progress::spinner(format!("exporting segment {code}"));
-    let frame = project.ctx().execute_logical_plan(plan).await;
-    let result = match frame {
-        Ok(frame) => {
-            let schema = Arc::clone(frame.schema().inner());
-            frame
-                .collect()
-                .await
-                .map(|batches| StatementResult { schema, batches })
-        }
-        Err(e) => Err(e),
+    let written = match project.ctx().execute_logical_plan(plan).await {
+        Ok(frame) => write_frame(frame, format, out).await,
+        Err(e) => Err(e.into()),
     };
     spinner.finish_and_clear();
-    write_results(&[result?], format, out)
+    written.map(drop)
+}
+
+/// Writes the rows of `frame` in `format` to `out` (written whole or not
+/// at all) or standard output; returns how many. Parquet to a file is
+/// streamed (DataFusion's writer: batches are encoded as they come, so a
+/// large result is never held whole); other formats are collected first.
+async fn write_frame(frame: DataFrame, format: Format, out: Option<&Path>) -> Result<usize, Error> {
+    if let (Format::Parquet, Some(path)) = (format, out) {
+        let partial = partial_path(path);
+        let written = frame
+            .write_parquet(
+                &partial.to_string_lossy(),
+                DataFrameWriteOptions::new().with_single_file_output(true),
+                None,
+            )
+            .await;
+        let rows = match written {
+            Ok(counts) => counts
+                .first()
+                .and_then(|b| {
+                    b.column(0)
+                        .as_any()
+                        .downcast_ref::<datafusion::arrow::array::UInt64Array>()
+                        .map(|c| c.value(0) as usize)
+                })
+                .unwrap_or(0),
+            Err(e) => {
+                let _ = std::fs::remove_file(&partial);
+                return Err(e.into());
+            }
+        };
+        std::fs::rename(&partial, path).map_err(|source| Error::OutputCreate {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        return Ok(rows);
+    }
+    let schema = Arc::clone(frame.schema().inner());
+    let batches = frame.collect().await?;
+    let rows = batches.iter().map(|b| b.num_rows()).sum();
+    write_results(&[StatementResult { schema, batches }], format, out)?;
+    Ok(rows)
 }
 
 /// Prints `results` to `out` (written whole or not at all) or stdout.

@@ -244,14 +244,15 @@ async fn a_year_of_monthly_history_adds_up() {
         .await,
         0
     );
-    history_is_never_rewritten(&store.root().join("segment_membership"));
+    // Version 0 creates the table, version 1 is the first refresh.
+    history_is_never_rewritten(&store.root().join("segment_membership"), 2, 10);
 }
 
-/// Every change to `segment_membership` (a Delta table) after its first
-/// removes files only from the open stays' partition and adds files only
-/// there or in its own partition: the history of closed stays is written
-/// once.
-fn history_is_never_rewritten(table: &Path) {
+/// Every change to `segment_membership` (a Delta table) from log version
+/// `from` on (at least `changes` of them) removes files only from the open
+/// stays' partition and adds files only there or in its own partition:
+/// the history of closed stays is written once.
+fn history_is_never_rewritten(table: &Path, from: usize, changes: usize) {
     let mut logs: Vec<_> = std::fs::read_dir(table.join("_delta_log"))
         .unwrap()
         .flatten()
@@ -261,8 +262,7 @@ fn history_is_never_rewritten(table: &Path) {
     logs.sort();
     let open = "exited_refresh=__HIVE_DEFAULT_PARTITION__/";
     let mut checked = 0;
-    // Version 0 creates the table, version 1 is the first refresh.
-    for log in logs.iter().skip(2) {
+    for log in logs.iter().skip(from) {
         let text = std::fs::read_to_string(log).unwrap();
         let mut partitions = BTreeSet::new();
         for line in text.lines() {
@@ -280,7 +280,7 @@ fn history_is_never_rewritten(table: &Path) {
         assert!(partitions.len() <= 1, "{}: {partitions:?}", log.display());
         checked += 1;
     }
-    assert!(checked >= 10, "{checked} changes checked");
+    assert!(checked >= changes, "{checked} changes checked");
 }
 
 /// Runs segql in `dir` and returns the run.
@@ -1006,4 +1006,95 @@ fn a_refresh_short_of_memory_says_so_and_changes_nothing() {
     );
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert_eq!(check_whole(d), commits + 1);
+}
+
+/// Copies the folder `from` to `to`, recursively.
+fn copy_folder(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_folder(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// A store written by segql before `segment_membership` was partitioned
+/// (two segments, refreshed as of 2011-03-01 and 2011-06-01; made with
+/// `tests/integration/fixtures/make_store_format1.sh`): its next change
+/// rewrites the stays once into the partitioned layout, keeping every
+/// stay, and later changes only add.
+#[test]
+fn a_store_from_before_the_partitioning_is_rewritten_once() {
+    let dir = project();
+    let d = dir.path();
+    copy_folder(
+        &repo_root().join("tests/integration/fixtures/store_format1"),
+        &d.join("segql_store"),
+    );
+    let stays = |closed_now: &str| {
+        let out = run(
+            d,
+            &[
+                "--format",
+                "csv",
+                "-c",
+                &format!(
+                    "SELECT segment, customer_id, entered_at, \
+                       CASE WHEN exited_refresh = {closed_now} THEN NULL ELSE exited_at END, \
+                       entered_refresh, \
+                       CASE WHEN exited_refresh = {closed_now} THEN NULL ELSE exited_refresh END \
+                     FROM segment_membership WHERE entered_refresh < 5 ORDER BY 1, 2, 3"
+                ),
+            ],
+        );
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+        out.stdout
+    };
+    let before = stays("0");
+    assert!(before.lines().count() > 100, "{before}");
+    let commits = check_whole(d);
+    let members = |at: &str| {
+        run(
+            d,
+            &[
+                "--format",
+                "csv",
+                "-c",
+                &format!("SELECT customer_id FROM segment_members('recent', '{at}') ORDER BY 1"),
+            ],
+        )
+        .stdout
+    };
+    let (march, june) = (members("2011-03-01"), members("2011-06-01"));
+
+    let out = run(d, &["--as-of", "2011-09-01", "refresh"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(check_whole(d), commits + 1);
+    let table = d.join("segql_store/segment_membership");
+    assert!(
+        table
+            .join("exited_refresh=__HIVE_DEFAULT_PARTITION__")
+            .is_dir()
+    );
+    // Every earlier stay is kept; those closed by this refresh (5) differ
+    // only in their exit.
+    assert_eq!(stays("5"), before);
+    assert_eq!(members("2011-03-01"), march);
+    assert_eq!(members("2011-06-01"), june);
+
+    let logs = std::fs::read_dir(table.join("_delta_log"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "json"))
+        })
+        .count();
+    let out = run(d, &["--as-of", "2011-12-01", "refresh"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(check_whole(d), commits + 2);
+    history_is_never_rewritten(&table, logs, 1);
 }
