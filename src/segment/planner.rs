@@ -178,23 +178,47 @@ pub fn day_of(expr: Expr, data_type: &DataType, as_of: AsOf) -> Expr {
     }
 }
 
+/// The instant `micros` as a literal of the timestamp type `unit`/`tz`, so
+/// a column of that type is compared as it is stored: no cast per row,
+/// and Parquet statistics can skip row groups. A timestamp without a zone
+/// is read as UTC, as everywhere in segql. Coarser units round up, which
+/// keeps `ts < bound` and `ts >= bound` exact for whole-unit values.
+fn instant_lit(unit: TimeUnit, tz: Option<Arc<str>>, micros: i64) -> Expr {
+    let up = |per: i64| micros.div_euclid(per) + i64::from(micros.rem_euclid(per) != 0);
+    lit(match unit {
+        TimeUnit::Second => ScalarValue::TimestampSecond(Some(up(1_000_000)), tz),
+        TimeUnit::Millisecond => ScalarValue::TimestampMillisecond(Some(up(1_000)), tz),
+        TimeUnit::Microsecond => ScalarValue::TimestampMicrosecond(Some(micros), tz),
+        TimeUnit::Nanosecond => {
+            ScalarValue::TimestampNanosecond(Some(micros.saturating_mul(1_000)), tz)
+        }
+    })
+}
+
 /// `expr` (a timestamp or a date) is before `as_of`: placed before its
 /// instant (a date: on an earlier day).
 fn before_expr(expr: Expr, data_type: &DataType, as_of: AsOf) -> Expr {
     match data_type {
-        DataType::Timestamp(_, tz)
-            if as_of.zone() != Tz::UTC
-                || !as_of.is_midnight()
-                || tz.as_deref().is_some_and(|t| !is_utc(t)) =>
-        {
-            let utc = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
-            let instant = lit(ScalarValue::TimestampMicrosecond(
-                Some(as_of.micros()),
-                Some("UTC".into()),
-            ));
-            cast(expr, utc).lt(instant)
-        }
+        DataType::Timestamp(unit, tz) => expr.lt(instant_lit(*unit, tz.clone(), as_of.micros())),
         _ => cast(expr, DataType::Date32).lt(date_lit(as_of.days())),
+    }
+}
+
+/// `expr` (a timestamp or a date) falls on day `day` or later (`later`),
+/// or before it: for a timestamp, compared with the start of that day in
+/// `as_of`'s zone, in the column's own type.
+fn day_bound(expr: Expr, data_type: &DataType, as_of: AsOf, day: i32, later: bool) -> Expr {
+    let start = crate::time::date_from_days(day).map(|d| AsOf::midnight(d, as_of.zone()).micros());
+    let (day_expr, bound) = match (data_type, start) {
+        (DataType::Timestamp(unit, tz), Some(start)) => {
+            (expr, instant_lit(*unit, tz.clone(), start))
+        }
+        _ => (day_of(expr, data_type, as_of), date_lit(day)),
+    };
+    if later {
+        day_expr.gt_eq(bound)
+    } else {
+        day_expr.lt(bound)
     }
 }
 
@@ -767,12 +791,15 @@ fn bought_filter(
 ) -> (Vec<Expr>, Option<Expr>) {
     let mut tests = Vec::new();
     let mut product_filters: Vec<Expr> = Vec::new();
-    let day = || day_of(purchase.ts.clone(), &purchase.ts_type, as_of);
+    let bound = |day, later| day_bound(purchase.ts.clone(), &purchase.ts_type, as_of, day, later);
     for test in &bought.filters {
         match test {
-            BoughtFilter::Day(DayTest::From(d)) => tests.push(day().gt_eq(date_lit(*d))),
-            BoughtFilter::Day(DayTest::To(d)) => tests.push(day().lt_eq(date_lit(*d))),
-            BoughtFilter::Day(DayTest::On(d)) => tests.push(day().eq(date_lit(*d))),
+            BoughtFilter::Day(DayTest::From(d)) => tests.push(bound(*d, true)),
+            BoughtFilter::Day(DayTest::To(d)) => tests.push(bound(*d + 1, false)),
+            BoughtFilter::Day(DayTest::On(d)) => {
+                tests.push(bound(*d, true));
+                tests.push(bound(*d + 1, false));
+            }
             BoughtFilter::Column(item) => {
                 let test = item_test(item);
                 match item.table {
