@@ -1044,9 +1044,11 @@ fn a_store_from_before_the_partitioning_is_rewritten_once() {
                 "-c",
                 &format!(
                     "SELECT segment, customer_id, entered_at, \
-                       CASE WHEN exited_refresh = {closed_now} THEN NULL ELSE exited_at END, \
+                       CASE WHEN exited_refresh = {closed_now} THEN NULL ELSE exited_at END \
+                         AS exited_at, \
                        entered_refresh, \
                        CASE WHEN exited_refresh = {closed_now} THEN NULL ELSE exited_refresh END \
+                         AS exited_refresh \
                      FROM segment_membership WHERE entered_refresh < 5 ORDER BY 1, 2, 3"
                 ),
             ],
