@@ -14,9 +14,10 @@ Run from anywhere; paths are relative to the repository. The script
    folder of Parquet files (`orders/part-0.parquet`) and writes project
    files naming `orders/*.parquet`;
 3. runs each workload on both engines, alternating (segql, DuckDB, segql,
-   ...), `--runs` times; each run is a child process whose wall time and
-   peak RSS (`os.wait4`, ru_maxrss) are recorded; the DuckDB side is a
-   Python child (`duck.py`) so its RSS is its own;
+   ...), `--runs` times; each run is a child process, started by the small
+   `launch.py`, which records its wall time and peak RSS (`os.wait4`,
+   ru_maxrss); the DuckDB side is a Python child (`duck.py`) so its RSS is
+   its own;
 4. checks that both engines give the same result (row counts and
    checksums, or every segment's size / entered / exited) and fails on a
    mismatch;
@@ -114,26 +115,26 @@ class Sample:
 
 
 def run_child(cmd: list) -> Sample:
-    """Runs `cmd`, waiting with wait4 for its resource usage. Output goes
-    to temporary files (no pipe to drain while timing)."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        stdout = out.read().decode("utf-8", "replace")
-        stderr = err.read().decode("utf-8", "replace")
-    if proc.returncode != 0:
+    """Runs `cmd` through launch.py, which times it and reads its peak RSS
+    (see there why not from here). Output goes to temporary files, not a
+    pipe to drain while timing."""
+    with tempfile.TemporaryDirectory(prefix="segql-compare-") as tmp:
+        out, err = Path(tmp, "stdout"), Path(tmp, "stderr")
+        launcher = subprocess.run(
+            [sys.executable, "-I", "-S", str(HERE / "launch.py"), str(out), str(err),
+             *map(str, cmd)],
+            capture_output=True, text=True)
+        if launcher.returncode != 0:
+            raise BenchError(f"launch.py failed:\n{launcher.stderr}")
+        code, wall, rss = launcher.stdout.split()
+        stdout = out.read_text(errors="replace")
+        stderr = err.read_text(errors="replace")
+    if int(code) != 0:
         tail = "\n".join(stderr.strip().splitlines()[-20:])
         raise BenchError(
-            f"command failed (exit code {proc.returncode}):\n  {shlex.join(map(str, cmd))}\n{tail}"
+            f"command failed (exit code {code}):\n  {shlex.join(map(str, cmd))}\n{tail}"
         )
-    # ru_maxrss is in KiB on Linux (bytes on macOS).
-    rss = usage.ru_maxrss // 1024 if sys.platform == "darwin" else usage.ru_maxrss
-    return Sample(wall, rss, stdout)
+    return Sample(float(wall), int(rss), stdout)
 
 
 def csv_rows(text: str) -> list:
@@ -655,7 +656,8 @@ def report(rows: list, start: dict, args, data: Data, versions: str) -> str:
         f"{start['segql'].wall:.3f} s, {mib(start['segql'].rss_kib)} (no segment store yet: "
         "opening the store counts as refresh work); DuckDB (Python + duckdb) "
         f"{start['duck'].wall:.3f} s, {mib(start['duck'].rss_kib)} (its peak RSS includes "
-        "this).",
+        f"this). Every peak RSS includes the launcher's {mib(start['floor'].rss_kib)} "
+        "(what `true` shows).",
         f"Data: `segql generate --scale {args.scale_label} --seed {SEED}` "
         f"({data.customers:,} customers, {data.orders:,} orders), orders as a folder of "
         f"Parquet files; as of {data.as_of} (R2 {data.r2_as_of}); "
@@ -673,7 +675,8 @@ def start_costs(segql: Segql, duck: Duck, data: Data) -> dict:
     for _ in range(5):
         samples["segql"].append(run_child(segql.cmd(data.config(), "-c", "SELECT 1")))
         samples["duck"].append(run_child(duck.cmd(sql="SELECT 1")))
-    result = {}
+    # What any child starts from: the launcher's own memory.
+    result = {"floor": run_child(["true"])}
     for name, runs in samples.items():
         result[name] = Sample(statistics.median(s.wall for s in runs),
                               max(s.rss_kib for s in runs), "")

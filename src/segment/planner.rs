@@ -15,7 +15,7 @@ use datafusion::common::{Column, DataFusionError, JoinType, Result, ScalarValue}
 use datafusion::datasource::provider_as_source;
 use datafusion::functions_aggregate::expr_fn::{avg, count, count_distinct, max, min, sum};
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, ScalarUDF, cast, col, lit};
-use datafusion::prelude::{coalesce, lower};
+use datafusion::prelude::coalesce;
 use segql_udfs::anniversary::anniversary_between::AnniversaryBetweenFunc;
 use segql_udfs::anniversary::in_yearly_window::InYearlyWindowFunc;
 use segql_udfs::rfm::rfm_code::RfmCodeFunc;
@@ -259,18 +259,42 @@ impl PurchaseColumns {
                 PurchaseRule::Exclude(list) => (list, true),
                 PurchaseRule::Include(list) => (list, false),
             };
-            let statuses = statuses
-                .iter()
-                .map(|s| lit(s.to_ascii_lowercase()))
-                .collect();
-            filter = filter
-                .and(lower(coalesce(vec![status.clone(), lit("")])).in_list(statuses, negated));
+            // Case-blind by ILIKE with the literal status (no wildcards):
+            // compared in place, without lowering every row's text.
+            let value = || coalesce(vec![status.clone(), lit("")]);
+            let tests = statuses.iter().map(|s| {
+                let pattern = lit(like_literal(s));
+                if negated {
+                    value().not_ilike(pattern)
+                } else {
+                    value().ilike(pattern)
+                }
+            });
+            let test = if negated {
+                tests.reduce(Expr::and)
+            } else {
+                tests.reduce(Expr::or)
+            };
+            filter = filter.and(test.unwrap_or(lit(negated)));
         }
         match before {
             Some(as_of) => filter.and(before_expr(self.ts.clone(), &self.ts_type, as_of)),
             None => filter,
         }
     }
+}
+
+/// `text` as a LIKE pattern matching exactly it (`%`, `_` and `\\`
+/// escaped).
+fn like_literal(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern
 }
 
 /// Every customer's RFM measures, scores, code and group on `as_of`, by
@@ -697,6 +721,13 @@ impl<'a> Planner<'a> {
                 None,
             )?;
         }
+        // One matching line is enough for the default `count: 1`: the
+        // customers, each once, without counting orders.
+        if bought.min_count <= 1 {
+            return lines
+                .aggregate(vec![purchase.customer.alias(&alias)], Vec::<Expr>::new())?
+                .build();
+        }
         lines
             .aggregate(
                 vec![purchase.customer.alias(&alias)],
@@ -856,14 +887,17 @@ pub fn bought_pass_plan(
     let counts = tests
         .into_iter()
         .enumerate()
-        .map(|(i, test)| {
-            // The builder sets DISTINCT itself (it would drop the flag of
-            // a `count_distinct` it starts from).
-            count(order_id.clone())
-                .distinct()
-                .filter(test)
-                .build()
-                .map(|e| e.alias(format!("__bought_pass_{i}")))
+        .zip(calls)
+        .map(|((i, test), call)| {
+            // Counting matching lines is enough for `count: 1`; larger
+            // counts are of distinct orders. (The builder sets DISTINCT
+            // itself: it would drop the flag of a `count_distinct`.)
+            let counted = if call.min_count <= 1 {
+                count(lit(1)).filter(test).build()
+            } else {
+                count(order_id.clone()).distinct().filter(test).build()
+            };
+            counted.map(|e| e.alias(format!("__bought_pass_{i}")))
         })
         .collect::<Result<Vec<_>>>()?;
     lines
@@ -926,5 +960,17 @@ fn attribute_expr(attribute: &Attribute, as_of: AsOf, scheme: &RfmScheme) -> Exp
                 Rfm::M => m,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::like_literal;
+
+    #[test]
+    fn statuses_match_as_written() {
+        assert_eq!(like_literal("cancelled"), "cancelled");
+        assert_eq!(like_literal("50%_off\\x"), "50\\%\\_off\\\\x");
+        assert_eq!(like_literal(""), "");
     }
 }

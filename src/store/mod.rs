@@ -494,6 +494,9 @@ impl Store {
     }
 }
 
+/// How often (in versions) a store table gets a Delta checkpoint.
+const CHECKPOINT_EVERY: u64 = 10;
+
 /// The column `segment_membership` is partitioned by: every stay closed by
 /// refresh N lives in partition N, and the open stays in the null
 /// partition. A change rewrites only the open stays and adds one
@@ -617,13 +620,41 @@ impl Transaction<'_> {
             segments,
             versions: self.versions,
         };
-        self.store
+        let log_version = self
+            .store
             .write(
                 StoreTable::Refreshes,
                 vec![tables::commit_batch(&commit)?],
                 SaveMode::Append,
             )
             .await?;
+        // Every CHECKPOINT_EVERY versions a table gets a Delta checkpoint,
+        // so opening it reads one Parquet file and a few JSON commits, not
+        // every commit since the store began: the cost of opening the
+        // store does not grow with its history. The change is committed
+        // already; a checkpoint that cannot be written is only a warning.
+        let mut written: Vec<(StoreTable, u64)> = StoreTable::DATA
+            .into_iter()
+            .map(|t| (t, self.versions.get(t)))
+            .filter(|(t, v)| *v != self.pinned.versions.get(*t))
+            .collect();
+        written.push((StoreTable::Refreshes, log_version));
+        for (table, version) in written {
+            if version > 0 && version % CHECKPOINT_EVERY == 0 {
+                let checkpoint = match self.store.open_table(table, Some(version)).await {
+                    Ok(delta) => deltalake::checkpoints::create_checkpoint(&delta, None)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                if let Err(problem) = checkpoint {
+                    eprintln!(
+                        "warning: could not write a checkpoint of store table {table} \
+                         (version {version}): {problem}; the change is committed"
+                    );
+                }
+            }
+        }
         Ok(commit)
     }
 
