@@ -205,22 +205,43 @@ pub async fn rfm(
     let as_of = project.as_of();
     let spinner = crate::progress::spinner(format!("scoring RFM as of {as_of}"));
     let config = project.config();
-    let grid = RfmGrid::compute(
-        project.ctx(),
-        &config.columns,
-        &config.purchases,
-        &config.rfm,
-        as_of,
-    )
-    .await;
-    spinner.finish_and_clear();
-    let grid = grid?;
-    print!("{}", grid.to_text());
+    // Scores to Parquet (total spend as monetary): written first, then the
+    // grid counted from that file, so the orders are read once.
+    let mut written = None;
     if let Some((path, format)) = scores {
         let catalog = project.catalog("segql rfm --out")?;
         let plan = crate::segment::planner::rfm_scores_plan(catalog, as_of)?;
         let frame = project.ctx().execute_logical_plan(plan).await?;
-        let rows = write_frame(frame, format, Some(path)).await?;
+        let rows = write_frame(frame, format, Some(path)).await;
+        if rows.is_err() {
+            spinner.finish_and_clear();
+        }
+        written = Some((path, format, rows?));
+    }
+    let grid = match written {
+        Some((path, Format::Parquet, _)) if !config.rfm.average_monetary => {
+            let scores = project
+                .ctx()
+                .read_parquet(&*path.to_string_lossy(), Default::default())
+                .await?
+                .into_view();
+            RfmGrid::from_scores(project.ctx(), scores, &config.rfm, as_of).await
+        }
+        _ => {
+            RfmGrid::compute(
+                project.ctx(),
+                &config.columns,
+                &config.purchases,
+                &config.rfm,
+                as_of,
+            )
+            .await
+        }
+    };
+    spinner.finish_and_clear();
+    let grid = grid?;
+    print!("{}", grid.to_text());
+    if let Some((path, _, rows)) = written {
         println!("scores of {rows} customers written to {}", path.display());
     }
     if let Some(path) = svg {

@@ -53,15 +53,49 @@ impl RfmGrid {
                 needed_by: "RFM scoring",
             })?;
         let plan = metrics_from_orders(orders, columns, purchases, as_of, Some(scheme))?;
+        let plan = LogicalPlanBuilder::from(plan).project(vec![
+            col("__rfm_r").alias("r"),
+            col("__rfm_f").alias("f"),
+            col("__amount_spent").alias("spend"),
+        ])?;
+        Self::count_cells(ctx, plan.build()?, bins, as_of).await
+    }
+
+    /// The grid of customers already scored: `scores` is a table of
+    /// `segql rfm --out` (columns `r`, `f` and, with total spend as the
+    /// monetary measure, `monetary`), so the orders are not read again.
+    pub async fn from_scores(
+        ctx: &SessionContext,
+        scores: std::sync::Arc<dyn datafusion::catalog::TableProvider>,
+        scheme: &RfmScheme,
+        as_of: AsOf,
+    ) -> Result<Self, Error> {
+        let plan = LogicalPlanBuilder::scan(
+            "scores",
+            datafusion::datasource::provider_as_source(scores),
+            None,
+        )?
+        .project(vec![col("r"), col("f"), col("monetary").alias("spend")])?
+        .build()?;
+        Self::count_cells(ctx, plan, usize::from(scheme.bins), as_of).await
+    }
+
+    /// Counts the rows of `plan` (`r`, `f`, `spend`) per cell.
+    async fn count_cells(
+        ctx: &SessionContext,
+        plan: datafusion::logical_expr::LogicalPlan,
+        bins: usize,
+        as_of: AsOf,
+    ) -> Result<Self, Error> {
         let batches = LogicalPlanBuilder::from(plan)
             .aggregate(
                 vec![
-                    cast(col("__rfm_r"), DataType::Int64).alias("r"),
-                    cast(col("__rfm_f"), DataType::Int64).alias("f"),
+                    cast(col("r"), DataType::Int64).alias("r"),
+                    cast(col("f"), DataType::Int64).alias("f"),
                 ],
                 vec![
                     count(lit(1)).alias("customers"),
-                    avg(cast(col("__amount_spent"), DataType::Float64)).alias("avg_spend"),
+                    avg(cast(col("spend"), DataType::Float64)).alias("avg_spend"),
                 ],
             )?
             .build()
