@@ -302,3 +302,50 @@ async fn bad_mappings_are_reported_when_tables_are_registered() {
          column of that type\n",
     );
 }
+
+/// Statuses in `[purchases]` are compared case-blind and literally: a `%`
+/// or `_` in a configured status is a character, not a wildcard.
+#[test]
+fn purchase_statuses_are_case_blind_and_literal() {
+    let data = repo_root().join("data/online_retail");
+    let buyers = |rule: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("segql.toml"),
+            format!(
+                "[tables]\norders = \"{0}/orders.parquet\"\n\
+                 customers = \"{0}/customers.parquet\"\n[purchases]\n{rule}\n",
+                data.display()
+            ),
+        )
+        .unwrap();
+        let out = segql_in(
+            dir.path(),
+            &[
+                "--as-of",
+                AS_OF,
+                "--format",
+                "csv",
+                "-c",
+                "SELECT count(*) AS n FROM segment('orders_count >= 1')",
+            ],
+        );
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+        out.stdout
+    };
+    // 4,372 customers, 33 of whom only ever cancelled.
+    let purchasers = "n\n4339\n";
+    assert_eq!(
+        buyers("exclude_statuses = [\"cancelled\", \"adjustment\"]"),
+        purchasers
+    );
+    assert_eq!(
+        buyers("exclude_statuses = [\"CANCELLED\", \"Adjustment\"]"),
+        purchasers
+    );
+    assert_eq!(buyers("include_statuses = [\"Completed\"]"), purchasers);
+    assert_eq!(
+        buyers("exclude_statuses = [\"c%\", \"_ancelled\"]"),
+        "n\n4372\n"
+    );
+}
