@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use datafusion::common::{Column, JoinType};
-use datafusion::dataframe::{DataFrame, DataFrameWriteOptions};
+use datafusion::dataframe::DataFrame;
 use datafusion::datasource::provider_as_source;
 use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
@@ -438,23 +438,8 @@ pub async fn export(
 async fn write_frame(frame: DataFrame, format: Format, out: Option<&Path>) -> Result<usize, Error> {
     if let (Format::Parquet, Some(path)) = (format, out) {
         let partial = partial_path(path);
-        let written = frame
-            .write_parquet(
-                &partial.to_string_lossy(),
-                DataFrameWriteOptions::new().with_single_file_output(true),
-                None,
-            )
-            .await;
-        let rows = match written {
-            Ok(counts) => counts
-                .first()
-                .and_then(|b| {
-                    b.column(0)
-                        .as_any()
-                        .downcast_ref::<datafusion::arrow::array::UInt64Array>()
-                        .map(|c| c.value(0) as usize)
-                })
-                .unwrap_or(0),
+        let rows = match crate::refresh::write_parquet_file(frame, &partial).await {
+            Ok(rows) => rows,
             Err(e) => {
                 let _ = std::fs::remove_file(&partial);
                 return Err(e.into());

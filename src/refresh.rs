@@ -79,26 +79,8 @@ impl Scratch {
         frame: DataFrame,
     ) -> Result<(Arc<dyn TableProvider>, i64), Error> {
         let path = self.folder.join(format!("{name}.parquet"));
+        let rows = write_parquet_file(frame, &path).await? as i64;
         let path = path.to_string_lossy().into_owned();
-        let written = frame
-            .write_parquet(
-                &path,
-                DataFrameWriteOptions::new().with_single_file_output(true),
-                None,
-            )
-            .await?;
-        let rows = written
-            .first()
-            .filter(|b| b.num_rows() > 0)
-            .map(|b| datafusion::arrow::compute::cast(b.column(0), &DataType::Int64))
-            .transpose()
-            .map_err(datafusion::common::DataFusionError::from)?
-            .and_then(|c| {
-                c.as_any()
-                    .downcast_ref::<datafusion::arrow::array::Int64Array>()
-                    .map(|a| a.value(0))
-            })
-            .unwrap_or(0);
         let table = ctx
             .read_parquet(&path, ParquetReadOptions::default())
             .await?
@@ -146,6 +128,33 @@ impl Scratch {
             size,
         })
     }
+}
+
+/// Writes the rows of `frame` to the one Parquet file `path`, streamed
+/// (batches are encoded as they come, spilling under the session's memory
+/// limit); returns how many rows it wrote.
+pub async fn write_parquet_file(
+    frame: DataFrame,
+    path: &std::path::Path,
+) -> Result<usize, datafusion::common::DataFusionError> {
+    let written = frame
+        .write_parquet(
+            &path.to_string_lossy(),
+            DataFrameWriteOptions::new().with_single_file_output(true),
+            None,
+        )
+        .await?;
+    // DataFusion answers with one row: the count, as UInt64.
+    Ok(written
+        .first()
+        .filter(|b| b.num_rows() > 0)
+        .and_then(|b| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::UInt64Array>()
+                .map(|c| c.value(0) as usize)
+        })
+        .unwrap_or(0))
 }
 
 impl Drop for Scratch {
@@ -313,7 +322,8 @@ fn events_plan(
     recorded_at: i64,
 ) -> Result<LogicalPlan, Error> {
     let mut new: Option<DataFrame> = None;
-    let mut rank = when(lit(false), lit(-1_i64));
+    // Each open stay's segment as its place in `changes`.
+    let mut rank = datafusion::logical_expr::case(col("segment"));
     for (i, change) in changes.iter().enumerate() {
         let frame = ctx.read_table(Arc::clone(&change.members))?.select(vec![
             lit(i as i64).alias("n_rank"),
@@ -324,7 +334,7 @@ fn events_plan(
             Some(all) => all.union(frame)?,
             None => frame,
         });
-        rank = rank.when(col("segment").eq(lit(change.code.clone())), lit(i as i64));
+        rank.when(lit(change.code.clone()), lit(i as i64));
     }
     let Some(new) = new else {
         return Err(Error::Usage(

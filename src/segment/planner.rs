@@ -854,11 +854,13 @@ pub fn bought_pass_plan(
 ) -> Result<LogicalPlan> {
     use datafusion::logical_expr::ExprFunctionExt;
     let (mut lines, purchase, order_id) = bought_lines(catalog)?;
+    let mut any_product = false;
     let tests: Vec<Expr> = calls
         .iter()
         .map(|call| {
             let (tests, product) = bought_filter(call, &purchase, as_of);
             let filter = tests.into_iter().reduce(Expr::and).unwrap_or(lit(true));
+            any_product |= product.is_some();
             match product {
                 Some(product) if catalog.products.is_some() => filter.and(product),
                 // Without `products`, product tests cannot match.
@@ -867,17 +869,6 @@ pub fn bought_pass_plan(
             }
         })
         .collect();
-    let any_product = calls.iter().any(|c| {
-        c.filters.iter().any(|f| {
-            matches!(
-                f,
-                BoughtFilter::Column(ItemFilter {
-                    table: ItemTable::Products,
-                    ..
-                })
-            )
-        })
-    });
     if let (true, Some(products)) = (any_product, catalog.products.as_ref().map(Arc::clone)) {
         let products =
             LogicalPlanBuilder::scan("products", provider_as_source(products), None)?.build()?;

@@ -444,18 +444,20 @@ impl OptimizerRule for InSegmentJoin {
         let LogicalPlan::Filter(filter) = plan else {
             return Ok(Transformed::no(plan));
         };
-        let conjuncts = split_conjunction_owned(filter.predicate.clone());
-        if !conjuncts.iter().any(|c| Self::semi_join_of(c).is_some()) {
+        let mut rest = Vec::new();
+        let mut joins = Vec::new();
+        for conjunct in split_conjunction_owned(filter.predicate.clone()) {
+            match Self::semi_join_of(&conjunct) {
+                Some(join) => joins.push(join),
+                None => rest.push(conjunct),
+            }
+        }
+        if joins.is_empty() {
             return Ok(Transformed::no(LogicalPlan::Filter(filter)));
         }
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let mut builder = LogicalPlanBuilder::from(Arc::unwrap_or_clone(filter.input));
-        let mut rest = Vec::new();
-        for conjunct in conjuncts {
-            let Some((id, members)) = Self::semi_join_of(&conjunct) else {
-                rest.push(conjunct);
-                continue;
-            };
+        for (id, members) in joins {
             let alias = format!(
                 "__in_segment_{}",
                 NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)

@@ -3,7 +3,7 @@
 //! tables, run on the caller's session (so its memory limit covers store
 //! work too), with filters built as expressions, never SQL text.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::functions_aggregate::expr_fn::{max, sum};
@@ -125,37 +125,4 @@ pub async fn latest_entry(ctx: &SessionContext, snapshot: &Snapshot, code: &str)
     )
     .await?
     .unwrap_or(0))
-}
-
-/// The customers with an open stay in each of `codes`.
-pub async fn open_members(
-    ctx: &SessionContext,
-    snapshot: &Snapshot,
-    codes: &[&str],
-) -> Result<BTreeMap<String, HashSet<i64>>> {
-    let mut open: BTreeMap<String, HashSet<i64>> = BTreeMap::new();
-    if codes.is_empty() {
-        return Ok(open);
-    }
-    let wanted = codes.iter().map(|c| lit(c.to_string())).collect();
-    let batches = ctx
-        .read_table(snapshot.provider(StoreTable::Membership)?)?
-        .filter(
-            col("exited_at")
-                .is_null()
-                .and(col("segment").in_list(wanted, false)),
-        )?
-        .select(vec![col("segment"), col("customer_id")])?
-        .collect()
-        .await?;
-    for batch in &batches {
-        let c = Columns::new(StoreTable::Membership, batch);
-        let (segments, ids) = (c.text("segment")?, c.int64("customer_id")?);
-        for (segment, id) in segments.into_iter().zip(ids) {
-            if let (Some(segment), Some(id)) = (segment, id) {
-                open.entry(segment).or_default().insert(id);
-            }
-        }
-    }
-    Ok(open)
 }

@@ -149,18 +149,6 @@ pub struct Definition {
     pub exclude: Vec<i64>,
 }
 
-impl Definition {
-    /// `members` with the pinned lists applied: the included added, the
-    /// excluded removed; sorted, without duplicates.
-    pub fn pin(&self, mut members: Vec<i64>) -> Vec<i64> {
-        members.extend(&self.include);
-        members.sort_unstable();
-        members.dedup();
-        members.retain(|id| self.exclude.binary_search(id).is_err());
-        members
-    }
-}
-
 /// Ids as the store keeps a pinned list: comma-separated, `None` if empty.
 fn id_list(ids: &[i64]) -> Option<String> {
     (!ids.is_empty()).then(|| ids.iter().map(i64::to_string).collect::<Vec<_>>().join(","))
@@ -180,17 +168,6 @@ fn parse_id_list(text: Option<&str>, column: &'static str) -> Result<Vec<i64>, S
             })
         })
         .collect()
-}
-
-/// One stay of a customer in a segment.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Stay {
-    pub segment: String,
-    pub customer_id: i64,
-    pub entered_at: i64,
-    pub exited_at: Option<i64>,
-    pub entered_refresh: i64,
-    pub exited_refresh: Option<i64>,
 }
 
 /// A customer entering or leaving a segment.
@@ -255,38 +232,6 @@ pub fn definitions_batch(rows: &[Definition]) -> Result<RecordBatch, StoreError>
             Arc::new(StringArray::from_iter(
                 rows.iter().map(|r| id_list(&r.exclude)),
             )),
-        ],
-    )
-}
-
-pub fn stays_batch(rows: &[Stay]) -> Result<RecordBatch, StoreError> {
-    batch(
-        StoreTable::Membership,
-        vec![
-            texts(rows.iter().map(|r| Some(r.segment.as_str()))),
-            int64s(rows.iter().map(|r| Some(r.customer_id))),
-            timestamps(rows.iter().map(|r| Some(r.entered_at))),
-            timestamps(rows.iter().map(|r| r.exited_at)),
-            int64s(rows.iter().map(|r| Some(r.entered_refresh))),
-            int64s(rows.iter().map(|r| r.exited_refresh)),
-        ],
-    )
-}
-
-pub fn events_batch(rows: &[Event]) -> Result<RecordBatch, StoreError> {
-    batch(
-        StoreTable::Events,
-        vec![
-            int64s(rows.iter().map(|r| Some(r.event_id))),
-            int64s(rows.iter().map(|r| Some(r.refresh_id))),
-            texts(rows.iter().map(|r| Some(r.segment.as_str()))),
-            int64s(rows.iter().map(|r| Some(r.customer_id))),
-            texts(
-                rows.iter()
-                    .map(|r| Some(if r.entered { "entered" } else { "exited" })),
-            ),
-            timestamps(rows.iter().map(|r| Some(r.at))),
-            timestamps(rows.iter().map(|r| Some(r.recorded_at))),
         ],
     )
 }
@@ -464,37 +409,6 @@ pub fn read_definitions(batches: &[RecordBatch]) -> Result<Vec<Definition>, Stor
                 refresh_id: required(refresh[i], StoreTable::Segments, "refresh_id")?,
                 include: parse_id_list(include[i].as_deref(), "include")?,
                 exclude: parse_id_list(exclude[i].as_deref(), "exclude")?,
-            });
-        }
-    }
-    Ok(rows)
-}
-
-/// Reads stays from batches of the `segment_membership` table.
-pub fn read_stays(batches: &[RecordBatch]) -> Result<Vec<Stay>, StoreError> {
-    let mut rows = Vec::new();
-    for batch in batches {
-        let c = Columns::new(StoreTable::Membership, batch);
-        let (segment, customer, entered, exited) = (
-            c.text("segment")?,
-            c.int64("customer_id")?,
-            c.micros("entered_at")?,
-            c.micros("exited_at")?,
-        );
-        let (entered_refresh, exited_refresh) =
-            (c.int64("entered_refresh")?, c.int64("exited_refresh")?);
-        for i in 0..c.len() {
-            rows.push(Stay {
-                segment: required(segment[i].clone(), StoreTable::Membership, "segment")?,
-                customer_id: required(customer[i], StoreTable::Membership, "customer_id")?,
-                entered_at: required(entered[i], StoreTable::Membership, "entered_at")?,
-                exited_at: exited[i],
-                entered_refresh: required(
-                    entered_refresh[i],
-                    StoreTable::Membership,
-                    "entered_refresh",
-                )?,
-                exited_refresh: exited_refresh[i],
             });
         }
     }
