@@ -100,6 +100,7 @@ orders = "data/orders.parquet"
 customers = "data/customers.parquet"
 # order_items = "data/order_items.parquet"
 # products = "data/products.parquet"
+# events = "data/events/*.parquet"   # did(...), last_did(...), first_did(...)
 
 # Your column names, where they differ from segql's (segql name = your
 # column). Unnamed ones keep the default shown. segql checks every column it
@@ -128,6 +129,11 @@ customers = "data/customers.parquet"
 # [columns.products]
 # product_id = "product_id"
 # category = "category"          # text
+#
+# [columns.events]
+# customer_id = "customer_id"    # integer
+# event = "event"                # text: 'page_view', 'cart_add', ...
+# event_ts = "event_ts"          # timestamp or date: when it happened
 
 # What counts as a purchase: orders with a customer id whose status is not
 # one of exclude_statuses (compared case-blind), or, instead, is one of
@@ -778,7 +784,7 @@ mod tests {
             .collect::<Vec<_>>()
             .join("\n");
         let config = Config::from_toml(&all, "/p/segql.toml").unwrap();
-        assert_eq!(config.tables.len(), 4);
+        assert_eq!(config.tables.len(), 5);
         assert_eq!(config.segments_folder, Some(PathBuf::from("/p/segments")));
         assert_eq!(config.store_folder, Some(PathBuf::from("/p/segql_store")));
         assert_eq!(config.purchases, PurchaseRule::default());
@@ -839,7 +845,7 @@ mod tests {
         assert_eq!(
             err("[columns.order]\ncustomer_id = \"c\"\n"),
             "project file p.toml: [columns.order]: segql reads no table `order`; column mappings \
-             are for orders, customers, order_items, products"
+             are for orders, customers, order_items, products, events"
         );
         assert_eq!(
             err("[columns.orders]\ncustomer = \"c\"\n"),

@@ -24,10 +24,12 @@ use datafusion::logical_expr::{Expr, ExprFunctionExt, LogicalPlan, cast, col, li
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 
 use crate::error::Error;
-use crate::segment::catalog::{BoughtPass, SegmentCatalog, StoredSegments};
+use crate::segment::catalog::{BoughtPass, Pass, SegmentCatalog, StoredSegments};
 use crate::segment::columns::{Role, SourceTable};
-use crate::segment::planner::{bought_pass_plan, order_metrics_plan, plan_resolved};
-use crate::segment::resolve::{Resolved, resolve_text};
+use crate::segment::planner::{
+    bought_pass_plan, events_pass_plan, order_metrics_plan, plan_resolved,
+};
+use crate::segment::resolve::{EventTest, OrderScope, Resolved, resolve_text};
 use crate::segment::{SegmentError, SegmentGraph};
 use crate::store::error::StoreError;
 use crate::store::read::{live_definitions, sizes};
@@ -529,6 +531,9 @@ pub struct RefreshOutcome {
     /// How many times `order_items` was read for `bought(...)` (once when
     /// any segment has one, else never).
     pub items_scans: usize,
+    /// How many times `events` was read (once when any segment tests
+    /// events, else never).
+    pub events_scans: usize,
 }
 
 /// Recalculates the chosen segments of `store` on `options.as_of`, over the
@@ -610,14 +615,38 @@ pub async fn refresh(
     let scratch = Scratch::new(store, pinned.next_refresh_id())?;
     let mut orders_scans = 0;
     if resolved.iter().any(|(_, r)| r.reads_orders()) {
-        let plan = order_metrics_plan(&catalog, options.as_of).map_err(SegmentError::from)?;
+        let mut scopes = Vec::new();
+        for (_, condition) in &resolved {
+            condition.order_scopes(true, &mut scopes);
+        }
+        let plan =
+            order_metrics_plan(&catalog, options.as_of, &scopes).map_err(SegmentError::from)?;
         let frame = ctx.execute_logical_plan(plan).await?;
-        let (metrics, _) = scratch
+        let (table, _) = scratch
             .write(ctx, "__order_metrics", frame)
             .await
             .map_err(in_step(|| "while computing the order metrics".into()))?;
         orders_scans += 1;
-        catalog.metrics = Some(metrics);
+        let keys = scopes.iter().map(OrderScope::key).collect();
+        catalog.metrics = Some(Arc::new(Pass { table, keys }));
+    }
+
+    // One pass over `events` answers every did / last_did / first_did.
+    let mut tests = Vec::new();
+    for (_, condition) in &resolved {
+        condition.event_tests(true, &mut tests);
+    }
+    let mut events_scans = 0;
+    if !tests.is_empty() {
+        let plan = events_pass_plan(&catalog, options.as_of, &tests).map_err(SegmentError::from)?;
+        let frame = ctx.execute_logical_plan(plan).await?;
+        let (table, _) = scratch
+            .write(ctx, "__events", frame)
+            .await
+            .map_err(in_step(|| "while matching did(...) over events".into()))?;
+        events_scans += 1;
+        let keys = tests.iter().map(EventTest::key).collect();
+        catalog.event_pass = Some(Arc::new(Pass { table, keys }));
     }
 
     // One pass over `order_items` finds the matches of every `bought(...)`.
@@ -665,6 +694,7 @@ pub async fn refresh(
             segments: outcomes,
             orders_scans,
             items_scans,
+            events_scans,
         });
     }
     let applied = apply(
@@ -697,6 +727,7 @@ pub async fn refresh(
         segments: outcomes,
         orders_scans,
         items_scans,
+        events_scans,
     })
 }
 

@@ -52,7 +52,7 @@ impl RfmGrid {
                 table: "orders",
                 needed_by: "RFM scoring",
             })?;
-        let plan = metrics_from_orders(orders, columns, purchases, as_of, Some(scheme))?;
+        let plan = metrics_from_orders(orders, columns, purchases, as_of, Some(scheme), &[])?;
         let plan = LogicalPlanBuilder::from(plan).project(vec![
             col("__rfm_r").alias("r"),
             col("__rfm_f").alias("f"),

@@ -64,6 +64,51 @@ pub struct DateRange {
     pub span: Span,
 }
 
+/// A positional argument of a call: a bare name (the segment code of
+/// `in_segment(vip)`) or a text (the event of `did('cart_add')`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum Positional {
+    Name(Name),
+    Text(Value),
+}
+
+impl Positional {
+    pub fn span(&self) -> Span {
+        match self {
+            Self::Name(name) => name.span,
+            Self::Text(value) => value.span,
+        }
+    }
+}
+
+/// The arguments of a call, in parentheses.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Arguments {
+    pub named: Vec<Argument>,
+    pub positional: Vec<Positional>,
+    /// From `(` to `)`.
+    pub span: Span,
+}
+
+/// What a predicate tests: an attribute by name, with arguments when it
+/// takes them (`orders_count(date: -90d..today)`, `last_did('login')`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Attr {
+    pub name: Name,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<Arguments>,
+}
+
+impl Attr {
+    /// The name and its arguments.
+    pub fn span(&self) -> Span {
+        match &self.arguments {
+            Some(arguments) => self.name.span.to(arguments.span),
+            None => self.name.span,
+        }
+    }
+}
+
 /// One `key: value` argument of a call such as `bought(...)`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub enum Argument {
@@ -78,20 +123,20 @@ pub enum Condition {
     Not(Box<Condition>),
     /// `attribute op value`.
     Compare {
-        attribute: Name,
+        attribute: Attr,
         op: CompareOp,
         value: Value,
     },
     /// `attribute [NOT] BETWEEN low AND high` (inclusive).
     Between {
-        attribute: Name,
+        attribute: Attr,
         low: Value,
         high: Value,
         negated: bool,
     },
     /// `attribute [NOT] IN (v1, v2, ...)`.
     InList {
-        attribute: Name,
+        attribute: Attr,
         values: Vec<Value>,
         negated: bool,
         /// From the attribute to the closing parenthesis.
@@ -99,18 +144,18 @@ pub enum Condition {
     },
     /// `attribute IS [NOT] NULL`.
     IsNull {
-        attribute: Name,
+        attribute: Attr,
         negated: bool,
     },
     /// `attribute [NOT] IN MM-DD..MM-DD`: a window of any year.
     /// `first_order_date IN last_month`: a date within a calendar period.
     InPeriod {
-        attribute: Name,
+        attribute: Attr,
         period: Value,
         negated: bool,
     },
     YearlyWindow {
-        attribute: Name,
+        attribute: Attr,
         from: Value,
         to: Value,
         negated: bool,
@@ -119,19 +164,21 @@ pub enum Condition {
     /// of the date falls in the n days after (or before) `as_of`,
     /// `as_of` included.
     Anniversary {
-        attribute: Name,
+        attribute: Attr,
         days: i64,
         future: bool,
         negated: bool,
         span: Span,
     },
     /// `name(key: value, ...)`: a behaviour or membership test such as
-    /// `bought(category: 'sofa', date: -365d..today)` or `in_segment(vip)`.
+    /// `bought(category: 'sofa', date: -365d..today)`, `did('cart_add')` or
+    /// `in_segment(vip)`.
     Call {
         function: Name,
         arguments: Vec<Argument>,
-        /// A bare name argument such as the segment code of `in_segment(vip)`.
-        positional: Vec<Name>,
+        /// Arguments without a key: the segment code of `in_segment(vip)`,
+        /// the event of `did('cart_add')`.
+        positional: Vec<Positional>,
         span: Span,
     },
 }
@@ -149,19 +196,19 @@ impl Condition {
             Self::Not(inner) => inner.span(),
             Self::Compare {
                 attribute, value, ..
-            } => attribute.span.to(value.span),
+            } => attribute.span().to(value.span),
             Self::Between {
                 attribute, high, ..
-            } => attribute.span.to(high.span),
+            } => attribute.span().to(high.span),
             Self::InList { span, .. } => *span,
-            Self::IsNull { attribute, .. } => attribute.span,
-            Self::YearlyWindow { attribute, to, .. } => attribute.span.to(to.span),
+            Self::IsNull { attribute, .. } => attribute.span(),
+            Self::YearlyWindow { attribute, to, .. } => attribute.span().to(to.span),
             Self::InPeriod {
                 attribute, period, ..
-            } => attribute.span.to(period.span),
+            } => attribute.span().to(period.span),
             Self::Anniversary {
                 attribute, span, ..
-            } => attribute.span.to(*span),
+            } => attribute.span().to(*span),
             Self::Call { span, .. } => *span,
         }
     }

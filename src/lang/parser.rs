@@ -5,15 +5,17 @@
 //! or         := and ("OR" and)*
 //! and        := unary ("AND" unary)*
 //! unary      := "NOT" unary | "(" condition ")" | predicate
-//! predicate  := name "(" [argument ("," argument)*] ")" ["=" ("true" | "false")]
-//!             | name op value
-//!             | name ["NOT"] "BETWEEN" value "AND" value
-//!             | name ["NOT"] "IN" "(" value ("," value)* ")"
-//!             | name ["NOT"] "IN" month_day ".." month_day
-//!             | name ["NOT"] "IN" ("NEXT" | "LAST") integer ("DAYS" | "DAY")
-//!             | name ["NOT"] "IN" period
-//!             | name "IS" ["NOT"] "NULL"
-//! argument   := name ":" value | name ":" [value] ".." [value] | name
+//! predicate  := name arguments ["=" ("true" | "false")]
+//!             | attribute op value
+//!             | attribute ["NOT"] "BETWEEN" value "AND" value
+//!             | attribute ["NOT"] "IN" "(" value ("," value)* ")"
+//!             | attribute ["NOT"] "IN" month_day ".." month_day
+//!             | attribute ["NOT"] "IN" ("NEXT" | "LAST") integer ("DAYS" | "DAY")
+//!             | attribute ["NOT"] "IN" period
+//!             | attribute "IS" ["NOT"] "NULL"
+//! attribute  := name [arguments]
+//! arguments  := "(" [argument ("," argument)*] ")"
+//! argument   := name ":" value | name ":" [value] ".." [value] | name | 'text'
 //! op         := "=" | "!=" | "<>" | "<" | "<=" | ">" | ">="
 //! value      := number | 'text' | YYYY-MM-DD | MM-DD | ±N(d|w|m|y) | "today" | "true" | "false"
 //!             | period
@@ -23,7 +25,10 @@
 //! Keywords are case-blind. Nesting deeper than [`MAX_DEPTH`] is refused
 //! rather than risking the stack.
 
-use super::ast::{Argument, CompareOp, Condition, DateRange, Literal, Name, Period, Value};
+use super::ast::{
+    Argument, Arguments, Attr, CompareOp, Condition, DateRange, Literal, Name, Period, Positional,
+    Value,
+};
 use super::error::LangError;
 use super::lexer::{Token, TokenKind, lex};
 
@@ -176,10 +181,17 @@ impl Parser {
     }
 
     fn predicate(&mut self) -> Result<Condition, LangError> {
-        let attribute = self.name("an attribute, a call such as bought(...), `NOT` or `(`")?;
-        if self.peek().kind == TokenKind::LParen {
-            return self.call(attribute);
-        }
+        let name = self.name("an attribute, a call such as bought(...), `NOT` or `(`")?;
+        let arguments = if self.peek().kind == TokenKind::LParen {
+            let arguments = self.arguments()?;
+            if !self.starts_test() {
+                return self.call(name, arguments);
+            }
+            Some(arguments)
+        } else {
+            None
+        };
+        let attribute = Attr { name, arguments };
         let op = match self.peek().kind {
             TokenKind::Eq => Some(CompareOp::Eq),
             TokenKind::NotEq => Some(CompareOp::NotEq),
@@ -225,7 +237,25 @@ impl Parser {
         }))
     }
 
-    fn in_tail(&mut self, attribute: Name, negated: bool) -> Result<Condition, LangError> {
+    /// Whether a comparison follows a call, making it an attribute with
+    /// arguments (`orders_count(date: this_year) >= 2`) rather than a test
+    /// of its own (`bought(...)`, `bought(...) = false`).
+    fn starts_test(&self) -> bool {
+        let next = &self.peek().kind;
+        if *next == TokenKind::Eq {
+            let after = &self.tokens[(self.pos + 1).min(self.tokens.len() - 1)].kind;
+            return !matches!(after, TokenKind::Ident(word)
+                if word.eq_ignore_ascii_case("true") || word.eq_ignore_ascii_case("false"));
+        }
+        matches!(
+            next,
+            TokenKind::NotEq | TokenKind::Lt | TokenKind::LtEq | TokenKind::Gt | TokenKind::GtEq
+        ) || ["is", "not", "between", "in"]
+            .iter()
+            .any(|k| self.is_keyword(k))
+    }
+
+    fn in_tail(&mut self, attribute: Attr, negated: bool) -> Result<Condition, LangError> {
         if self.peek().kind == TokenKind::LParen {
             self.bump();
             let mut values = vec![self.value()?];
@@ -234,7 +264,7 @@ impl Parser {
                 values.push(self.value()?);
             }
             let close = self.expect(TokenKind::RParen, "`,` or `)`")?;
-            let span = attribute.span.to(close.span);
+            let span = attribute.span().to(close.span);
             return Ok(Condition::InList {
                 attribute,
                 values,
@@ -301,18 +331,24 @@ impl Parser {
         })
     }
 
-    fn call(&mut self, function: Name) -> Result<Condition, LangError> {
-        self.bump(); // `(`
-        let mut arguments = Vec::new();
+    /// `(argument, ...)`: named arguments (`key: value`, `key: from..to`),
+    /// bare names and texts.
+    fn arguments(&mut self) -> Result<Arguments, LangError> {
+        let open = self.bump().span; // `(`
+        let mut named = Vec::new();
         let mut positional = Vec::new();
         if self.peek().kind != TokenKind::RParen {
             loop {
-                let key = self.name("an argument name such as category or date")?;
-                if self.peek().kind == TokenKind::Colon {
-                    self.bump();
-                    arguments.push(self.argument_value(key)?);
+                if let TokenKind::Str(_) = self.peek().kind {
+                    positional.push(Positional::Text(self.value()?));
                 } else {
-                    positional.push(key);
+                    let key = self.name("an argument such as category: 'Sofas' or 'cart_add'")?;
+                    if self.peek().kind == TokenKind::Colon {
+                        self.bump();
+                        named.push(self.argument_value(key)?);
+                    } else {
+                        positional.push(Positional::Name(key));
+                    }
                 }
                 if self.peek().kind != TokenKind::Comma {
                     break;
@@ -321,14 +357,23 @@ impl Parser {
             }
         }
         let close = self.expect(TokenKind::RParen, "`,` or `)` in the argument list")?;
-        let span = function.span.to(close.span);
+        Ok(Arguments {
+            named,
+            positional,
+            span: open.to(close.span),
+        })
+    }
+
+    /// A call that is a test of its own, optionally Shopify style
+    /// `bought(...) = false`.
+    fn call(&mut self, function: Name, arguments: Arguments) -> Result<Condition, LangError> {
+        let span = function.span.to(arguments.span);
         let call = Condition::Call {
             function,
-            arguments,
-            positional,
+            arguments: arguments.named,
+            positional: arguments.positional,
             span,
         };
-        // Shopify style `bought(...) = false`.
         if self.peek().kind == TokenKind::Eq {
             self.bump();
             let truth = self.value()?;

@@ -21,6 +21,9 @@ pub struct SegmentCatalog {
     /// Product attributes (category, brand, ...) joined to `order_items`
     /// on `product_id` when a `bought(...)` filter names one.
     pub products: Option<Arc<dyn TableProvider>>,
+    /// What customers did (page views, cart adds, email opens ...), read
+    /// by `did(...)`, `last_did(...)` and `first_did(...)`.
+    pub events: Option<Arc<dyn TableProvider>>,
     /// The user's column for each column segql reads.
     pub columns: ColumnMap,
     /// What counts as a purchase.
@@ -35,10 +38,25 @@ pub struct SegmentCatalog {
     pub stored: Option<Arc<StoredSegments>>,
     /// Order metrics already computed (by a refresh, once for all its
     /// segments): used instead of aggregating `orders` again.
-    pub metrics: Option<Arc<dyn TableProvider>>,
+    pub metrics: Option<Arc<Pass>>,
     /// `bought(...)` matches already computed (by a refresh, in one pass
     /// over `order_items` for all its segments).
     pub bought: Option<Arc<BoughtPass>>,
+    /// Event tests already computed (by a refresh, in one pass over
+    /// `events` for all its segments).
+    pub event_pass: Option<Arc<Pass>>,
+}
+
+/// Per-customer values computed once for many conditions: the order
+/// metrics with the windowed metrics of the scopes whose keys
+/// (`OrderScope::key`) are `keys` (column `__w{i}_<metric>` for
+/// `keys[i]`), or the events pass of the event tests whose keys
+/// (`EventTest::key`) are `keys` (columns `__e{i}_count`, `__e{i}_first`,
+/// `__e{i}_last`).
+#[derive(Debug, Clone)]
+pub struct Pass {
+    pub table: Arc<dyn TableProvider>,
+    pub keys: Vec<String>,
 }
 
 /// The customers matching each of several `bought(...)` calls, found in
@@ -74,6 +92,7 @@ impl SegmentCatalog {
             orders: ctx.table_provider("orders").await.ok(),
             order_items: ctx.table_provider("order_items").await.ok(),
             products: ctx.table_provider("products").await.ok(),
+            events: ctx.table_provider("events").await.ok(),
             columns: ColumnMap::default(),
             purchases: PurchaseRule::default(),
             rfm: RfmScheme::default(),
@@ -82,6 +101,7 @@ impl SegmentCatalog {
             stored: None,
             metrics: None,
             bought: None,
+            event_pass: None,
         })
     }
 

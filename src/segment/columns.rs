@@ -21,15 +21,17 @@ pub enum SourceTable {
     Customers,
     OrderItems,
     Products,
+    Events,
 }
 
 impl SourceTable {
     /// Every table segql reads.
-    pub const ALL: [SourceTable; 4] = [
+    pub const ALL: [SourceTable; 5] = [
         Self::Orders,
         Self::Customers,
         Self::OrderItems,
         Self::Products,
+        Self::Events,
     ];
 
     /// The table's name under `[tables]` and in SQL.
@@ -39,6 +41,7 @@ impl SourceTable {
             Self::Customers => "customers",
             Self::OrderItems => "order_items",
             Self::Products => "products",
+            Self::Events => "events",
         }
     }
 
@@ -68,6 +71,7 @@ impl SourceTable {
                 Role::Price,
             ],
             Self::Products => &[Role::ProductId, Role::Category],
+            Self::Events => &[Role::CustomerId, Role::Event, Role::EventTs],
         }
     }
 }
@@ -92,6 +96,8 @@ pub enum Role {
     Category,
     Quantity,
     Price,
+    Event,
+    EventTs,
 }
 
 /// The types a role accepts.
@@ -150,6 +156,8 @@ impl Role {
             Self::Category => "category",
             Self::Quantity => "quantity",
             Self::Price => "price",
+            Self::Event => "event",
+            Self::EventTs => "event_ts",
         }
     }
 
@@ -167,6 +175,8 @@ impl Role {
             Self::Category => "the product's category",
             Self::Quantity => "the quantity",
             Self::Price => "the price",
+            Self::Event => "the event's name",
+            Self::EventTs => "when the event happened",
         }
     }
 
@@ -175,9 +185,9 @@ impl Role {
         match self {
             Self::CustomerId => Accepts::Integer,
             Self::OrderId | Self::ProductId => Accepts::Any,
-            Self::OrderTs | Self::Birthday | Self::CreatedAt => Accepts::Time,
+            Self::OrderTs | Self::Birthday | Self::CreatedAt | Self::EventTs => Accepts::Time,
             Self::Amount | Self::Quantity | Self::Price => Accepts::Number,
-            Self::Status | Self::Category => Accepts::Text,
+            Self::Status | Self::Category | Self::Event => Accepts::Text,
         }
     }
 }
@@ -313,6 +323,7 @@ fn required(table: SourceTable, role: Role, has_products: bool) -> bool {
         (SourceTable::OrderItems, Role::OrderId) => true,
         (SourceTable::OrderItems, Role::ProductId) => has_products,
         (SourceTable::Products, Role::ProductId) => true,
+        (SourceTable::Events, Role::CustomerId | Role::Event | Role::EventTs) => true,
         _ => false,
     }
 }

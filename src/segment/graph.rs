@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::lang::ast::Condition;
+use crate::lang::ast::{Condition, Positional};
 
 /// The segment codes a condition refers to with `in_segment(code)`.
 pub fn references(condition: &Condition) -> BTreeSet<String> {
@@ -20,7 +20,10 @@ pub fn references(condition: &Condition) -> BTreeSet<String> {
                 positional,
                 ..
             } if function.name.eq_ignore_ascii_case("in_segment") => {
-                out.extend(positional.iter().map(|n| n.name.clone()));
+                out.extend(positional.iter().filter_map(|p| match p {
+                    Positional::Name(name) => Some(name.name.clone()),
+                    Positional::Text(_) => None,
+                }));
             }
             _ => {}
         }

@@ -25,8 +25,8 @@ use super::catalog::SegmentCatalog;
 use super::columns::{ColumnMap, PurchaseRule, Role, SourceTable};
 use super::error::SegmentError;
 use super::resolve::{
-    Attribute, Bought, BoughtFilter, DayTest, ItemFilter, ItemTable, ItemTest, Metric, Resolved,
-    Rfm, Scalar, SegmentRef, resolve, resolve_text,
+    Attribute, Bought, CallFilter, DayTest, EventTest, ItemFilter, ItemTable, ItemTest, Metric,
+    OrderScope, Resolved, Rfm, Scalar, SegmentRef, resolve, resolve_text,
 };
 use super::rfm::RfmScheme;
 use crate::lang::ast::{CompareOp, Condition};
@@ -56,53 +56,104 @@ pub fn plan_text(
 }
 
 /// The order metrics of every customer with purchases before `as_of`,
-/// with RFM scores: what conditions on metrics join to `customers`. A
-/// refresh computes this once and hands it to every segment through
-/// [`SegmentCatalog::metrics`].
-pub fn order_metrics_plan(catalog: &SegmentCatalog, as_of: AsOf) -> Result<LogicalPlan> {
-    Planner::new(catalog, as_of).metrics_plan(true)
+/// with RFM scores and the windowed metrics of `scopes`: what conditions
+/// on metrics join to `customers`. A refresh computes this once and hands
+/// it to every segment through [`SegmentCatalog::metrics`].
+pub fn order_metrics_plan(
+    catalog: &SegmentCatalog,
+    as_of: AsOf,
+    scopes: &[OrderScope],
+) -> Result<LogicalPlan> {
+    metrics_from_orders(
+        orders_table(catalog)?,
+        &catalog.columns,
+        &catalog.purchases,
+        as_of,
+        Some(&catalog.rfm),
+        scopes,
+    )
+}
+
+fn orders_table(catalog: &SegmentCatalog) -> Result<Arc<dyn TableProvider>> {
+    catalog.orders.as_ref().map(Arc::clone).ok_or_else(|| {
+        DataFusionError::Plan(
+            "order metrics need an `orders` table: add one to [tables] in the project file".into(),
+        )
+    })
 }
 
 /// The order metrics (and, with `rfm`, the RFM scores `__rfm_r`,
 /// `__rfm_f`, `__rfm_m`) of every customer with purchases in `orders`
 /// before `as_of`, reading the columns `columns` names and counting the
-/// orders `purchases` admits.
+/// orders `purchases` admits; for `scopes[i]`, the same metrics over the
+/// purchases it admits as `__w{i}_<metric>`, from the same pass (filtered
+/// aggregates).
 pub fn metrics_from_orders(
     orders: Arc<dyn TableProvider>,
     columns: &ColumnMap,
     purchases: &PurchaseRule,
     as_of: AsOf,
     rfm: Option<&RfmScheme>,
+    scopes: &[OrderScope],
 ) -> Result<LogicalPlan> {
+    use datafusion::logical_expr::ExprFunctionExt;
     let name = |role| columns.column(SourceTable::Orders, role);
     let purchase = PurchaseColumns::of(&orders.schema(), columns, SourceTable::Orders);
     let ts_type = purchase.ts_type.clone();
     let source = provider_as_source(orders);
     let day = date_lit(as_of.days());
     let (amount, ts) = (column(name(Role::Amount)), column(name(Role::OrderTs)));
+    let order_id = column(name(Role::OrderId));
+    // The five aggregates of one set of purchases, named with `prefix`.
+    let aggregates = |prefix: &str, scope: Option<Expr>| -> Result<Vec<Expr>> {
+        let all = [
+            (count(order_id.clone()), "orders_count"),
+            (sum(amount.clone()), "amount_spent"),
+            (avg(amount.clone()), "avg_order_value"),
+            (min(ts.clone()), "first_order_ts"),
+            (max(ts.clone()), "last_order_ts"),
+        ];
+        all.into_iter()
+            .map(|(aggregate, metric)| {
+                let aggregate = match &scope {
+                    Some(scope) => aggregate.filter(scope.clone()).build()?,
+                    None => aggregate,
+                };
+                Ok(aggregate.alias(format!("{prefix}{metric}")))
+            })
+            .collect()
+    };
+    let mut measures = aggregates("__", None)?;
+    for (i, scope) in scopes.iter().enumerate() {
+        let test = scope_filter(&scope.filters, &purchase.ts, &ts_type, as_of);
+        measures.extend(aggregates(&format!("__w{i}_"), Some(test))?);
+    }
     let mut builder = LogicalPlanBuilder::scan("orders", source, None)?
         .filter(purchase.filter(purchases, Some(as_of)))?
         .aggregate(
             vec![column(name(Role::CustomerId)).alias("__m_customer_id")],
-            vec![
-                count(column(name(Role::OrderId))).alias("__orders_count"),
-                sum(amount.clone()).alias("__amount_spent"),
-                avg(amount).alias("__avg_order_value"),
-                min(ts.clone()).alias("__first_order_ts"),
-                max(ts).alias("__last_order_ts"),
-            ],
+            measures,
         )?;
-    let last = day_of(col("__last_order_ts"), &ts_type, as_of);
-    let since = cast(day - last.clone(), DataType::Int64);
-    builder = builder.project(vec![
-        col("__m_customer_id"),
-        col("__orders_count"),
-        col("__amount_spent"),
-        col("__avg_order_value"),
-        day_of(col("__first_order_ts"), &ts_type, as_of).alias("__first_order_date"),
-        last.alias("__last_order_date"),
-        since.alias("__days_since_last_order"),
-    ])?;
+    // Days from the instants, per set of purchases.
+    let days = |prefix: &str| {
+        let last = day_of(col(format!("{prefix}last_order_ts")), &ts_type, as_of);
+        let since = cast(day.clone() - last.clone(), DataType::Int64);
+        vec![
+            col(format!("{prefix}orders_count")),
+            col(format!("{prefix}amount_spent")),
+            col(format!("{prefix}avg_order_value")),
+            day_of(col(format!("{prefix}first_order_ts")), &ts_type, as_of)
+                .alias(format!("{prefix}first_order_date")),
+            last.alias(format!("{prefix}last_order_date")),
+            since.alias(format!("{prefix}days_since_last_order")),
+        ]
+    };
+    let mut projection = vec![col("__m_customer_id")];
+    projection.extend(days("__"));
+    for i in 0..scopes.len() {
+        projection.extend(days(&format!("__w{i}_")));
+    }
+    builder = builder.project(projection)?;
     if let Some(scheme) = rfm {
         let (scores, window) = scheme.scores();
         builder = if window {
@@ -304,14 +355,15 @@ fn like_literal(text: &str) -> String {
 /// group), ordered by customer.
 pub fn rfm_scores_plan(catalog: &SegmentCatalog, as_of: AsOf) -> Result<LogicalPlan> {
     let planner = Planner::new(catalog, as_of);
-    let metrics = planner.metrics_plan(true)?;
+    let (metrics, _) = planner.metrics_source(true, &[])?;
     let id = planner.customer_id();
     let monetary = if catalog.rfm.average_monetary {
         "__avg_order_value"
     } else {
         "__amount_spent"
     };
-    let rfm = |part| attribute_expr(&Attribute::Rfm(part), as_of, &catalog.rfm);
+    let keys = PassKeys::default();
+    let rfm = |part| attribute_expr(&Attribute::Rfm(part), as_of, &catalog.rfm, &keys);
     LogicalPlanBuilder::scan(
         "customers",
         provider_as_source(Arc::clone(&catalog.customers)),
@@ -328,11 +380,11 @@ pub fn rfm_scores_plan(catalog: &SegmentCatalog, as_of: AsOf) -> Result<LogicalP
         col("__days_since_last_order").alias("recency_days"),
         col("__orders_count").alias("frequency"),
         col(monetary).alias("monetary"),
-        rfm(Rfm::R).alias("r"),
-        rfm(Rfm::F).alias("f"),
-        rfm(Rfm::M).alias("m"),
-        rfm(Rfm::Code).alias("code"),
-        rfm(Rfm::Group).alias("group"),
+        rfm(Rfm::R)?.alias("r"),
+        rfm(Rfm::F)?.alias("f"),
+        rfm(Rfm::M)?.alias("m"),
+        rfm(Rfm::Code)?.alias("code"),
+        rfm(Rfm::Group)?.alias("group"),
     ])?
     .sort(vec![
         Expr::Column(Column::from_name(id.name)).sort(true, false),
@@ -362,6 +414,36 @@ struct Planner<'a> {
     catalog: &'a SegmentCatalog,
     as_of: AsOf,
     joins: Vec<Join>,
+    /// Which columns of the joined passes hold which scope and event test.
+    keys: PassKeys,
+}
+
+/// The keys of the windowed-metric scopes and event tests in the passes a
+/// plan joins, in column order (see [`super::catalog::Pass`]).
+#[derive(Debug, Clone, Default)]
+struct PassKeys {
+    scopes: Vec<String>,
+    events: Vec<String>,
+}
+
+impl PassKeys {
+    fn position(keys: &[String], key: &str) -> Result<usize> {
+        keys.iter()
+            .position(|k| k == key)
+            .ok_or_else(|| DataFusionError::Internal(format!("no pass column for {key}")))
+    }
+
+    /// The column of `metric` over the purchases of `scope`.
+    fn scope_column(&self, metric: Metric, scope: &OrderScope) -> Result<Expr> {
+        let i = Self::position(&self.scopes, &scope.key())?;
+        Ok(col(format!("__w{i}_{}", metric.name())))
+    }
+
+    /// The column `part` (`count`, `first`, `last`) of an event test.
+    fn event_column(&self, test: &EventTest, part: &str) -> Result<Expr> {
+        let i = Self::position(&self.events, &test.key())?;
+        Ok(col(format!("__e{i}_{part}")))
+    }
 }
 
 fn customer_col(name: &str) -> Expr {
@@ -403,12 +485,29 @@ impl<'a> Planner<'a> {
             catalog,
             as_of,
             joins: Vec::new(),
+            keys: PassKeys::default(),
         }
     }
 
     /// A top-level `bought(...)` / `in_segment(...)` is a semi join, its
     /// negation an anti join; everything else becomes a filter.
     fn plan(mut self, resolved: &Resolved) -> Result<LogicalPlan> {
+        let needs = resolved.needs();
+        let mut passes = Vec::new();
+        if needs.metrics || needs.rfm {
+            let mut scopes = Vec::new();
+            resolved.order_scopes(false, &mut scopes);
+            let (plan, keys) = self.metrics_source(needs.rfm, &scopes)?;
+            self.keys.scopes = keys;
+            passes.push((plan, "__m_customer_id"));
+        }
+        if needs.events {
+            let mut tests = Vec::new();
+            resolved.event_tests(false, &mut tests);
+            let (plan, keys) = self.events_source(&tests)?;
+            self.keys.events = keys;
+            passes.push((plan, "__e_customer_id"));
+        }
         let conjuncts: Vec<&Resolved> = match resolved {
             Resolved::And(parts) => parts.iter().collect(),
             other => vec![other],
@@ -427,26 +526,23 @@ impl<'a> Planner<'a> {
                 None => filters.push(self.condition(part)?),
             }
         }
-        let (needs_metrics, needs_rfm) = resolved.needs();
-        self.build(filters, needs_metrics || needs_rfm, needs_rfm)
+        self.build(filters, passes)
     }
 
-    fn build(self, filters: Vec<Expr>, metrics: bool, rfm: bool) -> Result<LogicalPlan> {
+    /// `customers` left-joined to each per-customer pass (order metrics,
+    /// events) on its customer column, joined to the subqueries, filtered.
+    fn build(self, filters: Vec<Expr>, passes: Vec<(LogicalPlan, &str)>) -> Result<LogicalPlan> {
         let customers = Arc::clone(&self.catalog.customers);
         let mut builder = LogicalPlanBuilder::scan(
             "customers",
             provider_as_source(Arc::clone(&customers)),
             None,
         )?;
-        if metrics {
-            let metrics = self.metrics_plan(rfm)?;
+        for (pass, key) in passes {
             builder = builder.join(
-                metrics,
+                pass,
                 JoinType::Left,
-                (
-                    vec![self.customer_id()],
-                    vec![Column::from_name("__m_customer_id")],
-                ),
+                (vec![self.customer_id()], vec![Column::from_name(key)]),
                 None,
             )?;
         }
@@ -486,31 +582,53 @@ impl<'a> Planner<'a> {
         )
     }
 
-    fn orders(&self) -> Result<Arc<dyn TableProvider>> {
-        self.catalog.orders.as_ref().map(Arc::clone).ok_or_else(|| {
-            DataFusionError::Plan(
-                "order metrics need an `orders` table: add one to [tables] in the project file"
-                    .into(),
-            )
-        })
-    }
-
-    fn metrics_plan(&self, rfm: bool) -> Result<LogicalPlan> {
-        if let Some(metrics) = &self.catalog.metrics {
-            return LogicalPlanBuilder::scan(
+    /// The order metrics (with RFM scores when `rfm`, and the windowed
+    /// metrics of `scopes`), with the keys of the scopes in column order:
+    /// the catalog's pass when it has them all, else a pass of their own.
+    fn metrics_source(
+        &self,
+        rfm: bool,
+        scopes: &[OrderScope],
+    ) -> Result<(LogicalPlan, Vec<String>)> {
+        let keys: Vec<String> = scopes.iter().map(OrderScope::key).collect();
+        if let Some(pass) = &self.catalog.metrics
+            && keys.iter().all(|k| pass.keys.contains(k))
+        {
+            let plan = LogicalPlanBuilder::scan(
                 "__metrics",
-                provider_as_source(Arc::clone(metrics)),
+                provider_as_source(Arc::clone(&pass.table)),
                 None,
             )?
-            .build();
+            .build()?;
+            return Ok((plan, pass.keys.clone()));
         }
-        metrics_from_orders(
-            self.orders()?,
+        let plan = metrics_from_orders(
+            orders_table(self.catalog)?,
             &self.catalog.columns,
             &self.catalog.purchases,
             self.as_of,
             rfm.then_some(&self.catalog.rfm),
-        )
+            scopes,
+        )?;
+        Ok((plan, keys))
+    }
+
+    /// The events pass of `tests`, with their keys in column order: the
+    /// catalog's pass when it has them all, else a pass of their own.
+    fn events_source(&self, tests: &[EventTest]) -> Result<(LogicalPlan, Vec<String>)> {
+        let keys: Vec<String> = tests.iter().map(EventTest::key).collect();
+        if let Some(pass) = &self.catalog.event_pass
+            && keys.iter().all(|k| pass.keys.contains(k))
+        {
+            let plan = LogicalPlanBuilder::scan(
+                "__events",
+                provider_as_source(Arc::clone(&pass.table)),
+                None,
+            )?
+            .build()?;
+            return Ok((plan, pass.keys.clone()));
+        }
+        Ok((events_pass_plan(self.catalog, self.as_of, tests)?, keys))
     }
 
     fn condition(&mut self, condition: &Resolved) -> Result<Expr> {
@@ -525,7 +643,7 @@ impl<'a> Planner<'a> {
                 op,
                 value,
             } => {
-                let expr = attribute_expr(attribute, self.as_of, &self.catalog.rfm);
+                let expr = attribute_expr(attribute, self.as_of, &self.catalog.rfm, &self.keys)?;
                 let value = scalar(value);
                 match op {
                     CompareOp::Eq => expr.eq(value),
@@ -542,7 +660,7 @@ impl<'a> Planner<'a> {
                 high,
                 negated,
             } => {
-                let expr = attribute_expr(attribute, self.as_of, &self.catalog.rfm);
+                let expr = attribute_expr(attribute, self.as_of, &self.catalog.rfm, &self.keys)?;
                 if *negated {
                     expr.between(scalar(low), scalar(high)).is_not_true()
                 } else {
@@ -554,12 +672,12 @@ impl<'a> Planner<'a> {
                 values,
                 negated,
             } => {
-                let test = attribute_expr(attribute, self.as_of, &self.catalog.rfm)
+                let test = attribute_expr(attribute, self.as_of, &self.catalog.rfm, &self.keys)?
                     .in_list(values.iter().map(scalar).collect(), false);
                 if *negated { test.is_not_true() } else { test }
             }
             Resolved::IsNull { attribute, negated } => {
-                let expr = attribute_expr(attribute, self.as_of, &self.catalog.rfm);
+                let expr = attribute_expr(attribute, self.as_of, &self.catalog.rfm, &self.keys)?;
                 if *negated {
                     expr.is_not_null()
                 } else {
@@ -577,7 +695,7 @@ impl<'a> Planner<'a> {
                 let test = udf(
                     InYearlyWindowFunc::new(),
                     vec![
-                        attribute_expr(attribute, self.as_of, &self.catalog.rfm),
+                        attribute_expr(attribute, self.as_of, &self.catalog.rfm, &self.keys)?,
                         text(from),
                         text(to),
                     ],
@@ -593,13 +711,18 @@ impl<'a> Planner<'a> {
                 let test = udf(
                     AnniversaryBetweenFunc::new(),
                     vec![
-                        attribute_expr(attribute, self.as_of, &self.catalog.rfm),
+                        attribute_expr(attribute, self.as_of, &self.catalog.rfm, &self.keys)?,
                         date_lit(*from),
                         date_lit(*to),
                     ],
                 );
                 if *negated { test.is_not_true() } else { test }
             }
+            Resolved::Did(did) => coalesce(vec![
+                self.keys.event_column(&did.events, "count")?,
+                lit(0i64),
+            ])
+            .gt_eq(lit(did.min_count)),
             call @ (Resolved::Bought(_) | Resolved::InSegment(_)) => {
                 let plan = self.join_call(call)?;
                 let alias = plan.schema().field(0).name().clone();
@@ -813,6 +936,37 @@ fn bought_lines(catalog: &SegmentCatalog) -> Result<(LogicalPlanBuilder, Purchas
     Ok((lines, purchase, col("__o_order_id")))
 }
 
+/// The tests of one filter of a call on a row whose time is `ts`.
+fn filter_tests(filter: &CallFilter, ts: &Expr, ts_type: &DataType, as_of: AsOf) -> Vec<Expr> {
+    let bound = |day, later| day_bound(ts.clone(), ts_type, as_of, day, later);
+    match filter {
+        CallFilter::Day(DayTest::From(d)) => vec![bound(*d, true)],
+        CallFilter::Day(DayTest::To(d)) => vec![bound(*d + 1, false)],
+        CallFilter::Day(DayTest::On(d)) => vec![bound(*d, true), bound(*d + 1, false)],
+        CallFilter::Column(item) => vec![item_test(item)],
+    }
+}
+
+/// Every filter of a call on a row whose time is `ts`, as one test.
+fn scope_filter(filters: &[CallFilter], ts: &Expr, ts_type: &DataType, as_of: AsOf) -> Expr {
+    filters
+        .iter()
+        .flat_map(|f| filter_tests(f, ts, ts_type, as_of))
+        .reduce(Expr::and)
+        .unwrap_or(lit(true))
+}
+
+/// The first day a call's filters admit, if they bound it.
+fn first_day(filters: &[CallFilter]) -> Option<i32> {
+    filters
+        .iter()
+        .filter_map(|f| match f {
+            CallFilter::Day(DayTest::From(d) | DayTest::On(d)) => Some(*d),
+            _ => None,
+        })
+        .max()
+}
+
 /// The tests of one `bought(...)` on a line (order day and `order_items`
 /// columns, in argument order), and those on its product, if any.
 fn bought_filter(
@@ -822,25 +976,117 @@ fn bought_filter(
 ) -> (Vec<Expr>, Option<Expr>) {
     let mut tests = Vec::new();
     let mut product_filters: Vec<Expr> = Vec::new();
-    let bound = |day, later| day_bound(purchase.ts.clone(), &purchase.ts_type, as_of, day, later);
-    for test in &bought.filters {
-        match test {
-            BoughtFilter::Day(DayTest::From(d)) => tests.push(bound(*d, true)),
-            BoughtFilter::Day(DayTest::To(d)) => tests.push(bound(*d + 1, false)),
-            BoughtFilter::Day(DayTest::On(d)) => {
-                tests.push(bound(*d, true));
-                tests.push(bound(*d + 1, false));
-            }
-            BoughtFilter::Column(item) => {
-                let test = item_test(item);
-                match item.table {
-                    ItemTable::Products => product_filters.push(test),
-                    ItemTable::OrderItems => tests.push(test),
-                }
-            }
+    for filter in &bought.filters {
+        let found = filter_tests(filter, &purchase.ts, &purchase.ts_type, as_of);
+        match filter {
+            CallFilter::Column(ItemFilter {
+                table: ItemTable::Products,
+                ..
+            }) => product_filters.extend(found),
+            _ => tests.extend(found),
         }
     }
     (tests, product_filters.into_iter().reduce(Expr::and))
+}
+
+/// Every customer's events matching each of `tests`, in one pass over
+/// `events` before `as_of` (pruned to the names tested and, when every
+/// test starts on a day, to the earliest of those days): per customer
+/// with a matching event, `__e{i}_count` counts the events matching
+/// `tests[i]`, `__e{i}_first` and `__e{i}_last` are the days (in the
+/// project's zone) of the earliest and latest. See
+/// [`Pass`](super::catalog::Pass).
+pub fn events_pass_plan(
+    catalog: &SegmentCatalog,
+    as_of: AsOf,
+    tests: &[EventTest],
+) -> Result<LogicalPlan> {
+    use datafusion::logical_expr::ExprFunctionExt;
+    let events = catalog.events.as_ref().map(Arc::clone).ok_or_else(|| {
+        DataFusionError::Plan(
+            "did(...) needs an `events` table: add events to [tables] in the project file".into(),
+        )
+    })?;
+    let name = |role| catalog.column(SourceTable::Events, role);
+    let ts_type = type_of(&events.schema(), name(Role::EventTs));
+    let ts = column(name(Role::EventTs));
+    let event = column(name(Role::Event));
+    let matches: Vec<Expr> = tests
+        .iter()
+        .map(|test| {
+            event.clone().eq(lit(test.event.clone())).and(scope_filter(
+                &test.filters,
+                &ts,
+                &ts_type,
+                as_of,
+            ))
+        })
+        .collect();
+    let mut filter = column(name(Role::CustomerId))
+        .is_not_null()
+        .and(before_expr(ts.clone(), &ts_type, as_of));
+    let mut names: Vec<Expr> = Vec::new();
+    for test in tests {
+        let name = lit(test.event.clone());
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    filter = filter.and(event.in_list(names, false));
+    if let Some(first) = tests
+        .iter()
+        .map(|t| first_day(&t.filters))
+        .collect::<Option<Vec<i32>>>()
+        .and_then(|days| days.into_iter().min())
+    {
+        filter = filter.and(day_bound(ts.clone(), &ts_type, as_of, first, true));
+    }
+    filter = filter.and(
+        matches
+            .iter()
+            .cloned()
+            .reduce(Expr::or)
+            .unwrap_or(lit(false)),
+    );
+    let mut aggregates = Vec::new();
+    for (i, test) in matches.into_iter().enumerate() {
+        aggregates.push(
+            count(lit(1))
+                .filter(test.clone())
+                .build()?
+                .alias(format!("__e{i}_count")),
+        );
+        aggregates.push(
+            min(ts.clone())
+                .filter(test.clone())
+                .build()?
+                .alias(format!("__e{i}_first_ts")),
+        );
+        aggregates.push(
+            max(ts.clone())
+                .filter(test)
+                .build()?
+                .alias(format!("__e{i}_last_ts")),
+        );
+    }
+    let mut projection = vec![col("__e_customer_id")];
+    for i in 0..tests.len() {
+        projection.push(col(format!("__e{i}_count")));
+        projection.push(
+            day_of(col(format!("__e{i}_first_ts")), &ts_type, as_of).alias(format!("__e{i}_first")),
+        );
+        projection.push(
+            day_of(col(format!("__e{i}_last_ts")), &ts_type, as_of).alias(format!("__e{i}_last")),
+        );
+    }
+    LogicalPlanBuilder::scan("events", provider_as_source(events), None)?
+        .filter(filter)?
+        .aggregate(
+            vec![column(name(Role::CustomerId)).alias("__e_customer_id")],
+            aggregates,
+        )?
+        .project(projection)?
+        .build()
 }
 
 /// The matches of every call of `calls` in one pass over `order_items`
@@ -901,6 +1147,8 @@ fn item_test(item: &ItemFilter) -> Expr {
     let table = match item.table {
         ItemTable::OrderItems => "order_items",
         ItemTable::Products => "products",
+        ItemTable::Orders => "orders",
+        ItemTable::Events => "events",
     };
     let column = Expr::Column(Column::new(Some(table), &item.column));
     match &item.test {
@@ -909,9 +1157,14 @@ fn item_test(item: &ItemFilter) -> Expr {
     }
 }
 
-/// An attribute as an expression over `customers` joined to the metrics.
-fn attribute_expr(attribute: &Attribute, as_of: AsOf, scheme: &RfmScheme) -> Expr {
-    match attribute {
+/// An attribute as an expression over `customers` joined to the passes.
+fn attribute_expr(
+    attribute: &Attribute,
+    as_of: AsOf,
+    scheme: &RfmScheme,
+    keys: &PassKeys,
+) -> Result<Expr> {
+    Ok(match attribute {
         Attribute::Customer { column, data_type } => {
             let expr = customer_col(column);
             if matches!(data_type, DataType::Timestamp(_, _) | DataType::Date64) {
@@ -920,14 +1173,12 @@ fn attribute_expr(attribute: &Attribute, as_of: AsOf, scheme: &RfmScheme) -> Exp
                 expr
             }
         }
-        Attribute::Metric(metric) => {
-            let column = col(format!("__{}", metric.name()));
-            match metric {
-                Metric::OrdersCount => coalesce(vec![column, lit(0i64)]),
-                Metric::AmountSpent => coalesce(vec![cast(column, DataType::Float64), lit(0.0)]),
-                Metric::AvgOrderValue => cast(column, DataType::Float64),
-                _ => column,
-            }
+        Attribute::Metric(metric) => metric_expr(*metric, col(format!("__{}", metric.name()))),
+        Attribute::Windowed { metric, scope } => {
+            metric_expr(*metric, keys.scope_column(*metric, scope)?)
+        }
+        Attribute::EventTime { last, events } => {
+            keys.event_column(events, if *last { "last" } else { "first" })?
         }
         Attribute::Rfm(rfm) => {
             let (r, f, m) = (col("__rfm_r"), col("__rfm_f"), col("__rfm_m"));
@@ -951,6 +1202,17 @@ fn attribute_expr(attribute: &Attribute, as_of: AsOf, scheme: &RfmScheme) -> Exp
                 Rfm::M => m,
             }
         }
+    })
+}
+
+/// A metric's value from its pass column: customers without purchases
+/// (no row, or none in the scope) have 0 orders and 0 spent.
+fn metric_expr(metric: Metric, column: Expr) -> Expr {
+    match metric {
+        Metric::OrdersCount => coalesce(vec![column, lit(0i64)]),
+        Metric::AmountSpent => coalesce(vec![cast(column, DataType::Float64), lit(0.0)]),
+        Metric::AvgOrderValue => cast(column, DataType::Float64),
+        _ => column,
     }
 }
 

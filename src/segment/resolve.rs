@@ -13,7 +13,9 @@ use datafusion::common::DataFusionError;
 use super::catalog::SegmentCatalog;
 use super::columns::SourceTable;
 use super::error::{Failure, SegmentError};
-use crate::lang::ast::{Argument, CompareOp, Condition, Literal, Name, Period, Value};
+use crate::lang::ast::{
+    Argument, Arguments, Attr, CompareOp, Condition, Literal, Name, Period, Positional, Value,
+};
 use crate::lang::error::{LangError, Span, did_you_mean};
 use crate::lang::lexer::Unit;
 use crate::time::{AsOf, days_since_epoch};
@@ -34,7 +36,11 @@ pub const METRICS: [&str; 6] = [
 pub const RFM: [&str; 5] = ["rfm_r", "rfm_f", "rfm_m", "rfm_code", "rfm_group"];
 
 /// The functions a condition may call.
-const FUNCTIONS: [&str; 2] = ["bought", "in_segment"];
+const FUNCTIONS: [&str; 3] = ["bought", "did", "in_segment"];
+
+/// Attributes that take arguments besides the order metrics: the instant
+/// of the latest / earliest matching event.
+const EVENT_TIMES: [&str; 2] = ["last_did", "first_did"];
 
 /// What a value is, as far as comparisons go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,7 +150,7 @@ impl Rfm {
 }
 
 /// What an attribute name of a condition means.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Attribute {
     /// A `customers` column, by its name in the table; timestamps compare
     /// as dates.
@@ -153,7 +159,66 @@ pub enum Attribute {
         data_type: DataType,
     },
     Metric(Metric),
+    /// An order metric over the purchases matching filters:
+    /// `orders_count(date: -90d..today, channel: 'store')`.
+    Windowed {
+        metric: Metric,
+        scope: OrderScope,
+    },
     Rfm(Rfm),
+    /// The day of the latest (`last`) or earliest matching event:
+    /// `last_did('login')`.
+    EventTime {
+        last: bool,
+        events: EventTest,
+    },
+}
+
+/// The purchases a windowed metric counts: those matching every filter
+/// (order day, `orders` columns).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderScope {
+    pub filters: Vec<CallFilter>,
+}
+
+impl OrderScope {
+    /// The scope as a key: equal keys, equal scopes.
+    pub fn key(&self) -> String {
+        format!("{self:?}")
+    }
+}
+
+/// The events of one name matching every filter (event day, `events`
+/// columns).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventTest {
+    pub event: String,
+    pub filters: Vec<CallFilter>,
+}
+
+impl EventTest {
+    /// The test as a key: equal keys, equal tests.
+    pub fn key(&self) -> String {
+        format!("{self:?}")
+    }
+}
+
+/// A resolved `did(...)`: at least `min_count` matching events.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Did {
+    pub events: EventTest,
+    pub min_count: i64,
+}
+
+/// What a condition reads besides `customers`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Needs {
+    /// Order metrics, lifetime or windowed.
+    pub metrics: bool,
+    /// RFM scores.
+    pub rfm: bool,
+    /// The events pass (`did`, `last_did`, `first_did`).
+    pub events: bool,
 }
 
 /// A checked literal.
@@ -174,14 +239,17 @@ pub struct MonthDay {
     pub day: u32,
 }
 
-/// Where a `bought(...)` filter's column is.
+/// Where a call's column filter looks: `order_items` or `products` for
+/// `bought(...)`, `orders` for windowed metrics, `events` for `did(...)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ItemTable {
     OrderItems,
     Products,
+    Orders,
+    Events,
 }
 
-/// A test on one column of `order_items` or `products`.
+/// A test on one column of a call's table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ItemFilter {
     pub table: ItemTable,
@@ -202,7 +270,7 @@ pub enum ItemTest {
 pub struct Bought {
     /// Tests on the order day and on item or product columns, in argument
     /// order.
-    pub filters: Vec<BoughtFilter>,
+    pub filters: Vec<CallFilter>,
     /// At least this many distinct orders.
     pub min_count: i64,
 }
@@ -215,9 +283,9 @@ impl Bought {
     }
 }
 
-/// One test of a `bought(...)`.
+/// One test of a call: `bought(...)`, `did(...)`, a windowed metric.
 #[derive(Debug, Clone, PartialEq)]
-pub enum BoughtFilter {
+pub enum CallFilter {
     Day(DayTest),
     Column(ItemFilter),
 }
@@ -282,18 +350,27 @@ pub enum Resolved {
         negated: bool,
     },
     Bought(Bought),
+    Did(Did),
     InSegment(SegmentRef),
 }
 
 impl Resolved {
-    /// Whether the condition (with the segments it refers to) reads order
-    /// metrics, and RFM scores.
-    pub fn needs(&self) -> (bool, bool) {
-        let mut needs = (false, false);
+    /// What the condition itself reads (not the segments it refers to,
+    /// which are planned on their own).
+    pub fn needs(&self) -> Needs {
+        let mut needs = Needs::default();
         self.visit(&mut |r| {
-            let (metrics, rfm) = r.needs_here();
-            needs.0 |= metrics;
-            needs.1 |= rfm;
+            if matches!(r, Resolved::Did(_)) {
+                needs.events = true;
+            }
+            if let Some(attribute) = r.attribute() {
+                match attribute {
+                    Attribute::Metric(_) | Attribute::Windowed { .. } => needs.metrics = true,
+                    Attribute::Rfm(_) => needs.rfm = true,
+                    Attribute::EventTime { .. } => needs.events = true,
+                    Attribute::Customer { .. } => {}
+                }
+            }
         });
         needs
     }
@@ -302,14 +379,11 @@ impl Resolved {
     /// segment it refers to, uses an order metric or an RFM score.
     pub fn reads_orders(&self) -> bool {
         let mut reads = false;
-        self.visit(&mut |r| match r {
-            Resolved::InSegment(SegmentRef::Defined { condition, .. }) => {
-                reads |= condition.reads_orders();
-            }
-            other => {
-                let (metrics, rfm) = other.needs_here();
-                reads |= metrics || rfm;
-            }
+        self.visit_deep(&mut |r| {
+            reads |= matches!(
+                r.attribute(),
+                Some(Attribute::Metric(_) | Attribute::Windowed { .. } | Attribute::Rfm(_))
+            );
         });
         reads
     }
@@ -317,18 +391,60 @@ impl Resolved {
     /// Every `bought(...)` of the condition and of the saved segments it
     /// refers to, each once, in the order met.
     pub fn bought_calls(&self, calls: &mut Vec<Bought>) {
-        self.visit(&mut |r| match r {
-            Resolved::InSegment(SegmentRef::Defined { condition, .. }) => {
-                condition.bought_calls(calls);
+        self.visit_deep(&mut |r| {
+            if let Resolved::Bought(bought) = r
+                && !calls.contains(bought)
+            {
+                calls.push(bought.clone());
             }
-            Resolved::Bought(bought) if !calls.contains(bought) => calls.push(bought.clone()),
-            _ => {}
         });
     }
 
-    /// [`Resolved::needs`] of this node alone.
-    fn needs_here(&self) -> (bool, bool) {
-        let attribute = match self {
+    /// Every scope of a windowed metric, each once, in the order met;
+    /// `deep` enters the saved segments the condition refers to.
+    pub fn order_scopes(&self, deep: bool, scopes: &mut Vec<OrderScope>) {
+        let mut add = |r: &Resolved| {
+            if let Some(Attribute::Windowed { scope, .. }) = r.attribute()
+                && !scopes.contains(scope)
+            {
+                scopes.push(scope.clone());
+            }
+        };
+        if deep {
+            self.visit_deep(&mut add)
+        } else {
+            self.visit(&mut add)
+        }
+    }
+
+    /// Every event test of `did(...)`, `last_did(...)` and `first_did(...)`,
+    /// each once, in the order met; `deep` enters the saved segments the
+    /// condition refers to.
+    pub fn event_tests(&self, deep: bool, tests: &mut Vec<EventTest>) {
+        let mut add = |r: &Resolved| {
+            let test = match r {
+                Resolved::Did(did) => Some(&did.events),
+                other => match other.attribute() {
+                    Some(Attribute::EventTime { events, .. }) => Some(events),
+                    _ => None,
+                },
+            };
+            if let Some(test) = test
+                && !tests.contains(test)
+            {
+                tests.push(test.clone());
+            }
+        };
+        if deep {
+            self.visit_deep(&mut add)
+        } else {
+            self.visit(&mut add)
+        }
+    }
+
+    /// The attribute a predicate node tests.
+    fn attribute(&self) -> Option<&Attribute> {
+        match self {
             Resolved::Compare { attribute, .. }
             | Resolved::Between { attribute, .. }
             | Resolved::InList { attribute, .. }
@@ -336,12 +452,18 @@ impl Resolved {
             | Resolved::YearlyWindow { attribute, .. }
             | Resolved::Anniversary { attribute, .. } => Some(attribute),
             _ => None,
-        };
-        match attribute {
-            Some(Attribute::Metric(_)) => (true, false),
-            Some(Attribute::Rfm(_)) => (false, true),
-            _ => (false, false),
         }
+    }
+
+    /// [`Resolved::visit`] that also enters the conditions of referenced
+    /// saved segments.
+    pub fn visit_deep(&self, f: &mut impl FnMut(&Resolved)) {
+        self.visit(&mut |r| {
+            f(r);
+            if let Resolved::InSegment(SegmentRef::Defined { condition, .. }) = r {
+                condition.visit_deep(&mut *f);
+            }
+        });
     }
 
     /// Calls `f` on this node and every node below it, in the order a
@@ -395,14 +517,18 @@ struct Resolver<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Function {
     Bought,
+    Did,
     InSegment,
 }
 
 impl Function {
     fn from_name(name: &Name) -> Option<Self> {
-        if name.name.eq_ignore_ascii_case("bought") {
+        let is = |n: &str| name.name.eq_ignore_ascii_case(n);
+        if is("bought") {
             Some(Self::Bought)
-        } else if name.name.eq_ignore_ascii_case("in_segment") {
+        } else if is("did") {
+            Some(Self::Did)
+        } else if is("in_segment") {
             Some(Self::InSegment)
         } else {
             None
@@ -426,7 +552,7 @@ impl Resolver<'_> {
                 value,
             } => {
                 let (resolved, kind) = self.attribute(attribute)?;
-                let value = self.value(value, kind, attribute)?;
+                let value = self.value(value, kind, &attribute.name)?;
                 Resolved::Compare {
                     attribute: resolved,
                     op: *op,
@@ -442,8 +568,8 @@ impl Resolver<'_> {
                 let (resolved, kind) = self.attribute(attribute)?;
                 Resolved::Between {
                     attribute: resolved,
-                    low: self.value(low, kind, attribute)?,
-                    high: self.value(high, kind, attribute)?,
+                    low: self.value(low, kind, &attribute.name)?,
+                    high: self.value(high, kind, &attribute.name)?,
                     negated: *negated,
                 }
             }
@@ -456,7 +582,7 @@ impl Resolver<'_> {
                 let (resolved, kind) = self.attribute(attribute)?;
                 let values = values
                     .iter()
-                    .map(|v| self.value(v, kind, attribute))
+                    .map(|v| self.value(v, kind, &attribute.name))
                     .collect::<Result<Vec<_>>>()?;
                 Resolved::InList {
                     attribute: resolved,
@@ -550,17 +676,41 @@ impl Resolver<'_> {
                 Some(Function::Bought) => {
                     Resolved::Bought(self.bought(arguments, positional, *span)?)
                 }
+                Some(Function::Did) => {
+                    let (events, min_count) =
+                        self.events("did", arguments, positional, *span, true)?;
+                    Resolved::Did(Did { events, min_count })
+                }
                 Some(Function::InSegment) => {
                     Resolved::InSegment(self.segment_ref(arguments, positional, *span)?)
                 }
                 None => {
+                    let lower = function.name.to_ascii_lowercase();
+                    if METRICS.contains(&lower.as_str()) || EVENT_TIMES.contains(&lower.as_str()) {
+                        return Err(LangError::new(
+                            format!("`{}(...)` is a value, not a test", function.name),
+                            *span,
+                        )
+                        .with_hint(format!(
+                            "compare it, as in {}(...) {}",
+                            function.name,
+                            if EVENT_TIMES.contains(&lower.as_str()) {
+                                "< -30d"
+                            } else {
+                                ">= 2"
+                            }
+                        ))
+                        .into());
+                    }
                     let err = LangError::new(
                         format!("unknown function `{}`", function.name),
                         function.span,
                     );
                     return Err(match did_you_mean(&function.name, FUNCTIONS) {
                         Some(near) => err.with_hint(format!("did you mean `{near}`?")),
-                        None => err.with_hint("the functions are bought(...) and in_segment(code)"),
+                        None => err.with_hint(
+                            "the functions are bought(...), did(...) and in_segment(code)",
+                        ),
                     }
                     .into());
                 }
@@ -584,9 +734,20 @@ impl Resolver<'_> {
         }
     }
 
-    /// What an attribute name means, and its kind.
-    fn attribute(&self, name: &Name) -> Result<(Attribute, Kind)> {
+    /// What an attribute means, and its kind.
+    fn attribute(&self, attr: &Attr) -> Result<(Attribute, Kind)> {
+        let name = &attr.name;
         let lower = name.name.to_ascii_lowercase();
+        if let Some(arguments) = &attr.arguments {
+            return self.attribute_call(name, &lower, arguments);
+        }
+        if EVENT_TIMES.contains(&lower.as_str()) {
+            return Err(
+                LangError::new(format!("{lower}(...) needs the event's name"), name.span)
+                    .with_hint(format!("as in {lower}('login') < -30d"))
+                    .into(),
+            );
+        }
         let customers = customers_schema(self.catalog);
         // A customers column by its own name, or by the segql name that
         // [columns.customers] maps to it (`birthday` for `date_of_birth`).
@@ -620,6 +781,7 @@ impl Resolver<'_> {
             .iter()
             .map(|f| f.name().clone())
             .chain(METRICS.iter().chain(RFM.iter()).map(|s| s.to_string()))
+            .chain(EVENT_TIMES.iter().map(|s| format!("{s}(...)")))
             .collect();
         let err = LangError::new(format!("unknown attribute `{}`", name.name), name.span);
         Err(
@@ -631,16 +793,97 @@ impl Resolver<'_> {
         )
     }
 
-    fn date_attribute(&self, name: &Name) -> Result<Attribute> {
-        let (attribute, kind) = self.attribute(name)?;
+    /// An attribute with arguments: a windowed order metric, or the
+    /// instant of an event.
+    fn attribute_call(
+        &self,
+        name: &Name,
+        lower: &str,
+        arguments: &Arguments,
+    ) -> Result<(Attribute, Kind)> {
+        if let Some(metric) = Metric::from_name(lower) {
+            self.orders()?;
+            if let Some(first) = arguments.positional.first() {
+                return Err(LangError::new(
+                    format!("{lower}(...) takes named filters"),
+                    first.span(),
+                )
+                .with_hint(format!(
+                    "as in {lower}(date: -90d..today, channel: 'store')"
+                ))
+                .into());
+            }
+            let orders = self.catalog.orders.as_ref().map(|o| o.schema());
+            let tables: Vec<_> = orders
+                .into_iter()
+                .map(|schema| (ItemTable::Orders, SourceTable::Orders, schema))
+                .collect();
+            let (filters, _) = self.filters(lower, &arguments.named, &tables, None)?;
+            let attribute = if filters.is_empty() {
+                Attribute::Metric(metric)
+            } else {
+                Attribute::Windowed {
+                    metric,
+                    scope: OrderScope { filters },
+                }
+            };
+            return Ok((attribute, metric.kind()));
+        }
+        if EVENT_TIMES.contains(&lower) {
+            let span = name.span.to(arguments.span);
+            let (events, _) =
+                self.events(lower, &arguments.named, &arguments.positional, span, false)?;
+            let last = lower == "last_did";
+            return Ok((Attribute::EventTime { last, events }, Kind::Date));
+        }
+        let span = name.span.to(arguments.span);
+        if FUNCTIONS.contains(&lower) {
+            return Err(LangError::new(
+                format!("{lower}(...) is a test of its own, not a value to compare"),
+                span,
+            )
+            .with_hint(match lower {
+                "in_segment" => "write in_segment(code), or NOT in_segment(code)".to_string(),
+                _ => format!("write {lower}(..., count: 2) for at least two"),
+            })
+            .into());
+        }
+        let known: Vec<String> = METRICS
+            .iter()
+            .chain(EVENT_TIMES.iter())
+            .map(|s| s.to_string())
+            .collect();
+        let err = LangError::new(format!("`{}` takes no arguments", name.name), span);
+        let plain = Attr {
+            name: name.clone(),
+            arguments: None,
+        };
+        // A known attribute without arguments, or an unknown name.
+        Err(match self.attribute(&plain) {
+            Ok(_) => err.with_hint(format!("only these take arguments: {}", known.join(", "))),
+            Err(_) => {
+                let err = LangError::new(format!("unknown attribute `{}`", name.name), name.span);
+                match did_you_mean(&name.name, known.iter().map(String::as_str)) {
+                    Some(near) => err.with_hint(format!("did you mean `{near}`?")),
+                    None => {
+                        err.with_hint(format!("attributes with arguments: {}", known.join(", ")))
+                    }
+                }
+            }
+        }
+        .into())
+    }
+
+    fn date_attribute(&self, attr: &Attr) -> Result<Attribute> {
+        let (attribute, kind) = self.attribute(attr)?;
         if kind != Kind::Date {
             return Err(LangError::new(
                 format!(
                     "`{}` is {}, not a date: year-ignoring windows need a date",
-                    name.name,
+                    attr.name.name,
                     kind.name()
                 ),
-                name.span,
+                attr.span(),
             )
             .into());
         }
@@ -785,14 +1028,32 @@ impl Resolver<'_> {
     fn segment_ref(
         &self,
         arguments: &[Argument],
-        positional: &[Name],
+        positional: &[Positional],
         span: Span,
     ) -> Result<SegmentRef> {
-        let ([code], []) = (positional, arguments) else {
-            return Err(
-                LangError::new("expected one segment code, as in in_segment(vip)", span).into(),
-            );
+        let code = match (positional, arguments) {
+            ([Positional::Name(code)], []) => code.clone(),
+            (
+                [
+                    Positional::Text(Value {
+                        literal: Literal::Text(text),
+                        span,
+                    }),
+                ],
+                [],
+            ) => Name {
+                name: text.clone(),
+                span: *span,
+            },
+            _ => {
+                return Err(LangError::new(
+                    "expected one segment code, as in in_segment(vip)",
+                    span,
+                )
+                .into());
+            }
         };
+        let code = &code;
         if self.catalog.is_stored(&code.name) {
             return Ok(SegmentRef::Stored {
                 code: code.name.clone(),
@@ -865,7 +1126,12 @@ impl Resolver<'_> {
 
     /// `bought(...)`: its filters resolved against `order_items` and
     /// `products`.
-    fn bought(&self, arguments: &[Argument], positional: &[Name], span: Span) -> Result<Bought> {
+    fn bought(
+        &self,
+        arguments: &[Argument],
+        positional: &[Positional],
+        span: Span,
+    ) -> Result<Bought> {
         let Some(items) = &self.catalog.order_items else {
             return Err(
                 LangError::new("bought(...) needs an `order_items` table", span)
@@ -873,33 +1139,113 @@ impl Resolver<'_> {
                     .into(),
             );
         };
-        if let Some(name) = positional.first() {
-            return Err(
-                LangError::new(format!("expected `{}: value`", name.name), name.span)
-                    .with_hint(
-                        "name each filter, as in bought(category: 'Sofas', date: -365d..today)",
-                    )
-                    .into(),
-            );
+        if let Some(first) = positional.first() {
+            let message = match first {
+                Positional::Name(name) => format!("expected `{}: value`", name.name),
+                Positional::Text(_) => "bought(...) takes named filters".to_string(),
+            };
+            return Err(LangError::new(message, first.span())
+                .with_hint("name each filter, as in bought(category: 'Sofas', date: -365d..today)")
+                .into());
         }
-        let schema = items.schema();
-        let products_schema = self.catalog.products.as_ref().map(|p| p.schema());
-        let mut bought = Bought {
-            filters: Vec::new(),
-            min_count: 1,
+        let mut tables = vec![(
+            ItemTable::OrderItems,
+            SourceTable::OrderItems,
+            items.schema(),
+        )];
+        if let Some(products) = &self.catalog.products {
+            tables.push((
+                ItemTable::Products,
+                SourceTable::Products,
+                products.schema(),
+            ));
+        }
+        let (filters, min_count) = self.filters("bought", arguments, &tables, Some("orders"))?;
+        Ok(Bought { filters, min_count })
+    }
+
+    /// `did('event', ...)`, `last_did('event', ...)`, `first_did(...)`: the
+    /// event's name and the filters on `events`, with `count` (`did` only).
+    fn events(
+        &self,
+        call: &str,
+        arguments: &[Argument],
+        positional: &[Positional],
+        span: Span,
+        counted: bool,
+    ) -> Result<(EventTest, i64)> {
+        let Some(events) = &self.catalog.events else {
+            return Err(LangError::new(
+                format!("{call}(...) needs an `events` table"),
+                span,
+            )
+            .with_hint(
+                "add events = \"<Parquet file, folder or glob>\" to [tables] in the project \
+                 file (columns customer_id, event, event_ts; map others under [columns.events])",
+            )
+            .into());
         };
+        let event = match positional {
+            [
+                Positional::Text(Value {
+                    literal: Literal::Text(event),
+                    ..
+                }),
+            ] => event.clone(),
+            [Positional::Name(name)] => {
+                return Err(LangError::new(
+                    format!("write the event's name in quotes: {call}('{}')", name.name),
+                    name.span,
+                )
+                .into());
+            }
+            [] => {
+                return Err(LangError::new(
+                    format!("{call}(...) needs the event's name first, as in {call}('cart_add')"),
+                    span,
+                )
+                .into());
+            }
+            [_, extra, ..] | [extra] => {
+                return Err(LangError::new(
+                    format!("{call}(...) takes one event name; name the other filters"),
+                    extra.span(),
+                )
+                .with_hint(format!(
+                    "as in {call}('page_view', url: '%/sale%', date: -7d..today)"
+                ))
+                .into());
+            }
+        };
+        let tables = [(ItemTable::Events, SourceTable::Events, events.schema())];
+        let (filters, min_count) =
+            self.filters(call, arguments, &tables, counted.then_some("events"))?;
+        Ok((EventTest { event, filters }, min_count))
+    }
+
+    /// The named arguments of a call as filters: `date` (a range, a
+    /// period or one day) tests the day of the row's time, `count` (when
+    /// `counted` names what is counted) sets the least number of matches,
+    /// any other key is a column of one of `tables`, looked up in order,
+    /// by its own name or the segql name its table's [columns] section
+    /// maps to it; text with `%` matches as a case-blind pattern.
+    fn filters(
+        &self,
+        call: &str,
+        arguments: &[Argument],
+        tables: &[(ItemTable, SourceTable, SchemaRef)],
+        counted: Option<&str>,
+    ) -> Result<(Vec<CallFilter>, i64)> {
+        let mut filters = Vec::new();
+        let mut min_count = 1;
         for argument in arguments {
             match argument {
                 Argument::Range { key, range } if key.name.eq_ignore_ascii_case("date") => {
                     if let Some(from) = &range.from {
-                        bought
-                            .filters
-                            .push(BoughtFilter::Day(DayTest::From(self.day(from)?)));
+                        filters.push(CallFilter::Day(DayTest::From(self.day(from)?)));
                     }
                     if let Some(to) = &range.to {
-                        bought
-                            .filters
-                            .push(BoughtFilter::Day(DayTest::To(self.day(to)?)));
+                        filters.push(CallFilter::Day(DayTest::To(self.day(to)?)));
                     }
                 }
                 Argument::Value {
@@ -912,21 +1258,24 @@ impl Resolver<'_> {
                 } if key.name.eq_ignore_ascii_case("date") => {
                     let (from, to) = self.period(*period);
                     if let Some(from) = from {
-                        bought.filters.push(BoughtFilter::Day(DayTest::From(from)));
+                        filters.push(CallFilter::Day(DayTest::From(from)));
                     }
-                    bought.filters.push(BoughtFilter::Day(DayTest::To(to)));
+                    filters.push(CallFilter::Day(DayTest::To(to)));
                 }
                 Argument::Value { key, value } if key.name.eq_ignore_ascii_case("date") => {
-                    bought
-                        .filters
-                        .push(BoughtFilter::Day(DayTest::On(self.day(value)?)));
+                    filters.push(CallFilter::Day(DayTest::On(self.day(value)?)));
                 }
-                Argument::Value { key, value } if key.name.eq_ignore_ascii_case("count") => {
-                    bought.min_count = match value.literal {
-                        Literal::Number(n) if n >= 1.0 && n.fract() == 0.0 => n as i64,
+                Argument::Value { key, value }
+                    if counted.is_some() && key.name.eq_ignore_ascii_case("count") =>
+                {
+                    min_count = match value.literal {
+                        Literal::Number(n) if n >= 1.0 && n.fract() == 0.0 && n < 9e15 => n as i64,
                         _ => {
                             return Err(LangError::new(
-                                "count must be a whole number of orders, 1 or more",
+                                format!(
+                                    "count must be a whole number of {}, 1 or more",
+                                    counted.unwrap_or("rows")
+                                ),
                                 value.span,
                             )
                             .into());
@@ -950,32 +1299,28 @@ impl Resolver<'_> {
                             })
                             .cloned()
                     };
-                    let product_field = products_schema
-                        .as_ref()
-                        .and_then(|s| find(s, SourceTable::Products));
-                    let (field, table) =
-                        match (find(&schema, SourceTable::OrderItems), product_field) {
-                            (Some(field), _) => (field, ItemTable::OrderItems),
-                            (None, Some(field)) => (field, ItemTable::Products),
-                            (None, None) => {
-                                let known: Vec<&str> = schema
-                                    .fields()
-                                    .iter()
-                                    .chain(products_schema.iter().flat_map(|s| s.fields().iter()))
-                                    .map(|f| f.name().as_str())
-                                    .chain(["date", "count"])
-                                    .collect();
-                                let err = LangError::new(
-                                    format!("unknown filter `{}` for bought(...)", key.name),
-                                    key.span,
-                                );
-                                return Err(match did_you_mean(&key.name, known.iter().copied()) {
-                                    Some(near) => err.with_hint(format!("did you mean `{near}`?")),
-                                    None => err.with_hint(format!("filters: {}", known.join(", "))),
-                                }
-                                .into());
-                            }
-                        };
+                    let Some((field, table)) = tables.iter().find_map(|(item, source, schema)| {
+                        find(schema, *source).map(|f| (f, *item))
+                    }) else {
+                        let mut known: Vec<&str> = tables
+                            .iter()
+                            .flat_map(|(_, _, s)| s.fields().iter())
+                            .map(|f| f.name().as_str())
+                            .chain(["date"])
+                            .collect();
+                        if counted.is_some() {
+                            known.push("count");
+                        }
+                        let err = LangError::new(
+                            format!("unknown filter `{}` for {call}(...)", key.name),
+                            key.span,
+                        );
+                        return Err(match did_you_mean(&key.name, known.iter().copied()) {
+                            Some(near) => err.with_hint(format!("did you mean `{near}`?")),
+                            None => err.with_hint(format!("filters: {}", known.join(", "))),
+                        }
+                        .into());
+                    };
                     let kind = Kind::of(field.data_type());
                     let test = match &value.literal {
                         Literal::Text(text) if kind == Kind::Text && text.contains('%') => {
@@ -983,7 +1328,7 @@ impl Resolver<'_> {
                         }
                         _ => ItemTest::Equals(self.value(value, kind, key)?),
                     };
-                    bought.filters.push(BoughtFilter::Column(ItemFilter {
+                    filters.push(CallFilter::Column(ItemFilter {
                         table,
                         column: field.name().clone(),
                         test,
@@ -999,7 +1344,7 @@ impl Resolver<'_> {
                 }
             }
         }
-        Ok(bought)
+        Ok((filters, min_count))
     }
 }
 
@@ -1057,6 +1402,8 @@ mod tests {
             stored: None,
             metrics: None,
             bought: None,
+            event_pass: None,
+            events: None,
         }
     }
 
@@ -1132,7 +1479,7 @@ mod tests {
         );
         assert_eq!(
             resolved("created_at >= 2011-01-01", &catalog).needs(),
-            (false, false)
+            Needs::default()
         );
     }
 
@@ -1149,14 +1496,14 @@ mod tests {
         assert_eq!(
             bought.filters,
             vec![
-                BoughtFilter::Column(ItemFilter {
+                CallFilter::Column(ItemFilter {
                     table: ItemTable::Products,
                     column: "category".into(),
                     test: ItemTest::Equals(Scalar::Text("Tea".into())),
                 }),
-                BoughtFilter::Day(DayTest::From(14953)),
-                BoughtFilter::Day(DayTest::To(15318)),
-                BoughtFilter::Column(ItemFilter {
+                CallFilter::Day(DayTest::From(14953)),
+                CallFilter::Day(DayTest::To(15318)),
+                CallFilter::Column(ItemFilter {
                     table: ItemTable::OrderItems,
                     column: "description".into(),
                     test: ItemTest::Like("%MUG%".into()),
@@ -1178,7 +1525,7 @@ mod tests {
         }
         let r = resolved("in_segment(big_fr)", &catalog);
         assert!(r.reads_orders());
-        assert_eq!(r.needs(), (false, false));
+        assert_eq!(r.needs(), Needs::default());
         let Resolved::InSegment(SegmentRef::Defined { code, condition }) = r else {
             panic!("expected a defined segment")
         };
@@ -1253,8 +1600,8 @@ mod tests {
         assert_eq!(
             bought.filters,
             vec![
-                BoughtFilter::Day(DayTest::From(day(2010, 1, 1))),
-                BoughtFilter::Day(DayTest::To(day(2010, 12, 31))),
+                CallFilter::Day(DayTest::From(day(2010, 1, 1))),
+                CallFilter::Day(DayTest::To(day(2010, 12, 31))),
             ]
         );
         let Resolved::Bought(bought) = resolved("bought(date: this_month)", &catalog) else {
@@ -1263,8 +1610,8 @@ mod tests {
         assert_eq!(
             bought.filters,
             vec![
-                BoughtFilter::Day(DayTest::From(day(2011, 12, 1))),
-                BoughtFilter::Day(DayTest::To(day(2011, 12, 31))),
+                CallFilter::Day(DayTest::From(day(2011, 12, 1))),
+                CallFilter::Day(DayTest::To(day(2011, 12, 31))),
             ]
         );
         assert_eq!(
