@@ -499,6 +499,12 @@ mod tests {
             "bought(product: 'iPod', date: -1m..) = false",
             "bought(category: 'Allergy', date: ..-1y, count: 2)",
             "in_segment(vip) OR in_segment(big_spenders)",
+            "did('cart_add', date: -3d..today, count: 2) AND NOT bought(date: -3d..today)",
+            "did('page_view', url: '%/sale%') = false",
+            "last_did('login') < -30d OR first_did('signup') NOT IN this_year",
+            "orders_count(date: -90d..today, channel: 'store') >= 2",
+            "amount_spent(date: this_year) BETWEEN 100 AND 500",
+            "last_order_date(channel: 'store') IS NULL",
         ] {
             parse(source).unwrap_or_else(|e| panic!("{}", e.render(source)));
         }
@@ -527,6 +533,34 @@ mod tests {
         assert_eq!(
             parse("a BETWEEN 1 OR 2").unwrap_err().span,
             Span::new(12, 14)
+        );
+    }
+
+    #[test]
+    fn calls_are_tests_or_attributes_by_what_follows() {
+        let Condition::Call { positional, .. } = parse("did('cart_add', count: 2)").unwrap() else {
+            panic!("expected a call")
+        };
+        assert!(matches!(&positional[..], [Positional::Text(_)]));
+        assert!(matches!(
+            parse("bought(date: -3d..today) = false").unwrap(),
+            Condition::Not(_)
+        ));
+        let Condition::Compare { attribute, .. } =
+            parse("orders_count(date: this_year) = 2").unwrap()
+        else {
+            panic!("expected a comparison")
+        };
+        assert_eq!(attribute.name.name, "orders_count");
+        assert_eq!(attribute.span(), Span::new(0, 29));
+        assert_eq!(attribute.arguments.map(|a| a.named.len()), Some(1));
+        assert!(matches!(
+            parse("last_did('login') NOT IN last_month").unwrap(),
+            Condition::InPeriod { negated: true, .. }
+        ));
+        assert_eq!(
+            err("did('a' 'b')"),
+            "error: expected `,` or `)` in the argument list, found text 'b'\n  |\n1 | did('a' 'b')\n  |         ^^^"
         );
     }
 
@@ -608,6 +642,9 @@ mod tests {
             "-30d",
             "+3d",
             "category",
+            "did",
+            "'cart_add'",
+            "last_did",
         ];
         let mut rng = Rng(0xC0FFEE);
         let mut parsed = 0;

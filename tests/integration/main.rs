@@ -6,6 +6,8 @@
 //! - `cli`: output formats, several statements, files, `--output`, the
 //!   default project file;
 //! - `errors`: bad SQL, unknown tables, unreadable files, usage errors;
+//! - `events`: did / last_did / first_did over an events table, and order
+//!   metrics over windows and subsets of orders;
 //! - `config`: project-file and table-path mistakes;
 //! - `generate`: the sample-data generator, its determinism and the data's
 //!   shape;
@@ -31,6 +33,7 @@ mod cli;
 mod commands;
 mod config;
 mod errors;
+mod events;
 mod generate;
 mod layers;
 mod object_store;
