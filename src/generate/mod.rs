@@ -17,9 +17,12 @@
 //! `.partial` name and renamed when everything succeeded, so memory stays
 //! bounded and a failure never leaves half a file behind.
 
+mod calendar;
+mod files;
+mod random;
+
 use std::fmt;
-use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -31,11 +34,12 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::error::DataFusionError;
-use datafusion::parquet::arrow::ArrowWriter;
-use datafusion::parquet::basic::{Compression, ZstdLevel};
-use datafusion::parquet::file::properties::{WriterProperties, WriterVersion};
 
 use crate::error::Error;
+use calendar::{DAY, SECOND, days_from_civil};
+use files::{Partials, TableFile, partial_name};
+pub use random::Rng;
+use random::Weighted;
 
 /// The seed used when none is given.
 pub const DEFAULT_SEED: u64 = 42;
@@ -52,14 +56,9 @@ const PRODUCTS: usize = 2000;
 /// Rows per Arrow batch handed to the Parquet writers.
 const BATCH_ROWS: usize = 65_536;
 
-/// Rows per Parquet row group.
-const ROW_GROUP_ROWS: usize = 1 << 20;
-
 /// Orders of one customer at most (the tail of the distribution is cut).
 const MAX_ORDERS_PER_CUSTOMER: u64 = 10_000;
 
-const SECOND: i64 = 1_000_000;
-const DAY: i64 = 86_400 * SECOND;
 const YEAR: f64 = 365.25 * DAY as f64;
 
 /// The files a run writes, in the order they are renamed into place.
@@ -281,95 +280,6 @@ pub fn write(options: &Options) -> Result<Summary, Error> {
         counts: generator.counts,
         out: out.clone(),
     })
-}
-
-/// `path` with `.partial` appended to its file name.
-fn partial_name(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".partial");
-    path.with_file_name(name)
-}
-
-/// Temporary files to remove when a run fails (on drop).
-#[derive(Debug)]
-struct Partials(Vec<PathBuf>);
-
-impl Drop for Partials {
-    fn drop(&mut self) {
-        for path in &self.0 {
-            let _ = std::fs::remove_file(path);
-        }
-    }
-}
-
-/// One Parquet file being written under its `.partial` name.
-struct TableFile {
-    path: PathBuf,
-    writer: ArrowWriter<BufWriter<File>>,
-}
-
-impl TableFile {
-    fn create(
-        dir: &Path,
-        name: &str,
-        schema: SchemaRef,
-        partials: &mut Partials,
-    ) -> Result<Self, Error> {
-        let path = dir.join(name);
-        let partial = partial_name(&path);
-        let file = File::create(&partial).map_err(|source| Error::OutputCreate {
-            path: path.clone(),
-            source,
-        })?;
-        partials.0.push(partial);
-        // Fixed properties, so the bytes depend on the data only.
-        let properties = WriterProperties::builder()
-            .set_writer_version(WriterVersion::PARQUET_1_0)
-            .set_compression(Compression::ZSTD(ZstdLevel::default()))
-            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-            .set_created_by(concat!("segql generate ", env!("CARGO_PKG_VERSION")).to_string())
-            .build();
-        let writer = ArrowWriter::try_new(BufWriter::new(file), schema, Some(properties)).map_err(
-            |source| Error::ParquetWrite {
-                path: path.clone(),
-                source,
-            },
-        )?;
-        Ok(Self { path, writer })
-    }
-
-    fn write(&mut self, batch: &RecordBatch) -> Result<(), Error> {
-        if batch.num_rows() == 0 {
-            return Ok(());
-        }
-        self.writer
-            .write(batch)
-            .map_err(|source| Error::ParquetWrite {
-                path: self.path.clone(),
-                source,
-            })
-    }
-
-    /// Finishes the file and flushes it to disk (still under its
-    /// `.partial` name).
-    fn close(self) -> Result<(), Error> {
-        let path = self.path;
-        let buffered = self
-            .writer
-            .into_inner()
-            .map_err(|source| Error::ParquetWrite {
-                path: path.clone(),
-                source,
-            })?;
-        let file = buffered.into_inner().map_err(|e| Error::Write {
-            target: path.display().to_string(),
-            source: e.into_error(),
-        })?;
-        file.sync_all().map_err(|source| Error::Write {
-            target: path.display().to_string(),
-            source,
-        })
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1134,18 +1044,6 @@ fn birthday(rng: &mut Rng) -> Option<i32> {
     Some((days_from_civil(year, 1, 1) + rng.below(days as u64) as i64) as i32)
 }
 
-/// Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
-/// `days_from_civil`).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let month_index = (month + 9) % 12;
-    let day_of_year = (153 * month_index + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
-}
-
 /// `1234567` as `1,234,567`.
 fn thousands(n: u64) -> String {
     let digits = n.to_string();
@@ -1159,215 +1057,9 @@ fn thousands(n: u64) -> String {
     out
 }
 
-// ---------------------------------------------------------------------------
-// Randomness
-
-/// splitmix64's finaliser: a bijective mix of 64 bits.
-fn mix64(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-const GOLDEN_GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
-
-/// A small seeded generator (splitmix64): fast, 64 bits of state, and the
-/// same sequence on every run and platform for the same seed.
-#[derive(Debug, Clone)]
-pub struct Rng {
-    state: u64,
-}
-
-impl Rng {
-    /// A generator starting from `seed`.
-    pub fn new(seed: u64) -> Self {
-        Self { state: seed }
-    }
-
-    /// An independent generator for one key (such as a customer id) of one
-    /// stream, so each key's draws do not depend on the others'.
-    pub fn for_key(seed: u64, stream: u64, key: u64) -> Self {
-        Self::new(mix64(
-            mix64(seed ^ stream.wrapping_mul(GOLDEN_GAMMA)) ^ key.wrapping_mul(GOLDEN_GAMMA),
-        ))
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(GOLDEN_GAMMA);
-        mix64(self.state)
-    }
-
-    /// Uniform in [0, 1), with 53 bits.
-    pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-    }
-
-    /// Uniform in [0, n) (0 when n is 0); the bias is below 2^-32 for the
-    /// small n used here.
-    pub fn below(&mut self, n: u64) -> u64 {
-        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
-    }
-
-    /// True with probability `p`.
-    pub fn chance(&mut self, p: f64) -> bool {
-        self.unit() < p
-    }
-
-    /// One element of a non-empty slice, uniformly.
-    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
-    }
-
-    /// Standard normal (Box-Muller).
-    pub fn normal(&mut self) -> f64 {
-        let u1 = 1.0 - self.unit();
-        let u2 = self.unit();
-        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
-    }
-
-    /// Log-normal with the given median and log-scale spread.
-    pub fn log_normal(&mut self, median: f64, sigma: f64) -> f64 {
-        median * (sigma * self.normal()).exp()
-    }
-
-    /// Exponential with the given mean.
-    pub fn exponential(&mut self, mean: f64) -> f64 {
-        -(1.0 - self.unit()).ln() * mean
-    }
-
-    /// Geometric on 0, 1, 2, ... with the given mean (0 when the mean is
-    /// not positive).
-    pub fn geometric(&mut self, mean: f64) -> u64 {
-        if mean.is_nan() || mean <= 0.0 {
-            return 0;
-        }
-        let q = mean / (1.0 + mean);
-        ((1.0 - self.unit()).ln() / q.ln()).floor() as u64
-    }
-}
-
-/// A discrete distribution over 0..n given by integer weights.
-#[derive(Debug, Clone)]
-struct Weighted {
-    cumulative: Vec<u64>,
-}
-
-impl Weighted {
-    fn new(weights: impl IntoIterator<Item = u64>) -> Self {
-        let mut total = 0;
-        let cumulative = weights
-            .into_iter()
-            .map(|w| {
-                total += w;
-                total
-            })
-            .collect();
-        Self { cumulative }
-    }
-
-    /// An index, chosen with probability proportional to its weight.
-    fn pick(&self, rng: &mut Rng) -> usize {
-        let total = self.cumulative.last().copied().unwrap_or(0);
-        let draw = rng.below(total);
-        self.cumulative.partition_point(|&c| c <= draw)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn generate_splitmix64_matches_the_reference_sequence() {
-        // The first outputs of splitmix64 seeded with 0, from the
-        // reference implementation.
-        let mut rng = Rng::new(0);
-        assert_eq!(rng.next_u64(), 0xe220_a839_7b1d_cdaf);
-        assert_eq!(rng.next_u64(), 0x6e78_9e6a_a1b9_65f4);
-        assert_eq!(rng.next_u64(), 0x06c4_5d18_8009_454f);
-    }
-
-    #[test]
-    fn generate_streams_are_reproducible_and_distinct() {
-        let draw = |seed, stream, key| Rng::for_key(seed, stream, key).next_u64();
-        assert_eq!(draw(42, 2, 7), draw(42, 2, 7));
-        assert_ne!(draw(42, 2, 7), draw(42, 2, 8));
-        assert_ne!(draw(42, 2, 7), draw(42, 1, 7));
-        assert_ne!(draw(42, 2, 7), draw(43, 2, 7));
-    }
-
-    fn mean(values: impl Iterator<Item = f64>) -> (f64, f64) {
-        let values: Vec<f64> = values.collect();
-        let n = values.len() as f64;
-        let mean = values.iter().sum::<f64>() / n;
-        let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
-        (mean, var.sqrt())
-    }
-
-    #[test]
-    fn generate_uniform_draws_stay_in_range() {
-        let mut rng = Rng::new(1);
-        for _ in 0..10_000 {
-            let u = rng.unit();
-            assert!((0.0..1.0).contains(&u));
-            assert!(rng.below(7) < 7);
-        }
-        assert_eq!(rng.below(0), 0);
-        let (m, sd) = mean((0..100_000).map(|_| rng.unit()));
-        assert!((m - 0.5).abs() < 0.01, "{m}");
-        assert!((sd - (1.0f64 / 12.0).sqrt()).abs() < 0.01, "{sd}");
-    }
-
-    #[test]
-    fn generate_distributions_have_their_moments() {
-        let mut rng = Rng::new(2);
-        let (m, sd) = mean((0..100_000).map(|_| rng.normal()));
-        assert!(m.abs() < 0.02 && (sd - 1.0).abs() < 0.02, "{m} {sd}");
-        let (m, _) = mean((0..100_000).map(|_| rng.exponential(3.0)));
-        assert!((m - 3.0).abs() < 0.1, "{m}");
-        let (m, _) = mean((0..100_000).map(|_| rng.geometric(4.0) as f64));
-        assert!((m - 4.0).abs() < 0.1, "{m}");
-        assert_eq!(rng.geometric(0.0), 0);
-        assert_eq!(rng.geometric(f64::NAN), 0);
-        let mut logs: Vec<f64> = (0..100_001).map(|_| rng.log_normal(10.0, 1.0)).collect();
-        logs.sort_by(f64::total_cmp);
-        let median = logs[50_000];
-        assert!((median - 10.0).abs() < 0.3, "{median}");
-        let hits = (0..100_000).filter(|_| rng.chance(0.05)).count();
-        assert!((4_500..5_500).contains(&hits), "{hits}");
-    }
-
-    #[test]
-    fn generate_weighted_picks_follow_the_weights() {
-        let mut rng = Rng::new(3);
-        let weighted = Weighted::new([1, 0, 3]);
-        let mut counts = [0; 3];
-        for _ in 0..40_000 {
-            counts[weighted.pick(&mut rng)] += 1;
-        }
-        assert_eq!(counts[1], 0);
-        assert!((9_000..11_000).contains(&counts[0]), "{counts:?}");
-        assert!((29_000..31_000).contains(&counts[2]), "{counts:?}");
-    }
-
-    #[test]
-    fn generate_days_from_civil_agrees_with_chrono() {
-        let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap();
-        for (y, m, d) in [
-            (1970, 1, 1),
-            (1944, 2, 29),
-            (2000, 3, 1),
-            (2024, 12, 31),
-            (1969, 12, 31),
-        ] {
-            let date = chrono::NaiveDate::from_ymd_opt(y, m, d).unwrap();
-            assert_eq!(
-                days_from_civil(i64::from(y), i64::from(m), i64::from(d)),
-                (date - epoch).num_days()
-            );
-        }
-    }
 
     #[test]
     fn generate_birthdays_include_feb_29_and_nulls() {
