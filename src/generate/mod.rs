@@ -1,23 +1,29 @@
 //! `segql generate`: deterministic synthetic sample data.
 //!
-//! This module owns the sample-data generator: a small seeded random number
-//! generator ([`Rng`]) with the distributions the data needs, a fixed
-//! product catalog, and the writer that streams `customers`, `orders`,
-//! `order_items` and `products` Parquet files plus a `segql.toml` naming them
-//! into a folder. Scale 1 is a million customers and about ten million
-//! orders over three years ending on 2024-12-31.
+//! This module owns the sample-data generator: a fixed product catalog and
+//! the writer that streams `customers`, `orders`, `order_items`, `products`
+//! and `events` Parquet files plus a `segql.toml` naming them into a
+//! folder. Scale 1 is a million customers and about ten million orders over
+//! three years ending on 2024-12-31. Its parts: `random` (the seeded
+//! generator and distributions), `calendar` (days without a date library),
+//! `events` (the events of one customer from their orders), `derive`
+//! (`--events-from`: events for orders read from a Parquet file) and
+//! `files` (`.partial` files renamed at the end).
 //!
-//! Every random draw comes from a generator keyed by the seed and the
-//! customer id, so the output depends only on the seed and the scale: no
-//! clock, no thread scheduling, no hash-map order. (The distributions use
-//! the platform's `ln`, `exp` and `cos`, so byte-identical output is
-//! promised for one build on one platform; the random bits themselves are
-//! the same everywhere.) Rows are written in
-//! batches as they are generated and each file is written under a
-//! `.partial` name and renamed when everything succeeded, so memory stays
+//! Every random draw comes from a generator keyed by the seed, a stream
+//! and the customer id, so the output depends only on the seed and the
+//! scale: no clock, no thread scheduling, no hash-map order. The events
+//! draw from a stream of their own, so the other four tables are the same
+//! with or without them. (The distributions use the platform's `ln`, `exp`
+//! and `cos`, so byte-identical output is promised for one build on one
+//! platform; the random bits themselves are the same everywhere.) Rows are
+//! written in batches as they are generated and each file is written under
+//! a `.partial` name and renamed when everything succeeded, so memory stays
 //! bounded and a failure never leaves half a file behind.
 
 mod calendar;
+mod derive;
+mod events;
 mod files;
 mod random;
 
@@ -37,6 +43,8 @@ use datafusion::error::DataFusionError;
 
 use crate::error::Error;
 use calendar::{DAY, SECOND, days_from_civil};
+pub use derive::Derived;
+use events::{Customer, EventRows, Events, Item};
 use files::{Partials, TableFile, partial_name};
 pub use random::Rng;
 use random::Weighted;
@@ -62,11 +70,12 @@ const MAX_ORDERS_PER_CUSTOMER: u64 = 10_000;
 const YEAR: f64 = 365.25 * DAY as f64;
 
 /// The files a run writes, in the order they are renamed into place.
-const FILES: [&str; 5] = [
+const FILES: [&str; 6] = [
     "customers.parquet",
     "orders.parquet",
     "order_items.parquet",
     "products.parquet",
+    "events.parquet",
     "segql.toml",
 ];
 
@@ -76,6 +85,7 @@ customers = \"customers.parquet\"
 orders = \"orders.parquet\"
 order_items = \"order_items.parquet\"
 products = \"products.parquet\"
+events = \"events.parquet\"
 ";
 
 /// A scale factor: more than 0 and at most 1000; 1 is a million customers.
@@ -146,6 +156,8 @@ pub struct Counts {
     pub order_items: u64,
     /// Rows of `products`.
     pub products: u64,
+    /// Rows of `events`.
+    pub events: u64,
 }
 
 /// What a run wrote and where, shown as the one-line summary.
@@ -162,11 +174,12 @@ impl fmt::Display for Summary {
         let c = &self.counts;
         write!(
             f,
-            "wrote {} customers, {} orders, {} order items, {} products to {}",
+            "wrote {} customers, {} orders, {} order items, {} products, {} events to {}",
             thousands(c.customers),
             thousands(c.orders),
             thousands(c.order_items),
             thousands(c.products),
+            thousands(c.events),
             self.out.display()
         )
     }
@@ -191,7 +204,37 @@ pub fn run(out: &Path, scale: Scale, seed: u64, force: bool) -> Result<(), Error
         })
 }
 
-/// Writes the four tables and `segql.toml` into `options.out`, with a
+/// `segql generate --events-from ORDERS --out FILE`: writes synthetic
+/// events for the orders in the Parquet file `orders` and prints the
+/// summary line with the time taken.
+pub fn run_events_from(orders: &Path, out: &Path, seed: u64, force: bool) -> Result<(), Error> {
+    let started = Instant::now();
+    let derived = events_from(orders, out, seed, force)?;
+    let line = format!(
+        "wrote {} events for {} customers ({} orders) to {} in {:.1} s\n",
+        thousands(derived.events()),
+        thousands(derived.customers),
+        thousands(derived.orders),
+        out.display(),
+        started.elapsed().as_secs_f64()
+    );
+    std::io::stdout()
+        .write_all(line.as_bytes())
+        .map_err(|source| Error::Write {
+            target: "standard output".to_string(),
+            source,
+        })
+}
+
+/// Writes synthetic events for the orders in the Parquet file `orders`
+/// (`customer_id`, `order_ts`, and `status` and `channel` when present) to
+/// the Parquet file `out`, drawing from `seed`; an existing `out` is kept
+/// unless `force`. The same orders and seed give the same bytes.
+pub fn events_from(orders: &Path, out: &Path, seed: u64, force: bool) -> Result<Derived, Error> {
+    derive::derive(orders, out, seed, force)
+}
+
+/// Writes the five tables and `segql.toml` into `options.out`, with a
 /// progress bar on standard error when it is a terminal.
 pub fn write(options: &Options) -> Result<Summary, Error> {
     let out = &options.out;
@@ -230,6 +273,15 @@ pub fn write(options: &Options) -> Result<Summary, Error> {
         },
         times: Vec::new(),
         weights: Weights::new(),
+        event_rows: EventRows::new(None),
+        events: Events::new(
+            options.seed,
+            history().1,
+            events::campaigns(history().0, history().1),
+        ),
+        placed: Vec::new(),
+        placed_items: Vec::new(),
+        active_end: 0,
     };
     let mut customers =
         TableFile::create(out, "customers.parquet", customers_schema(), &mut partials)?;
@@ -238,6 +290,12 @@ pub fn write(options: &Options) -> Result<Summary, Error> {
         out,
         "order_items.parquet",
         order_items_schema(),
+        &mut partials,
+    )?;
+    let mut events = TableFile::create(
+        out,
+        "events.parquet",
+        generator.event_rows.schema(),
         &mut partials,
     )?;
 
@@ -252,6 +310,9 @@ pub fn write(options: &Options) -> Result<Summary, Error> {
         if generator.items.len() >= BATCH_ROWS {
             items.write(&generator.items.finish()?)?;
         }
+        if generator.event_rows.len() >= BATCH_ROWS {
+            events.write(&generator.event_rows.finish()?)?;
+        }
         if customer_id.is_multiple_of(1024) {
             progress.set_position(customer_id);
         }
@@ -259,7 +320,8 @@ pub fn write(options: &Options) -> Result<Summary, Error> {
     customers.write(&generator.customers.finish()?)?;
     orders.write(&generator.orders.finish()?)?;
     items.write(&generator.items.finish()?)?;
-    for table in [customers, orders, items, products] {
+    events.write(&generator.event_rows.finish()?)?;
+    for table in [customers, orders, items, products, events] {
         table.close()?;
     }
     progress.finish_and_clear();
@@ -277,7 +339,10 @@ pub fn write(options: &Options) -> Result<Summary, Error> {
     }
     partials.0.clear();
     Ok(Summary {
-        counts: generator.counts,
+        counts: Counts {
+            events: generator.event_rows.total(),
+            ..generator.counts
+        },
         out: out.clone(),
     })
 }
@@ -466,7 +531,8 @@ impl ItemRows {
 // ---------------------------------------------------------------------------
 // The data's shape
 
-/// Independent random streams: each draws from its own generator.
+/// Independent random streams: each draws from its own generator (the
+/// events draw from `events::STREAM_EVENTS`).
 const STREAM_CATALOG: u64 = 1;
 const STREAM_CUSTOMER: u64 = 2;
 
@@ -490,6 +556,9 @@ const MEAN_LIFETIME_YEARS: f64 = 2.5;
 const MEDIAN_ORDERS_PER_YEAR: f64 = 5.0;
 /// Share of orders placed as a guest (no customer id).
 const GUEST: f64 = 0.005;
+/// Share of lines (and of abandoned-cart items) from the customer's
+/// favourite category.
+const FAVOURITE: f64 = 0.4;
 /// Share of orders cancelled.
 const CANCELLED: f64 = 0.05;
 /// Share of non-null birthdays moved to Feb 29 (on top of the natural
@@ -870,6 +939,15 @@ struct Generator<'a> {
     /// Reused buffer of one customer's order instants.
     times: Vec<i64>,
     weights: Weights,
+    event_rows: EventRows,
+    /// Makes each customer's events.
+    events: Events,
+    /// The current customer's orders and their items, for the events.
+    placed: Vec<events::Order>,
+    placed_items: Vec<Item>,
+    /// When the current customer stops ordering (the history's end for
+    /// those who never lapse).
+    active_end: i64,
 }
 
 /// The fixed discrete distributions, built once.
@@ -931,10 +1009,40 @@ impl Generator<'_> {
         self.order_times(&mut rng, created, start, end);
         let favourite = self.catalog.category_weights.pick(&mut rng);
         let times = std::mem::take(&mut self.times);
+        self.placed.clear();
+        self.placed_items.clear();
         for &ts in &times {
             self.order(&mut rng, customer_id, channel, favourite, ts);
         }
         self.times = times;
+
+        // The events draw from their own stream: the rows above are the
+        // same with or without them.
+        let catalog = self.catalog;
+        let mut browse = |rng: &mut Rng| {
+            let category = if rng.chance(FAVOURITE) {
+                favourite
+            } else {
+                catalog.category_weights.pick(rng)
+            };
+            let product = catalog.product_in(rng, category);
+            Some(Item {
+                product: product.id,
+                category: CATEGORIES[product.category].name,
+            })
+        };
+        let customer = Customer {
+            id: customer_id,
+            signup: created,
+            signup_channel: channel,
+            channel: if channel == "store" { "web" } else { channel },
+            orders: &self.placed,
+            items: &self.placed_items,
+            active: (start, self.active_end),
+        };
+        self.events.customer(&customer, &mut browse);
+        self.event_rows
+            .append(customer_id, self.events.events(), self.events.campaigns());
     }
 
     /// Fills `self.times` with the instants of the customer's orders, in
@@ -956,10 +1064,11 @@ impl Generator<'_> {
             rng.exponential(MEAN_LIFETIME_YEARS * YEAR)
         };
         let rate = rng.log_normal(MEDIAN_ORDERS_PER_YEAR, 1.0);
+        let active_end = (first as f64 + lifetime).min(end as f64);
+        self.active_end = active_end as i64;
         if never || first >= end {
             return;
         }
-        let active_end = (first as f64 + lifetime).min(end as f64);
         let span = active_end - first as f64;
         let n = 1 + rng
             .geometric(rate * span / YEAR)
@@ -972,7 +1081,14 @@ impl Generator<'_> {
         self.times.sort_unstable();
     }
 
-    fn order(&mut self, rng: &mut Rng, customer_id: i64, channel: &str, favourite: usize, ts: i64) {
+    fn order(
+        &mut self,
+        rng: &mut Rng,
+        customer_id: i64,
+        channel: &'static str,
+        favourite: usize,
+        ts: i64,
+    ) {
         let order_id = self.next_order_id;
         self.next_order_id += 1;
         let customer = (!rng.chance(GUEST)).then_some(customer_id);
@@ -987,9 +1103,10 @@ impl Generator<'_> {
             CHANNELS[rng.below(CHANNELS.len() as u64) as usize].0
         };
         let n_items = self.weights.items_per_order.pick(rng) + 1;
+        let first_item = self.placed_items.len();
         let mut amount: i64 = 0;
         for line_no in 1..=n_items {
-            let category = if rng.chance(0.4) {
+            let category = if rng.chance(FAVOURITE) {
                 favourite
             } else {
                 self.catalog.category_weights.pick(rng)
@@ -1003,6 +1120,10 @@ impl Generator<'_> {
                 product.price_cents
             };
             let line_amount = unit_price * quantity;
+            self.placed_items.push(Item {
+                product: product.id,
+                category: CATEGORIES[product.category].name,
+            });
             amount += line_amount;
             let items = &mut self.items;
             items.order_id.append_value(order_id);
@@ -1025,6 +1146,12 @@ impl Generator<'_> {
         orders.n_items.append_value(n_items as i32);
         self.counts.orders += 1;
         self.counts.order_items += n_items as u64;
+        self.placed.push(events::Order {
+            ts,
+            lead_up: customer.is_some() && channel != "store",
+            channel,
+            items: first_item..self.placed_items.len(),
+        });
     }
 }
 
