@@ -337,6 +337,16 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// The orders given to `segql generate --events-from` cannot be read
+    /// or lack a column.
+    #[error("--events-from {}: {problem}", .path.display())]
+    EventsSource {
+        /// The orders file as given.
+        path: PathBuf,
+        /// What is wrong and how to fix it.
+        problem: String,
+    },
+
     /// A Parquet file could not be written.
     #[error(
         "cannot write {}: {source}; check that the disk has space and the folder is writable",

@@ -175,8 +175,14 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Write deterministic synthetic customers, orders, order items and
-    /// products as Parquet, with a segql.toml naming them
+    /// Write deterministic synthetic customers, orders, order items,
+    /// products and events as Parquet, with a segql.toml naming them; or,
+    /// with --events-from, synthetic events for existing orders
+    #[command(
+        override_usage = "segql generate --scale SF --out DIR [--seed N] [--force]\n       \
+                          segql generate --events-from ORDERS --out FILE [--seed N] [--force]",
+        group(clap::ArgGroup::new("mode").required(true).args(["scale", "events_from"]))
+    )]
     Generate {
         /// Scale factor: 1 is a million customers and about ten million
         /// orders; 0.01 is ten thousand customers
@@ -186,15 +192,21 @@ enum Command {
             value_parser = segql::generate::parse_scale,
             allow_negative_numbers = true
         )]
-        scale: segql::generate::Scale,
-        /// Seed of the random draws; the same seed and scale write the same
-        /// bytes
+        scale: Option<segql::generate::Scale>,
+        /// Instead of sample data, write synthetic events for the orders
+        /// in this Parquet file (`customer_id`, `order_ts`, and `status`
+        /// and `channel` when present) to the file --out
+        #[arg(long = "events-from", value_name = "ORDERS")]
+        events_from: Option<PathBuf>,
+        /// Seed of the random draws; the same seed and input write the
+        /// same bytes
         #[arg(long, default_value_t = segql::generate::DEFAULT_SEED)]
         seed: u64,
-        /// Folder to write into (created when missing)
-        #[arg(long, value_name = "DIR")]
+        /// Folder to write into (created when missing); with
+        /// --events-from, the events Parquet file to write
+        #[arg(long, value_name = "PATH")]
         out: PathBuf,
-        /// Replace files already in the folder
+        /// Replace files already there
         #[arg(long)]
         force: bool,
     },
@@ -325,10 +337,22 @@ async fn run(args: Args) -> Result<(), Error> {
         }
         Some(Command::Generate {
             scale,
+            events_from,
             seed,
             out,
             force,
-        }) => return segql::generate::run(out, *scale, *seed, *force),
+        }) => {
+            // clap lets exactly one of the two through.
+            return match (scale, events_from) {
+                (Some(scale), None) => segql::generate::run(out, *scale, *seed, *force),
+                (None, Some(orders)) => {
+                    segql::generate::run_events_from(orders, out, *seed, *force)
+                }
+                _ => Err(Error::Usage(
+                    "generate: give either --scale or --events-from".to_string(),
+                )),
+            };
+        }
         _ => {}
     }
     let config = match &args.config {

@@ -1,16 +1,18 @@
 //! The `generate` subcommand: deterministic output, the data's shape (read
-//! back through segql itself), segments over it, and bad input.
+//! back through segql itself), the events and how they fit the orders,
+//! `--events-from` on the bundled orders, segments over it, and bad input.
 
 use std::fs;
 use std::path::Path;
 
 use crate::{Run, assert_fails, segql_in};
 
-const FILES: [&str; 5] = [
+const FILES: [&str; 6] = [
     "customers.parquet",
     "orders.parquet",
     "order_items.parquet",
     "products.parquet",
+    "events.parquet",
     "segql.toml",
 ];
 
@@ -79,7 +81,8 @@ fn generate_is_deterministic() {
     let first = summary(&generate(&a, &["--scale", "0.002"]));
     assert!(
         first.starts_with("wrote 2,000 customers, ")
-            && first.contains(" order items, 2,000 products to "),
+            && first.contains(" order items, 2,000 products, ")
+            && first.contains(" events to "),
         "{first}"
     );
     assert!(first.ends_with(&format!(" to {}", a.display())), "{first}");
@@ -103,9 +106,10 @@ fn generate_is_deterministic() {
     assert_eq!(
         fs::read_to_string(a.join("segql.toml")).unwrap(),
         "[tables]\ncustomers = \"customers.parquet\"\norders = \"orders.parquet\"\n\
-         order_items = \"order_items.parquet\"\nproducts = \"products.parquet\"\n"
+         order_items = \"order_items.parquet\"\nproducts = \"products.parquet\"\n\
+         events = \"events.parquet\"\n"
     );
-    // Only the five files: no `.partial` leftovers.
+    // Only the six files: no `.partial` leftovers.
     let mut names: Vec<String> = fs::read_dir(&a)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -127,7 +131,8 @@ fn generate_shape_at_scale_001() {
         &dir,
         None,
         "SELECT (SELECT count(*) FROM customers) AS c, (SELECT count(*) FROM orders) AS o,
-                (SELECT count(*) FROM order_items) AS i, (SELECT count(*) FROM products) AS p",
+                (SELECT count(*) FROM order_items) AS i, (SELECT count(*) FROM products) AS p,
+                (SELECT count(*) FROM events) AS e",
     );
     let counts: Vec<u64> = counts[0].iter().map(|v| v.parse().unwrap()).collect();
     assert_eq!(counts[0], 10_000);
@@ -138,13 +143,17 @@ fn generate_shape_at_scale_001() {
         "{counts:?}"
     );
     assert_eq!(counts[3], 2_000);
+    // About five events per order.
+    let per_order = counts[4] as f64 / counts[1] as f64;
+    assert!((4.0..6.0).contains(&per_order), "{counts:?}");
     // The summary line states the same counts.
     assert_eq!(
         line.split(" to ").next().unwrap(),
         format!(
-            "wrote 10,000 customers, {} orders, {} order items, 2,000 products",
+            "wrote 10,000 customers, {} orders, {} order items, 2,000 products, {} events",
             with_commas(counts[1]),
-            with_commas(counts[2])
+            with_commas(counts[2]),
+            with_commas(counts[4])
         )
     );
 
@@ -425,4 +434,515 @@ fn generate_leaves_nothing_behind_when_a_file_cannot_be_created() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     assert_eq!(names, ["customers.parquet.partial"]);
+}
+
+/// The rows of `sql` as one text, `|` between columns and `;` between
+/// rows, for exact comparisons.
+#[track_caller]
+fn rows(dir: &Path, sql: &str) -> String {
+    query(dir, None, sql)
+        .iter()
+        .map(|row| row.join("|"))
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+/// Events per event name, by name: `cart_add=...;email_click=...`.
+const EVENT_COUNTS: &str =
+    "SELECT event || '=' || CAST(count(*) AS VARCHAR) FROM events GROUP BY event ORDER BY event";
+
+#[test]
+fn generate_events_at_scale_0001() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("sf0001");
+    let line = summary(&generate(&dir, &["--scale", "0.001"]));
+    assert_eq!(
+        line,
+        format!(
+            "wrote 1,000 customers, 10,715 orders, 21,957 order items, 2,000 products, \
+             50,910 events to {}",
+            dir.display()
+        )
+    );
+    assert_eq!(
+        rows(&dir, EVENT_COUNTS),
+        "cart_add=19753;email_click=131;email_open=578;email_send=2239;login=4083;\
+         page_view=23126;signup=1000"
+    );
+
+    // The other four tables are those of the generator without events:
+    // fingerprints taken before the events existed.
+    assert_eq!(
+        rows(
+            &dir,
+            "SELECT sum(amount), sum(order_id * customer_id), count(DISTINCT customer_id),
+                    sum(n_items), count(*) FILTER (WHERE status = 'cancelled') FROM orders"
+        ),
+        "2296123.48|37584473541|872|21957|499"
+    );
+    assert_eq!(
+        rows(
+            &dir,
+            "SELECT sum(line_amount), sum(product_id * quantity), sum(order_id * line_no)
+             FROM order_items"
+        ),
+        "2296123.48|28607129|219476477"
+    );
+    assert_eq!(
+        rows(
+            &dir,
+            "SELECT count(birthday), sum(customer_id * length(name)), min(created_at),
+                    max(created_at) FROM customers"
+        ),
+        "912|5713938|2020-01-04T02:39:24|2024-12-31T14:40:13"
+    );
+    assert_eq!(
+        rows(
+            &dir,
+            "SELECT sum(price), count(DISTINCT name) FROM products"
+        ),
+        "279405.00|1446"
+    );
+
+    // Each order placed online by a customer has a lead-up: the page views
+    // and cart adds after the customer's previous order and less than a
+    // day before it. Its views come before its cart adds, which come
+    // before the order, one per item of the order; store orders have none.
+    assert_eq!(
+        rows(
+            &dir,
+            "WITH o AS (
+               SELECT order_id, customer_id, order_ts, channel, n_items,
+                      lag(order_ts) OVER (PARTITION BY customer_id ORDER BY order_ts, order_id)
+                        AS previous
+               FROM orders WHERE customer_id IS NOT NULL),
+             w AS (
+               SELECT o.order_id, o.channel, o.n_items, e.event, e.event_ts, e.product_id
+               FROM o JOIN events e ON e.customer_id = o.customer_id
+                AND e.event IN ('page_view', 'cart_add')
+                AND e.event_ts < o.order_ts AND e.event_ts >= o.order_ts - INTERVAL '1 day'
+                AND (o.previous IS NULL OR e.event_ts > o.previous)),
+             per AS (
+               SELECT order_id, min(channel) AS channel, min(n_items) AS n_items,
+                 max(event_ts) FILTER (WHERE event = 'page_view') AS last_view,
+                 min(event_ts) FILTER (WHERE event = 'cart_add') AS first_cart,
+                 count(*) FILTER (WHERE event = 'cart_add') AS carts,
+                 count(*) FILTER (WHERE event = 'page_view') AS views
+               FROM w GROUP BY order_id)
+             SELECT (SELECT count(*) FROM o WHERE channel <> 'store') AS online,
+               count(*) AS lead_ups,
+               count(*) FILTER (WHERE channel = 'store' OR views = 0 OR carts <> n_items
+                                  OR last_view >= first_cart) AS bad,
+               (SELECT count(*) FROM w WHERE event = 'cart_add' AND NOT EXISTS
+                  (SELECT 1 FROM order_items i
+                   WHERE i.order_id = w.order_id AND i.product_id = w.product_id)) AS strangers
+             FROM per"
+        ),
+        // online orders, orders with a lead-up (the rest follow the
+        // previous order too closely), bad lead-ups, carts of products not
+        // in the order
+        "8409|8382|0|0"
+    );
+
+    // Every other cart add was abandoned: no order follows within a week
+    // (some in the last days, so `did('cart_add', date: -3d..today) AND NOT
+    // bought(date: -3d..today)` has members as of 2025-01-01).
+    assert_eq!(
+        rows(
+            &dir,
+            "WITH carts AS (
+               SELECT row_number() OVER () AS id, customer_id, event_ts
+               FROM events WHERE event = 'cart_add'),
+             gaps AS (
+               SELECT c.id, min(o.order_ts) - min(c.event_ts) AS gap
+               FROM carts c LEFT JOIN orders o
+                 ON o.customer_id = c.customer_id AND o.order_ts > c.event_ts
+               GROUP BY c.id)
+             SELECT count(*) FILTER (WHERE gap < INTERVAL '1 day'),
+                    count(*) FILTER (WHERE gap IS NULL OR gap > INTERVAL '7 days'),
+                    count(*) FILTER (WHERE gap >= INTERVAL '1 day' AND gap <= INTERVAL '7 days')
+             FROM gaps"
+        ),
+        "19335|418|0"
+    );
+    assert_eq!(
+        rows(
+            &dir,
+            "SELECT count(DISTINCT customer_id) FROM events
+             WHERE event = 'cart_add' AND event_ts >= TIMESTAMP '2024-12-29 00:00:00'
+               AND customer_id NOT IN
+                 (SELECT customer_id FROM orders WHERE status <> 'cancelled'
+                    AND customer_id IS NOT NULL AND order_ts >= TIMESTAMP '2024-12-29 00:00:00')"
+        ),
+        "13"
+    );
+
+    // One campaign e-mail per customer and campaign at most; opens after
+    // the send, clicks after the open.
+    assert_eq!(
+        rows(
+            &dir,
+            "SELECT count(*), count(*) FILTER (WHERE sends <> 1 OR opens > 1 OR clicks > opens
+                                                  OR opened <= sent OR clicked <= opened)
+             FROM (SELECT customer_id, campaign,
+                     count(*) FILTER (WHERE event = 'email_send') AS sends,
+                     count(*) FILTER (WHERE event = 'email_open') AS opens,
+                     count(*) FILTER (WHERE event = 'email_click') AS clicks,
+                     min(event_ts) FILTER (WHERE event = 'email_send') AS sent,
+                     min(event_ts) FILTER (WHERE event = 'email_open') AS opened,
+                     min(event_ts) FILTER (WHERE event = 'email_click') AS clicked
+                   FROM events WHERE campaign IS NOT NULL GROUP BY 1, 2)"
+        ),
+        "2239|0"
+    );
+    assert_eq!(
+        rows(
+            &dir,
+            "SELECT campaign FROM events WHERE campaign IS NOT NULL GROUP BY 1
+             ORDER BY min(event_ts)"
+        )
+        .replace(';', ","),
+        "Spring Sale 2022,Summer Sale 2022,Black Friday 2022,Christmas 2022,Spring Sale 2023,\
+         Summer Sale 2023,Black Friday 2023,Christmas 2023,Spring Sale 2024,Summer Sale 2024,\
+         Black Friday 2024,Christmas 2024"
+    );
+
+    // Each customer signs up at created_at, before any other event; no
+    // event after the history's end; properties where they belong.
+    assert_eq!(
+        rows(
+            &dir,
+            "SELECT count(*) FROM customers c FULL JOIN
+               (SELECT customer_id, min(event_ts) AS first_ts,
+                       count(*) FILTER (WHERE event = 'signup') AS signups,
+                       min(event_ts) FILTER (WHERE event = 'signup') AS signed_up
+                FROM events GROUP BY 1) e ON c.customer_id = e.customer_id
+             WHERE c.customer_id IS NULL OR (e.signups IS DISTINCT FROM 1)
+                OR e.signed_up <> c.created_at OR e.first_ts < e.signed_up"
+        ),
+        "0"
+    );
+    assert_eq!(
+        rows(
+            &dir,
+            "SELECT max(event_ts),
+               count(*) FILTER (WHERE (url IS NOT NULL) <> (event = 'page_view')),
+               count(*) FILTER (WHERE (campaign IS NOT NULL) <> (event LIKE 'email%')),
+               count(*) FILTER (WHERE (channel IS NULL) <> (event LIKE 'email%')),
+               count(*) FILTER (WHERE (product_id IS NOT NULL) <>
+                                  (event = 'cart_add' OR url LIKE '/p/%')),
+               count(*) FILTER (WHERE url LIKE '/p/%'
+                                  AND url <> '/p/' || CAST(product_id AS VARCHAR))
+             FROM events"
+        ),
+        "2024-12-31T23:38:07|0|0|0|0|0"
+    );
+    assert_eq!(
+        rows(
+            &dir,
+            "SELECT count(DISTINCT url), min(url), max(url),
+                    count(*) FILTER (WHERE url = '/c/coffee-tables') > 0
+             FROM events WHERE url NOT LIKE '/p/%'"
+        ),
+        // `/`, `/sale` and the 16 categories' pages
+        "18|/|/sale|true"
+    );
+}
+
+/// A project over the bundled orders and an events file, in `dir`.
+fn bundled_orders_project(dir: &Path, events: &Path) {
+    let data = crate::repo_root().join("data/online_retail");
+    fs::write(
+        dir.join("segql.toml"),
+        format!(
+            "[tables]\norders = \"{}\"\nevents = \"{}\"\ncommitted = \"{}\"\n",
+            data.join("orders.parquet").display(),
+            events.display(),
+            data.join("events.parquet").display()
+        ),
+    )
+    .unwrap();
+}
+
+#[test]
+fn generate_events_from_the_bundled_orders() {
+    let tmp = tempfile::tempdir().unwrap();
+    let orders = crate::repo_root().join("data/online_retail/orders.parquet");
+    let out = tmp.path().join("events.parquet");
+    let derive = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "generate",
+            "--events-from",
+            orders.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        segql_in(tmp.path(), &args)
+    };
+    let line = summary(&derive(&out, &[]));
+    assert_eq!(
+        line,
+        format!(
+            "wrote 76,638 events for 4,372 customers (22,190 orders) to {}",
+            out.display()
+        )
+    );
+    bundled_orders_project(tmp.path(), &out);
+    assert_eq!(
+        rows(tmp.path(), EVENT_COUNTS),
+        "cart_add=28716;email_click=193;email_open=1040;email_send=4227;login=8743;\
+         page_view=29347;signup=4372"
+    );
+    // The committed file is what the command writes.
+    assert_eq!(
+        rows(
+            tmp.path(),
+            "SELECT (SELECT count(*) FROM committed) AS n,
+               (SELECT count(*) FROM (SELECT * FROM events EXCEPT ALL SELECT * FROM committed))
+                 AS new,
+               (SELECT count(*) FROM (SELECT * FROM committed EXCEPT ALL SELECT * FROM events))
+                 AS old"
+        ),
+        "76638|0|0"
+    );
+    // Cancelled orders have no lead-up; no event after the last order's
+    // day; abandoned carts in the last days.
+    assert_eq!(
+        rows(
+            tmp.path(),
+            "SELECT count(*) FROM orders o JOIN events e ON e.customer_id = o.customer_id
+               AND e.event = 'cart_add' AND e.event_ts < o.order_ts
+               AND e.event_ts >= o.order_ts - INTERVAL '1 day'
+             WHERE o.status = 'cancelled' AND NOT EXISTS
+               (SELECT 1 FROM orders p WHERE p.customer_id = o.customer_id
+                  AND p.status <> 'cancelled' AND p.order_ts > e.event_ts
+                  AND p.order_ts <= e.event_ts + INTERVAL '1 day')"
+        ),
+        "0"
+    );
+    assert_eq!(
+        rows(
+            tmp.path(),
+            "SELECT max(event_ts) < TIMESTAMP '2011-12-10 00:00:00', count(product_id),
+                    count(DISTINCT channel)
+             FROM events"
+        ),
+        "true|0|1"
+    );
+    assert_eq!(
+        rows(
+            tmp.path(),
+            "SELECT count(DISTINCT customer_id) FROM events
+             WHERE event = 'cart_add' AND event_ts >= TIMESTAMP '2011-12-07 00:00:00'
+               AND customer_id NOT IN
+                 (SELECT customer_id FROM orders WHERE status = 'completed'
+                    AND customer_id IS NOT NULL AND order_ts >= TIMESTAMP '2011-12-07 00:00:00')"
+        ),
+        "53"
+    );
+
+    // Deterministic; the seed matters; an existing file is kept unless
+    // --force.
+    let again = tmp.path().join("again.parquet");
+    summary(&derive(&again, &["--seed", "42"]));
+    assert_eq!(fs::read(&out).unwrap(), fs::read(&again).unwrap());
+    let other = tmp.path().join("other.parquet");
+    summary(&derive(&other, &["--seed", "7"]));
+    assert_ne!(fs::read(&out).unwrap(), fs::read(&other).unwrap());
+    assert_fails(
+        &derive(&out, &["--seed", "7"]),
+        1,
+        &format!(
+            "error: {} already exists; pass --force to replace it\n",
+            out.display()
+        ),
+    );
+    summary(&derive(&out, &["--seed", "7", "--force"]));
+    assert_eq!(fs::read(&out).unwrap(), fs::read(&other).unwrap());
+}
+
+#[test]
+fn generate_events_from_rejects_bad_input() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let data = crate::repo_root().join("data/online_retail");
+    let out = dir.join("events.parquet");
+    let out_text = out.to_str().unwrap();
+    let derive = |from: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "generate",
+            "--events-from",
+            from.to_str().unwrap(),
+            "--out",
+            out_text,
+        ];
+        args.extend_from_slice(extra);
+        segql_in(dir, &args)
+    };
+    // Nothing written, not even a partial file.
+    let nothing_left = || {
+        let names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with("events"))
+            .collect();
+        assert!(names.is_empty(), "{names:?}");
+    };
+
+    let missing = dir.join("nope.parquet");
+    assert_fails(
+        &derive(&missing, &[]),
+        1,
+        &format!(
+            "error: --events-from {}: cannot open it: No such file or directory (os error 2)\n",
+            missing.display()
+        ),
+    );
+    nothing_left();
+
+    let text = dir.join("orders.csv");
+    fs::write(&text, "customer_id,order_ts\n1,2024-01-01\n").unwrap();
+    let run = derive(&text, &[]);
+    assert_eq!(run.code, Some(1));
+    assert!(
+        run.stderr.starts_with(&format!(
+            "error: --events-from {}: not a readable Parquet file: ",
+            text.display()
+        )),
+        "{}",
+        run.stderr
+    );
+    nothing_left();
+
+    let customers = data.join("customers.parquet");
+    assert_fails(
+        &derive(&customers, &[]),
+        1,
+        &format!(
+            "error: --events-from {}: no `order_ts` column (it has customer_id, created_at, \
+             country, n_countries, birthday); --events-from needs `customer_id` (an integer) \
+             and `order_ts` (a timestamp or a date), and reads `status` and `channel` (text) \
+             when present\n",
+            customers.display()
+        ),
+    );
+    nothing_left();
+
+    // Columns of the wrong type, written by segql itself.
+    let typed = |name: &str, sql: &str| {
+        let path = dir.join(name);
+        let run = segql_in(
+            dir,
+            &[
+                "--format",
+                "parquet",
+                "--output",
+                path.to_str().unwrap(),
+                "-c",
+                sql,
+            ],
+        );
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+        path
+    };
+    let text_ids = typed(
+        "text_ids.parquet",
+        "SELECT 'C1' AS customer_id, TIMESTAMP '2024-01-01 10:00:00' AS order_ts",
+    );
+    assert_fails(
+        &derive(&text_ids, &[]),
+        1,
+        &format!(
+            "error: --events-from {}: column `customer_id` is Utf8; --events-from needs an \
+             integer there\n",
+            text_ids.display()
+        ),
+    );
+    let number_status = typed(
+        "number_status.parquet",
+        "SELECT 1 AS customer_id, TIMESTAMP '2024-01-01 10:00:00' AS order_ts, 3 AS status",
+    );
+    assert_fails(
+        &derive(&number_status, &[]),
+        1,
+        &format!(
+            "error: --events-from {}: column `status` is Int64; --events-from needs text there\n",
+            number_status.display()
+        ),
+    );
+    nothing_left();
+
+    // --out names a file, not a folder, and not the orders themselves.
+    let run = segql_in(
+        dir,
+        &[
+            "generate",
+            "--events-from",
+            data.join("orders.parquet").to_str().unwrap(),
+            "--out",
+            dir.to_str().unwrap(),
+        ],
+    );
+    assert_fails(
+        &run,
+        1,
+        &format!(
+            "error: --out {} is a folder; with --events-from, --out names the events Parquet \
+             file to write, such as {}\n",
+            dir.display(),
+            dir.join("events.parquet").display()
+        ),
+    );
+    let copy = dir.join("copy.parquet");
+    fs::copy(data.join("orders.parquet"), &copy).unwrap();
+    let run = segql_in(
+        dir,
+        &[
+            "generate",
+            "--events-from",
+            copy.to_str().unwrap(),
+            "--out",
+            copy.to_str().unwrap(),
+            "--force",
+        ],
+    );
+    assert_fails(
+        &run,
+        1,
+        &format!(
+            "error: --out {} is the orders file given to --events-from; write the events to \
+             another file\n",
+            copy.display()
+        ),
+    );
+    assert_eq!(
+        fs::read(&copy).unwrap(),
+        fs::read(data.join("orders.parquet")).unwrap()
+    );
+    nothing_left();
+
+    // The two modes exclude each other, and one is needed.
+    let usage = "Usage: segql generate --scale SF --out DIR [--seed N] [--force]\n       \
+                 segql generate --events-from ORDERS --out FILE [--seed N] [--force]\n\n\
+                 For more information, try '--help'.\n";
+    let run = derive(&customers, &["--scale", "0.001"]);
+    assert_fails(
+        &run,
+        2,
+        &format!(
+            "error: the argument '--events-from <ORDERS>' cannot be used with '--scale <SF>'\n\n\
+             {usage}"
+        ),
+    );
+    let run = segql_in(dir, &["generate", "--out", out_text]);
+    assert_fails(
+        &run,
+        2,
+        &format!(
+            "error: the following required arguments were not provided:\n  \
+             <--scale <SF>|--events-from <ORDERS>>\n\n{usage}"
+        ),
+    );
+    nothing_left();
 }
