@@ -38,7 +38,8 @@ Workloads (SQL for both engines in workloads.py):
   q2  bought Sofas in the last 365 days and never a Coffee table
   q3  recency quintile >= 4, five cities, birthday in the next 30 days
   q4  fixed-threshold RFM scores of every customer written to Parquet
-  r1  first refresh of 20 saved segments in a fresh store
+  q5  the abandoned cart: a cart add in the last 3 days, no purchase in them
+  r1  first refresh of 22 saved segments in a fresh store
   r2  the next refresh, a week later, after 1% new orders arrive as a second
       file of the orders folder (`orders_r2/`: part-0 plus part-1.parquet)
   r3  the 2nd and the Nth refresh of a daily history of --history refreshes
@@ -65,7 +66,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 VENV = REPO / ".venv"
 VENV_PYTHON = VENV / "bin" / "python"
-WORKLOADS = ("q1", "q2", "q3", "q4", "r1", "r2", "r3")
+WORKLOADS = ("q1", "q2", "q3", "q4", "q5", "r1", "r2", "r3")
 SEED = 42
 # R2's new orders land on the day before R2's refresh, which is this many
 # days after R1's.
@@ -213,6 +214,7 @@ class Data:
             "orders": str(self.dir / orders / "*.parquet"),
             "order_items": str(self.dir / "order_items.parquet"),
             "products": str(self.dir / "products.parquet"),
+            "events": str(self.dir / "events.parquet"),
         }
 
 
@@ -224,6 +226,7 @@ customers = "customers.parquet"
 orders = "{orders}/*.parquet"
 order_items = "order_items.parquet"
 products = "products.parquet"
+events = "events.parquet"
 
 [purchases]
 exclude_statuses = ["cancelled"]
@@ -495,6 +498,12 @@ class Bench:
         return [self.segment_count("Q3 recency quintile >= 4, 5 cities, birthday in 30 d",
                                    Q3_CONDITION, self.duck_sql().q3(), "q3.sql")]
 
+    def q5(self) -> list:
+        from workloads import Q5_CONDITION
+
+        return [self.segment_count("Q5 abandoned cart: cart add in 3 d, no purchase",
+                                   Q5_CONDITION, self.duck_sql().q5(), "q5.sql")]
+
     def segment_count(self, work: str, condition: str, duck_sql: str, name: str) -> Row:
         d = self.data
         literal = condition.replace("'", "''")
@@ -546,9 +555,12 @@ class Bench:
             raise BenchError(f"the refresh as of {as_of} differs (building a store state)")
 
     def r1(self) -> list:
+        from workloads import SEGMENTS
+
         self.states.fresh()
         segql, duck = self.refresh_sides("fresh", self.data.as_of)
-        row = measure("R1 first refresh of 20 segments", segql, duck, self.args.runs)
+        row = measure(f"R1 first refresh of {len(SEGMENTS)} segments", segql, duck,
+                      self.args.runs)
         self.states.save("after_r1")  # what the last run left
         return [row]
 

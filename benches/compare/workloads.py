@@ -23,7 +23,10 @@ language" and "Your own warehouse"):
   order's customer, time and status), `date: a..b` is inclusive on both
   ends, `count: n` counts distinct orders;
 - `birthday IN NEXT n DAYS` is an anniversary in [as_of, as_of + n], both
-  included, with a Feb 29 birthday celebrated on Feb 28 in common years.
+  included, with a Feb 29 birthday celebrated on Feb 28 in common years;
+- `did('e', date: a..b)` is an event named `e` with a customer id, placed
+  before the as-of instant, whose day is in [a, b]; windowed metrics
+  (`orders_count(date: a..b)`) count the purchases whose day is in [a, b].
 """
 
 from dataclasses import dataclass
@@ -43,6 +46,10 @@ RFM_THRESHOLDS = {
 Q2_CONDITION = (
     "bought(category: 'Sofas', date: -365d..today) AND NOT bought(category: 'Coffee tables')"
 )
+
+#: Q5: the abandoned cart: added to the cart in the last 3 days, bought
+#: nothing in them.
+Q5_CONDITION = "did('cart_add', date: -3d..today) AND NOT bought(date: -3d..today)"
 
 #: Q3: recent customers (top two recency quintiles) in five big cities with
 #: a birthday in the next 30 days.
@@ -68,7 +75,7 @@ class Segment:
     duck: str
 
 
-#: The 20 segments refreshed by R1, R2 and R3, in dependency order (a
+#: The 22 segments refreshed by R1, R2 and R3, in dependency order (a
 #: segment used by in_segment comes first).
 SEGMENTS = [
     # order metrics
@@ -149,6 +156,23 @@ SEGMENTS = [
         "customer_id IN (SELECT customer_id FROM new_members WHERE segment = 'sofa_buyers')"
         " AND customer_id NOT IN (SELECT customer_id FROM lines WHERE category = 'Coffee tables')",
     ),
+    # events, and a windowed metric
+    Segment(
+        "abandoned_cart",
+        Q5_CONDITION,
+        "customer_id IN (SELECT customer_id FROM ev WHERE event = 'cart_add'"
+        " AND day BETWEEN {day} - 3 AND {day})"
+        " AND customer_id NOT IN (SELECT customer_id FROM lines"
+        " WHERE day BETWEEN {day} - 3 AND {day})",
+    ),
+    Segment(
+        "clicked_no_order",
+        "did('email_click', date: -90d..today) AND orders_count(date: -90d..today) = 0",
+        "customer_id IN (SELECT customer_id FROM ev WHERE event = 'email_click'"
+        " AND day BETWEEN {day} - 90 AND {day})"
+        " AND customer_id NOT IN (SELECT customer_id FROM purchases"
+        " WHERE CAST(order_ts AS DATE) BETWEEN {day} - 90 AND {day})",
+    ),
 ]
 
 # The standard R x F map (udfs/src/rfm/segment_map.rs, STANDARD_MAP): the
@@ -215,6 +239,9 @@ SELECT * FROM orders
 WHERE customer_id IS NOT NULL
   AND lower(coalesce(status, '')) NOT IN ({excluded})
   AND order_ts < {self.ts};
+CREATE OR REPLACE TEMP VIEW ev AS
+SELECT customer_id, event, CAST(event_ts AS DATE) AS day FROM events
+WHERE customer_id IS NOT NULL AND event_ts < {self.ts};
 CREATE OR REPLACE TEMP VIEW lines AS
 SELECT i.customer_id, i.order_id, CAST(i.order_ts AS DATE) AS day, p.category
 FROM order_items i JOIN products p USING (product_id)
@@ -276,6 +303,15 @@ FROM customers
 WHERE customer_id IN (SELECT customer_id FROM lines
                       WHERE category = 'Sofas' AND day BETWEEN {self.day} - 365 AND {self.day})
   AND customer_id NOT IN (SELECT customer_id FROM lines WHERE category = 'Coffee tables');"""
+
+    def q5(self) -> str:
+        return f"""{self.prelude()}
+SELECT count(*) AS members, sum(customer_id) AS id_sum
+FROM customers
+WHERE customer_id IN (SELECT customer_id FROM ev
+                      WHERE event = 'cart_add' AND day BETWEEN {self.day} - 3 AND {self.day})
+  AND customer_id NOT IN (SELECT customer_id FROM lines
+                          WHERE day BETWEEN {self.day} - 3 AND {self.day});"""
 
     def q3(self) -> str:
         cities = ", ".join(quote(c) for c in Q3_CITIES)
@@ -384,7 +420,7 @@ WHERE refresh_id = getvariable('refresh_id') ORDER BY segment;"""
 
 
 def segql_create_segments() -> str:
-    """The batch that saves the 20 segments in a fresh segql store."""
+    """The batch that saves the segments in a fresh segql store."""
     return "\n".join(f"CREATE SEGMENT {s.code} AS {s.condition};" for s in SEGMENTS) + "\n"
 
 

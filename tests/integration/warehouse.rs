@@ -23,7 +23,7 @@ const AS_OF: &str = "2011-12-10";
 async fn write_foreign_copy(dir: &Path) {
     let data = repo_root().join("data/online_retail");
     let ctx = SessionContext::new();
-    for table in ["orders", "customers", "order_items"] {
+    for table in ["orders", "customers", "order_items", "events"] {
         ctx.register_parquet(
             table,
             data.join(format!("{table}.parquet")).to_str().unwrap(),
@@ -55,6 +55,13 @@ async fn write_foreign_copy(dir: &Path) {
              FROM customers",
         ),
         (
+            "activity.parquet",
+            "SELECT customer_id AS user_id, event AS event_name, \
+                    arrow_cast(event_ts, 'Timestamp(Millisecond, Some(\"UTC\"))') AS occurred_at, \
+                    url, campaign, channel \
+             FROM events",
+        ),
+        (
             "lines.parquet",
             "SELECT order_id AS invoice, line_no, sku AS product_id, description, \
                     quantity AS qty, unit_price AS price \
@@ -68,7 +75,9 @@ async fn write_foreign_copy(dir: &Path) {
         dir.join("segql.toml"),
         format!(
             "[tables]\norders = \"sales.parquet\"\ncustomers = \"clients.parquet\"\n\
-             order_items = \"lines.parquet\"\n\n\
+             order_items = \"lines.parquet\"\nevents = \"activity.parquet\"\n\n\
+             [columns.events]\ncustomer_id = \"user_id\"\nevent = \"event_name\"\n\
+             event_ts = \"occurred_at\"\n\n\
              [columns.orders]\ncustomer_id = \"client_id\"\norder_id = \"invoice\"\n\
              order_ts = \"purchased_at\"\namount = \"total_gross\"\nstatus = \"state\"\n\n\
              [columns.customers]\ncustomer_id = \"client_id\"\ncreated_at = \"signed_up_at\"\n\
@@ -132,7 +141,7 @@ async fn a_foreign_schema_gives_the_same_members() {
         bundled.path().join("segql.toml"),
         format!(
             "[tables]\norders = \"{0}/orders.parquet\"\ncustomers = \"{0}/customers.parquet\"\n\
-             order_items = \"{0}/order_items.parquet\"\n\
+             order_items = \"{0}/order_items.parquet\"\nevents = \"{0}/events.parquet\"\n\
              [purchases]\nexclude_statuses = [\"cancelled\", \"adjustment\"]\n\
              [segments]\nfolder = \"{1}\"\n",
             data.display(),
@@ -144,7 +153,7 @@ async fn a_foreign_schema_gives_the_same_members() {
     let mut foreign = open(&dir.path().join("segql.toml")).await;
 
     let examples = examples();
-    assert_eq!(examples.len(), 13);
+    assert_eq!(examples.len(), 16);
     for (name, condition) in &examples {
         let want = members(&original, condition).await;
         let got = members(&foreign, condition).await;
