@@ -502,3 +502,116 @@ async fn one_pass_over_events_and_one_over_orders() {
         assert_eq!(condition_members(&project, condition).await, expected);
     }
 }
+
+/// Conditions over the generated data (scale 0.001, as of the day after
+/// its last order, 2025-01-01, UTC) and the same written in plain SQL.
+const GENERATED: [(&str, &str); 8] = [
+    (
+        "did('cart_add', date: -3d..today) AND NOT bought(date: -3d..today)",
+        "SELECT customer_id FROM customers
+         WHERE customer_id IN (SELECT customer_id FROM events WHERE {EVENTS}
+                               AND event = 'cart_add' AND event_ts >= TIMESTAMP '2024-12-29 00:00:00')
+           AND customer_id NOT IN (SELECT customer_id FROM order_items WHERE {LINES}
+                                   AND order_ts >= TIMESTAMP '2024-12-29 00:00:00')",
+    ),
+    (
+        "did('email_click', campaign: 'Black Friday 2024') \
+         AND orders_count(date: 2024-11-29..today) = 0",
+        "SELECT customer_id FROM customers
+         WHERE customer_id IN (SELECT customer_id FROM events WHERE {EVENTS}
+                               AND event = 'email_click' AND campaign = 'Black Friday 2024')
+           AND customer_id NOT IN (SELECT customer_id FROM orders WHERE {PURCHASES}
+                                   AND order_ts >= TIMESTAMP '2024-11-29 00:00:00')",
+    ),
+    (
+        "did('email_open', campaign: '%friday%') AND NOT did('email_click')",
+        "SELECT customer_id FROM events WHERE {EVENTS} AND event = 'email_open'
+           AND campaign ILIKE '%friday%'
+         EXCEPT SELECT customer_id FROM events WHERE {EVENTS} AND event = 'email_click'",
+    ),
+    (
+        "did('page_view', count: 20) AND last_did('login') < -90d",
+        "SELECT customer_id FROM events WHERE {EVENTS} AND event = 'page_view'
+         GROUP BY customer_id HAVING count(*) >= 20
+         INTERSECT
+         SELECT customer_id FROM events WHERE {EVENTS} AND event = 'login'
+         GROUP BY customer_id HAVING CAST(max(event_ts) AS DATE) < DATE '2024-10-03'",
+    ),
+    (
+        "first_did('signup') IN last_month OR NOT did('signup')",
+        "SELECT customer_id FROM customers
+         WHERE customer_id NOT IN (SELECT customer_id FROM events WHERE {EVENTS}
+                                   AND event = 'signup' AND event_ts < TIMESTAMP '2024-12-01 00:00:00')",
+    ),
+    (
+        "amount_spent(date: last_year, channel: 'store') >= 500",
+        "SELECT customer_id FROM orders WHERE {PURCHASES} AND channel = 'store'
+           AND order_ts >= TIMESTAMP '2024-01-01 00:00:00'
+         GROUP BY customer_id HAVING sum(amount) >= 500",
+    ),
+    (
+        "avg_order_value(channel: 'app') > 200 AND last_order_date(channel: 'web') < -180d",
+        "SELECT customer_id FROM orders WHERE {PURCHASES} AND channel = 'app'
+         GROUP BY customer_id HAVING avg(amount) > 200
+         INTERSECT
+         SELECT customer_id FROM orders WHERE {PURCHASES} AND channel = 'web'
+         GROUP BY customer_id HAVING CAST(max(order_ts) AS DATE) < DATE '2024-07-05'",
+    ),
+    (
+        "orders_count(date: -90d..today) >= 3 AND orders_count < 10",
+        "SELECT customer_id FROM orders WHERE {PURCHASES}
+         GROUP BY customer_id
+         HAVING count(*) FILTER (WHERE order_ts >= TIMESTAMP '2024-10-03 00:00:00') >= 3
+            AND count(*) < 10",
+    ),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_data_answers_as_plain_sql_does() {
+    let dir = tempfile::tempdir().unwrap();
+    segql::generate::write(&segql::generate::Options {
+        scale: "0.001".parse().unwrap(),
+        seed: segql::generate::DEFAULT_SEED,
+        out: dir.path().to_path_buf(),
+        force: false,
+    })
+    .unwrap();
+    let project = open(&dir.path().join("segql.toml"), "2025-01-01")
+        .await
+        .unwrap();
+    let before = "TIMESTAMP '2025-01-01 00:00:00'";
+    for (condition, sql) in GENERATED {
+        let sql = sql
+            .replace(
+                "{EVENTS}",
+                &format!("customer_id IS NOT NULL AND event_ts < {before}"),
+            )
+            .replace(
+                "{PURCHASES}",
+                &format!(
+                    "customer_id IS NOT NULL AND lower(coalesce(status, '')) <> 'cancelled' \
+                     AND order_ts < {before}"
+                ),
+            )
+            .replace(
+                "{LINES}",
+                &format!(
+                    "customer_id IS NOT NULL AND lower(coalesce(status, '')) <> 'cancelled' \
+                     AND order_ts < {before}"
+                ),
+            );
+        let ours = condition_members(&project, condition).await;
+        let theirs = super::first_ids(
+            &project
+                .ctx()
+                .sql(&sql)
+                .await
+                .unwrap()
+                .collect()
+                .await
+                .unwrap(),
+        );
+        assert!(ours.len() >= 2, "{condition}: {} members", ours.len());
+        assert_eq!(ours, theirs, "{condition}");
+    }
+}
