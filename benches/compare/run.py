@@ -241,7 +241,8 @@ def prepare_data(segql: Segql, data_dir: Path, scale: str) -> Data:
     from workloads import segql_rfm_section
 
     ready = data_dir / "READY"
-    if not ready.exists():
+    # Data from before the events table is generated again.
+    if not ready.exists() or not (data_dir / "events.parquet").exists():
         print(f"== generating scale {scale} into {data_dir}", file=sys.stderr)
         data_dir.mkdir(parents=True, exist_ok=True)
         run_child([str(segql.binary), "generate", "--scale", scale, "--seed", str(SEED),
