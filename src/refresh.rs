@@ -90,6 +90,24 @@ impl Scratch {
         Ok((table, rows))
     }
 
+    /// Runs `plan` (a per-customer pass computed once for every segment of
+    /// a change) into `<name>.parquet`; an error names the step.
+    pub async fn pass(
+        &self,
+        ctx: &SessionContext,
+        name: &str,
+        plan: datafusion::common::Result<LogicalPlan>,
+        step: &str,
+    ) -> Result<Arc<dyn TableProvider>, Error> {
+        let plan = plan.map_err(SegmentError::from)?;
+        let frame = ctx.execute_logical_plan(plan).await?;
+        let (table, _) = self
+            .write(ctx, name, frame)
+            .await
+            .map_err(in_step(|| step.to_string()))?;
+        Ok(table)
+    }
+
     /// The distinct customer ids of a segment plan (its `customers` rows),
     /// with `definition`'s pinned lists applied, written as `<code>`.
     pub async fn members(
@@ -619,13 +637,10 @@ pub async fn refresh(
         for (_, condition) in &resolved {
             condition.order_scopes(true, &mut scopes);
         }
-        let plan =
-            order_metrics_plan(&catalog, options.as_of, &scopes).map_err(SegmentError::from)?;
-        let frame = ctx.execute_logical_plan(plan).await?;
-        let (table, _) = scratch
-            .write(ctx, "__order_metrics", frame)
-            .await
-            .map_err(in_step(|| "while computing the order metrics".into()))?;
+        let plan = order_metrics_plan(&catalog, options.as_of, &scopes);
+        let table = scratch
+            .pass(ctx, "__order_metrics", plan, "while computing the order metrics")
+            .await?;
         orders_scans += 1;
         let keys = scopes.iter().map(OrderScope::key).collect();
         catalog.metrics = Some(Arc::new(Pass { table, keys }));
@@ -638,12 +653,10 @@ pub async fn refresh(
     }
     let mut events_scans = 0;
     if !tests.is_empty() {
-        let plan = events_pass_plan(&catalog, options.as_of, &tests).map_err(SegmentError::from)?;
-        let frame = ctx.execute_logical_plan(plan).await?;
-        let (table, _) = scratch
-            .write(ctx, "__events", frame)
-            .await
-            .map_err(in_step(|| "while matching did(...) over events".into()))?;
+        let plan = events_pass_plan(&catalog, options.as_of, &tests);
+        let table = scratch
+            .pass(ctx, "__events", plan, "while matching did(...) over events")
+            .await?;
         events_scans += 1;
         let keys = tests.iter().map(EventTest::key).collect();
         catalog.event_pass = Some(Arc::new(Pass { table, keys }));
@@ -656,14 +669,10 @@ pub async fn refresh(
     }
     let mut items_scans = 0;
     if calls.len() > 1 {
-        let plan = bought_pass_plan(&catalog, options.as_of, &calls).map_err(SegmentError::from)?;
-        let frame = ctx.execute_logical_plan(plan).await?;
-        let (table, _) = scratch
-            .write(ctx, "__bought", frame)
-            .await
-            .map_err(in_step(|| {
-                "while matching bought(...) over order_items".into()
-            }))?;
+        let plan = bought_pass_plan(&catalog, options.as_of, &calls);
+        let table = scratch
+            .pass(ctx, "__bought", plan, "while matching bought(...) over order_items")
+            .await?;
         items_scans += 1;
         let keys = calls.iter().map(|c| c.key()).collect();
         catalog.bought = Some(Arc::new(BoughtPass { table, keys }));

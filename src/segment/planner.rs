@@ -189,6 +189,24 @@ pub fn purchases_plan(
         .build()
 }
 
+/// A pass computed once (by a refresh) when it has every key of `keys`,
+/// with its own keys; else the plan `compute` gives, with `keys`.
+fn pass_source(
+    pass: Option<&super::catalog::Pass>,
+    name: &str,
+    keys: Vec<String>,
+    compute: impl FnOnce() -> Result<LogicalPlan>,
+) -> Result<(LogicalPlan, Vec<String>)> {
+    match pass {
+        Some(pass) if keys.iter().all(|k| pass.keys.contains(k)) => {
+            let source = provider_as_source(Arc::clone(&pass.table));
+            let plan = LogicalPlanBuilder::scan(name, source, None)?.build()?;
+            Ok((plan, pass.keys.clone()))
+        }
+        _ => Ok((compute()?, keys)),
+    }
+}
+
 /// A column by its exact name (never parsed as `table.column`).
 fn column(name: &str) -> Expr {
     Expr::Column(Column::from_name(name))
@@ -583,52 +601,31 @@ impl<'a> Planner<'a> {
     }
 
     /// The order metrics (with RFM scores when `rfm`, and the windowed
-    /// metrics of `scopes`), with the keys of the scopes in column order:
-    /// the catalog's pass when it has them all, else a pass of their own.
+    /// metrics of `scopes`), with the keys of the scopes in column order.
     fn metrics_source(
         &self,
         rfm: bool,
         scopes: &[OrderScope],
     ) -> Result<(LogicalPlan, Vec<String>)> {
-        let keys: Vec<String> = scopes.iter().map(OrderScope::key).collect();
-        if let Some(pass) = &self.catalog.metrics
-            && keys.iter().all(|k| pass.keys.contains(k))
-        {
-            let plan = LogicalPlanBuilder::scan(
-                "__metrics",
-                provider_as_source(Arc::clone(&pass.table)),
-                None,
-            )?
-            .build()?;
-            return Ok((plan, pass.keys.clone()));
-        }
-        let plan = metrics_from_orders(
-            orders_table(self.catalog)?,
-            &self.catalog.columns,
-            &self.catalog.purchases,
-            self.as_of,
-            rfm.then_some(&self.catalog.rfm),
-            scopes,
-        )?;
-        Ok((plan, keys))
+        let keys = scopes.iter().map(OrderScope::key).collect();
+        pass_source(self.catalog.metrics.as_deref(), "__metrics", keys, || {
+            metrics_from_orders(
+                orders_table(self.catalog)?,
+                &self.catalog.columns,
+                &self.catalog.purchases,
+                self.as_of,
+                rfm.then_some(&self.catalog.rfm),
+                scopes,
+            )
+        })
     }
 
-    /// The events pass of `tests`, with their keys in column order: the
-    /// catalog's pass when it has them all, else a pass of their own.
+    /// The events pass of `tests`, with their keys in column order.
     fn events_source(&self, tests: &[EventTest]) -> Result<(LogicalPlan, Vec<String>)> {
-        let keys: Vec<String> = tests.iter().map(EventTest::key).collect();
-        if let Some(pass) = &self.catalog.event_pass
-            && keys.iter().all(|k| pass.keys.contains(k))
-        {
-            let plan = LogicalPlanBuilder::scan(
-                "__events",
-                provider_as_source(Arc::clone(&pass.table)),
-                None,
-            )?
-            .build()?;
-            return Ok((plan, pass.keys.clone()));
-        }
-        Ok((events_pass_plan(self.catalog, self.as_of, tests)?, keys))
+        let keys = tests.iter().map(EventTest::key).collect();
+        pass_source(self.catalog.event_pass.as_deref(), "__events", keys, || {
+            events_pass_plan(self.catalog, self.as_of, tests)
+        })
     }
 
     fn condition(&mut self, condition: &Resolved) -> Result<Expr> {

@@ -77,10 +77,26 @@ async fn write_data(dir: &Path) {
     );
     let customers = "SELECT column1 AS customer_id FROM (VALUES (1), (2), (3), (4), (5), (6), \
                      (7), (8))";
+    // The events once more as a folder partitioned by month.
+    let before =
+        format!("SELECT * FROM ({events}) WHERE occurred_at < TIMESTAMP '2024-12-01 00:00:00'");
+    let after =
+        format!("SELECT * FROM ({events}) WHERE occurred_at >= TIMESTAMP '2024-12-01 00:00:00'");
+    for folder in ["month=2024-11", "month=2024-12"] {
+        std::fs::create_dir_all(dir.join("events_by_month").join(folder)).unwrap();
+    }
     for (file, query) in [
         ("orders.parquet", orders.as_str()),
         ("events.parquet", events.as_str()),
         ("customers.parquet", customers),
+        (
+            "events_by_month/month=2024-11/part-0.parquet",
+            before.as_str(),
+        ),
+        (
+            "events_by_month/month=2024-12/part-0.parquet",
+            after.as_str(),
+        ),
     ] {
         write_parquet(&ctx, query, &dir.join(file)).await;
     }
@@ -123,6 +139,17 @@ async fn open(config: &Path, as_of: &str) -> Result<Project, segql::Error> {
     Project::open(config, SessionContext::new(), as_of, false).await
 }
 
+/// The data written to `dir`, as a project in Berlin as of 2024-12-21.
+async fn berlin(dir: &Path) -> Project {
+    write_data(dir).await;
+    open(
+        &project_in(dir, "berlin", "Europe/Berlin", true),
+        "2024-12-21",
+    )
+    .await
+    .unwrap()
+}
+
 fn set(ids: &[i64]) -> BTreeSet<i64> {
     ids.iter().copied().collect()
 }
@@ -138,13 +165,7 @@ fn error(project: &Project, condition: &str) -> String {
 #[tokio::test]
 async fn did_and_event_times_have_exact_members() {
     let dir = tempfile::tempdir().unwrap();
-    write_data(dir.path()).await;
-    let berlin = open(
-        &project_in(dir.path(), "berlin", "Europe/Berlin", true),
-        "2024-12-21",
-    )
-    .await
-    .unwrap();
+    let berlin = berlin(dir.path()).await;
     let members = |condition: &'static str| condition_members(&berlin, condition);
 
     // The abandoned cart: 6 added on Dec 18 in Berlin, just inside the
@@ -220,6 +241,27 @@ async fn did_and_event_times_have_exact_members() {
         condition_members(&utc, "did('cart_add', date: -3d..today)").await,
         set(&[1, 2, 8])
     );
+    // The same events as a partitioned folder give the same members.
+    let folder = dir.path().join("partitioned");
+    std::fs::create_dir_all(&folder).unwrap();
+    let text = std::fs::read_to_string(dir.path().join("utc/segql.toml"))
+        .unwrap()
+        .replace("events.parquet", "events_by_month/");
+    std::fs::write(folder.join("segql.toml"), text).unwrap();
+    let partitioned = open(&folder.join("segql.toml"), "2024-12-21")
+        .await
+        .unwrap();
+    for condition in [
+        "did('cart_add', date: -3d..today)",
+        "last_did('login') < -30d",
+        "did('email_open', campaign: 'Black Friday') AND NOT did('email_click')",
+    ] {
+        assert_eq!(
+            condition_members(&partitioned, condition).await,
+            condition_members(&utc, condition).await,
+            "{condition}"
+        );
+    }
     // A day later, 8 is the one who did not buy.
     let later = open(&project_in(dir.path(), "later", "UTC", true), "2024-12-22")
         .await
@@ -237,13 +279,7 @@ async fn did_and_event_times_have_exact_members() {
 #[tokio::test]
 async fn order_metrics_take_windows_and_filters() {
     let dir = tempfile::tempdir().unwrap();
-    write_data(dir.path()).await;
-    let project = open(
-        &project_in(dir.path(), "berlin", "Europe/Berlin", true),
-        "2024-12-21",
-    )
-    .await
-    .unwrap();
+    let project = berlin(dir.path()).await;
     let members = |condition: &'static str| condition_members(&project, condition);
 
     // Purchase rules hold: 1's cancelled store order does not count.
@@ -295,13 +331,7 @@ async fn order_metrics_take_windows_and_filters() {
 #[tokio::test]
 async fn mistakes_name_the_table_the_column_and_the_form() {
     let dir = tempfile::tempdir().unwrap();
-    write_data(dir.path()).await;
-    let project = open(
-        &project_in(dir.path(), "berlin", "Europe/Berlin", true),
-        "2024-12-21",
-    )
-    .await
-    .unwrap();
+    let project = berlin(dir.path()).await;
     assert_eq!(
         error(&project, "did('email_open', campain: 'Black Friday')"),
         "in segment condition\nerror: unknown filter `campain` for did(...)\n  |\n1 | \
@@ -429,9 +459,7 @@ fn scans(plan: &datafusion::logical_expr::LogicalPlan, table: &str) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_pass_over_events_and_one_over_orders() {
     let dir = tempfile::tempdir().unwrap();
-    write_data(dir.path()).await;
-    let config = project_in(dir.path(), "berlin", "Europe/Berlin", true);
-    let mut project = open(&config, "2024-12-21").await.unwrap();
+    let mut project = berlin(dir.path()).await;
 
     // Every event test and windowed metric of a condition: one scan each.
     let condition = "did('cart_add', date: -3d..today) AND NOT did('email_click') \
