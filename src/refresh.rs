@@ -24,7 +24,7 @@ use datafusion::logical_expr::{Expr, ExprFunctionExt, LogicalPlan, cast, col, li
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 
 use crate::error::Error;
-use crate::segment::catalog::{BoughtPass, Pass, SegmentCatalog, StoredSegments};
+use crate::segment::catalog::{Pass, SegmentCatalog, StoredSegments};
 use crate::segment::columns::{Role, SourceTable};
 use crate::segment::planner::{
     bought_pass_plan, events_pass_plan, order_metrics_plan, plan_resolved,
@@ -639,7 +639,12 @@ pub async fn refresh(
         }
         let plan = order_metrics_plan(&catalog, options.as_of, &scopes);
         let table = scratch
-            .pass(ctx, "__order_metrics", plan, "while computing the order metrics")
+            .pass(
+                ctx,
+                "__order_metrics",
+                plan,
+                "while computing the order metrics",
+            )
             .await?;
         orders_scans += 1;
         let keys = scopes.iter().map(OrderScope::key).collect();
@@ -671,11 +676,16 @@ pub async fn refresh(
     if calls.len() > 1 {
         let plan = bought_pass_plan(&catalog, options.as_of, &calls);
         let table = scratch
-            .pass(ctx, "__bought", plan, "while matching bought(...) over order_items")
+            .pass(
+                ctx,
+                "__bought",
+                plan,
+                "while matching bought(...) over order_items",
+            )
             .await?;
         items_scans += 1;
         let keys = calls.iter().map(|c| c.key()).collect();
-        catalog.bought = Some(Arc::new(BoughtPass { table, keys }));
+        catalog.bought = Some(Arc::new(Pass { table, keys }));
     } else {
         items_scans += calls.len();
     }

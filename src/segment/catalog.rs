@@ -41,7 +41,7 @@ pub struct SegmentCatalog {
     pub metrics: Option<Arc<Pass>>,
     /// `bought(...)` matches already computed (by a refresh, in one pass
     /// over `order_items` for all its segments).
-    pub bought: Option<Arc<BoughtPass>>,
+    pub bought: Option<Arc<Pass>>,
     /// Event tests already computed (by a refresh, in one pass over
     /// `events` for all its segments).
     pub event_pass: Option<Arc<Pass>>,
@@ -50,22 +50,13 @@ pub struct SegmentCatalog {
 /// Per-customer values computed once for many conditions: the order
 /// metrics with the windowed metrics of the scopes whose keys
 /// (`OrderScope::key`) are `keys` (column `__w{i}_<metric>` for
-/// `keys[i]`), or the events pass of the event tests whose keys
+/// `keys[i]`); the events pass of the event tests whose keys
 /// (`EventTest::key`) are `keys` (columns `__e{i}_count`, `__e{i}_first`,
-/// `__e{i}_last`).
+/// `__e{i}_last`); or the bought pass of the `bought(...)` calls whose
+/// keys (`Bought::key`) are `keys` (customer column `__bought_customer`,
+/// matches of `keys[i]` counted in `__bought_pass_{i}`).
 #[derive(Debug, Clone)]
 pub struct Pass {
-    pub table: Arc<dyn TableProvider>,
-    pub keys: Vec<String>,
-}
-
-/// The customers matching each of several `bought(...)` calls, found in
-/// one pass over `order_items`: a table with the customer id column
-/// `__bought_customer` and, for the call whose key (`Bought::key`) is
-/// `keys[i]`, the column `__bought_pass_{i}` counting that customer's
-/// matching orders.
-#[derive(Debug, Clone)]
-pub struct BoughtPass {
     pub table: Arc<dyn TableProvider>,
     pub keys: Vec<String>,
 }

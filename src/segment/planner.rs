@@ -1,9 +1,12 @@
 //! Resolved condition to `LogicalPlan`. The plan starts from `customers`
 //! and adds only what the condition references: one aggregation over
-//! `orders` for all order metrics (and RFM scores over it), and one
-//! subquery over `order_items` per `bought(...)`, joined as a semi join
-//! (`AND bought`), an anti join (`AND NOT bought`) or, inside `OR`, a left
-//! join tested for a match. Plans are built with `Expr` and
+//! `orders` for all order metrics, windowed metrics (filtered aggregates)
+//! and RFM scores over it; one aggregation over `events` for all
+//! `did` / `last_did` / `first_did` tests; and for `bought(...)` either one
+//! aggregation over `order_items` with a filtered count per call (several
+//! calls), or for a lone call a subquery joined as a semi join (`AND
+//! bought`), an anti join (`AND NOT bought`) or, inside `OR`, a left join
+//! tested for a match. Plans are built with `Expr` and
 //! `LogicalPlanBuilder`, never SQL text; names were looked up by the
 //! resolver, so nothing here can be unknown.
 
@@ -442,6 +445,7 @@ struct Planner<'a> {
 struct PassKeys {
     scopes: Vec<String>,
     events: Vec<String>,
+    bought: Vec<String>,
 }
 
 impl PassKeys {
@@ -455,6 +459,18 @@ impl PassKeys {
     fn scope_column(&self, metric: Metric, scope: &OrderScope) -> Result<Expr> {
         let i = Self::position(&self.scopes, &scope.key())?;
         Ok(col(format!("__w{i}_{}", metric.name())))
+    }
+
+    /// Whether the bought pass answers `bought`.
+    fn has_bought(&self, bought: &Bought) -> bool {
+        self.bought.contains(&bought.key())
+    }
+
+    /// The customers `bought` admits, from the bought pass.
+    fn bought_test(&self, bought: &Bought) -> Result<Expr> {
+        let i = Self::position(&self.bought, &bought.key())?;
+        Ok(coalesce(vec![col(format!("__bought_pass_{i}")), lit(0i64)])
+            .gt_eq(lit(bought.min_count)))
     }
 
     /// The column `part` (`count`, `first`, `last`) of an event test.
@@ -526,13 +542,43 @@ impl<'a> Planner<'a> {
             self.keys.events = keys;
             passes.push((plan, "__e_customer_id"));
         }
+        // Several `bought(...)` of one condition (or any, when a refresh
+        // computed them all): one pass over `order_items`, a filtered
+        // count per call, instead of one scan per call.
+        let mut calls = Vec::new();
+        resolved.visit(&mut |r| {
+            if let Resolved::Bought(bought) = r
+                && !calls.contains(bought)
+            {
+                calls.push(bought.clone());
+            }
+        });
+        let keys: Vec<String> = calls.iter().map(Bought::key).collect();
+        let computed = self
+            .catalog
+            .bought
+            .as_ref()
+            .is_some_and(|pass| keys.iter().all(|k| pass.keys.contains(k)));
+        if !calls.is_empty() && (calls.len() > 1 || computed) {
+            let (plan, keys) = pass_source(
+                self.catalog.bought.as_deref(),
+                "__bought_pass",
+                keys,
+                || bought_pass_plan(self.catalog, self.as_of, &calls),
+            )?;
+            self.keys.bought = keys;
+            passes.push((plan, "__bought_customer"));
+        }
         let conjuncts: Vec<&Resolved> = match resolved {
             Resolved::And(parts) => parts.iter().collect(),
             other => vec![other],
         };
         let mut filters = Vec::new();
         for part in conjuncts {
-            match as_join(part) {
+            match as_join(part).filter(|(call, _)| match call {
+                Resolved::Bought(bought) => !self.keys.has_bought(bought),
+                _ => true,
+            }) {
                 Some((call, negated)) => {
                     let plan = self.join_call(call)?;
                     self.joins.push(if negated {
@@ -720,6 +766,9 @@ impl<'a> Planner<'a> {
                 lit(0i64),
             ])
             .gt_eq(lit(did.min_count)),
+            Resolved::Bought(bought) if self.keys.has_bought(bought) => {
+                self.keys.bought_test(bought)?
+            }
             call @ (Resolved::Bought(_) | Resolved::InSegment(_)) => {
                 let plan = self.join_call(call)?;
                 let alias = plan.schema().field(0).name().clone();
@@ -804,19 +853,6 @@ impl<'a> Planner<'a> {
     /// `orders`, joined on the order id.
     fn bought(&mut self, bought: &Bought) -> Result<LogicalPlan> {
         let alias = format!("__bought_{}", self.joins.len());
-        // A refresh found every call's matches in one pass: read them.
-        if let Some(pass) = &self.catalog.bought
-            && let Some(i) = pass.keys.iter().position(|k| *k == bought.key())
-        {
-            return LogicalPlanBuilder::scan(
-                "__bought_pass",
-                provider_as_source(Arc::clone(&pass.table)),
-                None,
-            )?
-            .filter(col(format!("__bought_pass_{i}")).gt_eq(lit(bought.min_count)))?
-            .project(vec![col("__bought_customer").alias(&alias)])?
-            .build();
-        }
         let (lines, purchase, order_id) = bought_lines(self.catalog)?;
         let (tests, product_filter) = bought_filter(bought, &purchase, self.as_of);
         let filter = tests.into_iter().fold(
@@ -1089,7 +1125,7 @@ pub fn events_pass_plan(
 /// The matches of every call of `calls` in one pass over `order_items`
 /// (joined once to `orders` and `products` when needed): per customer
 /// with a matching purchase line, `__bought_pass_{i}` counts the distinct
-/// orders matching `calls[i]`. See [`BoughtPass`](super::catalog::BoughtPass).
+/// orders matching `calls[i]`. See [`Pass`](super::catalog::Pass).
 pub fn bought_pass_plan(
     catalog: &SegmentCatalog,
     as_of: AsOf,
@@ -1117,7 +1153,17 @@ pub fn bought_pass_plan(
             LogicalPlanBuilder::scan("products", provider_as_source(products), None)?.build()?;
         lines = lines.join(products, JoinType::Left, product_keys(catalog), None)?;
     }
-    let any = tests.iter().cloned().reduce(Expr::or).unwrap_or(lit(false));
+    let mut any = tests.iter().cloned().reduce(Expr::or).unwrap_or(lit(false));
+    // When every call starts on a day, so do the lines read: said on its
+    // own, the bound lets Parquet statistics skip older row groups.
+    if let Some(first) = calls
+        .iter()
+        .map(|c| first_day(&c.filters))
+        .collect::<Option<Vec<i32>>>()
+        .and_then(|days| days.into_iter().min())
+    {
+        any = day_bound(purchase.ts.clone(), &purchase.ts_type, as_of, first, true).and(any);
+    }
     let counts = tests
         .into_iter()
         .enumerate()
