@@ -533,7 +533,20 @@ async fn one_pass_over_events_and_one_over_orders() {
 
 /// Conditions over the generated data (scale 0.001, as of the day after
 /// its last order, 2025-01-01, UTC) and the same written in plain SQL.
-const GENERATED: [(&str, &str); 8] = [
+const GENERATED: [(&str, &str); 9] = [
+    (
+        "bought(category: 'Sofas', date: -365d..today) AND NOT bought(category: 'Coffee tables') \
+         AND bought(brand: '%a%', count: 2)",
+        "SELECT customer_id FROM order_items i JOIN products p USING (product_id)
+         WHERE {LINES} AND p.category = 'Sofas' AND i.order_ts >= TIMESTAMP '2024-01-02 00:00:00'
+         INTERSECT
+         SELECT customer_id FROM order_items i JOIN products p USING (product_id)
+         WHERE {LINES} AND p.brand ILIKE '%a%'
+         GROUP BY customer_id HAVING count(DISTINCT order_id) >= 2
+         EXCEPT
+         SELECT customer_id FROM order_items i JOIN products p USING (product_id)
+         WHERE {LINES} AND p.category = 'Coffee tables'",
+    ),
     (
         "did('cart_add', date: -3d..today) AND NOT bought(date: -3d..today)",
         "SELECT customer_id FROM customers
