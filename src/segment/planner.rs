@@ -1133,37 +1133,24 @@ pub fn bought_pass_plan(
 ) -> Result<LogicalPlan> {
     use datafusion::logical_expr::ExprFunctionExt;
     let (mut lines, purchase, order_id) = bought_lines(catalog)?;
-    // Product tests (category, brand, ...) are evaluated once per product,
-    // as a flag column `__p{i}` of `products`, not once per order line.
-    let mut flags: Vec<Expr> = Vec::new();
+    let mut any_product = false;
     let tests: Vec<Expr> = calls
         .iter()
-        .enumerate()
-        .map(|(i, call)| {
+        .map(|call| {
             let (tests, product) = bought_filter(call, &purchase, as_of);
             let filter = tests.into_iter().reduce(Expr::and).unwrap_or(lit(true));
+            any_product |= product.is_some();
             match product {
-                Some(product) if catalog.products.is_some() => {
-                    let flag = format!("__p{i}");
-                    flags.push(product.alias(&flag));
-                    filter.and(col(flag).is_true())
-                }
+                Some(product) if catalog.products.is_some() => filter.and(product),
                 // Without `products`, product tests cannot match.
                 Some(_) => lit(false),
                 None => filter,
             }
         })
         .collect();
-    if let (false, Some(products)) = (flags.is_empty(), catalog.products.as_ref().map(Arc::clone)) {
-        let key = Column::new(
-            Some("products"),
-            catalog.column(SourceTable::Products, Role::ProductId),
-        );
-        let mut columns = vec![Expr::Column(key)];
-        columns.extend(flags);
-        let products = LogicalPlanBuilder::scan("products", provider_as_source(products), None)?
-            .project(columns)?
-            .build()?;
+    if let (true, Some(products)) = (any_product, catalog.products.as_ref().map(Arc::clone)) {
+        let products =
+            LogicalPlanBuilder::scan("products", provider_as_source(products), None)?.build()?;
         lines = lines.join(products, JoinType::Left, product_keys(catalog), None)?;
     }
     let mut any = tests.iter().cloned().reduce(Expr::or).unwrap_or(lit(false));
