@@ -1403,7 +1403,16 @@ mod tests {
             metrics: None,
             bought: None,
             event_pass: None,
-            events: None,
+            events: Some(table(vec![
+                Field::new("customer_id", DataType::Int64, true),
+                Field::new("event", DataType::Utf8, false),
+                Field::new(
+                    "event_ts",
+                    DataType::Timestamp(TimeUnit::Microsecond, None),
+                    false,
+                ),
+                Field::new("campaign", DataType::Utf8, true),
+            ])),
         }
     }
 
@@ -1627,6 +1636,69 @@ mod tests {
              last_year alone, without `..`"
         );
         assert!(error("country IN last_month", &catalog).contains("not a date"));
+    }
+
+    #[test]
+    fn event_tests_and_scopes_are_collected_once_each() {
+        let mut catalog = catalog(true);
+        catalog.definitions.insert(
+            "openers".into(),
+            "did('email_open', campaign: 'Black%') AND orders_count(date: this_year) > 0".into(),
+        );
+        let r = resolved(
+            "(did('cart_add', date: -3d..today, count: 2) OR last_did('cart_add', date: \
+             -3d..today) > -1d) AND NOT did('cart_add', date: -3d..today, count: 2) \
+             AND orders_count(date: this_year) >= 1 AND orders_count() >= 1 \
+             AND in_segment(openers)",
+            &catalog,
+        );
+        assert_eq!(
+            r.needs(),
+            Needs {
+                metrics: true,
+                rfm: false,
+                events: true
+            }
+        );
+        let (mut shallow, mut deep) = (Vec::new(), Vec::new());
+        r.event_tests(false, &mut shallow);
+        r.event_tests(true, &mut deep);
+        // `did` and `last_did` with the same filters share one test.
+        assert_eq!(shallow.len(), 1);
+        assert_eq!(shallow[0].event, "cart_add");
+        assert_eq!(
+            shallow[0].filters,
+            vec![
+                CallFilter::Day(DayTest::From(15315)),
+                CallFilter::Day(DayTest::To(15318)),
+            ]
+        );
+        assert_eq!(deep.len(), 2);
+        let mut scopes = Vec::new();
+        r.order_scopes(true, &mut scopes);
+        // `orders_count()` is the lifetime metric; the nested segment's
+        // scope equals the outer one.
+        assert_eq!(scopes.len(), 1);
+        let Resolved::And(parts) = &r else {
+            panic!("expected AND")
+        };
+        assert!(matches!(
+            parts[3],
+            Resolved::Compare {
+                attribute: Attribute::Metric(Metric::OrdersCount),
+                ..
+            }
+        ));
+        assert!(matches!(
+            &parts[2],
+            Resolved::Compare {
+                attribute: Attribute::Windowed { metric: Metric::OrdersCount, scope },
+                ..
+            } if scope.filters == vec![
+                CallFilter::Day(DayTest::From(14975)),
+                CallFilter::Day(DayTest::To(15339)),
+            ]
+        ));
     }
 
     #[test]
