@@ -27,7 +27,7 @@ use crate::error::Error;
 use crate::segment::catalog::{Pass, SegmentCatalog, StoredSegments};
 use crate::segment::columns::{Role, SourceTable};
 use crate::segment::planner::{
-    bought_pass_plan, customers_with_passes, events_pass_plan, order_metrics_plan, plan_resolved,
+    bought_pass_plan, events_pass_plan, order_metrics_plan, plan_resolved,
 };
 use crate::segment::resolve::{EventTest, OrderScope, Resolved, resolve_text};
 use crate::segment::{SegmentError, SegmentGraph};
@@ -688,22 +688,6 @@ pub async fn refresh(
         catalog.bought = Some(Arc::new(Pass { table, keys }));
     } else {
         items_scans += calls.len();
-    }
-
-    // The passes joined to the customers once: each segment then filters
-    // one table instead of joining the passes again.
-    if catalog.metrics.is_some() || catalog.event_pass.is_some() || catalog.bought.is_some() {
-        let plan = customers_with_passes(&catalog);
-        let table = scratch
-            .pass(
-                ctx,
-                "__customers",
-                plan,
-                "while joining the passes to the customers",
-            )
-            .await?;
-        catalog.customers = table;
-        catalog.passes_joined = true;
     }
 
     let mut changes = Vec::new();

@@ -45,10 +45,6 @@ pub struct SegmentCatalog {
     /// Event tests already computed (by a refresh, in one pass over
     /// `events` for all its segments).
     pub event_pass: Option<Arc<Pass>>,
-    /// Whether `customers` already carries the columns of `metrics`,
-    /// `event_pass` and `bought` (a refresh joins them once for all its
-    /// segments), so a plan reads them without joining.
-    pub passes_joined: bool,
 }
 
 /// Per-customer values computed once for many conditions: the order
@@ -97,7 +93,6 @@ impl SegmentCatalog {
             metrics: None,
             bought: None,
             event_pass: None,
-            passes_joined: false,
         })
     }
 

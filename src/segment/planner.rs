@@ -193,26 +193,20 @@ pub fn purchases_plan(
 }
 
 /// A pass computed once (by a refresh) when it has every key of `keys`,
-/// with its own keys: nothing to join when `joined` (the catalog's
-/// `customers` already carries its columns), else a scan of it; without
-/// one, the plan `compute` gives, with `keys`.
+/// with its own keys; else the plan `compute` gives, with `keys`.
 fn pass_source(
     pass: Option<&super::catalog::Pass>,
-    joined: bool,
     name: &str,
     keys: Vec<String>,
     compute: impl FnOnce() -> Result<LogicalPlan>,
-) -> Result<(Option<LogicalPlan>, Vec<String>)> {
+) -> Result<(LogicalPlan, Vec<String>)> {
     match pass {
         Some(pass) if keys.iter().all(|k| pass.keys.contains(k)) => {
-            if joined {
-                return Ok((None, pass.keys.clone()));
-            }
             let source = provider_as_source(Arc::clone(&pass.table));
             let plan = LogicalPlanBuilder::scan(name, source, None)?.build()?;
-            Ok((Some(plan), pass.keys.clone()))
+            Ok((plan, pass.keys.clone()))
         }
-        _ => Ok((Some(compute()?), keys)),
+        _ => Ok((compute()?, keys)),
     }
 }
 
@@ -382,7 +376,7 @@ fn like_literal(text: &str) -> String {
 /// group), ordered by customer.
 pub fn rfm_scores_plan(catalog: &SegmentCatalog, as_of: AsOf) -> Result<LogicalPlan> {
     let planner = Planner::new(catalog, as_of);
-    let metrics = order_metrics_plan(catalog, as_of, &[])?;
+    let (metrics, _) = planner.metrics_source(true, &[])?;
     let id = planner.customer_id();
     let monetary = if catalog.rfm.average_monetary {
         "__avg_order_value"
@@ -417,37 +411,6 @@ pub fn rfm_scores_plan(catalog: &SegmentCatalog, as_of: AsOf) -> Result<LogicalP
         Expr::Column(Column::from_name(id.name)).sort(true, false),
     ])?
     .build()
-}
-
-/// `customers` with the columns of every pass of `catalog` (order metrics,
-/// events, bought) left-joined on the customer id: what a refresh writes
-/// once so that each segment filters it without joining (see
-/// [`SegmentCatalog::passes_joined`]).
-pub fn customers_with_passes(catalog: &SegmentCatalog) -> Result<LogicalPlan> {
-    let planner = Planner::new(catalog, catalog.as_of);
-    let mut builder = LogicalPlanBuilder::scan(
-        "customers",
-        provider_as_source(Arc::clone(&catalog.customers)),
-        None,
-    )?;
-    let passes = [
-        (&catalog.metrics, "__m_customer_id"),
-        (&catalog.event_pass, "__e_customer_id"),
-        (&catalog.bought, "__bought_customer"),
-    ];
-    for (i, (pass, key)) in passes.into_iter().enumerate() {
-        if let Some(pass) = pass {
-            let source = provider_as_source(Arc::clone(&pass.table));
-            let plan = LogicalPlanBuilder::scan(format!("__pass_{i}"), source, None)?.build()?;
-            builder = builder.join(
-                plan,
-                JoinType::Left,
-                (vec![planner.customer_id()], vec![Column::from_name(key)]),
-                None,
-            )?;
-        }
-    }
-    builder.build()
 }
 
 /// Plans a resolved condition.
@@ -570,14 +533,14 @@ impl<'a> Planner<'a> {
             resolved.order_scopes(false, &mut scopes);
             let (plan, keys) = self.metrics_source(needs.rfm, &scopes)?;
             self.keys.scopes = keys;
-            passes.extend(plan.map(|p| (p, "__m_customer_id")));
+            passes.push((plan, "__m_customer_id"));
         }
         if needs.events {
             let mut tests = Vec::new();
             resolved.event_tests(false, &mut tests);
             let (plan, keys) = self.events_source(&tests)?;
             self.keys.events = keys;
-            passes.extend(plan.map(|p| (p, "__e_customer_id")));
+            passes.push((plan, "__e_customer_id"));
         }
         // Several `bought(...)` of one condition (or any, when a refresh
         // computed them all): one pass over `order_items`, a filtered
@@ -599,13 +562,12 @@ impl<'a> Planner<'a> {
         if !calls.is_empty() && (calls.len() > 1 || computed) {
             let (plan, keys) = pass_source(
                 self.catalog.bought.as_deref(),
-                self.catalog.passes_joined,
                 "__bought_pass",
                 keys,
                 || bought_pass_plan(self.catalog, self.as_of, &calls),
             )?;
             self.keys.bought = keys;
-            passes.extend(plan.map(|p| (p, "__bought_customer")));
+            passes.push((plan, "__bought_customer"));
         }
         let conjuncts: Vec<&Resolved> = match resolved {
             Resolved::And(parts) => parts.iter().collect(),
@@ -685,45 +647,31 @@ impl<'a> Planner<'a> {
     }
 
     /// The order metrics (with RFM scores when `rfm`, and the windowed
-    /// metrics of `scopes`), with the keys of the scopes in column order;
-    /// no plan when `customers` carries them.
+    /// metrics of `scopes`), with the keys of the scopes in column order.
     fn metrics_source(
         &self,
         rfm: bool,
         scopes: &[OrderScope],
-    ) -> Result<(Option<LogicalPlan>, Vec<String>)> {
+    ) -> Result<(LogicalPlan, Vec<String>)> {
         let keys = scopes.iter().map(OrderScope::key).collect();
-        let joined = self.catalog.passes_joined;
-        pass_source(
-            self.catalog.metrics.as_deref(),
-            joined,
-            "__metrics",
-            keys,
-            || {
-                metrics_from_orders(
-                    orders_table(self.catalog)?,
-                    &self.catalog.columns,
-                    &self.catalog.purchases,
-                    self.as_of,
-                    rfm.then_some(&self.catalog.rfm),
-                    scopes,
-                )
-            },
-        )
+        pass_source(self.catalog.metrics.as_deref(), "__metrics", keys, || {
+            metrics_from_orders(
+                orders_table(self.catalog)?,
+                &self.catalog.columns,
+                &self.catalog.purchases,
+                self.as_of,
+                rfm.then_some(&self.catalog.rfm),
+                scopes,
+            )
+        })
     }
 
-    /// The events pass of `tests`, with their keys in column order; no
-    /// plan when `customers` carries it.
-    fn events_source(&self, tests: &[EventTest]) -> Result<(Option<LogicalPlan>, Vec<String>)> {
+    /// The events pass of `tests`, with their keys in column order.
+    fn events_source(&self, tests: &[EventTest]) -> Result<(LogicalPlan, Vec<String>)> {
         let keys = tests.iter().map(EventTest::key).collect();
-        let joined = self.catalog.passes_joined;
-        pass_source(
-            self.catalog.event_pass.as_deref(),
-            joined,
-            "__events",
-            keys,
-            || events_pass_plan(self.catalog, self.as_of, tests),
-        )
+        pass_source(self.catalog.event_pass.as_deref(), "__events", keys, || {
+            events_pass_plan(self.catalog, self.as_of, tests)
+        })
     }
 
     fn condition(&mut self, condition: &Resolved) -> Result<Expr> {

@@ -1403,7 +1403,6 @@ mod tests {
             metrics: None,
             bought: None,
             event_pass: None,
-            passes_joined: false,
             events: Some(table(vec![
                 Field::new("customer_id", DataType::Int64, true),
                 Field::new("event", DataType::Utf8, false),
