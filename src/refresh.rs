@@ -670,7 +670,7 @@ pub async fn refresh(
     // One pass over `order_items` finds the matches of every `bought(...)`.
     let mut calls = Vec::new();
     for (_, condition) in &resolved {
-        condition.bought_calls(&mut calls);
+        condition.bought_calls(true, &mut calls);
     }
     let mut items_scans = 0;
     if calls.len() > 1 {

@@ -546,13 +546,7 @@ impl<'a> Planner<'a> {
         // computed them all): one pass over `order_items`, a filtered
         // count per call, instead of one scan per call.
         let mut calls = Vec::new();
-        resolved.visit(&mut |r| {
-            if let Resolved::Bought(bought) = r
-                && !calls.contains(bought)
-            {
-                calls.push(bought.clone());
-            }
-        });
+        resolved.bought_calls(false, &mut calls);
         let keys: Vec<String> = calls.iter().map(Bought::key).collect();
         let computed = self
             .catalog

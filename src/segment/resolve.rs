@@ -388,10 +388,10 @@ impl Resolved {
         reads
     }
 
-    /// Every `bought(...)` of the condition and of the saved segments it
-    /// refers to, each once, in the order met.
-    pub fn bought_calls(&self, calls: &mut Vec<Bought>) {
-        self.visit_deep(&mut |r| {
+    /// Every `bought(...)` of the condition, each once, in the order met;
+    /// `deep` enters the saved segments the condition refers to.
+    pub fn bought_calls(&self, deep: bool, calls: &mut Vec<Bought>) {
+        self.walk(deep, &mut |r| {
             if let Resolved::Bought(bought) = r
                 && !calls.contains(bought)
             {
@@ -410,11 +410,7 @@ impl Resolved {
                 scopes.push(scope.clone());
             }
         };
-        if deep {
-            self.visit_deep(&mut add)
-        } else {
-            self.visit(&mut add)
-        }
+        self.walk(deep, &mut add);
     }
 
     /// Every event test of `did(...)`, `last_did(...)` and `first_did(...)`,
@@ -435,10 +431,15 @@ impl Resolved {
                 tests.push(test.clone());
             }
         };
+        self.walk(deep, &mut add);
+    }
+
+    /// [`Resolved::visit_deep`] when `deep`, else [`Resolved::visit`].
+    fn walk(&self, deep: bool, f: &mut impl FnMut(&Resolved)) {
         if deep {
-            self.visit_deep(&mut add)
+            self.visit_deep(f)
         } else {
-            self.visit(&mut add)
+            self.visit(f)
         }
     }
 
