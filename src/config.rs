@@ -50,6 +50,115 @@ pub struct Config {
     /// the file's folder. `None` means the default, `segql_store` beside
     /// the project file (or in the working directory without one).
     pub store_folder: Option<PathBuf>,
+    /// How `segql serve` listens and whom it lets in, from `[server]`.
+    pub server: ServerConfig,
+}
+
+/// `[server]`: the PostgreSQL-protocol server of `segql serve`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServerConfig {
+    /// The address to listen on (`--listen` wins); `None` is
+    /// 127.0.0.1:5432.
+    pub listen: Option<String>,
+    /// A PEM certificate chain and private key: with both, clients may (and
+    /// with `require_tls`, must) encrypt the connection.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Refuse connections that do not use TLS.
+    pub require_tls: bool,
+    /// Memory for the queries of one connection (they run one at a time);
+    /// more spills or fails. `None`: no limit.
+    pub query_memory_limit: Option<usize>,
+    /// The longest a statement may run; `None`: no limit.
+    pub statement_timeout: Option<std::time::Duration>,
+    /// Connections served at once; more are turned away.
+    pub max_connections: Option<usize>,
+    /// Who may connect, by user name. With none, only connections from
+    /// this machine are accepted, without a password.
+    pub users: BTreeMap<String, ServerUser>,
+}
+
+/// One entry of `[server.users.<name>]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerUser {
+    /// Where the user's password hash is.
+    pub password: PasswordSource,
+    /// What the user may do.
+    pub role: ServerRole,
+}
+
+/// A password hash (from `segql hash-password`), given in the project file
+/// or in an environment variable read when the server starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PasswordSource {
+    Hash(String),
+    Env(String),
+}
+
+/// What a server user may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ServerRole {
+    /// Everything: queries, segment statements that change the store.
+    #[default]
+    Admin,
+    /// Queries, PREVIEW / EXPLAIN / SHOW; nothing that changes the store or
+    /// the session's tables.
+    ReadOnly,
+}
+
+/// `512M`, `4G`, `1500K` or a number of bytes.
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(
+        text.find(|c: char| c.is_ascii_alphabetic())
+            .unwrap_or(text.len()),
+    );
+    let factor: u64 = match unit.to_ascii_uppercase().trim_end_matches('B') {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        "T" => 1 << 40,
+        _ => {
+            return Err(format!(
+                "unknown unit in `{text}`; write a size such as 512M or 4G"
+            ));
+        }
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size; write a size such as 512M or 4G"))?;
+    if value.is_nan() || value <= 0.0 {
+        return Err(format!("`{text}`: the memory limit must be more than 0"));
+    }
+    Ok((value * factor as f64) as usize)
+}
+
+/// `30s`, `15m`, `4h`, `1d`.
+pub fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| c.is_ascii_alphabetic())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let seconds: u64 = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => {
+            return Err(format!(
+                "`{text}` is not an interval; write a number and s, m, h or d, such as 4h"
+            ));
+        }
+    };
+    match number.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(std::time::Duration::from_secs(n * seconds)),
+        _ => Err(format!(
+            "`{text}` is not an interval; write a whole number above 0 and s, m, h or d, such as 4h"
+        )),
+    }
 }
 
 /// One entry of `[tables]`.
@@ -180,6 +289,25 @@ customers = "data/customers.parquet"
 # first CREATE SEGMENT.
 # [store]
 # folder = "segql_store"
+
+# `segql serve`: the project over the PostgreSQL protocol (psql, BI tools,
+# notebooks). Without users it listens on this machine only and lets anyone
+# on it in without a password; with users, everyone needs one.
+# [server]
+# listen = "127.0.0.1:5432"
+# tls_cert = "server.crt"        # PEM; with tls_key, connections may use TLS
+# tls_key = "server.key"
+# require_tls = false
+# query_memory_limit = "1G"      # per connection; more spills to disk or fails
+# statement_timeout = "5m"       # s, m, h or d
+# max_connections = 64
+#
+# [server.users.analyst]         # a password hash from `segql hash-password`
+# password_hash = "SCRAM-SHA-256$4096:...$..."
+# role = "read_only"             # queries only; "admin" (default) may change segments
+#
+# [server.users.pipeline]
+# password_hash_env = "SEGQL_PIPELINE_PASSWORD_HASH"   # the hash, from the environment
 "#;
 
 /// Writes [`TEMPLATE`] to `path`; refuses to replace a file unless `force`.
@@ -215,6 +343,33 @@ struct ConfigFile {
     rfm: Option<RfmSection>,
     #[serde(default)]
     store: Option<StoreSection>,
+    #[serde(default)]
+    server: Option<ServerSection>,
+}
+
+/// `[server]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerSection {
+    listen: Option<String>,
+    tls_cert: Option<String>,
+    tls_key: Option<String>,
+    #[serde(default)]
+    require_tls: bool,
+    query_memory_limit: Option<String>,
+    statement_timeout: Option<String>,
+    max_connections: Option<usize>,
+    #[serde(default)]
+    users: BTreeMap<String, UserSection>,
+}
+
+/// `[server.users.<name>]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserSection {
+    password_hash: Option<String>,
+    password_hash_env: Option<String>,
+    role: Option<String>,
 }
 
 /// `[rfm]`.
@@ -425,6 +580,10 @@ impl Config {
             None => RfmScheme::default(),
             Some(section) => rfm_scheme(section, &base_dir).map_err(invalid)?,
         };
+        let server = match file.server {
+            None => ServerConfig::default(),
+            Some(section) => server_config(section, &base_dir).map_err(invalid)?,
+        };
         Ok(Self {
             source: Some(path.to_path_buf()),
             tables,
@@ -435,6 +594,7 @@ impl Config {
             storage,
             rfm,
             store_folder,
+            server,
         })
     }
 
@@ -469,6 +629,74 @@ impl Config {
 
 /// The RFM scheme of an `[rfm]` section (a group map file resolves against
 /// `base_dir`), checked whole.
+fn server_config(section: ServerSection, base_dir: &Path) -> Result<ServerConfig, String> {
+    let path = |text: Option<String>| text.map(|t| normalize(&base_dir.join(t.trim())));
+    let (tls_cert, tls_key) = (path(section.tls_cert), path(section.tls_key));
+    if tls_cert.is_some() != tls_key.is_some() {
+        return Err(
+            "[server] sets only one of tls_cert and tls_key; TLS needs both the certificate \
+             chain and its private key (PEM files)"
+                .into(),
+        );
+    }
+    if section.require_tls && tls_cert.is_none() {
+        return Err(
+            "[server] require_tls = true, but no tls_cert and tls_key are set; add both".into(),
+        );
+    }
+    let query_memory_limit = section
+        .query_memory_limit
+        .map(|text| parse_size(&text).map_err(|e| format!("[server] query_memory_limit: {e}")))
+        .transpose()?;
+    let statement_timeout = section
+        .statement_timeout
+        .map(|text| parse_interval(&text).map_err(|e| format!("[server] statement_timeout: {e}")))
+        .transpose()?;
+    if section.max_connections == Some(0) {
+        return Err("[server] max_connections is 0; allow at least 1".into());
+    }
+    let mut users = BTreeMap::new();
+    for (name, user) in section.users {
+        let password = match (user.password_hash, user.password_hash_env) {
+            (Some(hash), None) => PasswordSource::Hash(hash),
+            (None, Some(variable)) => PasswordSource::Env(variable),
+            (Some(_), Some(_)) => {
+                return Err(format!(
+                    "[server.users.{name}] sets both password_hash and password_hash_env; keep one"
+                ));
+            }
+            (None, None) => {
+                return Err(format!(
+                    "[server.users.{name}] has no password; set password_hash (from `segql \
+                     hash-password`) or password_hash_env (the environment variable that \
+                     holds it)"
+                ));
+            }
+        };
+        let role = match user.role.as_deref().map(str::trim) {
+            None | Some("admin") => ServerRole::Admin,
+            Some("read_only") => ServerRole::ReadOnly,
+            Some(other) => {
+                return Err(format!(
+                    "[server.users.{name}] role `{other}` is not a role; use \"admin\" or \
+                     \"read_only\""
+                ));
+            }
+        };
+        users.insert(name, ServerUser { password, role });
+    }
+    Ok(ServerConfig {
+        listen: section.listen,
+        tls_cert,
+        tls_key,
+        require_tls: section.require_tls,
+        query_memory_limit,
+        statement_timeout,
+        max_connections: section.max_connections,
+        users,
+    })
+}
+
 fn rfm_scheme(section: RfmSection, base_dir: &Path) -> Result<RfmScheme, String> {
     let mut scheme = RfmScheme::default();
     if let Some(bins) = section.bins {

@@ -49,6 +49,10 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
 
+    /// `segql serve` could not start: its address, TLS files or users.
+    #[error("segql serve: {0}")]
+    Server(String),
+
     /// A chart could not be encoded as PNG.
     #[error("cannot encode the PNG: {source}")]
     PngEncode { source: png::EncodingError },

@@ -40,6 +40,7 @@ pub mod refresh;
 pub mod repl;
 pub mod rfm_grid;
 pub mod segment;
+pub mod server;
 pub mod session;
 pub mod statements;
 pub mod storage;

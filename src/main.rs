@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
-use segql::config::{Config, DEFAULT_CONFIG_FILE};
+use segql::config::{Config, DEFAULT_CONFIG_FILE, parse_interval, parse_size};
 use segql::error::Error;
 use segql::exec::{self, Batch};
 use segql::output::Format;
@@ -91,35 +91,6 @@ impl Args {
     }
 }
 
-/// `512M`, `4G`, `1500K` or a number of bytes.
-fn parse_size(text: &str) -> Result<usize, String> {
-    let text = text.trim();
-    let (number, unit) = text.split_at(
-        text.find(|c: char| c.is_ascii_alphabetic())
-            .unwrap_or(text.len()),
-    );
-    let factor: u64 = match unit.to_ascii_uppercase().trim_end_matches('B') {
-        "" => 1,
-        "K" => 1 << 10,
-        "M" => 1 << 20,
-        "G" => 1 << 30,
-        "T" => 1 << 40,
-        _ => {
-            return Err(format!(
-                "unknown unit in `{text}`; write a size such as 512M or 4G"
-            ));
-        }
-    };
-    let value: f64 = number
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{text}` is not a size; write a size such as 512M or 4G"))?;
-    if value.is_nan() || value <= 0.0 {
-        return Err(format!("`{text}`: the memory limit must be more than 0"));
-    }
-    Ok((value * factor as f64) as usize)
-}
-
 #[derive(Debug, clap::Subcommand)]
 enum Command {
     /// Score RFM quintiles and print the R x F grid (customers and average
@@ -166,6 +137,18 @@ enum Command {
         #[arg(long = "on-events", value_name = "COMMAND")]
         on_events: Option<String>,
     },
+    /// Offer the project over the PostgreSQL protocol: psql, BI tools and
+    /// drivers connect and run SQL and segment statements ([server] in the
+    /// project file sets TLS, users, limits)
+    Serve {
+        /// Address to listen on [default: [server] listen, or
+        /// 127.0.0.1:5432]
+        #[arg(long, value_name = "IP:PORT")]
+        listen: Option<String>,
+    },
+    /// Read a password on standard input and print its hash for
+    /// [server.users.<name>] password_hash
+    HashPassword,
     /// Write a commented project file with every setting and its default
     Init {
         /// Where to write it
@@ -280,32 +263,6 @@ enum SegmentCommand {
     },
 }
 
-/// `30s`, `15m`, `4h`, `1d`.
-fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| c.is_ascii_alphabetic())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let seconds: u64 = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => {
-            return Err(format!(
-                "`{text}` is not an interval; write a number and s, m, h or d, such as 4h"
-            ));
-        }
-    };
-    match number.parse::<u64>() {
-        Ok(n) if n > 0 => Ok(std::time::Duration::from_secs(n * seconds)),
-        _ => Err(format!(
-            "`{text}` is not an interval; write a whole number above 0 and s, m, h or d, such as 4h"
-        )),
-    }
-}
-
 fn parse_as_of(text: &str) -> Result<AsOfArg, String> {
     AsOfArg::parse(text).ok_or_else(|| {
         format!(
@@ -335,6 +292,7 @@ async fn run(args: Args) -> Result<(), Error> {
         Some(Command::Init { path, force }) => {
             return segql::config::write_template(path, *force);
         }
+        Some(Command::HashPassword) => return hash_password(),
         Some(Command::Generate {
             scale,
             events_from,
@@ -360,7 +318,6 @@ async fn run(args: Args) -> Result<(), Error> {
         None if Path::new(DEFAULT_CONFIG_FILE).is_file() => Config::load(DEFAULT_CONFIG_FILE)?,
         None => Config::default(),
     };
-    let ctx = exec::session(args.memory_limit)?;
     let zone = config.zone();
     let asked = match args.as_of {
         Some(arg) => Some(arg.resolve(zone).ok_or_else(|| {
@@ -372,6 +329,22 @@ async fn run(args: Args) -> Result<(), Error> {
         })?),
         None => None,
     };
+    if let Some(Command::Serve { listen }) = &args.command {
+        if args.memory_limit.is_some() {
+            return Err(Error::Usage(
+                "serve: set the memory of each connection with [server] query_memory_limit in \
+                 the project file, not --memory-limit"
+                    .into(),
+            ));
+        }
+        let options = segql::server::ServeOptions {
+            listen: listen.clone(),
+            as_of: asked,
+            wait: args.wait,
+        };
+        return segql::server::serve(config, options).await;
+    }
+    let ctx = exec::session(args.memory_limit)?;
     let as_of = asked.unwrap_or_else(|| AsOf::now(zone));
     let mut project = Project::open(config, ctx, as_of, args.wait).await?;
 
@@ -408,7 +381,12 @@ async fn run(args: Args) -> Result<(), Error> {
         Some(Command::Segment(command)) => {
             segment_command(&mut project, &args, asked, command).await
         }
-        Some(Command::Init { .. } | Command::Generate { .. }) => Ok(()),
+        Some(
+            Command::Init { .. }
+            | Command::Generate { .. }
+            | Command::HashPassword
+            | Command::Serve { .. },
+        ) => Ok(()),
         // Without statements to run: the interactive prompt.
         None if args.commands.is_empty() && args.files.is_empty() => {
             segql::repl::run(&mut project, args.format()).await
@@ -424,6 +402,25 @@ async fn run(args: Args) -> Result<(), Error> {
             exec::run_batch(&mut project, &batch).await
         }
     }
+}
+
+/// `segql hash-password`: one line of standard input (a terminal echoes
+/// it; pipe it in to keep it off the screen) to its hash.
+fn hash_password() -> Result<(), Error> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| Error::Usage(format!("hash-password: cannot read standard input: {e}")))?;
+    let password = line.trim_end_matches(['\n', '\r']);
+    if password.is_empty() {
+        return Err(Error::Usage(
+            "hash-password: no password on standard input; type or pipe one line, such as \
+             `printf '%s\\n' \"$PASSWORD\" | segql hash-password`"
+                .into(),
+        ));
+    }
+    println!("{}", segql::server::auth::PasswordHash::new(password));
+    Ok(())
 }
 
 /// `segql segment ...`.

@@ -795,22 +795,40 @@ fn next_version(current: &Definition, now: i64, refresh_id: i64) -> Definition {
     next
 }
 
+/// The columns a store statement's result will have, known before it
+/// runs; `None` for `SHOW SEGMENTS`, which only reads (run it to see).
+pub fn result_fields(statement: &StoreStatement) -> Option<Vec<Field>> {
+    match statement {
+        StoreStatement::Show => None,
+        StoreStatement::Refresh { .. } => Some(refresh_fields()),
+        _ => Some(message_fields()),
+    }
+}
+
+fn message_fields() -> Vec<Field> {
+    vec![Field::new("result", DataType::Utf8, false)]
+}
+
 fn message_table(message: &str) -> Result<StatementResult, Error> {
     StatementResult::from_columns(
-        vec![Field::new("result", DataType::Utf8, false)],
+        message_fields(),
         vec![Arc::new(StringArray::from(vec![message]))],
     )
 }
 
-/// One row per segment recalculated or skipped.
-pub fn refresh_table(outcome: &refresh::RefreshOutcome) -> Result<StatementResult, Error> {
-    let fields = vec![
+fn refresh_fields() -> Vec<Field> {
+    vec![
         Field::new("segment", DataType::Utf8, false),
         Field::new("size", DataType::Int64, true),
         Field::new("entered", DataType::Int64, true),
         Field::new("exited", DataType::Int64, true),
         Field::new("note", DataType::Utf8, true),
-    ];
+    ]
+}
+
+/// One row per segment recalculated or skipped.
+pub fn refresh_table(outcome: &refresh::RefreshOutcome) -> Result<StatementResult, Error> {
+    let fields = refresh_fields();
     let rows = &outcome.segments;
     let skipped = |s: &refresh::SegmentOutcome, v: i64| s.skipped.is_none().then_some(v);
     let columns: Vec<ArrayRef> = vec![
