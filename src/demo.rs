@@ -16,6 +16,7 @@ use datafusion::functions_aggregate::expr_fn::max;
 use datafusion::logical_expr::{Expr, cast};
 use datafusion::prelude::SessionContext;
 
+use crate::chart;
 use crate::error::Error;
 use crate::history_chart as history;
 use crate::project::Project;
@@ -94,11 +95,8 @@ pub async fn run(
     let grid = grid?;
     writeln!(report, "{}", grid.to_text()).map_err(write)?;
     let (svg, png) = (out.join("rfm.svg"), out.join("rfm.png"));
-    std::fs::write(&svg, grid.to_svg()).map_err(|source| Error::OutputCreate {
-        path: svg.clone(),
-        source,
-    })?;
-    grid.to_png().save(&png)?;
+    chart::write(&svg, grid.to_svg()?.as_bytes())?;
+    chart::write(&png, &grid.to_png()?)?;
     writeln!(
         report,
         "heat map: {} and {}\n",
@@ -206,13 +204,8 @@ pub async fn run(
             out.join(format!("{code}.svg")),
             out.join(format!("{code}.png")),
         );
-        std::fs::write(&svg, history::to_svg(&code, &rows)).map_err(|source| {
-            Error::OutputCreate {
-                path: svg.clone(),
-                source,
-            }
-        })?;
-        history::to_png(&rows).save(&png)?;
+        chart::write(&svg, history::to_svg(&code, &rows)?.as_bytes())?;
+        chart::write(&png, &history::to_png(&code, &rows)?)?;
         writeln!(
             report,
             "\nsize history of {code}: {} and {}",

@@ -57,6 +57,10 @@ pub enum Error {
     #[error("cannot encode the PNG: {source}")]
     PngEncode { source: png::EncodingError },
 
+    /// plotters could not draw a chart (a bad font, or a backend error).
+    #[error("cannot draw the chart: {message}")]
+    Chart { message: String },
+
     /// With --continue-on-error: how many statements failed (each was
     /// reported as it failed).
     #[error("{0} statement(s) failed")]

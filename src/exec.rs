@@ -245,14 +245,11 @@ pub async fn rfm(
         println!("scores of {rows} customers written to {}", path.display());
     }
     if let Some(path) = svg {
-        std::fs::write(path, grid.to_svg()).map_err(|source| Error::OutputCreate {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        crate::chart::write(path, grid.to_svg()?.as_bytes())?;
         println!("heat map written to {}", path.display());
     }
     if let Some(path) = png {
-        grid.to_png().save(path)?;
+        crate::chart::write(path, &grid.to_png()?)?;
         println!("heat map written to {}", path.display());
     }
     Ok(())
@@ -535,16 +532,11 @@ pub async fn history(
     let values: Vec<i64> = sizes.iter().map(|s| s.size).collect();
     writeln!(out, "{}", history_chart::sparkline(&values)).map_err(text)?;
     if let Some(path) = svg {
-        std::fs::write(path, history_chart::to_svg(code, &sizes)).map_err(|source| {
-            Error::OutputCreate {
-                path: path.to_path_buf(),
-                source,
-            }
-        })?;
+        crate::chart::write(path, history_chart::to_svg(code, &sizes)?.as_bytes())?;
         writeln!(out, "chart written to {}", path.display()).map_err(text)?;
     }
     if let Some(path) = png {
-        history_chart::to_png(&sizes).save(path)?;
+        crate::chart::write(path, &history_chart::to_png(code, &sizes)?)?;
         writeln!(out, "chart written to {}", path.display()).map_err(text)?;
     }
     Ok(())

@@ -13,6 +13,7 @@
 //! store                   Delta Lake tables, commit and recovery, reads as
 //!                         domain values, in_segment / segment_members
 //! error                   the crate's error, gathering the layers' errors
+//! chart                   plotters pictures to PNG and SVG, bundled font
 //! refresh                 the engine: evaluate, diff, one atomic change
 //! statements              SQL and segment statements, result tables
 //! config, session,        the project file, table registration and column
@@ -24,6 +25,7 @@
 //!
 //! The `segql` binary parses arguments and dispatches to [`exec`].
 
+pub mod chart;
 pub mod config;
 pub mod demo;
 pub mod diagnostic;
@@ -35,7 +37,6 @@ pub mod lang;
 pub mod output;
 pub mod progress;
 pub mod project;
-pub mod raster;
 pub mod refresh;
 pub mod repl;
 pub mod rfm_grid;

@@ -1,6 +1,6 @@
 //! The R x F grid of `segql rfm`: customers and average spend per cell of
 //! recency and frequency quintile scores, printed in the terminal and drawn
-//! as an SVG heat map.
+//! as a heat map (PNG or SVG, one picture; see [`crate::chart`]).
 
 use std::fmt::Write as _;
 
@@ -11,6 +11,11 @@ use datafusion::functions_aggregate::expr_fn::{avg, count};
 use datafusion::logical_expr::{LogicalPlanBuilder, cast, col, lit};
 use datafusion::prelude::SessionContext;
 
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+use crate::chart::{self, Picture, Ticks};
 use crate::error::Error;
 use crate::segment::AsOf;
 use crate::segment::columns::{ColumnMap, PurchaseRule};
@@ -173,113 +178,208 @@ impl RfmGrid {
         out
     }
 
-    /// The grid as an SVG heat map: darker cells hold more customers.
-    pub fn to_svg(&self) -> String {
-        let (cell, margin) = (110, 70);
-        let size = margin + cell * self.bins + 20;
-        let max = self.max_customers() as f64;
-        let mut svg = format!(
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{size}\" height=\"{}\" \
-             font-family=\"sans-serif\" font-size=\"13\">\n\
-             <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
-             <text x=\"{margin}\" y=\"22\" font-size=\"15\">R x F grid as of {}</text>\n",
-            size + 30,
-            self.as_of
-        );
-        for r in (1..=self.bins).rev() {
-            let y = 40 + (self.bins - r) * cell;
-            let _ = writeln!(
-                svg,
-                "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">R {r}</text>",
-                margin - 8,
-                y + cell / 2
-            );
-            for f in 1..=self.bins {
-                let x = margin + (f - 1) * cell;
-                let c = self.cells[r - 1][f - 1];
-                let share = c.customers as f64 / max;
-                // From pale to deep blue.
-                let shade = |low: f64, high: f64| (low + (high - low) * share).round() as u8;
-                let (red, green, blue) =
-                    (shade(239.0, 8.0), shade(243.0, 48.0), shade(255.0, 107.0));
-                let ink = if share > 0.5 { "white" } else { "black" };
-                let _ = writeln!(
-                    svg,
-                    "<rect x=\"{x}\" y=\"{y}\" width=\"{cell}\" height=\"{cell}\" \
-                     fill=\"rgb({red},{green},{blue})\" stroke=\"white\"/>\n\
-                     <text x=\"{}\" y=\"{}\" text-anchor=\"middle\" fill=\"{ink}\">{}</text>\n\
-                     <text x=\"{}\" y=\"{}\" text-anchor=\"middle\" fill=\"{ink}\" font-size=\"11\">avg {:.0}</text>",
-                    x + cell / 2,
-                    y + cell / 2 - 4,
-                    c.customers,
-                    x + cell / 2,
-                    y + cell / 2 + 14,
-                    c.avg_spend
-                );
-            }
-        }
-        let bottom = 40 + self.bins * cell + 20;
-        for f in 1..=self.bins {
-            let _ = writeln!(
-                svg,
-                "<text x=\"{}\" y=\"{bottom}\" text-anchor=\"middle\">F {f}</text>",
-                margin + (f - 1) * cell + cell / 2
-            );
-        }
-        svg.push_str("</svg>\n");
-        svg
+    /// The grid as an SVG heat map (the picture of [`RfmGrid::to_png`]).
+    pub fn to_svg(&self) -> Result<String, Error> {
+        chart::svg(self)
     }
 
-    /// The grid as a PNG heat map: the same layout and colours as the SVG,
-    /// customers and average spend in each cell.
-    pub fn to_png(&self) -> crate::raster::Canvas {
-        use crate::raster::{BLACK, Canvas, WHITE, compact};
-        let (cell, margin, top) = (110i64, 70i64, 30i64);
-        let size = margin + cell * self.bins as i64 + 20;
-        let mut canvas = Canvas::new(size as u32, (top + cell * self.bins as i64 + 50) as u32);
+    /// The grid as a PNG heat map: recency rows (best at the top) by
+    /// frequency columns, each cell shaded by its customers and labelled
+    /// with them and their average spend, and a colour legend.
+    pub fn to_png(&self) -> Result<Vec<u8>, Error> {
+        chart::png(self)
+    }
+}
+
+/// Layout of the heat map, in pixels.
+const WIDTH: u32 = 780;
+const HEIGHT: u32 = 650;
+/// The square of cells: left and top edges, side.
+const PLOT_LEFT: i32 = 85;
+const PLOT_TOP: i32 = 70;
+const PLOT_SIDE: i32 = 520;
+/// The legend's gradient bar: left edge and width.
+const BAR_LEFT: i32 = 665;
+const BAR_WIDTH: i32 = 24;
+
+/// Colour stops from an empty cell to the fullest one: pale to deep blue.
+const RAMP: [(f64, [f64; 3]); 3] = [
+    (0.0, [239.0, 243.0, 255.0]),
+    (0.5, [107.0, 174.0, 214.0]),
+    (1.0, [8.0, 48.0, 107.0]),
+];
+
+/// The colour of a cell holding `share` (0 to 1) of the fullest cell's
+/// customers.
+pub fn shade(share: f64) -> RGBColor {
+    let share = share.clamp(0.0, 1.0);
+    let mut color = RAMP[0].1;
+    for pair in RAMP.windows(2) {
+        let ((from, low), (to, high)) = (pair[0], pair[1]);
+        if share >= from {
+            let t = ((share - from) / (to - from)).min(1.0);
+            color = [0, 1, 2].map(|i| low[i] + (high[i] - low[i]) * t);
+        }
+    }
+    let [r, g, b] = color.map(|c| c.round() as u8);
+    RGBColor(r, g, b)
+}
+
+/// Black or white, whichever reads better on `background`.
+fn ink_on(background: RGBColor) -> RGBColor {
+    let RGBColor(r, g, b) = background;
+    let luma = 0.299 * f64::from(r) + 0.587 * f64::from(g) + 0.114 * f64::from(b);
+    if luma < 150.0 { WHITE } else { chart::INK }
+}
+
+impl Picture for RfmGrid {
+    fn size(&self) -> (u32, u32) {
+        (WIDTH, HEIGHT)
+    }
+
+    fn draw<DB: DrawingBackend>(
+        &self,
+        root: &DrawingArea<DB, Shift>,
+    ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+        root.fill(&WHITE)?;
+        let centre = Pos::new(HPos::Center, VPos::Center);
+        let title_x = PLOT_LEFT + PLOT_SIDE / 2;
+        root.draw(&Text::new(
+            format!("R x F grid as of {}", self.as_of),
+            (title_x, 12),
+            chart::text(22.0, chart::INK).pos(Pos::new(HPos::Center, VPos::Top)),
+        ))?;
+        root.draw(&Text::new(
+            format!(
+                "customers per cell and their average spend; {} = most recent, most frequent",
+                self.bins
+            ),
+            (title_x, 42),
+            chart::text(13.0, chart::MUTED).pos(Pos::new(HPos::Center, VPos::Top)),
+        ))?;
+
+        let bins = self.bins.max(1);
+        let span = bins as f64 + 0.5;
+        let keys: Vec<f64> = (1..=bins).map(|score| score as f64).collect();
+        let area = root.margin(
+            PLOT_TOP,
+            HEIGHT as i32 - PLOT_TOP - PLOT_SIDE - 50,
+            PLOT_LEFT - 60,
+            WIDTH as i32 - PLOT_LEFT - PLOT_SIDE,
+        );
+        let mut grid = ChartBuilder::on(&area)
+            .x_label_area_size(50)
+            .y_label_area_size(60)
+            .build_cartesian_2d(
+                Ticks {
+                    low: 0.5,
+                    high: span,
+                    ticks: keys.clone(),
+                },
+                Ticks {
+                    low: 0.5,
+                    high: span,
+                    ticks: keys,
+                },
+            )?;
+        let score = |value: &f64| format!("{value:.0}");
+        grid.configure_mesh()
+            .disable_mesh()
+            .axis_style(chart::INK)
+            .label_style(chart::text(15.0, chart::INK))
+            .axis_desc_style(chart::text(16.0, chart::INK))
+            .x_label_formatter(&score)
+            .y_label_formatter(&score)
+            .x_desc("Frequency score (F)")
+            .y_desc("Recency score (R)")
+            .draw()?;
+
         let max = self.max_customers() as f64;
-        for r in 1..=self.bins {
-            let y = top + (self.bins - r) as i64 * cell;
-            let label = format!("R {r}");
-            canvas.text(
-                margin - 12 - Canvas::text_width(&label, 2),
-                y + cell / 2 - 7,
-                &label,
-                2,
-                BLACK,
-            );
-            for f in 1..=self.bins {
-                let x = margin + (f - 1) as i64 * cell;
-                let c = self.cells[r - 1][f - 1];
-                let share = c.customers as f64 / max;
-                let shade = |low: f64, high: f64| (low + (high - low) * share).round() as u8;
-                let color = [shade(239.0, 8.0), shade(243.0, 48.0), shade(255.0, 107.0)];
-                canvas.fill_rect(x + 1, y + 1, cell - 2, cell - 2, color);
-                let ink = if share > 0.5 { WHITE } else { BLACK };
-                let count = c.customers.to_string();
-                canvas.text(
-                    x + (cell - Canvas::text_width(&count, 3)) / 2,
-                    y + cell / 2 - 22,
-                    &count,
-                    3,
-                    ink,
-                );
-                let spend = compact(c.avg_spend);
-                canvas.text(
-                    x + (cell - Canvas::text_width(&spend, 2)) / 2,
-                    y + cell / 2 + 8,
-                    &spend,
-                    2,
-                    ink,
-                );
+        // Cell labels shrink with the cells (up to 10 x 10); the spend
+        // line is left out when the cells are too small to hold it.
+        let cell = f64::from(PLOT_SIDE) / bins as f64;
+        let count_size = (cell / 4.2).min(20.0);
+        let with_spend = cell >= 80.0;
+        for r in 1..=bins {
+            for f in 1..=bins {
+                let c = self
+                    .cells
+                    .get(r - 1)
+                    .and_then(|row| row.get(f - 1))
+                    .copied()
+                    .unwrap_or_default();
+                let (x, y) = (f as f64, r as f64);
+                let color = shade(c.customers as f64 / max);
+                grid.plotting_area().draw(&Rectangle::new(
+                    [(x - 0.5, y - 0.5), (x + 0.5, y + 0.5)],
+                    color.filled(),
+                ))?;
+                grid.plotting_area().draw(&Rectangle::new(
+                    [(x - 0.5, y - 0.5), (x + 0.5, y + 0.5)],
+                    WHITE.stroke_width(2),
+                ))?;
+                let ink = ink_on(color);
+                // An empty cell has no average spend to show.
+                let spend_line = with_spend && c.customers > 0;
+                let count_at = if spend_line { -9 } else { 0 };
+                grid.plotting_area().draw(
+                    &(EmptyElement::at((x, y))
+                        + Text::new(
+                            c.customers.to_string(),
+                            (0, count_at),
+                            chart::text(count_size, ink).pos(centre),
+                        )),
+                )?;
+                if spend_line {
+                    grid.plotting_area().draw(
+                        &(EmptyElement::at((x, y))
+                            + Text::new(
+                                format!("avg {}", chart::compact(c.avg_spend)),
+                                (0, 14),
+                                chart::text(13.0, ink).pos(centre),
+                            )),
+                    )?;
+                }
             }
         }
-        for f in 1..=self.bins {
-            let label = format!("F {f}");
-            let x = margin + (f - 1) as i64 * cell + (cell - Canvas::text_width(&label, 2)) / 2;
-            canvas.text(x, top + self.bins as i64 * cell + 16, &label, 2, BLACK);
+
+        // The legend: the colour ramp from no customers (bottom) to the
+        // fullest cell (top), with its values.
+        const STEPS: i32 = 104;
+        let step = PLOT_SIDE / STEPS;
+        for i in 0..STEPS {
+            let top = PLOT_TOP + i * step;
+            let share = 1.0 - (f64::from(i) + 0.5) / f64::from(STEPS);
+            root.draw(&Rectangle::new(
+                [(BAR_LEFT, top), (BAR_LEFT + BAR_WIDTH, top + step)],
+                shade(share).filled(),
+            ))?;
         }
-        canvas
+        let bottom = PLOT_TOP + STEPS * step;
+        root.draw(&Rectangle::new(
+            [(BAR_LEFT, PLOT_TOP), (BAR_LEFT + BAR_WIDTH, bottom)],
+            chart::INK.stroke_width(1),
+        ))?;
+        let label = Pos::new(HPos::Left, VPos::Center);
+        for (share, value) in [(1.0, max), (0.5, max / 2.0), (0.0, 0.0)] {
+            let y = bottom - (share * f64::from(bottom - PLOT_TOP)).round() as i32;
+            let right = BAR_LEFT + BAR_WIDTH;
+            root.draw(&PathElement::new(
+                vec![(right, y), (right + 5, y)],
+                chart::INK.stroke_width(1),
+            ))?;
+            root.draw(&Text::new(
+                chart::compact(value),
+                (right + 9, y),
+                chart::text(14.0, chart::INK).pos(label),
+            ))?;
+        }
+        root.draw(&Text::new(
+            "customers",
+            (BAR_LEFT + BAR_WIDTH / 2, PLOT_TOP - 14),
+            chart::text(13.0, chart::MUTED).pos(Pos::new(HPos::Center, VPos::Bottom)),
+        ))?;
+        Ok(())
     }
 }
 
@@ -313,34 +413,85 @@ mod tests {
         assert!(lines[6].starts_with("    1 | ▒    50     12.00▒"), "{text}");
     }
 
-    #[test]
-    fn png_has_a_shaded_cell_per_score_pair() {
-        let canvas = grid().to_png();
-        assert_eq!((canvas.width(), canvas.height()), (640, 630));
-        let bytes = canvas.to_png().unwrap();
-        let mut reader = png::Decoder::new(std::io::Cursor::new(bytes))
-            .read_info()
-            .unwrap();
-        let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
-        reader.next_frame(&mut pixels).unwrap();
-        // The fullest cell (R 5, F 5: top right) is the darkest blue.
-        let at = |x: usize, y: usize| &pixels[(y * 640 + x) * 3..(y * 640 + x) * 3 + 3];
-        assert_eq!(at(70 + 4 * 110 + 5, 30 + 5), [8, 48, 107]);
-        // An empty cell is the palest.
-        assert_eq!(at(70 + 5, 30 + 5), [239, 243, 255]);
-        let dark = pixels.chunks(3).filter(|p| p == &[8, 48, 107]).count();
-        assert!(dark > 100 * 100, "{dark}");
+    /// A grid with four filled cells of different sizes.
+    fn graded() -> RfmGrid {
+        let mut grid = grid();
+        grid.cells[2][2].customers = 25;
+        grid.cells[1][3].customers = 10;
+        grid
+    }
+
+    /// Top-left pixel of cell (r, f), a few pixels in from its border.
+    fn inside(r: usize, f: usize) -> (usize, usize) {
+        let side = PLOT_SIDE as usize / 5;
+        (
+            PLOT_LEFT as usize + (f - 1) * side + 6,
+            PLOT_TOP as usize + (5 - r) * side + 6,
+        )
     }
 
     #[test]
-    fn svg_has_a_cell_per_score_pair() {
-        let svg = grid().to_svg();
-        assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
+    fn png_heat_map_shades_cells_by_customers() {
+        let png = chart::decode_png(&graded().to_png().unwrap());
+        assert_eq!((png.width, png.height), (WIDTH, HEIGHT));
+        // The title is dark text on white above the cells.
+        let title = png.count_in((200, 8), (460, 40), |p| p.luma() < 100.0);
+        assert!(title > 300, "{title} dark pixels in the title");
+        // Each cell is filled with its share of the fullest cell.
+        for (r, f, customers) in [(5, 5, 100), (1, 1, 50), (3, 3, 25), (2, 4, 10), (4, 2, 0)] {
+            let (x, y) = inside(r, f);
+            let RGBColor(red, green, blue) = shade(customers as f64 / 100.0);
+            assert_eq!(png.at(x, y), [red, green, blue], "R {r} F {f}");
+        }
+        assert_eq!(png.at(inside(5, 5).0, inside(5, 5).1), [8, 48, 107]);
+        assert_eq!(png.at(inside(4, 2).0, inside(4, 2).1), [239, 243, 255]);
+        // More customers, darker cell.
+        let luma: Vec<f64> = [(5, 5), (1, 1), (3, 3), (2, 4), (4, 2)]
+            .iter()
+            .map(|&(r, f)| chart::Rgb(png.at(inside(r, f).0, inside(r, f).1)).luma())
+            .collect();
+        assert!(luma.windows(2).all(|w| w[0] < w[1]), "{luma:?}");
+        // The legend bar runs from the darkest (top) to the palest (bottom).
+        let bar = (BAR_LEFT + BAR_WIDTH / 2) as usize;
+        let rgb = |RGBColor(r, g, b)| [r, g, b];
+        let top = png.at(bar, PLOT_TOP as usize + 2);
+        let bottom = png.at(bar, (PLOT_TOP + PLOT_SIDE) as usize - 3);
+        assert_eq!(top, rgb(shade(1.0 - 0.5 / 104.0)));
+        assert_eq!(bottom, rgb(shade(0.5 / 104.0)));
+        // The counts are written in the cells: white on the darkest.
+        let (x, y) = inside(5, 5);
+        let white = png.count_in((x, y), (x + 90, y + 90), |p| p.0 == [255, 255, 255]);
+        assert!(white > 50, "{white} white pixels in the fullest cell");
+    }
+
+    #[test]
+    fn svg_heat_map_has_title_axes_and_legend() {
+        let svg = graded().to_svg().unwrap();
+        assert!(svg.starts_with("<svg "), "{svg}");
         assert!(svg.trim_end().ends_with("</svg>"));
-        assert_eq!(svg.matches("<rect x=").count(), 25);
-        assert!(
-            svg.contains("fill=\"rgb(8,48,107)\""),
-            "the fullest cell is the darkest"
-        );
+        for text in [
+            ">\nR x F grid as of 2011-12-10\n</text>",
+            ">\nFrequency score (F)\n</text>",
+            ">\nRecency score (R)\n</text>",
+            ">\ncustomers\n</text>",
+            ">\n100\n</text>",
+            ">\navg 2.5k\n</text>",
+            ">\n25\n</text>",
+        ] {
+            assert!(svg.contains(text), "{text} missing from {svg}");
+        }
+        // The fullest cell in the darkest blue, empty ones in the palest.
+        assert_eq!(svg.matches("fill=\"#08306B\"").count(), 1);
+        assert!(svg.contains("fill=\"#EFF3FF\""));
+    }
+
+    #[test]
+    fn shades_run_from_pale_to_deep_blue() {
+        assert_eq!(shade(0.0), RGBColor(239, 243, 255));
+        assert_eq!(shade(0.5), RGBColor(107, 174, 214));
+        assert_eq!(shade(1.0), RGBColor(8, 48, 107));
+        assert_eq!(shade(2.0), RGBColor(8, 48, 107));
+        assert_eq!(ink_on(shade(1.0)), WHITE);
+        assert_eq!(ink_on(shade(0.0)), chart::INK);
     }
 }

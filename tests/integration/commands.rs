@@ -45,15 +45,28 @@ fn rfm_grid_in_the_terminal_and_as_svg_and_png() {
     assert_eq!(total, 4339);
     assert_eq!(lines[8], format!("heat map written to {}", svg.display()));
     let svg = fs::read_to_string(&svg).unwrap();
-    assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
+    assert!(
+        svg.starts_with("<svg width=\"780\" height=\"650\""),
+        "{svg}"
+    );
     assert!(svg.trim_end().ends_with("</svg>"));
-    assert_eq!(svg.matches("<rect x=").count(), 25);
-    assert!(svg.contains(">R x F grid as of 2011-12-10</text>"));
+    for text in [
+        ">\nR x F grid as of 2011-12-10\n</text>",
+        ">\nFrequency score (F)\n</text>",
+        ">\nRecency score (R)\n</text>",
+        // The fullest cell, and the legend's top value.
+        ">\n625\n</text>",
+    ] {
+        assert!(svg.contains(text), "{text} missing from {svg}");
+    }
+    // The fullest cell in the darkest blue, once (the legend's top step is
+    // a shade lighter).
+    assert_eq!(svg.matches("fill=\"#08306B\"").count(), 1);
     assert_eq!(lines[9], format!("heat map written to {}", png.display()));
-    // 25 shaded cells of 108 x 108 pixels cover most of the image.
+    // 25 shaded cells of about 100 x 100 pixels cover most of the image.
     let (width, height, inked) = crate::png_summary(&png);
-    assert_eq!((width, height), (640, 630));
-    assert!(inked > 24 * 108 * 108, "{inked}");
+    assert_eq!((width, height), (780, 650));
+    assert!(inked > 25 * 100 * 100, "{inked}");
 }
 
 #[test]
@@ -99,16 +112,15 @@ fn demo_runs_the_main_job() {
     assert_eq!(run.stdout, fs::read_to_string(&snapshot).unwrap());
     let out = dir.path().join("out");
     let (width, height, inked) = crate::png_summary(&out.join("rfm.png"));
-    assert_eq!((width, height), (640, 630));
-    assert!(inked > 24 * 108 * 108);
+    assert_eq!((width, height), (780, 650));
+    assert!(inked > 25 * 100 * 100);
     let (width, height, inked) = crate::png_summary(&out.join("tea_never_coffee.png"));
-    assert_eq!((width, height), (720, 360));
+    assert_eq!((width, height), (760, 420));
     assert!(inked > 2000);
-    assert!(
-        fs::read_to_string(out.join("tea_never_coffee.svg"))
-            .unwrap()
-            .contains("<polyline")
-    );
+    let svg = fs::read_to_string(out.join("tea_never_coffee.svg")).unwrap();
+    assert!(svg.contains(">\nSize of segment tea_never_coffee\n</text>"));
+    assert!(svg.contains(">\n2011-01-01\n</text>"), "{svg}");
+    assert!(svg.contains("<polyline fill=\"none\" opacity=\"1\" stroke=\"#08306B\""));
     // The store it left is a normal store, readable with SQL.
     let data = crate::repo_root().join("data/online_retail");
     fs::write(

@@ -387,11 +387,23 @@ fn lifecycle_from_the_command_line() {
     );
     assert_eq!(charted.code, Some(0), "{}", charted.stderr);
     let (width, height, inked) = super::png_summary(&png);
-    assert_eq!((width, height), (720, 360));
+    assert_eq!((width, height), (760, 420));
     assert!(inked > 2000, "{inked}");
     let svg = std::fs::read_to_string(&svg).unwrap();
-    assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
+    assert!(
+        svg.starts_with("<svg width=\"760\" height=\"420\""),
+        "{svg}"
+    );
     assert_eq!(svg.matches("<circle").count(), 2);
+    for text in [
+        ">\nSize of segment big\n</text>",
+        ">\nCustomers in the segment\n</text>",
+        ">\n2011-03-01\n</text>",
+        ">\n2011-06-01\n</text>",
+        ">\n80\n</text>",
+    ] {
+        assert!(svg.contains(text), "{text} missing from {svg}");
+    }
     // Export: the members on a past day, chosen columns, each format.
     let export = run(
         d,
