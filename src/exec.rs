@@ -451,7 +451,7 @@ async fn write_frame(frame: DataFrame, format: Format, out: Option<&Path>) -> Re
     let schema = Arc::clone(frame.schema().inner());
     let batches = frame.collect().await?;
     let rows = batches.iter().map(|b| b.num_rows()).sum();
-    write_results(&[StatementResult { schema, batches }], format, out)?;
+    write_results(&[StatementResult::new(schema, batches)], format, out)?;
     Ok(rows)
 }
 

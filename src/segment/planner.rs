@@ -533,14 +533,14 @@ impl<'a> Planner<'a> {
             resolved.order_scopes(false, &mut scopes);
             let (plan, keys) = self.metrics_source(needs.rfm, &scopes)?;
             self.keys.scopes = keys;
-            passes.push((plan, "__m_customer_id"));
+            passes.push((plan, "__metrics", "__m_customer_id"));
         }
         if needs.events {
             let mut tests = Vec::new();
             resolved.event_tests(false, &mut tests);
             let (plan, keys) = self.events_source(&tests)?;
             self.keys.events = keys;
-            passes.push((plan, "__e_customer_id"));
+            passes.push((plan, "__events", "__e_customer_id"));
         }
         // Several `bought(...)` of one condition (or any, when a refresh
         // computed them all): one pass over `order_items`, a filtered
@@ -561,7 +561,7 @@ impl<'a> Planner<'a> {
                 || bought_pass_plan(self.catalog, self.as_of, &calls),
             )?;
             self.keys.bought = keys;
-            passes.push((plan, "__bought_customer"));
+            passes.push((plan, "__bought_pass", "__bought_customer"));
         }
         let conjuncts: Vec<&Resolved> = match resolved {
             Resolved::And(parts) => parts.iter().collect(),
@@ -589,16 +589,27 @@ impl<'a> Planner<'a> {
 
     /// `customers` left-joined to each per-customer pass (order metrics,
     /// events) on its customer column, joined to the subqueries, filtered.
-    fn build(self, filters: Vec<Expr>, passes: Vec<(LogicalPlan, &str)>) -> Result<LogicalPlan> {
+    ///
+    /// Each pass and subquery is a named derived table (a `SubqueryAlias`):
+    /// the plan runs the same, and DataFusion's unparser then writes it as
+    /// `(SELECT ...) AS name` with its own WHERE, GROUP BY and window
+    /// functions. Without the name it folds a joined aggregate's filter
+    /// into the outer query and drops its window functions (the RFM
+    /// scores), and the SQL `EXPLAIN SEGMENT` shows does not run.
+    fn build(
+        self,
+        filters: Vec<Expr>,
+        passes: Vec<(LogicalPlan, &str, &str)>,
+    ) -> Result<LogicalPlan> {
         let customers = Arc::clone(&self.catalog.customers);
         let mut builder = LogicalPlanBuilder::scan(
             "customers",
             provider_as_source(Arc::clone(&customers)),
             None,
         )?;
-        for (pass, key) in passes {
+        for (pass, name, key) in passes {
             builder = builder.join(
-                pass,
+                LogicalPlanBuilder::from(pass).alias(name)?.build()?,
                 JoinType::Left,
                 (vec![self.customer_id()], vec![Column::from_name(key)]),
                 None,
@@ -613,7 +624,9 @@ impl<'a> Planner<'a> {
             };
             let key = plan.schema().field(0).name().clone();
             builder = builder.join(
-                plan,
+                LogicalPlanBuilder::from(plan)
+                    .alias(key.as_str())?
+                    .build()?,
                 join_type,
                 (vec![customer_id.clone()], vec![Column::from_name(key)]),
                 None,

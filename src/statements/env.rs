@@ -9,6 +9,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
 
+use super::explain::Explain;
 use crate::error::Error;
 use crate::segment::SegmentCatalog;
 use crate::store::Store;
@@ -58,6 +59,20 @@ pub struct StatementResult {
     pub schema: SchemaRef,
     /// The result's rows.
     pub batches: Vec<RecordBatch>,
+    /// What the rows are, for formats that lay some results out their own
+    /// way.
+    pub kind: ResultKind,
+}
+
+/// What a result's rows are. Every format prints the rows; the `table`
+/// format lays an explanation out in sections instead of a grid.
+#[derive(Debug, Clone, Default)]
+pub enum ResultKind {
+    /// Rows, printed as they are.
+    #[default]
+    Table,
+    /// `EXPLAIN SEGMENT`'s findings, of which the rows are the table form.
+    Explain(Arc<Explain>),
 }
 
 impl StatementResult {
@@ -67,10 +82,21 @@ impl StatementResult {
         let schema = Arc::new(Schema::new(fields));
         let batch =
             RecordBatch::try_new(Arc::clone(&schema), columns).map_err(DataFusionError::from)?;
-        Ok(Self {
+        Ok(Self::new(schema, vec![batch]))
+    }
+
+    /// A result of plain rows.
+    pub fn new(schema: SchemaRef, batches: Vec<RecordBatch>) -> Self {
+        Self {
             schema,
-            batches: vec![batch],
-        })
+            batches,
+            kind: ResultKind::Table,
+        }
+    }
+
+    /// The same rows, marked as `kind`.
+    pub fn with_kind(self, kind: ResultKind) -> Self {
+        Self { kind, ..self }
     }
 
     /// Number of rows over all batches.

@@ -10,6 +10,7 @@
 //! handed in as a [`StatementEnv`] by the project.
 
 pub mod env;
+pub mod explain;
 pub mod lifecycle;
 pub mod segment;
 
@@ -22,7 +23,7 @@ use datafusion::sql::sqlparser::dialect::dialect_from_str;
 use datafusion::sql::sqlparser::parser::ParserError;
 use datafusion::sql::sqlparser::tokenizer::Token;
 
-pub use env::{StatementEnv, StatementResult};
+pub use env::{ResultKind, StatementEnv, StatementResult};
 
 use crate::error::Error;
 use lifecycle::StoreStatement;
@@ -176,7 +177,7 @@ pub async fn run(
             let frame = ctx.execute_logical_plan(plan).await?;
             let schema = Arc::clone(frame.schema().inner());
             let batches = frame.collect().await?;
-            Ok(vec![StatementResult { schema, batches }])
+            Ok(vec![StatementResult::new(schema, batches)])
         }
         ParsedStatement::Segment { command, condition } => {
             segment::run(env, command, &condition).await

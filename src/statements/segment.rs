@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, AsArray, Int64Array, StringArray};
+use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field};
 use datafusion::common::Column;
 use datafusion::datasource::provider_as_source;
@@ -13,7 +13,8 @@ use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, lit};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::unparser::plan_to_sql;
 
-use super::env::{StatementEnv, StatementResult};
+use super::env::{ResultKind, StatementEnv, StatementResult};
+use super::explain::{Explain, Part, Pins};
 use crate::error::Error;
 use crate::lang::{self, ast::Condition};
 use crate::segment::catalog::{SegmentCatalog, is_valid_code};
@@ -51,12 +52,13 @@ pub async fn run(
     match command {
         SegmentCommand::Preview => preview(env.ctx, plan).await,
         SegmentCommand::Explain => {
-            let mut results =
-                explain(env.ctx, condition, &parsed, catalog, env.as_of, plan).await?;
-            if let (Some(definition), Some(table)) = (&saved, results.first_mut()) {
-                *table = with_pins(table, definition)?;
-            }
-            Ok(results)
+            let mut found = explain(env.ctx, condition, &parsed, catalog, env.as_of, plan).await?;
+            found.saved = saved.map(|d| Pins {
+                code: d.code,
+                include: d.include,
+                exclude: d.exclude,
+            });
+            Ok(vec![explain_result(found)?])
         }
     }
 }
@@ -72,7 +74,10 @@ async fn saved_definition(env: &StatementEnv<'_>, text: &str) -> Result<Option<D
 }
 
 /// `plan`'s customers with a saved segment's pinned lists applied: the
-/// included added, the excluded taken out.
+/// included added, the excluded taken out. The excluded are taken out of
+/// both sides of the union rather than after it: the union's columns have
+/// no table to name the id by, and DataFusion's unparser would leave a
+/// filter above a union out of the SQL.
 fn pinned(
     catalog: &SegmentCatalog,
     plan: LogicalPlan,
@@ -83,64 +88,26 @@ fn pinned(
         catalog.column(SourceTable::Customers, Role::CustomerId),
     ));
     let ids = |list: &[i64]| list.iter().map(|i| lit(*i)).collect::<Vec<_>>();
-    let mut builder = LogicalPlanBuilder::from(plan);
+    let without_excluded = |builder: LogicalPlanBuilder| {
+        if definition.exclude.is_empty() {
+            Ok(builder)
+        } else {
+            builder.filter(id.clone().in_list(ids(&definition.exclude), true))
+        }
+    };
+    let mut builder = without_excluded(LogicalPlanBuilder::from(plan))?;
     if !definition.include.is_empty() {
         let included = LogicalPlanBuilder::scan(
             "customers",
             provider_as_source(Arc::clone(&catalog.customers)),
             None,
         )?
-        .filter(id.clone().in_list(ids(&definition.include), false))?
-        .build()?;
-        builder = builder.union(included)?.distinct()?;
-    }
-    if !definition.exclude.is_empty() {
-        builder = builder.filter(id.in_list(ids(&definition.exclude), true))?;
+        .filter(id.clone().in_list(ids(&definition.include), false))?;
+        builder = builder
+            .union(without_excluded(included)?.build()?)?
+            .distinct()?;
     }
     Ok(builder.build()?)
-}
-
-/// EXPLAIN's table with the pinned lists after the condition row.
-fn with_pins(table: &StatementResult, definition: &Definition) -> Result<StatementResult, Error> {
-    let mut rows: Vec<(String, String)> = Vec::new();
-    for batch in &table.batches {
-        let (steps, details) = (
-            batch.column(0).as_string::<i32>(),
-            batch.column(1).as_string::<i32>(),
-        );
-        for i in 0..batch.num_rows() {
-            rows.push((steps.value(i).to_string(), details.value(i).to_string()));
-            if steps.value(i) == "condition" {
-                rows.push(("segment".into(), definition.code.clone()));
-                let list = |ids: &[i64]| {
-                    if ids.is_empty() {
-                        "none".to_string()
-                    } else {
-                        ids.iter()
-                            .map(i64::to_string)
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    }
-                };
-                rows.push(("included".into(), list(&definition.include)));
-                rows.push(("excluded".into(), list(&definition.exclude)));
-            }
-        }
-    }
-    StatementResult::from_columns(
-        vec![
-            Field::new("step", DataType::Utf8, false),
-            Field::new("detail", DataType::Utf8, false),
-        ],
-        vec![
-            Arc::new(StringArray::from_iter_values(
-                rows.iter().map(|r| r.0.as_str()),
-            )),
-            Arc::new(StringArray::from_iter_values(
-                rows.iter().map(|r| r.1.as_str()),
-            )),
-        ],
-    )
 }
 
 async fn count(ctx: &SessionContext, plan: LogicalPlan) -> Result<usize, Error> {
@@ -157,7 +124,7 @@ async fn preview(ctx: &SessionContext, plan: LogicalPlan) -> Result<Vec<Statemen
     let batches = frame.collect().await?;
     Ok(vec![
         single_row("members", members as i64)?,
-        StatementResult { schema, batches },
+        StatementResult::new(schema, batches),
     ])
 }
 
@@ -177,35 +144,17 @@ async fn explain(
     catalog: &SegmentCatalog,
     as_of: AsOf,
     plan: LogicalPlan,
-) -> Result<Vec<StatementResult>, Error> {
+) -> Result<Explain, Error> {
     let plan_of = |condition: &Condition| plan_condition(condition, source, catalog, as_of);
-    let mut rows: Vec<(String, String)> = vec![
-        ("condition".into(), source.trim().to_string()),
-        ("as_of".into(), as_of.to_string()),
-        ("logical_plan".into(), plan.display_indent().to_string()),
-    ];
     let optimized = ctx.state().optimize(&plan)?;
-    rows.push((
-        "optimized_plan".into(),
-        optimized.display_indent().to_string(),
-    ));
-    rows.push((
-        "sql".into(),
-        match plan_to_sql(&plan) {
-            Ok(sql) => sql.to_string(),
-            Err(e) => format!(
-                "(DataFusion cannot write this plan as SQL: {})",
-                e.strip_backtrace()
-            ),
-        },
-    ));
-    let all = count(ctx, plan_of(&all_customers())?).await?;
-    rows.push(("customers".into(), all.to_string()));
-    let parts = match condition {
+    let sql = plan_to_sql(&plan).map_err(|e| e.strip_backtrace());
+    let customers = count(ctx, plan_of(&all_customers())?).await?;
+    let conjuncts = match condition {
         Condition::And(parts) => parts.clone(),
         other => vec![other.clone()],
     };
-    for (index, part) in parts.iter().enumerate() {
+    let mut parts = Vec::new();
+    for (index, part) in conjuncts.iter().enumerate() {
         let span = part.span();
         let text = source.get(span.start..span.end).unwrap_or("").trim();
         // A negation's span is its operand's.
@@ -214,25 +163,41 @@ async fn explain(
             _ => text.to_string(),
         };
         let alone = count(ctx, plan_of(part)?).await?;
-        let so_far = count(ctx, plan_of(&Condition::And(parts[..=index].to_vec()))?).await?;
-        rows.push((
-            format!("keeps {}", index + 1),
-            format!("{text}: {alone} alone, {so_far} with the conditions before it"),
-        ));
+        let with_before =
+            count(ctx, plan_of(&Condition::And(conjuncts[..=index].to_vec()))?).await?;
+        parts.push(Part {
+            text,
+            alone,
+            with_before,
+        });
     }
-    let steps: ArrayRef = Arc::new(StringArray::from_iter_values(
-        rows.iter().map(|r| r.0.as_str()),
-    ));
-    let details: ArrayRef = Arc::new(StringArray::from_iter_values(
-        rows.iter().map(|r| r.1.as_str()),
-    ));
-    Ok(vec![StatementResult::from_columns(
+    Ok(Explain {
+        condition: source.trim().to_string(),
+        saved: None,
+        as_of: as_of.to_string(),
+        logical_plan: plan.display_indent().to_string(),
+        optimized_plan: optimized.display_indent().to_string(),
+        sql,
+        customers,
+        parts,
+    })
+}
+
+/// EXPLAIN's result: the (step, detail) table, marked as an explanation
+/// so the `table` format can lay it out in sections.
+fn explain_result(found: Explain) -> Result<StatementResult, Error> {
+    let rows = found.rows();
+    let column = |pick: fn(&(String, String)) -> &str| -> ArrayRef {
+        Arc::new(StringArray::from_iter_values(rows.iter().map(pick)))
+    };
+    let table = StatementResult::from_columns(
         vec![
             Field::new("step", DataType::Utf8, false),
             Field::new("detail", DataType::Utf8, false),
         ],
-        vec![steps, details],
-    )?])
+        vec![column(|r| r.0.as_str()), column(|r| r.1.as_str())],
+    )?;
+    Ok(table.with_kind(ResultKind::Explain(Arc::new(found))))
 }
 
 /// A condition every customer meets, to count the population.

@@ -1,6 +1,7 @@
 //! Writing statement results in the formats the command line offers.
 //!
-//! `table` is Arrow's aligned pretty print, `csv` has a header row, `json` is
+//! `table` is Arrow's aligned pretty print (an `EXPLAIN SEGMENT` result is
+//! laid out in sections instead, [`explain`]), `csv` has a header row, `json` is
 //! one array of objects per statement (on one line) and `ndjson` one object
 //! per line. NULL is an empty cell in `table` and `csv` and `null` in the
 //! JSON formats. An empty result still shows its columns (`table`, `csv`) or
@@ -22,7 +23,10 @@ use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::WriterProperties;
 
 use crate::error::Error;
-use crate::statements::StatementResult;
+use crate::statements::{ResultKind, StatementResult};
+
+mod explain;
+mod sql;
 
 /// An output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -68,6 +72,14 @@ pub fn write_result(
 ) -> Result<(), Error> {
     if result.schema.fields().is_empty() {
         return Ok(());
+    }
+    if let (Format::Table, ResultKind::Explain(explain)) = (format, &result.kind) {
+        return out
+            .write_all(explain::render(explain).as_bytes())
+            .map_err(|source| Error::Write {
+                target: "the output".to_string(),
+                source,
+            });
     }
     let encode = |source: ArrowError| Error::Encode {
         format: format.name(),
@@ -246,7 +258,7 @@ mod tests {
         } else {
             vec![]
         };
-        StatementResult { schema, batches }
+        StatementResult::new(schema, batches)
     }
 
     fn render(format: Format, results: &[StatementResult]) -> String {
@@ -292,10 +304,7 @@ mod tests {
 
     #[test]
     fn no_columns_print_nothing() {
-        let empty = StatementResult {
-            schema: Arc::new(Schema::empty()),
-            batches: vec![],
-        };
+        let empty = StatementResult::new(Arc::new(Schema::empty()), vec![]);
         for format in [Format::Table, Format::Csv, Format::Json, Format::Ndjson] {
             assert_eq!(render(format, std::slice::from_ref(&empty)), "", "{format}");
         }
