@@ -273,10 +273,26 @@ fn parse_as_of(text: &str) -> Result<AsOfArg, String> {
     })
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let args = Args::parse();
-    match run(args).await {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if matches!(args.command, Some(Command::Serve { .. })) {
+        // DataFusion stops a cancelled statement only between batches, so a
+        // statement can hold its threads a while after it is cancelled or
+        // times out. Threads beyond the cores keep the server answering
+        // (accepting, cancelling, other clients) in the meantime.
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        runtime.worker_threads((cores * 2).max(4));
+    }
+    let runtime = match runtime.build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         // The reader closed the pipe (`segql ... | head`): not a failure.
         Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,

@@ -17,7 +17,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use datafusion_postgres::pgwire::api::auth::sasl::scram::{SCRAM_ITERATIONS, gen_salted_password};
 use datafusion_postgres::pgwire::api::auth::{AuthSource, LoginInfo, Password};
-use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use datafusion_postgres::pgwire::error::PgWireResult;
 
 use crate::config::{PasswordSource, ServerConfig, ServerRole};
 use crate::error::Error;
@@ -158,16 +158,17 @@ pub struct UserSource(pub Arc<Users>);
 impl AuthSource for UserSource {
     async fn get_password(&self, login: &LoginInfo) -> PgWireResult<Password> {
         let user = login.user().unwrap_or_default();
-        match self.0.users.get(user) {
-            Some((hash, _)) => Ok(Password::new(Some(hash.salt.clone()), hash.salted.clone())),
-            // The same words as a wrong password: the answer does not tell
-            // which user names exist.
-            None => Err(PgWireError::UserError(Box::new(ErrorInfo::new(
-                "FATAL".into(),
-                "28P01".into(),
-                format!("password authentication failed for user \"{user}\""),
-            )))),
-        }
+        Ok(match self.0.users.get(user) {
+            Some((hash, _)) => Password::new(Some(hash.salt.clone()), hash.salted.clone()),
+            // A user that does not exist gets a random key no password
+            // matches: the exchange runs as usual and fails the same way as
+            // a wrong password, so the answer does not tell which user names
+            // exist.
+            None => Password::new(
+                Some(rand::random::<[u8; 16]>().to_vec()),
+                rand::random::<[u8; 32]>().to_vec(),
+            ),
+        })
     }
 }
 

@@ -222,7 +222,8 @@ impl CancelHandler for CancelAll {
     }
 }
 
-/// Logs failed logins (the user and address, never the password).
+/// Logs failed logins (the user and address, never the password), and
+/// names the user in the refusal as PostgreSQL does.
 struct ErrorLog;
 
 impl ErrorHandler for ErrorLog {
@@ -244,6 +245,11 @@ impl ErrorHandler for ErrorLog {
                 "password authentication failed for user \"{user}\" from {}",
                 client.socket_addr().ip()
             ));
+            *error = user_error(
+                "FATAL",
+                "28P01",
+                format!("password authentication failed for user \"{user}\""),
+            );
         }
     }
 }
@@ -261,6 +267,8 @@ pub(crate) struct Connection {
     /// This connection's cancel counter, once registered.
     cancel: OnceLock<(i32, watch::Receiver<u64>)>,
     parser: Arc<WireParser>,
+    /// The client's socket, to notice when it goes away mid-statement.
+    peer: Option<Arc<std::net::TcpStream>>,
 }
 
 /// The connection's project and the SQL service over its session.
@@ -275,8 +283,9 @@ pub(crate) struct WireParser {
 }
 
 impl Connection {
-    pub(crate) fn new(shared: Arc<Shared>) -> Arc<Self> {
+    pub(crate) fn new(shared: Arc<Shared>, peer: Option<std::net::TcpStream>) -> Arc<Self> {
         Arc::new_cyclic(|weak| Self {
+            peer: peer.map(Arc::new),
             shared,
             session: OnceCell::new(),
             described: StdMutex::new(HashMap::new()),
@@ -356,10 +365,14 @@ impl Connection {
         });
         let mut receiver = receiver.clone();
         receiver.borrow_and_update();
+        let peer = self.peer.clone();
         Box::pin(async move {
             let cancelled = async move {
-                if receiver.changed().await.is_err() {
-                    std::future::pending::<()>().await;
+                tokio::select! {
+                    changed = receiver.changed() => if changed.is_err() {
+                        std::future::pending::<()>().await;
+                    },
+                    () = gone(peer) => {}
                 }
             };
             match deadline {
@@ -414,6 +427,34 @@ impl Drop for Connection {
 
 type StopSignal = Pin<Box<dyn Future<Output = PgWireError> + Send>>;
 
+/// How often a running statement checks that its client is still there.
+const PEER_CHECK: Duration = Duration::from_secs(1);
+
+/// Ends when the client has closed its connection (checked every
+/// [`PEER_CHECK`] without reading anything), so a statement whose client
+/// left stops instead of running to its end; never ends without a socket.
+async fn gone(peer: Option<Arc<std::net::TcpStream>>) {
+    let Some(peer) = peer else {
+        return std::future::pending().await;
+    };
+    let mut byte = [0u8; 1];
+    loop {
+        tokio::time::sleep(PEER_CHECK).await;
+        match peer.peek(&mut byte) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    if let Ok(address) = peer.peer_addr() {
+        log(&format!(
+            "the client at {address} closed its connection during a statement; stopped it"
+        ));
+    }
+}
+
 /// Runs `work` unless `stop` ends first.
 async fn until_stopped<T>(
     work: impl Future<Output = PgWireResult<T>>,
@@ -426,7 +467,7 @@ async fn until_stopped<T>(
 }
 
 /// A response whose rows stop (with the signal's error) when `stop` ends.
-fn guarded(response: Response, stop: StopSignal) -> Response {
+fn guarded(response: Response, stop: StopSignal, limit: Option<usize>) -> Response {
     match response {
         Response::Query(mut query) => {
             let rows = std::mem::replace(query.data_rows(), Box::pin(stream::empty()));
@@ -435,6 +476,7 @@ fn guarded(response: Response, stop: StopSignal) -> Response {
                 Guarded {
                     rows,
                     stop,
+                    limit,
                     done: false,
                 },
             );
@@ -450,6 +492,8 @@ fn guarded(response: Response, stop: StopSignal) -> Response {
 struct Guarded {
     rows: SendableRowStream,
     stop: StopSignal,
+    /// The connection's memory limit, for the hint of an error.
+    limit: Option<usize>,
     done: bool,
 }
 
@@ -465,11 +509,16 @@ impl Stream for Guarded {
             self.rows = Box::pin(stream::empty());
             return Poll::Ready(Some(Err(error)));
         }
-        let next = self.rows.as_mut().poll_next(cx);
-        if matches!(next, Poll::Ready(None)) {
-            self.done = true;
+        match self.rows.as_mut().poll_next(cx) {
+            Poll::Ready(None) => {
+                self.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(error))) => {
+                Poll::Ready(Some(Err(with_memory_hint(error, self.limit))))
+            }
+            other => other,
         }
-        next
     }
 }
 
@@ -485,11 +534,13 @@ impl SimpleQueryHandler for Connection {
         let session = self.session().await?;
         let (user, role) = self.role(client)?;
         let stop = self.stop(client);
-        let responses =
-            until_stopped(self.simple(client, session, &user, role, query), stop).await?;
+        let limit = self.shared.config.server.query_memory_limit;
+        let responses = until_stopped(self.simple(client, session, &user, role, query), stop)
+            .await
+            .map_err(|e| with_memory_hint(e, limit))?;
         Ok(responses
             .into_iter()
-            .map(|response| guarded(response, self.stop(client)))
+            .map(|response| guarded(response, self.stop(client), limit))
             .collect())
     }
 }
@@ -587,8 +638,32 @@ impl ExtendedQueryHandler for Connection {
     {
         let session = self.session().await?;
         let stop = self.stop(client);
+        let limit = self.shared.config.server.query_memory_limit;
+        let response = self
+            .extended(client, session, portal, max_rows, stop)
+            .await
+            .map_err(|e| with_memory_hint(e, limit))?;
+        Ok(guarded(response, self.stop(client), limit))
+    }
+}
+
+impl Connection {
+    async fn extended<C>(
+        &self,
+        client: &mut C,
+        session: &Session,
+        portal: &Portal<WireStatement>,
+        max_rows: usize,
+        stop: StopSignal,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = WireStatement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
         let (text, plan) = &portal.statement.statement;
-        let response = if plan.is_some() {
+        Ok(if plan.is_some() {
             until_stopped(
                 async {
                     self.sync(session).await?;
@@ -617,8 +692,7 @@ impl ExtendedQueryHandler for Connection {
                 Some(last) => encode(last, &portal.result_column_format, &options)?,
                 None => Response::EmptyQuery,
             }
-        };
-        Ok(guarded(response, self.stop(client)))
+        })
     }
 }
 
@@ -893,6 +967,43 @@ fn read_only_error(user: &str, what: &str) -> PgWireError {
             "permission denied: user \"{user}\" is read-only; it may query and PREVIEW, EXPLAIN \
              or SHOW segments, not run `{what}`. Connect as a user with role = \"admin\" to \
              change segments or tables."
+        ),
+    )
+}
+
+/// An error with what to do when it is the connection's memory limit.
+fn with_memory_hint(error: PgWireError, limit: Option<usize>) -> PgWireError {
+    let text = match &error {
+        PgWireError::ApiError(e) => e.to_string(),
+        PgWireError::UserError(info) => info.message.clone(),
+        _ => return error,
+    };
+    if !text.contains("Resources exhausted") {
+        return error;
+    }
+    let limit = limit.map_or_else(
+        || "no limit".to_string(),
+        |bytes| format!("{} MiB", bytes >> 20),
+    );
+    let first = text.lines().next().unwrap_or_default();
+    let first = first
+        .split(" with top memory consumers")
+        .next()
+        .unwrap_or(first);
+    // The operator's partition number changes from run to run.
+    let first = match first.rsplit_once('[') {
+        Some((operator, partition)) if partition.trim_end_matches(']').parse::<u32>().is_ok() => {
+            operator
+        }
+        _ => first,
+    };
+    user_error(
+        "ERROR",
+        "53200",
+        format!(
+            "{first}\nThe statement needs more memory than this connection may use ({limit}, \
+             [server] query_memory_limit in the project file); raise the limit, or narrow the \
+             statement."
         ),
     )
 }

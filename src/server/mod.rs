@@ -102,10 +102,7 @@ pub async fn serve(config: Config, options: ServeOptions) -> Result<(), Error> {
         }
         false => Check::Trust(Trust(Arc::clone(&manager))),
     };
-    let startup = Arc::new(Gate {
-        require_tls: config.server.require_tls,
-        check: check_of(),
-    });
+    let require_tls = config.server.require_tls;
     let shared = Arc::new(Shared {
         config,
         as_of: options.as_of,
@@ -156,9 +153,22 @@ pub async fn serve(config: Config, options: ServeOptions) -> Result<(), Error> {
             },
             None => None,
         };
+        // A second handle on the socket lets a running statement notice that
+        // its client left (the protocol code owns the first).
+        let (socket, peer_handle) = match watched(socket) {
+            Ok(pair) => pair,
+            Err(e) => {
+                log(&format!("could not set up the connection from {peer}: {e}"));
+                continue;
+            }
+        };
         let handlers = Handlers {
-            connection: Connection::new(Arc::clone(&shared)),
-            startup: Arc::clone(&startup),
+            connection: Connection::new(Arc::clone(&shared), Some(peer_handle)),
+            // The password exchange keeps its state: one per connection.
+            startup: Arc::new(Gate {
+                require_tls,
+                check: check_of(),
+            }),
             cancel: Arc::clone(&cancel),
         };
         let tls = tls.clone();
@@ -169,6 +179,15 @@ pub async fn serve(config: Config, options: ServeOptions) -> Result<(), Error> {
             }
         });
     }
+}
+
+/// `socket`, and a duplicate handle of it that only peeks.
+fn watched(
+    socket: tokio::net::TcpStream,
+) -> std::io::Result<(tokio::net::TcpStream, std::net::TcpStream)> {
+    let socket = socket.into_std()?;
+    let peek = socket.try_clone()?;
+    Ok((tokio::net::TcpStream::from_std(socket)?, peek))
 }
 
 /// Ctrl-C, or SIGTERM where there is one.

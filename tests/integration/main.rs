@@ -18,6 +18,9 @@
 //!   maps against the same scores written in SQL;
 //! - `semantics`: negations include customers without a value, and
 //!   customers without purchases are `Prospects`;
+//! - `server`: `segql serve` with psql and psycopg on loopback: SQL and
+//!   segment statements, passwords, roles, TLS, limits, cancel and a load
+//!   of 16 clients;
 //! - `object_store`: tables in an S3-compatible server (moto, on loopback)
 //!   answer like the local files;
 //! - `warehouse`: a foreign schema (other column names, normalized items,
@@ -43,6 +46,7 @@ mod repl;
 mod rfm_schemes;
 mod segments;
 mod semantics;
+mod server;
 mod store;
 mod warehouse;
 mod zones;
