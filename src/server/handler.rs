@@ -87,8 +87,11 @@ pub(crate) struct Shared {
 /// statement watches (while it plans and while its rows are sent).
 #[derive(Debug, Default)]
 pub(crate) struct Cancels {
-    connections: StdMutex<HashMap<i32, (Vec<u8>, watch::Sender<u64>)>>,
+    connections: StdMutex<HashMap<i32, Cancellable>>,
 }
+
+/// A connection's secret key and the counter its statements watch.
+type Cancellable = (Vec<u8>, watch::Sender<u64>);
 
 impl Cancels {
     fn register(&self, pid: i32, secret: Vec<u8>) -> watch::Receiver<u64> {
@@ -292,7 +295,7 @@ impl Connection {
             schemas: StdMutex::new(HashMap::new()),
             cancel: OnceLock::new(),
             parser: Arc::new(WireParser {
-                connection: weak.clone(),
+                connection: std::sync::Weak::clone(weak),
             }),
         })
     }
@@ -602,10 +605,10 @@ impl Connection {
             _ => {
                 if role == ServerRole::ReadOnly {
                     // Unparsable text goes on, for DataFusion's own error.
-                    if let Ok(statements) = PostgresCompatibilityParser::new().parse(query) {
-                        if let Some(refused) = statements.iter().find(|s| !sql_read_only(s)) {
-                            return Err(read_only_error(user, &refused.to_string()));
-                        }
+                    if let Ok(statements) = PostgresCompatibilityParser::new().parse(query)
+                        && let Some(refused) = statements.iter().find(|s| !sql_read_only(s))
+                    {
+                        return Err(read_only_error(user, &refused.to_string()));
                     }
                 }
                 self.sync(session).await?;
