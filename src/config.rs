@@ -971,7 +971,7 @@ mod tests {
         assert_eq!((line, column), (2, 2));
         assert_eq!(
             message,
-            "unknown field `tabels`, expected one of `tables`, `segments`, `columns`, `purchases`, `time`, `storage`, `rfm`, `store`"
+            "unknown field `tabels`, expected one of `tables`, `segments`, `columns`, `purchases`, `time`, `storage`, `rfm`, `store`, `server`"
         );
     }
 

@@ -34,8 +34,16 @@ use crate::time::format_day;
 /// The session a project runs on: with `memory_limit` bytes, sorts, joins
 /// and aggregations that need more spill to temporary files.
 pub fn session(memory_limit: Option<usize>) -> Result<SessionContext, Error> {
+    session_with(SessionConfig::new(), memory_limit)
+}
+
+/// [`session`] with `config`.
+pub fn session_with(
+    config: SessionConfig,
+    memory_limit: Option<usize>,
+) -> Result<SessionContext, Error> {
     let Some(bytes) = memory_limit else {
-        return Ok(SessionContext::new());
+        return Ok(SessionContext::new_with_config(config));
     };
     // A fair pool shares the limit between the partitions of a spilling
     // operator, so one partition cannot starve another.
@@ -46,10 +54,7 @@ pub fn session(memory_limit: Option<usize>) -> Result<SessionContext, Error> {
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_pool(Arc::new(pool))
         .build_arc()?;
-    Ok(SessionContext::new_with_config_rt(
-        SessionConfig::new(),
-        runtime,
-    ))
+    Ok(SessionContext::new_with_config_rt(config, runtime))
 }
 
 /// `path` with `.partial` appended: where a file is written before it is

@@ -53,7 +53,6 @@ use tokio::sync::{Mutex, OnceCell, watch};
 use tokio::time::Instant;
 
 use super::auth::Users;
-use super::log;
 use crate::config::{Config, ServerRole};
 use crate::error::Error;
 use crate::exec;
@@ -69,6 +68,12 @@ type WireStatement = (String, Option<(SqlStatement, LogicalPlan)>);
 
 /// The client's `SET statement_timeout`, as datafusion-postgres records it.
 const METADATA_STATEMENT_TIMEOUT: &str = "statement_timeout_ms";
+
+/// One line on standard error, with the time: the server's log.
+pub(crate) fn log(message: &str) {
+    let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ");
+    eprintln!("{now} segql serve: {message}");
+}
 
 /// What every connection shares: the project file and the server's rules.
 #[derive(Debug)]
@@ -306,7 +311,12 @@ impl Connection {
         self.session
             .get_or_try_init(|| async {
                 let shared = &self.shared;
-                let ctx = exec::session(shared.config.server.query_memory_limit)?;
+                // information_schema as well as pg_catalog: some drivers
+                // list tables and columns through it.
+                let ctx = exec::session_with(
+                    datafusion::prelude::SessionConfig::new().with_information_schema(true),
+                    shared.config.server.query_memory_limit,
+                )?;
                 let as_of = shared
                     .as_of
                     .unwrap_or_else(|| AsOf::now(shared.config.zone()));
@@ -1090,7 +1100,7 @@ mod tests {
             info.message,
             "permission denied: user \"analyst\" is read-only; it may query and PREVIEW, \
              EXPLAIN or SHOW segments, not run `CREATE TABLE t AS SELECT customer_id, amount, \
-             order_ts FROM o...`. Connect as a user with role = \"admin\" to change segments or \
+             order_ts FROM ...`. Connect as a user with role = \"admin\" to change segments or \
              tables."
         );
     }

@@ -34,7 +34,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::segment::AsOf;
 use auth::{UserSource, Users};
-use handler::{CancelAll, Check, Connection, Gate, Handlers, Shared, Trust};
+use handler::{CancelAll, Check, Connection, Gate, Handlers, Shared, Trust, log};
 
 /// The address `segql serve` listens on without `--listen` or `[server]
 /// listen`.
@@ -249,10 +249,4 @@ fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, Error> {
             ))
         })?;
     Ok(TlsAcceptor::from(Arc::new(config)))
-}
-
-/// One line on standard error, with the time: the server's log.
-pub(crate) fn log(message: &str) {
-    let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ");
-    eprintln!("{now} segql serve: {message}");
 }

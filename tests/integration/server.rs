@@ -261,6 +261,28 @@ fn psql_runs_sql_functions_and_segment_statements() {
          result\ndropped segment france (87 members left it)\n(1 row)\n"
     );
 
+    // information_schema lists the columns too (some drivers read it).
+    let run = server.psql(
+        "segql",
+        None,
+        "disable",
+        &[
+            "-A",
+            "-t",
+            "-c",
+            "SELECT column_name, data_type FROM information_schema.columns \
+             WHERE table_name = 'orders' ORDER BY ordinal_position LIMIT 3",
+        ],
+    );
+    assert_eq!(
+        (run.code, run.stdout.as_str()),
+        (
+            Some(0),
+            "order_id|Utf8View\ncustomer_id|Int64\norder_ts|Timestamp(µs)\n"
+        ),
+        "{}",
+        run.stderr
+    );
     // The catalog: \d lists the tables, \d orders its columns.
     let run = server.psql(
         "segql",
