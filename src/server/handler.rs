@@ -161,6 +161,9 @@ impl PgWireServerHandlers for Handlers {
 /// are configured, or none (loopback only) when not.
 pub(crate) struct Gate {
     pub require_tls: bool,
+    /// `Some(max_connections)` when the server is full: the connection is
+    /// refused at its start.
+    pub full: Option<usize>,
     pub check: Check,
 }
 
@@ -190,6 +193,16 @@ impl StartupHandler for Gate {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        if let (Some(max), PgWireFrontendMessage::Startup(_)) = (self.full, &message) {
+            return Err(user_error(
+                "FATAL",
+                "53300",
+                format!(
+                    "sorry, too many clients already (max_connections = {max}); try again \
+                     later"
+                ),
+            ));
+        }
         if self.require_tls
             && !client.is_secure()
             && matches!(message, PgWireFrontendMessage::Startup(_))

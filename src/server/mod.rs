@@ -140,18 +140,20 @@ pub async fn serve(config: Config, options: ServeOptions) -> Result<(), Error> {
                 return Ok(());
             }
         };
-        let permit = match &limit {
+        // Past max_connections the client is still spoken to, so that it
+        // gets PostgreSQL's "too many clients" instead of a closed socket.
+        let (permit, full) = match &limit {
             Some(semaphore) => match Arc::clone(semaphore).try_acquire_owned() {
-                Ok(permit) => Some(permit),
+                Ok(permit) => (Some(permit), None),
                 Err(_) => {
                     log(&format!(
                         "turned away {peer}: {max_connections} connections are open \
                          ([server] max_connections)"
                     ));
-                    continue;
+                    (None, Some(max_connections))
                 }
             },
-            None => None,
+            None => (None, None),
         };
         // A second handle on the socket lets a running statement notice that
         // its client left (the protocol code owns the first).
@@ -167,6 +169,7 @@ pub async fn serve(config: Config, options: ServeOptions) -> Result<(), Error> {
             // The password exchange keeps its state: one per connection.
             startup: Arc::new(Gate {
                 require_tls,
+                full,
                 check: check_of(),
             }),
             cancel: Arc::clone(&cancel),

@@ -552,6 +552,38 @@ fn passwords_roles_and_tls() {
         "{}",
         run.stderr
     );
+    drop(server);
+
+    // max_connections: one held open, the next one turned away in words.
+    let dir = project("[server]\nmax_connections = 1\n");
+    let server = Server::start(dir.path(), &[]);
+    let held = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    let run = server.psql("segql", None, "disable", &["-c", "SELECT 1"]);
+    assert_eq!(run.code, Some(2));
+    assert_eq!(
+        run.stderr,
+        format!(
+            "psql: error: connection to server at \"127.0.0.1\", port {} failed: FATAL:  sorry, \
+             too many clients already (max_connections = 1); try again later\n",
+            server.port
+        )
+    );
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let run = server.psql("segql", None, "disable", &["-A", "-t", "-c", "SELECT 1"]);
+        if run.code == Some(0) {
+            assert_eq!(run.stdout, "1\n");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", run.stderr);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        server.log().contains("turned away 127.0.0.1:"),
+        "{}",
+        server.log()
+    );
 }
 
 #[test]

@@ -671,6 +671,12 @@ fn lifecycle_mistakes_are_explained() {
 /// each and add up to the sizes, and every row belongs to a committed
 /// change. Returns the number of committed changes.
 fn check_whole(d: &Path) -> i64 {
+    whole(d).unwrap_or_else(|problem| panic!("{problem}"))
+}
+
+/// [`check_whole`] as a result: the number of committed changes, or what
+/// is wrong.
+fn whole(d: &Path) -> Result<i64, String> {
     let out = run(
         d,
         &[
@@ -702,17 +708,83 @@ fn check_whole(d: &Path) -> i64 {
                (SELECT count(*) FROM segment_refreshes) AS commits",
         ],
     );
-    assert_eq!(out.code, Some(0), "store unreadable: {}", out.stderr);
+    if out.code != Some(0) {
+        return Err(format!("store unreadable: {}", out.stderr));
+    }
     let values: Vec<i64> = out
         .stdout
         .lines()
         .nth(1)
-        .unwrap()
+        .unwrap_or_default()
         .split(',')
-        .map(|v| v.parse().unwrap())
+        .filter_map(|v| v.parse().ok())
         .collect();
-    assert_eq!(values[..7], [0, 0, 0, 0, 0, 0, 0], "{}", out.stdout);
-    values[7]
+    match values.as_slice() {
+        [0, 0, 0, 0, 0, 0, 0, commits] => Ok(*commits),
+        _ => Err(format!("store not whole: {}", out.stdout)),
+    }
+}
+
+#[test]
+fn readers_see_only_committed_states_while_a_writer_refreshes() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let dir = project();
+    let d = dir.path().to_path_buf();
+    for (code, condition) in [
+        ("big", "amount_spent > 1000"),
+        ("recent", "days_since_last_order <= 30"),
+        ("loyal", "rfm_f >= 4"),
+    ] {
+        let out = run(&d, &["segment", "create", code, condition]);
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+    }
+    let first = run(&d, &["--as-of", "2011-01-02", "refresh"]);
+    assert_eq!(first.code, Some(0), "{}", first.stderr);
+    let before = check_whole(&d);
+    let writing = Arc::new(AtomicBool::new(true));
+    // Eight reader processes at a time, each checking that the state it
+    // reads is whole, and that the changes it sees never go back.
+    let readers: Vec<_> = (0..8)
+        .map(|_| {
+            let (d, writing) = (d.clone(), Arc::clone(&writing));
+            std::thread::spawn(move || {
+                let (mut reads, mut problems, mut last) = (0, Vec::new(), 0);
+                while writing.load(Ordering::SeqCst) || reads == 0 {
+                    match whole(&d) {
+                        Ok(commits) if commits >= last => last = commits,
+                        Ok(commits) => problems.push(format!("went back from {last} to {commits}")),
+                        Err(problem) => problems.push(problem),
+                    }
+                    reads += 1;
+                }
+                (reads, problems)
+            })
+        })
+        .collect();
+    let start = NaiveDate::from_ymd_opt(2011, 2, 1).unwrap();
+    let writes = 6;
+    for k in 0..writes {
+        let as_of = (start + chrono::Duration::days(14 * k))
+            .format("%Y-%m-%d")
+            .to_string();
+        let out = run(&d, &["--wait", "--as-of", &as_of, "refresh"]);
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+    }
+    writing.store(false, Ordering::SeqCst);
+    let (mut reads, mut problems) = (0, Vec::new());
+    for reader in readers {
+        let (n, found) = reader.join().unwrap();
+        reads += n;
+        problems.extend(found);
+    }
+    eprintln!(
+        "concurrency: {reads} reads by 8 readers during {writes} refreshes, {} problems",
+        problems.len()
+    );
+    assert!(problems.is_empty(), "{problems:#?}");
+    assert_eq!(check_whole(&d), before + writes);
 }
 
 /// A small deterministic generator for kill delays.
