@@ -95,6 +95,30 @@ fn init_writes_a_project_file_once() {
 /// `segql demo` on the bundled data: its report is compared with
 /// `demo/demo.out` (rewrite with SEGQL_UPDATE_SNAPSHOTS=1), and its
 /// charts and store are real.
+/// The whole demo (RFM, saved segments, a year of refreshes, charts) under
+/// a 64 MiB memory pool: sorts, joins and aggregations spill, and the
+/// output is the same as without a limit.
+#[test]
+fn demo_runs_under_64_mib() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::repo_root().join("segql.toml");
+    let run = segql_in(
+        dir.path(),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--memory-limit",
+            "64M",
+            "demo",
+            "--out",
+            "out",
+        ],
+    );
+    assert_eq!((run.code, run.stderr.as_str()), (Some(0), ""));
+    let snapshot = crate::repo_root().join("tests/integration/demo/demo.out");
+    assert_eq!(run.stdout, fs::read_to_string(&snapshot).unwrap());
+}
+
 #[test]
 fn demo_runs_the_main_job() {
     let dir = tempfile::tempdir().unwrap();

@@ -21,6 +21,8 @@
 //! - `server`: `segql serve` with psql and psycopg on loopback: SQL and
 //!   segment statements, passwords, roles, TLS, limits, cancel and a load
 //!   of 16 clients;
+//! - `sources`: orders that change under a store between refreshes, and
+//!   odd rows (duplicates, future dates, negative and NaN amounts);
 //! - `object_store`: tables in an S3-compatible server (moto, on loopback)
 //!   answer like the local files;
 //! - `warehouse`: a foreign schema (other column names, normalized items,
@@ -47,6 +49,7 @@ mod rfm_schemes;
 mod segments;
 mod semantics;
 mod server;
+mod sources;
 mod store;
 mod warehouse;
 mod zones;
