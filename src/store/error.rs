@@ -196,6 +196,14 @@ pub enum StoreError {
     )]
     Events { refresh_id: i64, problem: String },
 
+    /// The fault-injection hook (`SEGQL_FAIL_AT_WRITE`) stopped a change
+    /// before one of its writes.
+    #[error(
+        "store write {write} ({table}) failed on purpose: SEGQL_FAIL_AT_WRITE={write} is set \
+         (a test hook); the change was not committed, and the next one restores the store"
+    )]
+    Injected { write: u64, table: StoreTable },
+
     /// A table version beyond what the commit record holds.
     #[error("store table {table}: version {version} is too large to record")]
     VersionOverflow { table: StoreTable, version: u64 },

@@ -533,6 +533,7 @@ impl Transaction<'_> {
 
     /// Appends `batches` to `table`.
     pub async fn append(&mut self, table: StoreTable, batches: Vec<RecordBatch>) -> Result<()> {
+        injected_failure(table)?;
         let v = self.store.write(table, batches, SaveMode::Append).await?;
         self.versions.set(table, v);
         Ok(())
@@ -541,6 +542,7 @@ impl Transaction<'_> {
     /// Appends the rows of `plan` (its tables already bound) to `table`,
     /// streamed into new files.
     pub async fn append_plan(&mut self, table: StoreTable, plan: LogicalPlan) -> Result<()> {
+        injected_failure(table)?;
         let delta = self.open_written(table).await?;
         let written = delta
             .write(Vec::new())
@@ -571,6 +573,7 @@ impl Transaction<'_> {
     pub async fn write_stays(&mut self, current: LogicalPlan, history: LogicalPlan) -> Result<()> {
         use deltalake::operations::write::SchemaMode;
         let table = StoreTable::Membership;
+        injected_failure(table)?;
         let delta = self.open_written(table).await?;
         let partitioned = delta
             .snapshot()
@@ -611,6 +614,7 @@ impl Transaction<'_> {
 
     /// Appends the commit record: the change is now committed.
     pub async fn commit(self, kind: ChangeKind, as_of: i64, segments: String) -> Result<Commit> {
+        injected_failure(StoreTable::Refreshes)?;
         let commit = Commit {
             refresh_id: self.refresh_id(),
             kind,
@@ -695,6 +699,29 @@ fn open_stay_files(files: Vec<PathBuf>) -> Vec<PathBuf> {
         .into_iter()
         .filter(|f| partition(f).is_none_or(|value| value == "__HIVE_DEFAULT_PARTITION__"))
         .collect()
+}
+
+/// The environment variable of the fault-injection hook: with `N`, the
+/// N-th write of a change in this process fails before it writes, as a
+/// crash or a full disk would stop it there. Tests set it to walk a change
+/// through every step; it is read on each write and unset means off.
+pub const FAIL_AT_WRITE: &str = "SEGQL_FAIL_AT_WRITE";
+
+/// Counts this process's change writes and fails the one
+/// [`FAIL_AT_WRITE`] names.
+fn injected_failure(table: StoreTable) -> Result<()> {
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let Some(fail_at) = std::env::var(FAIL_AT_WRITE)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    else {
+        return Ok(());
+    };
+    let write = WRITES.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+    if write == fail_at {
+        return Err(StoreError::Injected { write, table });
+    }
+    Ok(())
 }
 
 /// The scratch folders of changes in `root` (`.work-*`): what a change

@@ -725,6 +725,73 @@ fn whole(d: &Path) -> Result<i64, String> {
     }
 }
 
+/// Runs `segql args...` in `d` with the fault-injection hook failing its
+/// `n`-th store write.
+fn run_failing_at(d: &Path, n: u64, args: &[&str]) -> super::Run {
+    let output = Command::new(env!("CARGO_BIN_EXE_segql"))
+        .args(args)
+        .current_dir(d)
+        .env(segql::store::FAIL_AT_WRITE, n.to_string())
+        .output()
+        .unwrap();
+    super::Run {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// A change stopped before each of its writes in turn (the deterministic
+/// counterpart of the SIGKILL test): after each the store is whole and
+/// unchanged, and once the hook is past the change's last write it
+/// commits.
+#[test]
+fn a_change_stopped_at_any_write_leaves_the_store_whole() {
+    let dir = project();
+    let d = dir.path();
+    for (code, condition) in [
+        ("big", "amount_spent > 1000"),
+        ("recent", "days_since_last_order <= 30"),
+        ("big_recent", "in_segment(big) AND in_segment(recent)"),
+    ] {
+        let out = run(d, &["segment", "create", code, condition]);
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+    }
+    let out = run(d, &["--as-of", "2011-01-02", "refresh"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let changes: [&[&str]; 3] = [
+        &["--as-of", "2011-03-01", "refresh"],
+        &["segment", "create", "loyal", "rfm_f >= 4"],
+        &["segment", "drop", "big_recent"],
+    ];
+    for args in changes {
+        let mut commits = check_whole(d);
+        let mut stopped = 0;
+        for n in 1..50 {
+            let out = run_failing_at(d, n, args);
+            if out.code == Some(0) {
+                commits += 1;
+                assert_eq!(check_whole(d), commits, "{args:?}");
+                break;
+            }
+            assert_eq!(out.code, Some(1), "{args:?} at {n}: {}", out.stderr);
+            assert!(
+                out.stderr.contains(&format!("store write {n} ("))
+                    && out
+                        .stderr
+                        .contains("failed on purpose: SEGQL_FAIL_AT_WRITE="),
+                "{args:?} at {n}: {}",
+                out.stderr
+            );
+            assert_eq!(check_whole(d), commits, "{args:?} at {n}");
+            stopped += 1;
+        }
+        // Every change writes at least one data table and its commit record.
+        assert!(stopped >= 2, "{args:?}: stopped {stopped} times");
+        eprintln!("fault injection: {args:?} stopped before each of its {stopped} writes");
+    }
+}
+
 #[test]
 fn readers_see_only_committed_states_while_a_writer_refreshes() {
     use std::sync::Arc;
