@@ -749,14 +749,14 @@ fn run_failing_at(d: &Path, n: u64, args: &[&str]) -> super::Run {
 fn a_change_stopped_at_any_write_leaves_the_store_whole() {
     let dir = project();
     let d = dir.path();
-    for (code, condition) in [
-        ("big", "amount_spent > 1000"),
-        ("recent", "days_since_last_order <= 30"),
-        ("big_recent", "in_segment(big) AND in_segment(recent)"),
-    ] {
-        let out = run(d, &["segment", "create", code, condition]);
-        assert_eq!(out.code, Some(0), "{}", out.stderr);
-    }
+    create_segments(
+        d,
+        &[
+            ("big", "amount_spent > 1000"),
+            ("recent", "days_since_last_order <= 30"),
+            ("big_recent", "in_segment(big) AND in_segment(recent)"),
+        ],
+    );
     let out = run(d, &["--as-of", "2011-01-02", "refresh"]);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let changes: [&[&str]; 3] = [
@@ -872,14 +872,14 @@ fn readers_see_only_committed_states_while_a_writer_refreshes() {
 
     let dir = project();
     let d = dir.path().to_path_buf();
-    for (code, condition) in [
-        ("big", "amount_spent > 1000"),
-        ("recent", "days_since_last_order <= 30"),
-        ("loyal", "rfm_f >= 4"),
-    ] {
-        let out = run(&d, &["segment", "create", code, condition]);
-        assert_eq!(out.code, Some(0), "{}", out.stderr);
-    }
+    create_segments(
+        &d,
+        &[
+            ("big", "amount_spent > 1000"),
+            ("recent", "days_since_last_order <= 30"),
+            ("loyal", "rfm_f >= 4"),
+        ],
+    );
     let first = run(&d, &["--as-of", "2011-01-02", "refresh"]);
     assert_eq!(first.code, Some(0), "{}", first.stderr);
     let before = check_whole(&d);
@@ -927,6 +927,14 @@ fn readers_see_only_committed_states_while_a_writer_refreshes() {
     assert_eq!(check_whole(&d), before + writes);
 }
 
+/// Saves each `(code, condition)` as a dynamic segment.
+fn create_segments(d: &Path, segments: &[(&str, &str)]) {
+    for (code, condition) in segments {
+        let out = run(d, &["segment", "create", code, condition]);
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+    }
+}
+
 /// A small deterministic generator for kill delays.
 fn next_random(state: &mut u64) -> u64 {
     *state = state
@@ -939,15 +947,15 @@ fn next_random(state: &mut u64) -> u64 {
 fn sigkill_during_refresh_loses_nothing() {
     let dir = project();
     let d = dir.path();
-    for (code, condition) in [
-        ("big", "amount_spent > 1000"),
-        ("recent", "days_since_last_order <= 30"),
-        ("loyal", "rfm_f >= 4"),
-        ("big_recent", "in_segment(big) AND in_segment(recent)"),
-    ] {
-        let out = run(d, &["segment", "create", code, condition]);
-        assert_eq!(out.code, Some(0), "{}", out.stderr);
-    }
+    create_segments(
+        d,
+        &[
+            ("big", "amount_spent > 1000"),
+            ("recent", "days_since_last_order <= 30"),
+            ("loyal", "rfm_f >= 4"),
+            ("big_recent", "in_segment(big) AND in_segment(recent)"),
+        ],
+    );
     let start = NaiveDate::from_ymd_opt(2011, 1, 3).unwrap();
     let timed = Instant::now();
     let first = run(d, &["--as-of", "2011-01-02", "refresh"]);
@@ -1011,16 +1019,16 @@ fn kills_at_scale() {
         .unwrap_or(200);
     let dir = project();
     let d = dir.path();
-    for (code, condition) in [
-        ("big", "amount_spent > 1000"),
-        ("recent", "days_since_last_order <= 30"),
-        ("loyal", "rfm_f >= 4"),
-        ("tea", "bought(description: '%TEA%')"),
-        ("big_recent", "in_segment(big) AND in_segment(recent)"),
-    ] {
-        let out = run(d, &["segment", "create", code, condition]);
-        assert_eq!(out.code, Some(0), "{}", out.stderr);
-    }
+    create_segments(
+        d,
+        &[
+            ("big", "amount_spent > 1000"),
+            ("recent", "days_since_last_order <= 30"),
+            ("loyal", "rfm_f >= 4"),
+            ("tea", "bought(description: '%TEA%')"),
+            ("big_recent", "in_segment(big) AND in_segment(recent)"),
+        ],
+    );
     let mut day = NaiveDate::from_ymd_opt(2010, 12, 15).unwrap();
     for _ in 0..12 {
         let as_of = day.format("%Y-%m-%d").to_string();
