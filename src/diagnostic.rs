@@ -7,6 +7,21 @@ use datafusion::sql::sqlparser::parser::ParserError;
 /// DataFusion's text for an error, without a backtrace, and with parser
 /// errors shown as text rather than in Rust's debug form.
 pub fn describe_datafusion(error: &DataFusionError) -> String {
+    let text = describe(error);
+    // Out of memory below another error's text (a sort's "Not enough
+    // memory to continue external sort", say): the same advice.
+    if matches!(error.find_root(), DataFusionError::ResourcesExhausted(_))
+        && !text.contains(MEMORY_HINT)
+    {
+        return format!("{text}\nhint: {MEMORY_HINT}");
+    }
+    text
+}
+
+const MEMORY_HINT: &str = "this step needs more memory than the limit allows and cannot spill \
+                           further; raise --memory-limit (e.g. double it) or leave it out";
+
+fn describe(error: &DataFusionError) -> String {
     match error {
         DataFusionError::Diagnostic(_, inner) => describe_datafusion(inner),
         DataFusionError::Shared(inner) => describe_datafusion(inner),
@@ -21,11 +36,9 @@ pub fn describe_datafusion(error: &DataFusionError) -> String {
         DataFusionError::Context(step, inner) if step.starts_with("while ") => {
             format!("{step}: {}", describe_datafusion(inner))
         }
-        DataFusionError::ResourcesExhausted(_) => format!(
-            "{}\nhint: this step needs more memory than the limit allows and cannot spill \
-             further; raise --memory-limit (e.g. double it) or leave it out",
-            error.strip_backtrace()
-        ),
+        DataFusionError::ResourcesExhausted(_) => {
+            format!("{}\nhint: {MEMORY_HINT}", error.strip_backtrace())
+        }
         // DataFusion's prefix repeats the one parquet's own text starts with.
         DataFusionError::ParquetError(inner) => inner.to_string(),
         DataFusionError::SQL(parser_error, _) => match parser_error.as_ref() {

@@ -422,3 +422,14 @@ impl From<SegmentError> for Error {
         Self::DataFusion(e.into())
     }
 }
+
+/// `error` marked as failing in `step` ("while ..."), so a user learns
+/// which part of the work ran out of memory or met bad data.
+pub fn in_step(step: impl FnOnce() -> String) -> impl FnOnce(Error) -> Error {
+    move |error| match error {
+        Error::DataFusion(inner) => {
+            Error::DataFusion(DataFusionError::Context(step(), Box::new(inner)))
+        }
+        other => other,
+    }
+}

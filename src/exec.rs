@@ -45,6 +45,12 @@ pub fn session_with(
     let Some(bytes) = memory_limit else {
         return Ok(SessionContext::new_with_config(config));
     };
+    // A sort sets memory aside for merging its spill files (10 MiB by
+    // default); under a small limit that alone would exceed it, so the
+    // share shrinks with the limit (an eighth of it at most).
+    let mut config = config;
+    let execution = &mut config.options_mut().execution;
+    execution.sort_spill_reservation_bytes = execution.sort_spill_reservation_bytes.min(bytes / 8);
     // A fair pool shares the limit between the partitions of a spilling
     // operator, so one partition cannot starve another.
     let pool = TrackConsumersPool::new(

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use segql::config::{Config, DEFAULT_CONFIG_FILE, parse_interval, parse_size};
-use segql::error::Error;
+use segql::error::{Error, in_step};
 use segql::exec::{self, Batch};
 use segql::output::Format;
 use segql::project::Project;
@@ -318,9 +318,11 @@ async fn run(args: Args) -> Result<(), Error> {
         }) => {
             // clap lets exactly one of the two through.
             return match (scale, events_from) {
-                (Some(scale), None) => segql::generate::run(out, *scale, *seed, *force),
+                (Some(scale), None) => {
+                    segql::generate::run(out, *scale, *seed, *force, args.memory_limit)
+                }
                 (None, Some(orders)) => {
-                    segql::generate::run_events_from(orders, out, *seed, *force)
+                    segql::generate::run_events_from(orders, out, *seed, *force, args.memory_limit)
                 }
                 _ => Err(Error::Usage(
                     "generate: give either --scale or --events-from".to_string(),
@@ -370,7 +372,9 @@ async fn run(args: Args) -> Result<(), Error> {
                 Some(path) => Some((path.as_path(), exec::format_for(path, args.format)?)),
                 None => None,
             };
-            exec::rfm(&project, scores, svg.as_deref(), png.as_deref()).await
+            exec::rfm(&project, scores, svg.as_deref(), png.as_deref())
+                .await
+                .map_err(in_step(|| "while scoring RFM".to_string()))
         }
         Some(Command::Demo { out }) => {
             let as_of = match asked {
@@ -380,7 +384,9 @@ async fn run(args: Args) -> Result<(), Error> {
                     .map_or(as_of, |day| AsOf::midnight(day, zone)),
             };
             let mut stdout = std::io::stdout().lock();
-            segql::demo::run(&project, as_of, out, &mut stdout).await
+            segql::demo::run(&project, as_of, out, &mut stdout)
+                .await
+                .map_err(in_step(|| "while running the demo".to_string()))
         }
         Some(Command::Refresh {
             codes,
@@ -485,10 +491,14 @@ async fn segment_command(
         SegmentCommand::List => StoreStatement::Show,
         SegmentCommand::Export { code, out, columns } => {
             let format = args.format.unwrap_or(Format::Csv);
-            return exec::export(project, code, asked, format, out.as_deref(), columns).await;
+            return exec::export(project, code, asked, format, out.as_deref(), columns)
+                .await
+                .map_err(in_step(|| format!("while exporting segment `{code}`")));
         }
         SegmentCommand::History { code, svg, png } => {
-            return exec::history(project, code, svg.as_deref(), png.as_deref()).await;
+            return exec::history(project, code, svg.as_deref(), png.as_deref())
+                .await
+                .map_err(in_step(|| format!("while reading the history of `{code}`")));
         }
     };
     exec::segment_statement(project, statement, args.format()).await

@@ -23,7 +23,7 @@ use datafusion::functions_window::expr_fn::row_number;
 use datafusion::logical_expr::{Expr, ExprFunctionExt, LogicalPlan, cast, col, lit, when};
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 
-use crate::error::Error;
+use crate::error::{Error, in_step};
 use crate::segment::catalog::{Pass, SegmentCatalog, StoredSegments};
 use crate::segment::columns::{Role, SourceTable};
 use crate::segment::planner::{
@@ -223,17 +223,6 @@ pub fn no_members(code: &str) -> NewMembers {
         code: code.to_string(),
         members: Arc::new(EmptyTable::new(schema)),
         size: 0,
-    }
-}
-
-/// `error` marked as failing in `step` ("while ..."), so a user learns
-/// which part of a refresh ran out of memory or met bad data.
-fn in_step(step: impl FnOnce() -> String) -> impl FnOnce(Error) -> Error {
-    move |error| match error {
-        Error::DataFusion(inner) => Error::DataFusion(
-            datafusion::common::DataFusionError::Context(step(), Box::new(inner)),
-        ),
-        other => other,
     }
 }
 

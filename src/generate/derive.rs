@@ -73,8 +73,20 @@ struct Row {
     channel: &'static str,
 }
 
-/// Reads the orders at `orders` and writes their events to `out`.
-pub(crate) fn derive(orders: &Path, out: &Path, seed: u64, force: bool) -> Result<Derived, Error> {
+/// Bytes held per order while deriving: the row, and its share of the
+/// per-customer grouping (measured with `size_of`, rounded up).
+const BYTES_PER_ORDER: usize = std::mem::size_of::<Row>() + 16;
+
+/// Reads the orders at `orders` and writes their events to `out`. Every
+/// order is held in memory, sorted by customer; with `memory_limit`, an
+/// input that would need more is refused before anything is read.
+pub(crate) fn derive(
+    orders: &Path,
+    out: &Path,
+    seed: u64,
+    force: bool,
+    memory_limit: Option<usize>,
+) -> Result<Derived, Error> {
     if out.is_dir() {
         return Err(Error::Usage(format!(
             "--out {} is a folder; with --events-from, --out names the events Parquet file to \
@@ -97,7 +109,7 @@ pub(crate) fn derive(orders: &Path, out: &Path, seed: u64, force: bool) -> Resul
             )));
         }
     }
-    let (mut rows, zone) = read_orders(orders)?;
+    let (mut rows, zone) = read_orders(orders, memory_limit)?;
     rows.sort_unstable();
     let instants = || rows.iter().map(|r| r.ts);
     let (Some(start), Some(last)) = (instants().min(), instants().max()) else {
@@ -201,10 +213,31 @@ fn source_error(path: &Path, problem: impl Into<String>) -> Error {
 
 /// The orders of `path` that have a customer id and an instant, and the
 /// time zone of their `order_ts`.
-fn read_orders(path: &Path) -> Result<(Vec<Row>, Option<Arc<str>>), Error> {
+fn read_orders(
+    path: &Path,
+    memory_limit: Option<usize>,
+) -> Result<(Vec<Row>, Option<Arc<str>>), Error> {
     let file = File::open(path).map_err(|e| source_error(path, format!("cannot open it: {e}")))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file)
         .map_err(|e| source_error(path, format!("not a readable Parquet file: {e}")))?;
+    let count = usize::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
+    if let Some(limit) = memory_limit
+        && count.saturating_mul(BYTES_PER_ORDER) > limit
+    {
+        let mib = |bytes: usize| bytes.div_ceil(1 << 20);
+        return Err(source_error(
+            path,
+            format!(
+                "deriving events holds every order in memory, sorted by customer: its {} \
+                 orders need about {} MiB, over --memory-limit ({} MiB); raise --memory-limit \
+                 to at least {} MiB or leave it out",
+                super::thousands(count as u64),
+                mib(count * BYTES_PER_ORDER),
+                mib(limit),
+                mib(count * BYTES_PER_ORDER)
+            ),
+        ));
+    }
     let schema = Arc::clone(builder.schema());
     let customer_id = column(path, &schema, "customer_id", true)?;
     let order_ts = column(path, &schema, "order_ts", true)?;

@@ -40,6 +40,9 @@ impl Drop for Partials {
 pub(crate) struct TableFile {
     path: PathBuf,
     writer: ArrowWriter<BufWriter<File>>,
+    /// End the row group once this many encoded bytes are buffered (under
+    /// a memory limit); `None` ends row groups by row count only.
+    flush_at: Option<usize>,
 }
 
 impl TableFile {
@@ -69,19 +72,36 @@ impl TableFile {
                 source,
             },
         )?;
-        Ok(Self { path, writer })
+        Ok(Self {
+            path,
+            writer,
+            flush_at: None,
+        })
+    }
+
+    /// Ends row groups early, once `bytes` of encoded data are buffered:
+    /// the same rows, in more row groups, in bounded memory.
+    pub(crate) fn flush_at(mut self, bytes: Option<usize>) -> Self {
+        self.flush_at = bytes;
+        self
     }
 
     pub(crate) fn write(&mut self, batch: &RecordBatch) -> Result<(), Error> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        self.writer
-            .write(batch)
-            .map_err(|source| Error::ParquetWrite {
-                path: self.path.clone(),
-                source,
-            })
+        let error = |source| Error::ParquetWrite {
+            path: self.path.clone(),
+            source,
+        };
+        self.writer.write(batch).map_err(error)?;
+        if self
+            .flush_at
+            .is_some_and(|bytes| self.writer.in_progress_size() >= bytes)
+        {
+            self.writer.flush().map_err(error)?;
+        }
+        Ok(())
     }
 
     /// Finishes the file and flushes it to disk (still under its

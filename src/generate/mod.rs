@@ -143,6 +143,34 @@ pub struct Options {
     pub out: PathBuf,
     /// Replace files already in `out`.
     pub force: bool,
+    /// Memory to stay within (`--memory-limit`): row groups end early
+    /// so the Parquet writers' buffers fit beside the generator's batches.
+    pub memory_limit: Option<usize>,
+}
+
+/// Memory the generator's own batches take (65,536 rows of each table,
+/// measured at about 20 MiB), which a memory limit must leave room for.
+const BATCH_MEMORY: usize = 24 << 20;
+
+/// The buffered bytes at which each of the five writers ends its row
+/// group under `limit`, or why the limit is too small.
+fn flush_at(limit: Option<usize>) -> Result<Option<usize>, Error> {
+    let Some(limit) = limit else {
+        return Ok(None);
+    };
+    let least = BATCH_MEMORY + (8 << 20);
+    if limit < least {
+        return Err(Error::Usage(format!(
+            "generate: --memory-limit {} MiB is too small: the generator holds a batch of \
+             {} rows of each table (about {} MiB) besides the Parquet writers' buffers; give \
+             --memory-limit {} MiB or more, or leave it out",
+            limit >> 20,
+            thousands(BATCH_ROWS as u64),
+            BATCH_MEMORY >> 20,
+            least >> 20
+        )));
+    }
+    Ok(Some((limit - BATCH_MEMORY) / 5))
 }
 
 /// How many rows of each table a run wrote.
@@ -187,13 +215,20 @@ impl fmt::Display for Summary {
 
 /// `segql generate`: writes the sample data and prints the summary line
 /// with the time taken.
-pub fn run(out: &Path, scale: Scale, seed: u64, force: bool) -> Result<(), Error> {
+pub fn run(
+    out: &Path,
+    scale: Scale,
+    seed: u64,
+    force: bool,
+    memory_limit: Option<usize>,
+) -> Result<(), Error> {
     let started = Instant::now();
     let summary = write(&Options {
         scale,
         seed,
         out: out.to_path_buf(),
         force,
+        memory_limit,
     })?;
     let line = format!("{summary} in {:.1} s\n", started.elapsed().as_secs_f64());
     std::io::stdout()
@@ -207,9 +242,15 @@ pub fn run(out: &Path, scale: Scale, seed: u64, force: bool) -> Result<(), Error
 /// `segql generate --events-from ORDERS --out FILE`: writes synthetic
 /// events for the orders in the Parquet file `orders` and prints the
 /// summary line with the time taken.
-pub fn run_events_from(orders: &Path, out: &Path, seed: u64, force: bool) -> Result<(), Error> {
+pub fn run_events_from(
+    orders: &Path,
+    out: &Path,
+    seed: u64,
+    force: bool,
+    memory_limit: Option<usize>,
+) -> Result<(), Error> {
     let started = Instant::now();
-    let derived = events_from(orders, out, seed, force)?;
+    let derived = derive::derive(orders, out, seed, force, memory_limit)?;
     let line = format!(
         "wrote {} events for {} customers ({} orders) to {} in {:.1} s\n",
         thousands(derived.events()),
@@ -231,13 +272,14 @@ pub fn run_events_from(orders: &Path, out: &Path, seed: u64, force: bool) -> Res
 /// the Parquet file `out`, drawing from `seed`; an existing `out` is kept
 /// unless `force`. The same orders and seed give the same bytes.
 pub fn events_from(orders: &Path, out: &Path, seed: u64, force: bool) -> Result<Derived, Error> {
-    derive::derive(orders, out, seed, force)
+    derive::derive(orders, out, seed, force, None)
 }
 
 /// Writes the five tables and `segql.toml` into `options.out`, with a
 /// progress bar on standard error when it is a terminal.
 pub fn write(options: &Options) -> Result<Summary, Error> {
     let out = &options.out;
+    let flush_at = flush_at(options.memory_limit)?;
     std::fs::create_dir_all(out).map_err(|source| Error::OutputFolder {
         path: out.clone(),
         source,
@@ -258,7 +300,8 @@ pub fn write(options: &Options) -> Result<Summary, Error> {
     let mut partials = Partials(Vec::new());
     let catalog = Catalog::new(options.seed);
     let mut products =
-        TableFile::create(out, "products.parquet", products_schema(), &mut partials)?;
+        TableFile::create(out, "products.parquet", products_schema(), &mut partials)?
+            .flush_at(flush_at);
     products.write(&catalog.batch()?)?;
     let mut generator = Generator {
         seed: options.seed,
@@ -284,20 +327,24 @@ pub fn write(options: &Options) -> Result<Summary, Error> {
         active_end: 0,
     };
     let mut customers =
-        TableFile::create(out, "customers.parquet", customers_schema(), &mut partials)?;
-    let mut orders = TableFile::create(out, "orders.parquet", orders_schema(), &mut partials)?;
+        TableFile::create(out, "customers.parquet", customers_schema(), &mut partials)?
+            .flush_at(flush_at);
+    let mut orders = TableFile::create(out, "orders.parquet", orders_schema(), &mut partials)?
+        .flush_at(flush_at);
     let mut items = TableFile::create(
         out,
         "order_items.parquet",
         order_items_schema(),
         &mut partials,
-    )?;
+    )?
+    .flush_at(flush_at);
     let mut events = TableFile::create(
         out,
         "events.parquet",
         generator.event_rows.schema(),
         &mut partials,
-    )?;
+    )?
+    .flush_at(flush_at);
 
     for customer_id in 1..=n_customers {
         generator.customer(customer_id as i64);

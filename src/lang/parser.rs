@@ -15,7 +15,8 @@
 //!             | attribute "IS" ["NOT"] "NULL"
 //! attribute  := name [arguments]
 //! arguments  := "(" [argument ("," argument)*] ")"
-//! argument   := name ":" value | name ":" [value] ".." [value] | name | 'text'
+//! argument   := name ":" value | name ":" value ".." [value] | name ":" ".." value
+//!             | name | 'text'
 //! op         := "=" | "!=" | "<>" | "<" | "<=" | ">" | ">="
 //! value      := number | 'text' | YYYY-MM-DD | MM-DD | ±N(d|w|m|y) | "today" | "true" | "false"
 //!             | period
@@ -389,7 +390,18 @@ impl Parser {
     fn argument_value(&mut self, key: Name) -> Result<Argument, LangError> {
         let start = self.peek().span;
         if self.peek().kind == TokenKind::DotDot {
-            self.bump();
+            let dots = self.bump().span;
+            if matches!(self.peek().kind, TokenKind::Comma | TokenKind::RParen) {
+                return Err(LangError::new(
+                    format!("the range of `{}` has neither end", key.name),
+                    dots,
+                )
+                .with_hint(format!(
+                    "give one end or both, as in {0}: -30d.. or {0}: ..2011-12-31, or leave \
+                     `{0}` out for no limit",
+                    key.name
+                )));
+            }
             let to = self.value()?;
             let span = start.to(to.span);
             return Ok(Argument::Range {
@@ -527,6 +539,11 @@ mod tests {
         assert_eq!(
             err("a = 1 b = 2"),
             "error: expected AND, OR or the end of the condition, found `b`\n  |\n1 | a = 1 b = 2\n  |       ^\n  = help: join conditions with AND or OR"
+        );
+        // Found by fuzzing (fuzz/regressions/lang_text/range_without_ends).
+        assert_eq!(
+            err("bought(date: .., count: 2)"),
+            "error: the range of `date` has neither end\n  |\n1 | bought(date: .., count: 2)\n  |              ^^\n  = help: give one end or both, as in date: -30d.. or date: ..2011-12-31, or leave `date` out for no limit"
         );
         assert!(err("birthday IN NEXT three DAYS").contains("expected a whole number of days"));
         assert!(err("a IN 07-25..2024-01-01").contains("expected a month-day such as 09-28"));

@@ -404,6 +404,27 @@ pub async fn execute(
     env: &StatementEnv<'_>,
     statement: StoreStatement,
 ) -> Result<StatementResult, Error> {
+    let step = match &statement {
+        StoreStatement::Create { code, .. } => format!("while creating segment `{code}`"),
+        StoreStatement::Alter { code, .. } | StoreStatement::Pin { code, .. } => {
+            format!("while changing segment `{code}`")
+        }
+        StoreStatement::Drop { code, .. } => format!("while dropping segment `{code}`"),
+        StoreStatement::Show => "while listing the segments".to_string(),
+        // A refresh names its own steps.
+        StoreStatement::Refresh { .. } => String::new(),
+    };
+    let result = execute_statement(env, statement).await;
+    if step.is_empty() {
+        return result;
+    }
+    result.map_err(crate::error::in_step(|| step))
+}
+
+async fn execute_statement(
+    env: &StatementEnv<'_>,
+    statement: StoreStatement,
+) -> Result<StatementResult, Error> {
     match statement {
         StoreStatement::Show => show(env).await,
         StoreStatement::Refresh { codes } => {

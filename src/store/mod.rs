@@ -486,11 +486,22 @@ impl Store {
     /// Delta Lake needs its own query planner, and the runtime carries the
     /// project's memory pool and spill folder, so the limit holds for
     /// store writes too.
+    /// The sort's merge reservation follows the project's session (it
+    /// shrinks under a small limit, see `exec::session_with`).
     fn delta_session(ctx: &SessionContext) -> Arc<dyn datafusion::catalog::Session> {
-        Arc::new(
+        let mut state =
             deltalake::delta_datafusion::DeltaSessionContext::with_runtime_env(ctx.runtime_env())
-                .state(),
-        )
+                .state();
+        state
+            .config_mut()
+            .options_mut()
+            .execution
+            .sort_spill_reservation_bytes = ctx
+            .copied_config()
+            .options()
+            .execution
+            .sort_spill_reservation_bytes;
+        Arc::new(state)
     }
 }
 

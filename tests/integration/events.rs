@@ -615,6 +615,7 @@ async fn generated_data_answers_as_plain_sql_does() {
         seed: segql::generate::DEFAULT_SEED,
         out: dir.path().to_path_buf(),
         force: false,
+        memory_limit: None,
     })
     .unwrap();
     let project = open(&dir.path().join("segql.toml"), "2025-01-01")

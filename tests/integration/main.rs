@@ -39,6 +39,7 @@ mod commands;
 mod config;
 mod errors;
 mod events;
+mod fuzz_regressions;
 mod generate;
 mod layers;
 mod object_store;

@@ -263,3 +263,86 @@ fn odd_orders_count_as_written() {
         }
     }
 }
+
+/// An orders file cut short while a refresh reads it (truncated in
+/// place, as a copy or a writer that dies mid-file leaves it), at moments
+/// spread over the refresh: the refresh either read the file before the
+/// cut and commits, or fails saying which table and file it could not
+/// read, and commits nothing. The store stays readable, and once the
+/// file is whole again the next refresh succeeds.
+#[test]
+fn an_orders_file_truncated_during_a_refresh_fails_it_cleanly() {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let folder = d.join("orders");
+    fs::create_dir(&folder).unwrap();
+    let original = repo_root().join("data/online_retail/orders.parquet");
+    let file = folder.join("a.parquet");
+    fs::copy(&original, &file).unwrap();
+    project(d, "orders");
+    for (code, condition) in [
+        ("big", "amount_spent > 1000"),
+        ("recent", "last_order_date >= -30d"),
+    ] {
+        let run = segql_in(d, &["segment", "create", code, condition]);
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+    }
+    // How long a refresh takes here, so the cuts land inside one.
+    let started = Instant::now();
+    let run = segql_in(d, &["--as-of", "2011-11-01", "refresh"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let span = started.elapsed();
+    let len = fs::metadata(&file).unwrap().len();
+    let (mut failed, mut committed) = (0, 0);
+    let steps = 8u32;
+    for step in 0..steps {
+        let before = refreshes(d);
+        let child = Command::new(env!("CARGO_BIN_EXE_segql"))
+            .current_dir(d)
+            .args(["--as-of", &format!("2011-11-{:02}", 2 + step), "refresh"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(span * step / steps);
+        let cut = fs::OpenOptions::new().write(true).open(&file).unwrap();
+        cut.set_len(len / 3).unwrap();
+        drop(cut);
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        match out.status.code() {
+            Some(0) => {
+                committed += 1;
+                assert_ne!(
+                    refreshes(d),
+                    before,
+                    "a refresh that succeeded committed nothing"
+                );
+            }
+            Some(1) => {
+                failed += 1;
+                assert!(
+                    stderr.starts_with("error: ") && stderr.contains("orders"),
+                    "step {step}: {stderr}"
+                );
+                assert!(!stderr.contains("damaged"), "{stderr}");
+                assert_eq!(
+                    refreshes(d),
+                    before,
+                    "step {step}: a failed refresh committed"
+                );
+            }
+            other => panic!("step {step}: exit {other:?}: {stderr}"),
+        }
+        fs::copy(&original, &file).unwrap();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    eprintln!("truncated during refresh: {failed} failed cleanly, {committed} committed");
+    assert!(failed > 0, "no cut landed inside a refresh");
+    let run = segql_in(d, &["--as-of", "2011-11-20", "refresh"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+}

@@ -1325,17 +1325,16 @@ fn a_refresh_short_of_memory_says_so_and_changes_nothing() {
         );
     }
     let commits = check_whole(d);
-    // Too little to sort the membership changes: refused, named, nothing
-    // written.
+    // Too little for the order metrics' aggregation: refused, named,
+    // nothing written.
     let out = run(
         d,
-        &["--memory-limit", "4M", "--as-of", "2011-06-01", "refresh"],
+        &["--memory-limit", "512K", "--as-of", "2011-06-01", "refresh"],
     );
     assert_eq!(out.code, Some(1), "{}", out.stderr);
     assert!(
         out.stderr
-            .starts_with("error: not enough memory to write store table segment_events")
-            || out.stderr.starts_with("error: while "),
+            .starts_with("error: while computing the order metrics: Resources exhausted: "),
         "{}",
         out.stderr
     );
@@ -1346,13 +1345,176 @@ fn a_refresh_short_of_memory_says_so_and_changes_nothing() {
     );
     assert!(!out.stderr.contains("damaged"), "{}", out.stderr);
     assert_eq!(check_whole(d), commits);
-    // With room, the same refresh succeeds, and sizes add up.
+    // 4 MiB is room enough: sorts spill (their merge reservation shrinks
+    // with the limit), and sizes add up.
     let out = run(
         d,
-        &["--memory-limit", "64M", "--as-of", "2011-06-01", "refresh"],
+        &["--memory-limit", "4M", "--as-of", "2011-06-01", "refresh"],
     );
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert_eq!(check_whole(d), commits + 1);
+}
+
+/// Every command under `--memory-limit`: with 4 MiB each one spills or
+/// fits and gives the same output as without a limit; with 256 KiB each
+/// fails with exit code 1, the step it was in, DataFusion's account of
+/// the memory and the advice, and leaves no output file and the store as
+/// it was.
+#[test]
+fn every_command_spills_or_names_its_step_under_a_memory_limit() {
+    let dir = project();
+    let d = dir.path();
+    for (code, condition) in [
+        ("big", "amount_spent > 1000"),
+        ("mugs", "bought(description: '%MUG%', count: 2)"),
+    ] {
+        assert_eq!(
+            run(d, &["segment", "create", code, condition]).code,
+            Some(0)
+        );
+    }
+    assert_eq!(run(d, &["--as-of", "2011-09-01", "refresh"]).code, Some(0));
+    let out = |name: &str| d.join(name).to_str().unwrap().to_string();
+    let (export, scores) = (out("mugs.csv"), out("scores.csv"));
+    let commands: Vec<(&str, Vec<String>, Option<&str>)> = vec![
+        (
+            "",
+            vec![
+                "--format".into(),
+                "csv".into(),
+                "-c".into(),
+                "SELECT count(*) AS n FROM segment('orders_count > 2 AND bought(count: 3)')".into(),
+            ],
+            None,
+        ),
+        (
+            "while computing the order metrics: ",
+            vec!["--as-of".into(), "2011-10-01".into(), "refresh".into()],
+            None,
+        ),
+        (
+            "while creating segment `st`: ",
+            [
+                "--as-of",
+                "2011-10-01",
+                "segment",
+                "create",
+                "--static",
+                "st",
+                "country = 'France' AND orders_count > 2",
+            ]
+            .map(String::from)
+            .to_vec(),
+            None,
+        ),
+        (
+            "while exporting segment `mugs`: ",
+            vec![
+                "segment".into(),
+                "export".into(),
+                "mugs".into(),
+                "--out".into(),
+                export.clone(),
+            ],
+            Some(export.as_str()),
+        ),
+        (
+            "while scoring RFM: ",
+            vec![
+                "--as-of".into(),
+                "2011-10-01".into(),
+                "rfm".into(),
+                "--out".into(),
+                scores.clone(),
+            ],
+            Some(scores.as_str()),
+        ),
+    ];
+    for (step, args, file) in &commands {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let commits = check_whole(d);
+        let with = |limit: &str| {
+            let mut all = vec!["--memory-limit", limit];
+            all.extend(&args);
+            run(d, &all)
+        };
+        let failed = with("256K");
+        assert_eq!(failed.code, Some(1), "{args:?}: {}", failed.stderr);
+        assert!(
+            failed
+                .stderr
+                .starts_with(&format!("error: {step}Resources exhausted: "))
+                || failed.stderr.starts_with(&format!(
+                    "error: {step}Not enough memory to continue external sort"
+                )),
+            "{args:?}: {}",
+            failed.stderr
+        );
+        assert!(
+            failed.stderr.trim_end().ends_with(
+                "hint: this step needs more memory than the limit allows and cannot spill \
+                 further; raise --memory-limit (e.g. double it) or leave it out"
+            ),
+            "{args:?}: {}",
+            failed.stderr
+        );
+        assert_eq!(check_whole(d), commits, "{args:?} changed the store");
+        if let Some(file) = file {
+            assert!(!Path::new(file).exists(), "{args:?} left {file}");
+            let partial = format!("{file}.partial");
+            assert!(!Path::new(&partial).exists(), "{args:?} left {partial}");
+        }
+        // The same command with 4 MiB, then without a limit: the same
+        // output (the store commands each change it once).
+        let limited = with("4M");
+        assert_eq!(limited.code, Some(0), "{args:?}: {}", limited.stderr);
+        let written = file.map(|f| std::fs::read(f).unwrap());
+        if args.contains(&"create") {
+            assert_eq!(run(d, &["segment", "drop", "st"]).code, Some(0));
+        }
+        let free = run(d, &args);
+        assert_eq!(free.code, Some(0), "{args:?}: {}", free.stderr);
+        if args.contains(&"refresh") {
+            continue;
+        }
+        assert_eq!(limited.stdout, free.stdout, "{args:?}");
+        if let Some(file) = file {
+            assert_eq!(written, Some(std::fs::read(file).unwrap()), "{args:?}");
+        }
+        if args.contains(&"create") {
+            assert_eq!(run(d, &["segment", "drop", "st"]).code, Some(0));
+        }
+    }
+    // The demo under 256 KiB, and generate below the batches it holds.
+    let demo = run(
+        d,
+        &["--memory-limit", "256K", "demo", "--out", &out("demo")],
+    );
+    assert_eq!(demo.code, Some(1), "{}", demo.stderr);
+    assert!(
+        demo.stderr.starts_with("error: while running the demo: "),
+        "{}",
+        demo.stderr
+    );
+    assert_fails(
+        &run(
+            d,
+            &[
+                "--memory-limit",
+                "16M",
+                "generate",
+                "--scale",
+                "0.001",
+                "--out",
+                &out("gen"),
+            ],
+        ),
+        1,
+        "error: generate: --memory-limit 16 MiB is too small: the generator holds a batch of \
+         65,536 rows of each table (about 24 MiB) besides the Parquet writers' buffers; give \
+         --memory-limit 32 MiB or more, or leave it out\n",
+    );
+    assert!(!d.join("gen").exists());
 }
 
 /// Copies the folder `from` to `to`, recursively.
