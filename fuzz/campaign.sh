@@ -12,6 +12,10 @@ if ! cargo fuzz build --dev -s none; then
   echo "error: the fuzz targets do not build" >&2
   exit 1
 fi
+# The built targets are run directly, so that editing the sources while a
+# campaign runs does not rebuild (or break) it between targets.
+bin_dir="${CARGO_TARGET_DIR:-target}/$(rustc -vV | sed -n 's/^host: //p')/debug"
+
 mkdir -p logs
 failed=0
 echo "| target | executions | seconds | coverage (edges) | features | corpus | findings |"
@@ -21,9 +25,8 @@ for t in $targets; do
   if [ -d "seeds/$t" ]; then cp -n seeds/"$t"/* "corpus/$t/" 2>/dev/null; fi
   log="logs/$t.log"
   started=$(date +%s)
-  cargo fuzz run --dev -s none "$t" "corpus/$t" -- \
-    -max_total_time="$seconds" -timeout=20 -rss_limit_mb=4096 -print_final_stats=1 \
-    >"$log" 2>&1
+  "$bin_dir/$t" -artifact_prefix="artifacts/$t/" -max_total_time="$seconds" -timeout=20 \
+    -rss_limit_mb=4096 -print_final_stats=1 "corpus/$t" >"$log" 2>&1
   rc=$?
   took=$(( $(date +%s) - started ))
   runs=$(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" | awk '{print $2}' | tail -1)

@@ -487,6 +487,8 @@ impl Cond {
                 plural,
             } => {
                 attr.write(out);
+                // The language takes 0 to 3660 days.
+                let days = days % 3661;
                 let _ = write!(
                     out,
                     "{} in {} {days} {}",

@@ -224,17 +224,22 @@ fn read_orders(
     if let Some(limit) = memory_limit
         && count.saturating_mul(BYTES_PER_ORDER) > limit
     {
-        let mib = |bytes: usize| bytes.div_ceil(1 << 20);
+        let size = |bytes: usize| {
+            if bytes < 1 << 20 {
+                format!("{} KiB", bytes.div_ceil(1 << 10))
+            } else {
+                format!("{} MiB", bytes.div_ceil(1 << 20))
+            }
+        };
+        let need = size(count * BYTES_PER_ORDER);
         return Err(source_error(
             path,
             format!(
                 "deriving events holds every order in memory, sorted by customer: its {} \
-                 orders need about {} MiB, over --memory-limit ({} MiB); raise --memory-limit \
-                 to at least {} MiB or leave it out",
+                 orders need about {need}, over --memory-limit ({}); raise --memory-limit to \
+                 at least {need} or leave it out",
                 super::thousands(count as u64),
-                mib(count * BYTES_PER_ORDER),
-                mib(limit),
-                mib(count * BYTES_PER_ORDER)
+                size(limit),
             ),
         ));
     }

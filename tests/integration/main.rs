@@ -9,6 +9,8 @@
 //! - `events`: did / last_did / first_did over an events table, and order
 //!   metrics over windows and subsets of orders;
 //! - `config`: project-file and table-path mistakes;
+//! - `fuzz_regressions`: every input the fuzz targets (fuzz/) once failed
+//!   on, through the same checks;
 //! - `generate`: the sample-data generator, its determinism and the data's
 //!   shape;
 //! - `queries`: every `queries/*.sql` example against its snapshot;

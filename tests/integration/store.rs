@@ -1515,6 +1515,29 @@ fn every_command_spills_or_names_its_step_under_a_memory_limit() {
          --memory-limit 32 MiB or more, or leave it out\n",
     );
     assert!(!d.join("gen").exists());
+    let orders = repo_root().join("data/online_retail/orders.parquet");
+    let orders = orders.to_str().unwrap();
+    assert_fails(
+        &run(
+            d,
+            &[
+                "--memory-limit",
+                "256K",
+                "generate",
+                "--events-from",
+                orders,
+                "--out",
+                &out("events.parquet"),
+            ],
+        ),
+        1,
+        &format!(
+            "error: --events-from {orders}: deriving events holds every order in memory, sorted \
+             by customer: its 25,900 orders need about 2 MiB, over --memory-limit (256 KiB); \
+             raise --memory-limit to at least 2 MiB or leave it out\n"
+        ),
+    );
+    assert!(!d.join("events.parquet").exists());
 }
 
 /// Copies the folder `from` to `to`, recursively.
