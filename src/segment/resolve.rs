@@ -936,8 +936,12 @@ impl Resolver<'_> {
             Literal::Relative { amount, unit } => {
                 let months = |n: i64| Months::new(n.unsigned_abs().min(120_000) as u32);
                 match unit {
-                    Unit::Day => as_of.checked_add_signed(chrono::Duration::days(amount)),
-                    Unit::Week => as_of.checked_add_signed(chrono::Duration::weeks(amount)),
+                    // try_: an amount beyond chrono's range is out of range
+                    // here too (found by fuzzing: `-39999999999999965d`).
+                    Unit::Day => chrono::TimeDelta::try_days(amount)
+                        .and_then(|delta| as_of.checked_add_signed(delta)),
+                    Unit::Week => chrono::TimeDelta::try_weeks(amount)
+                        .and_then(|delta| as_of.checked_add_signed(delta)),
                     Unit::Month | Unit::Year => {
                         let n = if unit == Unit::Year {
                             amount.saturating_mul(12)
@@ -1427,6 +1431,31 @@ mod tests {
 
     fn error(text: &str, catalog: &SegmentCatalog) -> String {
         resolve_text(text, catalog, as_of()).unwrap_err().render()
+    }
+
+    #[test]
+    fn relative_dates_beyond_the_calendar_are_out_of_range() {
+        // Found by fuzzing: amounts past chrono's range panicked.
+        let catalog = catalog(true);
+        for (text, span) in [
+            (
+                "last_order_date >= -39999999999999965d",
+                "-39999999999999965d",
+            ),
+            ("last_order_date >= +99999999999999w", "+99999999999999w"),
+            ("last_order_date >= -3660000d", "-3660000d"),
+            ("last_order_date >= +999999y", "+999999y"),
+        ] {
+            let rendered = error(text, &catalog);
+            assert_eq!(
+                rendered,
+                format!(
+                    "in segment condition\nerror: this date is out of range\n  |\n1 | {text}\n  | {}{}",
+                    " ".repeat(19),
+                    "^".repeat(span.len())
+                )
+            );
+        }
     }
 
     #[test]
