@@ -23,6 +23,11 @@ echo "|---|---:|---:|---:|---:|---:|---|"
 for t in $targets; do
   mkdir -p "corpus/$t" "artifacts/$t"
   if [ -d "seeds/$t" ]; then cp -n seeds/"$t"/* "corpus/$t/" 2>/dev/null; fi
+  # The example segments and queries of the repository seed the text targets.
+  case "$t" in
+    lang_text | plan_text) cp -n ../queries/segments/*.seg "corpus/$t/" 2>/dev/null ;;
+    statements) cp -n ../queries/*.sql "corpus/$t/" 2>/dev/null ;;
+  esac
   log="logs/$t.log"
   started=$(date +%s)
   "$bin_dir/$t" -artifact_prefix="artifacts/$t/" -max_total_time="$seconds" -timeout=20 \

@@ -1311,19 +1311,26 @@ fn every_keeps_refreshing_until_interrupted() {
     assert!(check_whole(d) >= 3);
 }
 
-#[test]
-fn a_refresh_short_of_memory_says_so_and_changes_nothing() {
+/// A project with two saved segments, one on order metrics and one on
+/// order lines.
+fn project_with_big_and_mugs() -> tempfile::TempDir {
     let dir = project();
-    let d = dir.path();
     for (code, condition) in [
         ("big", "amount_spent > 1000"),
         ("mugs", "bought(description: '%MUG%', count: 2)"),
     ] {
         assert_eq!(
-            run(d, &["segment", "create", code, condition]).code,
+            run(dir.path(), &["segment", "create", code, condition]).code,
             Some(0)
         );
     }
+    dir
+}
+
+#[test]
+fn a_refresh_short_of_memory_says_so_and_changes_nothing() {
+    let dir = project_with_big_and_mugs();
+    let d = dir.path();
     let commits = check_whole(d);
     // Too little for the order metrics' aggregation: refused, named,
     // nothing written.
@@ -1362,17 +1369,8 @@ fn a_refresh_short_of_memory_says_so_and_changes_nothing() {
 /// it was.
 #[test]
 fn every_command_spills_or_names_its_step_under_a_memory_limit() {
-    let dir = project();
+    let dir = project_with_big_and_mugs();
     let d = dir.path();
-    for (code, condition) in [
-        ("big", "amount_spent > 1000"),
-        ("mugs", "bought(description: '%MUG%', count: 2)"),
-    ] {
-        assert_eq!(
-            run(d, &["segment", "create", code, condition]).code,
-            Some(0)
-        );
-    }
     assert_eq!(run(d, &["--as-of", "2011-09-01", "refresh"]).code, Some(0));
     let out = |name: &str| d.join(name).to_str().unwrap().to_string();
     let (export, scores) = (out("mugs.csv"), out("scores.csv"));
