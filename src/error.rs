@@ -433,3 +433,24 @@ pub fn in_step(step: impl FnOnce() -> String) -> impl FnOnce(Error) -> Error {
         other => other,
     }
 }
+
+/// [`in_step`] for errors met while running (out of memory, unreadable or
+/// changed files); mistakes found while planning keep their own text.
+pub fn in_running_step(step: impl FnOnce() -> String) -> impl FnOnce(Error) -> Error {
+    move |error| match &error {
+        Error::DataFusion(inner)
+            if matches!(
+                inner.find_root(),
+                DataFusionError::ResourcesExhausted(_)
+                    | DataFusionError::IoError(_)
+                    | DataFusionError::ObjectStore(_)
+                    | DataFusionError::ParquetError(_)
+                    | DataFusionError::ArrowError(..)
+                    | DataFusionError::External(_)
+            ) =>
+        {
+            in_step(step)(error)
+        }
+        _ => error,
+    }
+}

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use segql::config::{Config, DEFAULT_CONFIG_FILE, parse_interval, parse_size};
-use segql::error::{Error, in_step};
+use segql::error::{Error, in_running_step};
 use segql::exec::{self, Batch};
 use segql::output::Format;
 use segql::project::Project;
@@ -374,7 +374,7 @@ async fn run(args: Args) -> Result<(), Error> {
             };
             exec::rfm(&project, scores, svg.as_deref(), png.as_deref())
                 .await
-                .map_err(in_step(|| "while scoring RFM".to_string()))
+                .map_err(in_running_step(|| "while scoring RFM".to_string()))
         }
         Some(Command::Demo { out }) => {
             let as_of = match asked {
@@ -386,7 +386,7 @@ async fn run(args: Args) -> Result<(), Error> {
             let mut stdout = std::io::stdout().lock();
             segql::demo::run(&project, as_of, out, &mut stdout)
                 .await
-                .map_err(in_step(|| "while running the demo".to_string()))
+                .map_err(in_running_step(|| "while running the demo".to_string()))
         }
         Some(Command::Refresh {
             codes,
@@ -493,12 +493,16 @@ async fn segment_command(
             let format = args.format.unwrap_or(Format::Csv);
             return exec::export(project, code, asked, format, out.as_deref(), columns)
                 .await
-                .map_err(in_step(|| format!("while exporting segment `{code}`")));
+                .map_err(in_running_step(|| {
+                    format!("while exporting segment `{code}`")
+                }));
         }
         SegmentCommand::History { code, svg, png } => {
             return exec::history(project, code, svg.as_deref(), png.as_deref())
                 .await
-                .map_err(in_step(|| format!("while reading the history of `{code}`")));
+                .map_err(in_running_step(|| {
+                    format!("while reading the history of `{code}`")
+                }));
         }
     };
     exec::segment_statement(project, statement, args.format()).await

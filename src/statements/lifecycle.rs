@@ -418,7 +418,7 @@ pub async fn execute(
     if step.is_empty() {
         return result;
     }
-    result.map_err(crate::error::in_step(|| step))
+    result.map_err(crate::error::in_running_step(|| step))
 }
 
 async fn execute_statement(
