@@ -92,22 +92,101 @@ async fn register_parquet(
     name: &str,
     location: &TableLocation,
 ) -> datafusion::error::Result<()> {
-    let TableLocation::Url(url) = location else {
-        let path = location.to_table_path();
-        return ctx
-            .register_parquet(name, &path, ParquetReadOptions::default())
-            .await;
+    let registered = match location {
+        TableLocation::Url(url) => register_url(ctx, name, url).await,
+        _ => {
+            ctx.register_parquet(
+                name,
+                location.to_table_path(),
+                ParquetReadOptions::default(),
+            )
+            .await
+        }
     };
+    match registered {
+        // Files of one table written by different tools: one declares its
+        // text columns as Arrow views, another as plain strings, and
+        // DataFusion merges the declared types before it reads both as
+        // views. Each file's schema as read, merged, is the table's.
+        Err(error) if is_view_mismatch(&error) => {
+            let table_url = match location {
+                TableLocation::Url(url) => listing_url(url)?,
+                _ => ListingTableUrl::parse(location.to_table_path())?,
+            };
+            let options = listing_options(ctx);
+            let schema = schema_of_each_file(ctx, &table_url, &options).await?;
+            let config = ListingTableConfig::new(table_url)
+                .with_listing_options(options)
+                .with_schema(schema);
+            ctx.register_table(name, Arc::new(ListingTable::try_new(config)?))?;
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+fn listing_options(ctx: &SessionContext) -> datafusion::datasource::listing::ListingOptions {
+    ParquetReadOptions::default()
+        .to_listing_options(&ctx.copied_config(), ctx.copied_table_options())
+}
+
+/// Registers the Parquet data under the URL `url` as the table `name`.
+async fn register_url(
+    ctx: &SessionContext,
+    name: &str,
+    url: &str,
+) -> datafusion::error::Result<()> {
     let table_url = listing_url(url)?;
     let state = ctx.state();
-    let options = ParquetReadOptions::default()
-        .to_listing_options(&ctx.copied_config(), ctx.copied_table_options());
     let config = ListingTableConfig::new(table_url)
-        .with_listing_options(options)
+        .with_listing_options(listing_options(ctx))
         .infer_schema(&state)
         .await?;
     ctx.register_table(name, Arc::new(ListingTable::try_new(config)?))?;
     Ok(())
+}
+
+/// Whether `error` is a schema merge refused over a string type and its
+/// view type.
+fn is_view_mismatch(error: &datafusion::error::DataFusionError) -> bool {
+    let text = error.to_string();
+    text.contains("Fail to merge schema field")
+        && (text.contains("Utf8View") || text.contains("BinaryView"))
+}
+
+/// The schemas of the files of `table_url`, each as DataFusion reads it
+/// (text as views), merged.
+async fn schema_of_each_file(
+    ctx: &SessionContext,
+    table_url: &ListingTableUrl,
+    options: &datafusion::datasource::listing::ListingOptions,
+) -> datafusion::error::Result<datafusion::arrow::datatypes::SchemaRef> {
+    use futures::{StreamExt, TryStreamExt};
+    let state = ctx.state();
+    let store = state.runtime_env().object_store(table_url)?;
+    let mut files: Vec<_> = table_url
+        .list_all_files(&state, store.as_ref(), &options.file_extension)
+        .await?
+        .try_collect()
+        .await?;
+    files.sort_by(|a, b| a.location.cmp(&b.location));
+    let schemas: Vec<_> = futures::stream::iter(files)
+        .map(|file| {
+            let (state, store) = (&state, &store);
+            async move {
+                options
+                    .format
+                    .infer_schema(state, store, std::slice::from_ref(&file))
+                    .await
+            }
+        })
+        .buffered(16)
+        .try_collect()
+        .await?;
+    let schemas = schemas.iter().map(|schema| schema.as_ref().clone());
+    Ok(Arc::new(datafusion::arrow::datatypes::Schema::try_merge(
+        schemas,
+    )?))
 }
 
 /// The checks on a local location that DataFusion would otherwise report

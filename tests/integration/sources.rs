@@ -346,3 +346,45 @@ fn an_orders_file_truncated_during_a_refresh_fails_it_cleanly() {
     let run = segql_in(d, &["--as-of", "2011-11-20", "refresh"]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
 }
+
+/// A folder whose files come from different writers: the bundled file
+/// declares its text as plain strings, one written by DataFusion's COPY
+/// declares Arrow views. Both are read, as one table.
+#[test]
+fn files_from_different_writers_make_one_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let folder = d.join("orders");
+    fs::create_dir(&folder).unwrap();
+    fs::copy(
+        repo_root().join("data/online_retail/orders.parquet"),
+        folder.join("a.parquet"),
+    )
+    .unwrap();
+    write(
+        &folder.join("b.parquet"),
+        &format!("SELECT {COLUMNS} FROM orders WHERE customer_id = 12437"),
+    );
+    for orders in ["orders", "orders/*.parquet"] {
+        project(d, orders);
+        let run = segql_in(
+            d,
+            &[
+                "--format",
+                "csv",
+                "-c",
+                "SELECT count(*) AS n, count(DISTINCT order_id) AS ids FROM orders",
+            ],
+        );
+        assert_eq!(
+            (run.code, run.stderr.as_str(), run.stdout.as_str()),
+            (Some(0), "", "n,ids\n25919,25900\n"),
+            "{orders}"
+        );
+        assert_eq!(
+            count(d, "2011-12-10", "customer_id = 12437 AND orders_count = 36"),
+            "1",
+            "{orders}"
+        );
+    }
+}
