@@ -299,9 +299,11 @@ pub fn write(options: &Options) -> Result<Summary, Error> {
     // Removes every `.partial` file unless the run got to the renames.
     let mut partials = Partials(Vec::new());
     let catalog = Catalog::new(options.seed);
-    let mut products =
-        TableFile::create(out, "products.parquet", products_schema(), &mut partials)?
-            .flush_at(flush_at);
+    // Every table file ends its row groups early under a memory limit.
+    let create = |name: &str, schema, partials: &mut Partials| {
+        TableFile::create(out, name, schema, partials).map(|file| file.flush_at(flush_at))
+    };
+    let mut products = create("products.parquet", products_schema(), &mut partials)?;
     products.write(&catalog.batch()?)?;
     let mut generator = Generator {
         seed: options.seed,
@@ -326,25 +328,14 @@ pub fn write(options: &Options) -> Result<Summary, Error> {
         placed_items: Vec::new(),
         active_end: 0,
     };
-    let mut customers =
-        TableFile::create(out, "customers.parquet", customers_schema(), &mut partials)?
-            .flush_at(flush_at);
-    let mut orders = TableFile::create(out, "orders.parquet", orders_schema(), &mut partials)?
-        .flush_at(flush_at);
-    let mut items = TableFile::create(
-        out,
-        "order_items.parquet",
-        order_items_schema(),
-        &mut partials,
-    )?
-    .flush_at(flush_at);
-    let mut events = TableFile::create(
-        out,
+    let mut customers = create("customers.parquet", customers_schema(), &mut partials)?;
+    let mut orders = create("orders.parquet", orders_schema(), &mut partials)?;
+    let mut items = create("order_items.parquet", order_items_schema(), &mut partials)?;
+    let mut events = create(
         "events.parquet",
         generator.event_rows.schema(),
         &mut partials,
-    )?
-    .flush_at(flush_at);
+    )?;
 
     for customer_id in 1..=n_customers {
         generator.customer(customer_id as i64);

@@ -39,6 +39,16 @@ fn project(dir: &Path, orders: &str) {
     .unwrap();
 }
 
+/// The folder `dir/orders` holding a copy of the bundled orders as
+/// `a.parquet`, and the bundled file's path.
+fn orders_folder(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let folder = dir.join("orders");
+    fs::create_dir(&folder).unwrap();
+    let original = repo_root().join("data/online_retail/orders.parquet");
+    fs::copy(&original, folder.join("a.parquet")).unwrap();
+    (folder, original)
+}
+
 /// How many customers meet `condition` as of `as_of`.
 fn count(dir: &Path, as_of: &str, condition: &str) -> String {
     let run = segql_in(
@@ -92,10 +102,7 @@ fn refreshes(dir: &Path) -> String {
 fn orders_that_change_under_a_store_stop_the_refresh_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let folder = d.join("orders");
-    fs::create_dir(&folder).unwrap();
-    let original = repo_root().join("data/online_retail/orders.parquet");
-    fs::copy(&original, folder.join("a.parquet")).unwrap();
+    let (folder, original) = orders_folder(d);
     let variants = d.join("variants");
     fs::create_dir(&variants).unwrap();
     write(
@@ -277,11 +284,8 @@ fn an_orders_file_truncated_during_a_refresh_fails_it_cleanly() {
 
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let folder = d.join("orders");
-    fs::create_dir(&folder).unwrap();
-    let original = repo_root().join("data/online_retail/orders.parquet");
+    let (folder, original) = orders_folder(d);
     let file = folder.join("a.parquet");
-    fs::copy(&original, &file).unwrap();
     project(d, "orders");
     for (code, condition) in [
         ("big", "amount_spent > 1000"),
@@ -354,13 +358,7 @@ fn an_orders_file_truncated_during_a_refresh_fails_it_cleanly() {
 fn files_from_different_writers_make_one_table() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let folder = d.join("orders");
-    fs::create_dir(&folder).unwrap();
-    fs::copy(
-        repo_root().join("data/online_retail/orders.parquet"),
-        folder.join("a.parquet"),
-    )
-    .unwrap();
+    let (folder, _) = orders_folder(d);
     write(
         &folder.join("b.parquet"),
         &format!("SELECT {COLUMNS} FROM orders WHERE customer_id = 12437"),
