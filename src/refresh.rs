@@ -34,7 +34,7 @@ use crate::segment::{SegmentError, SegmentGraph};
 use crate::store::error::StoreError;
 use crate::store::read::{live_definitions, sizes};
 use crate::store::tables::{self, ChangeKind, Commit, Definition, SegmentKind, Size, StoreTable};
-use crate::store::{MEMBERSHIP_PARTITION, Pinned, Snapshot, Store, StoreLock, read};
+use crate::store::{MEMBERSHIP_PARTITION, Pinned, Snapshot, Store, StoreLock, order_state, read};
 use crate::time::{AsOf, format_micros, now_micros};
 
 /// A segment's members after a change: the distinct customer ids
@@ -535,6 +535,9 @@ pub struct RefreshOutcome {
     /// How many times `orders` was read (once when any segment needs order
     /// metrics, else never).
     pub orders_scans: usize,
+    /// How the order metrics came from the store's order state (`None`:
+    /// read from every order, or no segment needs them).
+    pub orders_fold: Option<order_state::Fold>,
     /// How many times `order_items` was read for `bought(...)` (once when
     /// any segment has one, else never).
     pub items_scans: usize,
@@ -621,12 +624,25 @@ pub async fn refresh(
     }
     let scratch = Scratch::new(store, pinned.next_refresh_id())?;
     let mut orders_scans = 0;
+    let mut orders_fold = None;
     if resolved.iter().any(|(_, r)| r.reads_orders()) {
         let mut scopes = Vec::new();
         for (_, condition) in &resolved {
             condition.order_scopes(true, &mut scopes);
         }
-        let plan = order_metrics_plan(&catalog, options.as_of, &scopes);
+        // Through the store's order state when the orders are files it
+        // can follow; else one pass over every order.
+        let folded =
+            order_state::order_metrics(ctx, store.root(), &catalog, options.as_of, &scopes)
+                .await
+                .map_err(in_step(|| "while computing the order metrics".into()))?;
+        let plan = match folded {
+            Some((plan, fold)) => {
+                orders_fold = Some(fold);
+                Ok(plan)
+            }
+            None => order_metrics_plan(&catalog, options.as_of, &scopes),
+        };
         let table = scratch
             .pass(
                 ctx,
@@ -701,6 +717,7 @@ pub async fn refresh(
             commit: None,
             segments: outcomes,
             orders_scans,
+            orders_fold,
             items_scans,
             events_scans,
         });
@@ -734,6 +751,7 @@ pub async fn refresh(
         commit: Some(applied.commit),
         segments: outcomes,
         orders_scans,
+        orders_fold,
         items_scans,
         events_scans,
     })

@@ -5,6 +5,7 @@
 //! `LogicalPlan`. [`graph`] knows which segments refer to which, and
 //! [`table_function`] offers `segment('<condition>')` in SQL.
 
+pub mod average;
 pub mod catalog;
 pub mod columns;
 pub mod error;

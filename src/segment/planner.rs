@@ -99,53 +99,76 @@ pub fn metrics_from_orders(
     rfm: Option<&RfmScheme>,
     scopes: &[OrderScope],
 ) -> Result<LogicalPlan> {
-    use datafusion::logical_expr::ExprFunctionExt;
     let name = |role| columns.column(SourceTable::Orders, role);
     let purchase = PurchaseColumns::of(&orders.schema(), columns, SourceTable::Orders);
     let ts_type = purchase.ts_type.clone();
     let source = provider_as_source(orders);
-    let day = date_lit(as_of.days());
     let (amount, ts) = (column(name(Role::Amount)), column(name(Role::OrderTs)));
     let order_id = column(name(Role::OrderId));
-    // The five aggregates of one set of purchases, named with `prefix`.
-    let aggregates = |prefix: &str, scope: Option<Expr>| -> Result<Vec<Expr>> {
-        let all = [
-            (count(order_id.clone()), "orders_count"),
-            (sum(amount.clone()), "amount_spent"),
-            (avg(amount.clone()), "avg_order_value"),
-            (min(ts.clone()), "first_order_ts"),
-            (max(ts.clone()), "last_order_ts"),
-        ];
-        all.into_iter()
-            .map(|(aggregate, metric)| {
-                let aggregate = match &scope {
-                    Some(scope) => aggregate.filter(scope.clone()).build()?,
-                    None => aggregate,
-                };
-                Ok(aggregate.alias(format!("{prefix}{metric}")))
-            })
-            .collect()
-    };
+    let aggregates =
+        |prefix: &str, scope| purchase_aggregates(&order_id, &amount, &ts, prefix, scope);
     let mut measures = aggregates("__", None)?;
     for (i, scope) in scopes.iter().enumerate() {
         let test = scope_filter(&scope.filters, &purchase.ts, &ts_type, as_of);
         measures.extend(aggregates(&format!("__w{i}_"), Some(test))?);
     }
-    let mut builder = LogicalPlanBuilder::scan("orders", source, None)?
+    let builder = LogicalPlanBuilder::scan("orders", source, None)?
         .filter(purchase.filter(purchases, Some(as_of)))?
         .aggregate(
             vec![column(name(Role::CustomerId)).alias("__m_customer_id")],
             measures,
         )?;
+    finish_metrics(builder, &ts_type, as_of, rfm, scopes.len())
+}
+
+/// The five aggregates of one set of purchases (all of them, or those
+/// `scope` admits), named with `prefix`.
+fn purchase_aggregates(
+    order_id: &Expr,
+    amount: &Expr,
+    ts: &Expr,
+    prefix: &str,
+    scope: Option<Expr>,
+) -> Result<Vec<Expr>> {
+    use datafusion::logical_expr::ExprFunctionExt;
+    let all = [
+        (count(order_id.clone()), "orders_count"),
+        (sum(amount.clone()), "amount_spent"),
+        (avg(amount.clone()), "avg_order_value"),
+        (min(ts.clone()), "first_order_ts"),
+        (max(ts.clone()), "last_order_ts"),
+    ];
+    all.into_iter()
+        .map(|(aggregate, metric)| {
+            let aggregate = match &scope {
+                Some(scope) => aggregate.filter(scope.clone()).build()?,
+                None => aggregate,
+            };
+            Ok(aggregate.alias(format!("{prefix}{metric}")))
+        })
+        .collect()
+}
+
+/// The metrics of `builder`'s aggregates (`__<metric>` and, per scope,
+/// `__w{i}_<metric>`, with the first and last purchase as instants of type
+/// `ts_type`): days from the instants, then the RFM scores.
+fn finish_metrics(
+    mut builder: LogicalPlanBuilder,
+    ts_type: &DataType,
+    as_of: AsOf,
+    rfm: Option<&RfmScheme>,
+    scopes: usize,
+) -> Result<LogicalPlan> {
+    let day = date_lit(as_of.days());
     // Days from the instants, per set of purchases.
     let days = |prefix: &str| {
-        let last = day_of(col(format!("{prefix}last_order_ts")), &ts_type, as_of);
+        let last = day_of(col(format!("{prefix}last_order_ts")), ts_type, as_of);
         let since = cast(day.clone() - last.clone(), DataType::Int64);
         vec![
             col(format!("{prefix}orders_count")),
             col(format!("{prefix}amount_spent")),
             col(format!("{prefix}avg_order_value")),
-            day_of(col(format!("{prefix}first_order_ts")), &ts_type, as_of)
+            day_of(col(format!("{prefix}first_order_ts")), ts_type, as_of)
                 .alias(format!("{prefix}first_order_date")),
             last.alias(format!("{prefix}last_order_date")),
             since.alias(format!("{prefix}days_since_last_order")),
@@ -153,7 +176,7 @@ pub fn metrics_from_orders(
     };
     let mut projection = vec![col("__m_customer_id")];
     projection.extend(days("__"));
-    for i in 0..scopes.len() {
+    for i in 0..scopes {
         projection.extend(days(&format!("__w{i}_")));
     }
     builder = builder.project(projection)?;
@@ -173,6 +196,201 @@ pub fn metrics_from_orders(
         };
     }
     builder.build()
+}
+
+/// The columns of a plan of order sums (see [`order_sums_plan`]).
+pub const ORDER_SUMS: [&str; 6] = [
+    "__m_customer_id",
+    "__orders_count",
+    "__amount_spent",
+    "__amount_n",
+    "__first_order_ts",
+    "__last_order_ts",
+];
+
+/// Every customer's order sums over the purchases of `orders` (placed
+/// before `before`, when given): the orders counted, the amount spent,
+/// how many amounts it adds up (what the average divides by), the first
+/// and the last purchase instant. Sums of two sets of orders add up to
+/// the sums of both ([`merge_order_sums`]), which is what lets a store
+/// fold new order files into what it kept.
+pub fn order_sums_plan(
+    orders: Arc<dyn TableProvider>,
+    columns: &ColumnMap,
+    purchases: &PurchaseRule,
+    before: Option<AsOf>,
+) -> Result<LogicalPlan> {
+    let name = |role| columns.column(SourceTable::Orders, role);
+    let purchase = PurchaseColumns::of(&orders.schema(), columns, SourceTable::Orders);
+    let (amount, ts) = (column(name(Role::Amount)), column(name(Role::OrderTs)));
+    LogicalPlanBuilder::scan("orders", provider_as_source(orders), None)?
+        .filter(purchase.filter(purchases, before))?
+        .aggregate(
+            vec![column(name(Role::CustomerId)).alias(ORDER_SUMS[0])],
+            vec![
+                count(column(name(Role::OrderId))).alias(ORDER_SUMS[1]),
+                sum(amount.clone()).alias(ORDER_SUMS[2]),
+                count(amount).alias(ORDER_SUMS[3]),
+                min(ts.clone()).alias(ORDER_SUMS[4]),
+                max(ts).alias(ORDER_SUMS[5]),
+            ],
+        )?
+        .build()
+}
+
+/// The order sums of `parts` (each with the columns of [`ORDER_SUMS`])
+/// added up per customer, in the types of `reference` (a plan of
+/// [`order_sums_plan`]): counts and amounts summed, first and last
+/// purchases the earliest and the latest.
+pub fn merge_order_sums(reference: &LogicalPlan, parts: Vec<LogicalPlan>) -> Result<LogicalPlan> {
+    let schema = reference.schema();
+    let typed = |plan: LogicalPlan| -> Result<LogicalPlan> {
+        let columns = ORDER_SUMS
+            .iter()
+            .map(|name| {
+                let data_type = schema.field_with_unqualified_name(name)?.data_type();
+                Ok(cast(col(*name), data_type.clone()).alias(*name))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        LogicalPlanBuilder::from(plan).project(columns)?.build()
+    };
+    let mut parts = parts.into_iter();
+    let Some(first) = parts.next() else {
+        return Ok(reference.clone());
+    };
+    let mut builder = LogicalPlanBuilder::from(typed(first)?);
+    let mut several = false;
+    for part in parts {
+        builder = builder.union(typed(part)?)?;
+        several = true;
+    }
+    if !several {
+        return builder.build();
+    }
+    let as_before = |expr: Expr, name: &str| -> Result<Expr> {
+        let data_type = schema.field_with_unqualified_name(name)?.data_type();
+        Ok(cast(expr, data_type.clone()).alias(name))
+    };
+    builder
+        .aggregate(
+            vec![col(ORDER_SUMS[0])],
+            vec![
+                as_before(sum(col(ORDER_SUMS[1])), ORDER_SUMS[1])?,
+                as_before(sum(col(ORDER_SUMS[2])), ORDER_SUMS[2])?,
+                as_before(sum(col(ORDER_SUMS[3])), ORDER_SUMS[3])?,
+                min(col(ORDER_SUMS[4])).alias(ORDER_SUMS[4]),
+                max(col(ORDER_SUMS[5])).alias(ORDER_SUMS[5]),
+            ],
+        )?
+        .build()
+}
+
+/// The order metrics of [`order_metrics_plan`] from per-customer order
+/// sums `sums` (of the catalog's orders before `as_of`) instead of a pass
+/// over every order: the same columns, the same values. The windowed
+/// metrics of `scopes` still read `orders`, only the purchases some scope
+/// admits.
+pub fn metrics_from_sums(
+    sums: LogicalPlan,
+    catalog: &SegmentCatalog,
+    as_of: AsOf,
+    scopes: &[OrderScope],
+) -> Result<LogicalPlan> {
+    let orders = orders_table(catalog)?;
+    let columns = &catalog.columns;
+    let name = |role| columns.column(SourceTable::Orders, role);
+    let purchase = PurchaseColumns::of(&orders.schema(), columns, SourceTable::Orders);
+    let amount_type = type_of(&orders.schema(), name(Role::Amount));
+    let average = super::average::AverageOfSums::of(&amount_type)?;
+    let mut builder = LogicalPlanBuilder::from(sums).project(vec![
+        col(ORDER_SUMS[0]),
+        col(ORDER_SUMS[1]).alias("__orders_count"),
+        col(ORDER_SUMS[2]).alias("__amount_spent"),
+        ScalarUDF::new_from_impl(average)
+            .call(vec![col(ORDER_SUMS[2]), col(ORDER_SUMS[3])])
+            .alias("__avg_order_value"),
+        col(ORDER_SUMS[4]).alias("__first_order_ts"),
+        col(ORDER_SUMS[5]).alias("__last_order_ts"),
+    ])?;
+    if !scopes.is_empty() {
+        let (amount, ts) = (column(name(Role::Amount)), column(name(Role::OrderTs)));
+        let order_id = column(name(Role::OrderId));
+        let tests: Vec<Expr> = scopes
+            .iter()
+            .map(|scope| scope_filter(&scope.filters, &purchase.ts, &purchase.ts_type, as_of))
+            .collect();
+        let mut measures = Vec::new();
+        for (i, test) in tests.iter().enumerate() {
+            let prefix = format!("__w{i}_");
+            measures.extend(purchase_aggregates(
+                &order_id,
+                &amount,
+                &ts,
+                &prefix,
+                Some(test.clone()),
+            )?);
+        }
+        let any_scope = tests.into_iter().reduce(Expr::or).unwrap_or(lit(true));
+        let scoped = LogicalPlanBuilder::scan("orders", provider_as_source(orders), None)?
+            .filter(
+                purchase
+                    .filter(&catalog.purchases, Some(as_of))
+                    .and(any_scope),
+            )?
+            .aggregate(
+                vec![column(name(Role::CustomerId)).alias("__s_customer_id")],
+                measures,
+            )?
+            .build()?;
+        let mut columns: Vec<Expr> = builder
+            .schema()
+            .columns()
+            .into_iter()
+            .map(Expr::Column)
+            .collect();
+        for (i, _) in scopes.iter().enumerate() {
+            // A customer without purchases in the scope counts none, as a
+            // filtered count over all orders does.
+            for metric in [
+                "orders_count",
+                "amount_spent",
+                "avg_order_value",
+                "first_order_ts",
+                "last_order_ts",
+            ] {
+                let name = format!("__w{i}_{metric}");
+                let value = if metric == "orders_count" {
+                    coalesce(vec![col(name.as_str()), lit(0_i64)])
+                } else {
+                    col(name.as_str())
+                };
+                columns.push(value.alias(name));
+            }
+        }
+        builder = builder
+            .join(
+                scoped,
+                JoinType::Left,
+                (vec![ORDER_SUMS[0]], vec!["__s_customer_id"]),
+                None,
+            )?
+            .project(columns)?;
+    }
+    finish_metrics(
+        builder,
+        &purchase.ts_type,
+        as_of,
+        Some(&catalog.rfm),
+        scopes.len(),
+    )
+}
+
+/// Whether a purchase placed at `value` (a literal of the orders' time
+/// column type) is before `as_of`, as the metrics count it.
+pub fn placed_before(catalog: &SegmentCatalog, value: Expr, as_of: AsOf) -> Result<Expr> {
+    let orders = orders_table(catalog)?;
+    let name = catalog.columns.column(SourceTable::Orders, Role::OrderTs);
+    Ok(before_expr(value, &type_of(&orders.schema(), name), as_of))
 }
 
 /// The orders of `orders` that count as purchases (whenever placed), as

@@ -33,6 +33,7 @@
 pub mod error;
 pub mod functions;
 pub mod kinds;
+pub mod order_state;
 pub mod read;
 pub mod tables;
 

@@ -45,6 +45,7 @@ mod fuzz_regressions;
 mod generate;
 mod layers;
 mod object_store;
+mod order_state;
 mod pins;
 mod queries;
 mod repl;

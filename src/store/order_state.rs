@@ -1,0 +1,446 @@
+//! The per-customer order state a store keeps between refreshes, so a
+//! refresh reads only the order files it has not seen.
+//!
+//! The state is every customer's order sums ([`order_sums_plan`]: orders
+//! counted, amount spent, amounts added, first and last purchase) over the
+//! purchases of the order files it lists, each by location, size and
+//! modification time. It lives in `<store>/order_state/`: one Parquet file
+//! of sums and `manifest.json`, replaced together (the sums under a new
+//! name first, then the manifest by rename), so a refresh that dies midway
+//! leaves the previous state whole.
+//!
+//! A refresh on `as_of` sorts the files of `orders` in two:
+//! - **settled** files, whose latest order time (from the file's Parquet
+//!   statistics) is before `as_of`: every order in them counts, now and on
+//!   any later day. Their sums go into the state, and a refresh reads only
+//!   the settled files the state does not list yet.
+//! - the others (orders placed on or after `as_of`, or no statistics):
+//!   read on every refresh, only their orders before `as_of`, never kept.
+//!
+//! A file of the state that changed or disappeared, or other column
+//! mappings or purchase rules, rebuild the state from every settled file.
+//! A refresh on a day some kept file is not settled for (back in time)
+//! recomputes from the orders and leaves the state as it is. The metrics
+//! from the state equal those of a pass over every order
+//! ([`metrics_from_sums`]).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::catalog::TableProvider;
+use datafusion::common::ScalarValue;
+use datafusion::datasource::listing::{
+    ListingTable, ListingTableConfig, ListingTableUrl, PartitionedFile,
+};
+use datafusion::datasource::provider_as_source;
+use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder, lit};
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, in_step};
+use crate::refresh::write_parquet_file;
+use crate::segment::SegmentCatalog;
+use crate::segment::average::AverageOfSums;
+use crate::segment::columns::{Role, SourceTable};
+use crate::segment::planner::{
+    merge_order_sums, metrics_from_sums, order_sums_plan, placed_before,
+};
+use crate::segment::resolve::OrderScope;
+use crate::store::error::StoreError;
+use crate::time::AsOf;
+
+/// The state's folder in a store.
+pub const FOLDER: &str = "order_state";
+const MANIFEST: &str = "manifest.json";
+/// The manifest's layout; another one is rebuilt.
+const FORMAT: u32 = 1;
+
+/// What `manifest.json` records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Manifest {
+    format: u32,
+    /// The orders' column mapping, purchase rule and schema the sums were
+    /// computed with.
+    fingerprint: String,
+    /// The file of sums, in the state's folder, and its size in bytes.
+    sums: String,
+    sums_size: u64,
+    /// The order files summed.
+    files: Vec<SeenFile>,
+}
+
+/// An order file as the state saw it: its place in the table's folder
+/// (so a copy or a link of the folder keeps its state), its size and its
+/// modification time.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+struct SeenFile {
+    location: String,
+    size: u64,
+    modified_micros: i64,
+}
+
+impl SeenFile {
+    fn of(file: &PartitionedFile, root: &str) -> Self {
+        let location = file.object_meta.location.as_ref();
+        let relative = location
+            .strip_prefix(root)
+            .map(|rest| rest.trim_start_matches('/'))
+            .filter(|rest| !rest.is_empty())
+            .unwrap_or(location);
+        Self {
+            location: relative.to_string(),
+            size: file.object_meta.size,
+            modified_micros: file.object_meta.last_modified.timestamp_micros(),
+        }
+    }
+}
+
+/// How a refresh got its order metrics from the state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fold {
+    /// Order files of the table.
+    pub files: usize,
+    /// Settled files whose sums the state already had (not read).
+    pub kept: usize,
+    /// Settled files read and added to the state.
+    pub added: usize,
+    /// Files read for this refresh only (orders on or after its day).
+    pub unsettled: usize,
+    /// Why the state was rebuilt from every settled file, if it was.
+    pub rebuilt: Option<String>,
+}
+
+impl Fold {
+    /// One line for the refresh's report.
+    pub fn describe(&self) -> String {
+        let mut text = format!(
+            "order state: {} of {} order files read ({} kept, {} added, {} read for this day only)",
+            self.added + self.unsettled,
+            self.files,
+            self.kept,
+            self.added,
+            self.unsettled
+        );
+        if let Some(reason) = &self.rebuilt {
+            text.push_str(&format!("; rebuilt: {reason}"));
+        }
+        text
+    }
+}
+
+/// The order metrics of `catalog` on `as_of` (with the windowed metrics of
+/// `scopes`) through the order state of the store at `root`, folding the
+/// settled files it has not seen into it first. `None` when the orders are
+/// not Parquet files segql can list (a warehouse table, a partitioned
+/// folder), their amounts have no exact average from sums, or `as_of` is
+/// before a day the state counts orders of: the caller reads every order.
+pub async fn order_metrics(
+    ctx: &SessionContext,
+    root: &Path,
+    catalog: &SegmentCatalog,
+    as_of: AsOf,
+    scopes: &[OrderScope],
+) -> Result<Option<(LogicalPlan, Fold)>, Error> {
+    let Some(orders) = catalog.orders.as_ref() else {
+        return Ok(None);
+    };
+    let Some(listing) = orders.downcast_ref::<ListingTable>() else {
+        return Ok(None);
+    };
+    if !listing.options().table_partition_cols.is_empty() || listing.table_paths().is_empty() {
+        return Ok(None);
+    }
+    let amount = catalog.columns.column(SourceTable::Orders, Role::Amount);
+    let amount_type = orders
+        .schema()
+        .field_with_name(amount)
+        .map(|f| f.data_type().clone());
+    if !amount_type.is_ok_and(|t| AverageOfSums::of(&t).is_ok()) {
+        return Ok(None);
+    }
+
+    let files = list_files(ctx, listing).await?;
+    let table_root = listing.table_paths()[0].prefix().as_ref().to_string();
+    let settled = settled(ctx, catalog, &files, as_of).await?;
+    let folder = root.join(FOLDER);
+    let fingerprint = format!(
+        "{:?} {:?} {:?}",
+        catalog.columns,
+        catalog.purchases,
+        orders.schema().fields()
+    );
+    let current: BTreeMap<SeenFile, usize> = files
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (SeenFile::of(f, &table_root), i))
+        .collect();
+
+    let mut fold = Fold {
+        files: files.len(),
+        ..Fold::default()
+    };
+    let kept_state = match read_manifest(&folder) {
+        None => None,
+        Some(manifest) if manifest.fingerprint != fingerprint => {
+            fold.rebuilt = Some("the orders' columns or purchase rule changed".into());
+            None
+        }
+        Some(manifest) => {
+            let sums = folder.join(&manifest.sums);
+            let missing = manifest.files.iter().find(|f| !current.contains_key(*f));
+            let sums_whole = std::fs::metadata(&sums).is_ok_and(|m| m.len() == manifest.sums_size);
+            if let Some(file) = missing {
+                fold.rebuilt = Some(format!(
+                    "{} changed or was removed since the last refresh",
+                    file.location
+                ));
+                None
+            } else if !sums_whole {
+                fold.rebuilt = Some(format!("{} is missing or cut short", sums.display()));
+                None
+            } else if manifest.files.iter().any(|f| !settled[current[f]]) {
+                // Back in time: the state counts orders this day does not.
+                return Ok(None);
+            } else {
+                Some((manifest, sums))
+            }
+        }
+    };
+
+    let kept: std::collections::BTreeSet<&SeenFile> = kept_state
+        .as_ref()
+        .map(|(m, _)| m.files.iter().collect())
+        .unwrap_or_default();
+    let mut new_settled = Vec::new();
+    let mut unsettled = Vec::new();
+    for (i, file) in files.iter().enumerate() {
+        if !settled[i] {
+            unsettled.push(file);
+        } else if !kept.contains(&SeenFile::of(file, &table_root)) {
+            new_settled.push(file);
+        }
+    }
+    fold.kept = kept.len();
+    fold.added = new_settled.len();
+    fold.unsettled = unsettled.len();
+
+    let reference = order_sums_plan(
+        Arc::clone(orders),
+        &catalog.columns,
+        &catalog.purchases,
+        None,
+    )?;
+    let subset = |files: &[&PartitionedFile], before: Option<AsOf>| {
+        let table = files_table(listing, files)?;
+        Ok::<_, Error>(order_sums_plan(
+            table,
+            &catalog.columns,
+            &catalog.purchases,
+            before,
+        )?)
+    };
+    // The state with the new settled files folded in.
+    let mut state = match &kept_state {
+        Some((_, sums)) => Some(read_sums(ctx, sums).await?),
+        None => None,
+    };
+    if !new_settled.is_empty() {
+        let mut parts: Vec<LogicalPlan> = state.into_iter().collect();
+        parts.push(subset(&new_settled, None)?);
+        let merged = merge_order_sums(&reference, parts)?;
+        let mut seen: Vec<SeenFile> = kept.iter().map(|f| (*f).clone()).collect();
+        seen.extend(new_settled.iter().map(|f| SeenFile::of(f, &table_root)));
+        seen.sort();
+        let sums = write_state(ctx, &folder, merged, fingerprint, seen, kept_state.as_ref())
+            .await
+            .map_err(in_step(|| {
+                "while folding new order files into the order state".into()
+            }))?;
+        state = Some(read_sums(ctx, &sums).await?);
+    }
+
+    let mut parts: Vec<LogicalPlan> = state.into_iter().collect();
+    if !unsettled.is_empty() {
+        parts.push(subset(&unsettled, Some(as_of))?);
+    }
+    if parts.is_empty() {
+        return Ok(None);
+    }
+    let sums = merge_order_sums(&reference, parts)?;
+    Ok(Some((
+        metrics_from_sums(sums, catalog, as_of, scopes)?,
+        fold,
+    )))
+}
+
+/// A plan reading the sums file `path`.
+async fn read_sums(ctx: &SessionContext, path: &Path) -> Result<LogicalPlan, Error> {
+    let table = ctx
+        .read_parquet(
+            path.to_string_lossy().as_ref(),
+            ParquetReadOptions::default(),
+        )
+        .await?
+        .into_view();
+    Ok(LogicalPlanBuilder::scan("order_state", provider_as_source(table), None)?.build()?)
+}
+
+/// The files of `listing`, as it would read them, with their statistics.
+async fn list_files(
+    ctx: &SessionContext,
+    listing: &ListingTable,
+) -> Result<Vec<PartitionedFile>, Error> {
+    let state = ctx.state();
+    let listed = listing.list_files_for_scan(&state, &[], None).await?;
+    let mut files: Vec<PartitionedFile> = listed
+        .file_groups
+        .into_iter()
+        .flat_map(|group| group.into_inner())
+        .collect();
+    files.sort_by(|a, b| a.object_meta.location.cmp(&b.object_meta.location));
+    files.dedup_by(|a, b| a.object_meta.location == b.object_meta.location);
+    Ok(files)
+}
+
+/// For each of `files`: whether every order in it was placed before
+/// `as_of`, by its statistics (the latest order time; no statistics, not
+/// settled).
+async fn settled(
+    ctx: &SessionContext,
+    catalog: &SegmentCatalog,
+    files: &[PartitionedFile],
+    as_of: AsOf,
+) -> Result<Vec<bool>, Error> {
+    let Some(orders) = catalog.orders.as_ref() else {
+        return Ok(vec![false; files.len()]);
+    };
+    let ts = catalog.columns.column(SourceTable::Orders, Role::OrderTs);
+    let Ok(index) = orders.schema().index_of(ts) else {
+        return Ok(vec![false; files.len()]);
+    };
+    let latest: Vec<Option<ScalarValue>> = files
+        .iter()
+        .map(|file| {
+            let stats = file.statistics.as_ref()?;
+            let max = stats.column_statistics.get(index)?.max_value.get_value()?;
+            (!max.is_null()).then(|| max.clone())
+        })
+        .collect();
+    let tests = latest
+        .iter()
+        .enumerate()
+        .filter_map(|(i, max)| {
+            let max = max.clone()?;
+            Some(placed_before(catalog, lit(max), as_of).map(|t| t.alias(format!("f{i}"))))
+        })
+        .collect::<datafusion::common::Result<Vec<_>>>()?;
+    let mut answers = vec![false; files.len()];
+    if tests.is_empty() {
+        return Ok(answers);
+    }
+    let batches = ctx.read_empty()?.select(tests)?.collect().await?;
+    let Some(batch) = batches.first().filter(|b| b.num_rows() == 1) else {
+        return Ok(answers);
+    };
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        let Some(i) = field
+            .name()
+            .strip_prefix('f')
+            .and_then(|i| i.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        let value = ScalarValue::try_from_array(column, 0)?;
+        answers[i] = value == ScalarValue::Boolean(Some(true));
+    }
+    Ok(answers)
+}
+
+/// A table of `files` (files of `listing`), read as `listing` reads them.
+fn files_table(
+    listing: &ListingTable,
+    files: &[&PartitionedFile],
+) -> Result<Arc<dyn TableProvider>, Error> {
+    let store = listing.table_paths()[0].object_store();
+    let urls = files
+        .iter()
+        .map(|f| ListingTableUrl::parse(format!("{}{}", store.as_str(), f.object_meta.location)))
+        .collect::<datafusion::common::Result<Vec<_>>>()?;
+    let config = ListingTableConfig::new_with_multi_paths(urls)
+        .with_listing_options(listing.options().clone())
+        .with_schema(listing.schema());
+    Ok(Arc::new(ListingTable::try_new(config)?))
+}
+
+fn read_manifest(folder: &Path) -> Option<Manifest> {
+    let text = std::fs::read_to_string(folder.join(MANIFEST)).ok()?;
+    serde_json::from_str::<Manifest>(&text)
+        .ok()
+        .filter(|m| m.format == FORMAT)
+}
+
+/// Writes the sums of `plan` as the state of `files` and returns their
+/// path: a new sums file, then the manifest replaced by rename; the
+/// previous sums file is removed after.
+async fn write_state(
+    ctx: &SessionContext,
+    folder: &Path,
+    plan: LogicalPlan,
+    fingerprint: String,
+    files: Vec<SeenFile>,
+    previous: Option<&(Manifest, PathBuf)>,
+) -> Result<PathBuf, Error> {
+    std::fs::create_dir_all(folder).map_err(StoreError::io("create", folder))?;
+    let name = format!(
+        "sums-{}-{}.parquet",
+        crate::time::now_micros(),
+        std::process::id()
+    );
+    let path = folder.join(&name);
+    let partial = folder.join(format!("{name}.partial"));
+    let frame = ctx.execute_logical_plan(plan).await?;
+    let written = write_parquet_file(frame, &partial).await;
+    if let Err(error) = written {
+        let _ = std::fs::remove_file(&partial);
+        return Err(error.into());
+    }
+    sync(&partial)?;
+    std::fs::rename(&partial, &path).map_err(StoreError::io("rename", &partial))?;
+    let sums_size = std::fs::metadata(&path)
+        .map_err(StoreError::io("read", &path))?
+        .len();
+    let manifest = Manifest {
+        format: FORMAT,
+        fingerprint,
+        sums: name,
+        sums_size,
+        files,
+    };
+    let text = serde_json::to_string_pretty(&manifest)
+        .map_err(|e| Error::Usage(format!("cannot write the order state's manifest: {e}")))?;
+    let manifest_path = folder.join(MANIFEST);
+    let partial = folder.join(format!("{MANIFEST}.partial"));
+    std::fs::write(&partial, text).map_err(StoreError::io("write", &partial))?;
+    sync(&partial)?;
+    std::fs::rename(&partial, &manifest_path).map_err(StoreError::io("rename", &partial))?;
+    if let Some((_, old)) = previous {
+        let _ = std::fs::remove_file(old);
+    }
+    // Sums files no manifest names (left by a refresh that died).
+    if let Ok(entries) = std::fs::read_dir(folder) {
+        for entry in entries.flatten() {
+            let file = entry.file_name().to_string_lossy().into_owned();
+            if file.starts_with("sums-") && file != manifest.sums {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+    Ok(path)
+}
+
+fn sync(path: &Path) -> Result<(), StoreError> {
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(StoreError::io("write", path))
+}

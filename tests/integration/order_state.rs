@@ -1,0 +1,389 @@
+//! The store's order state (README, "Refreshing after new orders"): order
+//! metrics folded from the order files a store has not seen equal those of
+//! a pass over every order, value for value and type for type, as files
+//! settle, arrive, change and as the refresh day moves back; a refresh
+//! through the state gives the members an ad-hoc query gives.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::Path;
+
+use datafusion::arrow::util::pretty::pretty_format_batches;
+use datafusion::logical_expr::{LogicalPlan, col};
+use datafusion::prelude::SessionContext;
+use segql::Project;
+use segql::refresh::{RefreshOptions, refresh};
+use segql::segment::planner::order_metrics_plan;
+use segql::segment::resolve::resolve_text;
+use segql::store::order_state::{Fold, order_metrics};
+use segql::time::AsOfArg;
+
+use super::repo_root;
+
+/// Conditions whose metrics the comparison covers: every plain metric
+/// through RFM, and windowed ones (a relative window, a window with a
+/// column filter, an absolute one).
+const CONDITIONS: [(&str, &str); 4] = [
+    ("rfm", "rfm_group = 'Champions' OR rfm_code = '555'"),
+    (
+        "recent",
+        "orders_count(date: -90d..today) >= 2 AND avg_order_value(date: -60d..today) > 10",
+    ),
+    (
+        "uk_spend",
+        "amount_spent(date: 2011-01-01..2011-06-30, country: 'United Kingdom') > 100",
+    ),
+    (
+        "plain",
+        "orders_count >= 3 AND amount_spent > 500 AND avg_order_value > 20 \
+         AND first_order_date < 2011-03-01 AND days_since_last_order < 60",
+    ),
+];
+
+/// Writes the rows of `select` (over `{orders}`, the bundled orders) to
+/// `path`, through `ctx`.
+async fn write_orders(ctx: &SessionContext, path: &Path, select: &str) {
+    if !ctx.table_exist("bundled_orders").unwrap() {
+        let orders = repo_root().join("data/online_retail/orders.parquet");
+        ctx.register_parquet(
+            "bundled_orders",
+            orders.to_str().unwrap(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    }
+    let sql = format!(
+        "COPY ({}) TO '{}' STORED AS PARQUET",
+        select.replace("{orders}", "bundled_orders"),
+        path.display()
+    );
+    ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+}
+
+/// A project in `dir` whose orders are the folder `dir/orders` and whose
+/// store is `dir/segql_store`.
+fn project_file(dir: &Path, statuses: &str) {
+    let data = repo_root().join("data/online_retail");
+    fs::write(
+        dir.join("segql.toml"),
+        format!(
+            "[tables]\norders = \"orders\"\ncustomers = \"{0}/customers.parquet\"\n\
+             order_items = \"{0}/order_items.parquet\"\n\
+             [purchases]\nexclude_statuses = [{statuses}]\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+}
+
+async fn open(dir: &Path, as_of: &str) -> Project {
+    let config = segql::Config::load(dir.join("segql.toml")).unwrap();
+    let as_of = AsOfArg::parse(as_of)
+        .unwrap()
+        .resolve(config.zone())
+        .unwrap();
+    Project::open(config, SessionContext::new(), as_of, false)
+        .await
+        .unwrap()
+}
+
+/// The rows of `plan` by customer, as text with their types.
+async fn table(ctx: &SessionContext, plan: LogicalPlan) -> String {
+    let frame = ctx
+        .execute_logical_plan(plan)
+        .await
+        .unwrap()
+        .sort(vec![col("__m_customer_id").sort(true, false)])
+        .unwrap();
+    let types: Vec<String> = frame
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| format!("{}: {}", f.name(), f.data_type()))
+        .collect();
+    let batches = frame.collect().await.unwrap();
+    format!(
+        "{}\n{}",
+        types.join(", "),
+        pretty_format_batches(&batches).unwrap()
+    )
+}
+
+/// Folds the store's state in `dir` on `as_of` and checks the metrics
+/// against a pass over every order; returns how the fold went.
+async fn folded_equals_full(dir: &Path, as_of: &str) -> Option<Fold> {
+    let project = open(dir, as_of).await;
+    let ctx = project.ctx().clone();
+    let catalog = project.catalog("test").unwrap().clone();
+    let as_of = project.as_of();
+    let mut scopes = Vec::new();
+    for (_, condition) in CONDITIONS {
+        resolve_text(condition, &catalog, as_of)
+            .unwrap()
+            .order_scopes(true, &mut scopes);
+    }
+    assert!(scopes.len() >= 3, "{scopes:?}");
+    let full = table(&ctx, order_metrics_plan(&catalog, as_of, &scopes).unwrap()).await;
+    let folded = order_metrics(&ctx, project.store().root(), &catalog, as_of, &scopes)
+        .await
+        .unwrap();
+    let (plan, fold) = folded?;
+    let folded = table(&ctx, plan).await;
+    assert_eq!(folded, full, "as of {as_of:?}");
+    assert!(full.lines().count() > 1000, "{}", &full[..200]);
+    Some(fold)
+}
+
+fn fold(kept: usize, added: usize, unsettled: usize, rebuilt: Option<&str>) -> Fold {
+    Fold {
+        files: 0,
+        kept,
+        added,
+        unsettled,
+        rebuilt: rebuilt.map(str::to_string),
+    }
+}
+
+/// The fold without its file count (checked separately).
+fn without_files(fold: Option<Fold>) -> Option<Fold> {
+    fold.map(|f| Fold { files: 0, ..f })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn folded_order_metrics_equal_a_pass_over_every_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let orders = d.join("orders");
+    fs::create_dir(&orders).unwrap();
+    let ctx = SessionContext::new();
+    let part = |from: &str, to: &str| {
+        format!(
+            "SELECT * FROM {{orders}} WHERE order_ts >= TIMESTAMP '{from}' \
+             AND order_ts < TIMESTAMP '{to}' ORDER BY order_id"
+        )
+    };
+    write_orders(
+        &ctx,
+        &orders.join("a.parquet"),
+        &part("2000-01-01", "2011-06-01"),
+    )
+    .await;
+    write_orders(
+        &ctx,
+        &orders.join("b.parquet"),
+        &part("2011-06-01", "2011-09-01"),
+    )
+    .await;
+    write_orders(
+        &ctx,
+        &orders.join("c.parquet"),
+        &part("2011-09-01", "2012-01-01"),
+    )
+    .await;
+    project_file(d, "\"cancelled\", \"adjustment\"");
+
+    // a settles first; b and c hold orders on or after the day.
+    let first = folded_equals_full(d, "2011-07-01").await;
+    assert_eq!(first.as_ref().map(|f| f.files), Some(3));
+    assert_eq!(without_files(first), Some(fold(0, 1, 2, None)));
+    // The same day again: a is kept, nothing added.
+    assert_eq!(
+        without_files(folded_equals_full(d, "2011-07-01").await),
+        Some(fold(1, 0, 2, None))
+    );
+    // b settles.
+    assert_eq!(
+        without_files(folded_equals_full(d, "2011-10-01").await),
+        Some(fold(1, 1, 1, None))
+    );
+    // Everything settled.
+    assert_eq!(
+        without_files(folded_equals_full(d, "2012-01-01").await),
+        Some(fold(2, 1, 0, None))
+    );
+    // New orders arrive as a new file (every tenth order again, a week
+    // later, with new ids).
+    write_orders(
+        &ctx,
+        &orders.join("d.parquet"),
+        "SELECT order_id || '-again' AS order_id, customer_id, \
+         order_ts + INTERVAL '7 days' AS order_ts, amount, status, n_lines, n_units, country, \
+         channel FROM {orders} WHERE order_ts >= TIMESTAMP '2011-11-01' \
+         AND right(order_id, 1) = '7'",
+    )
+    .await;
+    assert_eq!(
+        without_files(folded_equals_full(d, "2012-01-01").await),
+        Some(fold(3, 1, 0, None))
+    );
+    // Back in time: the state counts orders of days after this one, so
+    // the metrics come from every order and the state is left alone.
+    assert_eq!(folded_equals_full(d, "2011-08-01").await, None);
+    assert_eq!(
+        without_files(folded_equals_full(d, "2012-01-01").await),
+        Some(fold(4, 0, 0, None))
+    );
+    // A file of the state changes: rebuilt from every settled file.
+    write_orders(
+        &ctx,
+        &orders.join("b.parquet"),
+        &part("2011-06-01", "2011-08-01"),
+    )
+    .await;
+    assert_eq!(
+        without_files(folded_equals_full(d, "2012-01-01").await),
+        Some(fold(
+            0,
+            4,
+            0,
+            Some("b.parquet changed or was removed since the last refresh")
+        ))
+    );
+    fs::remove_file(orders.join("d.parquet")).unwrap();
+    assert_eq!(
+        without_files(folded_equals_full(d, "2012-01-01").await),
+        Some(fold(
+            0,
+            3,
+            0,
+            Some("d.parquet changed or was removed since the last refresh")
+        ))
+    );
+    // Another purchase rule: rebuilt.
+    project_file(d, "\"cancelled\"");
+    assert_eq!(
+        without_files(folded_equals_full(d, "2012-01-01").await),
+        Some(fold(
+            0,
+            3,
+            0,
+            Some("the orders' columns or purchase rule changed")
+        ))
+    );
+    // The state's sums file cut short: rebuilt, not read.
+    let state = d.join("segql_store/order_state");
+    let sums: Vec<_> = fs::read_dir(&state)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .collect();
+    assert_eq!(sums.len(), 1, "one sums file: {sums:?}");
+    let bytes = fs::read(&sums[0]).unwrap();
+    fs::write(&sums[0], &bytes[..bytes.len() / 2]).unwrap();
+    let rebuilt = without_files(folded_equals_full(d, "2012-01-01").await).unwrap();
+    assert_eq!((rebuilt.kept, rebuilt.added), (0, 3));
+    assert!(
+        rebuilt
+            .rebuilt
+            .as_deref()
+            .unwrap()
+            .ends_with("is missing or cut short"),
+        "{rebuilt:?}"
+    );
+    let left: Vec<String> = fs::read_dir(&state)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left.len(), 2, "the manifest and one sums file: {left:?}");
+}
+
+/// The members of `code` in the store, and those of `condition` by an
+/// ad-hoc query (a pass over every order), as of the project's day.
+async fn members(project: &Project, code: &str, condition: &str) -> (BTreeSet<i64>, BTreeSet<i64>) {
+    let ids = |sql: String| async move {
+        let batches = project
+            .ctx()
+            .sql(&sql)
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let mut ids = BTreeSet::new();
+        for batch in batches {
+            let column = datafusion::arrow::compute::cast(
+                batch.column(0),
+                &datafusion::arrow::datatypes::DataType::Int64,
+            )
+            .unwrap();
+            let column = column
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::Int64Array>()
+                .unwrap();
+            ids.extend(column.iter().flatten());
+        }
+        ids
+    };
+    let stored = ids(format!("SELECT customer_id FROM segment_members('{code}')")).await;
+    let adhoc = ids(format!(
+        "SELECT customer_id FROM segment('{}')",
+        condition.replace('\'', "''")
+    ))
+    .await;
+    (stored, adhoc)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refreshes_through_the_state_give_the_members_of_a_full_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let orders = d.join("orders");
+    fs::create_dir(&orders).unwrap();
+    let ctx = SessionContext::new();
+    write_orders(
+        &ctx,
+        &orders.join("a.parquet"),
+        "SELECT * FROM {orders} WHERE order_ts < TIMESTAMP '2011-09-01'",
+    )
+    .await;
+    write_orders(
+        &ctx,
+        &orders.join("b.parquet"),
+        "SELECT * FROM {orders} WHERE order_ts >= TIMESTAMP '2011-09-01'",
+    )
+    .await;
+    project_file(d, "\"cancelled\", \"adjustment\"");
+    let mut project = open(d, "2011-10-01").await;
+    for (code, condition) in CONDITIONS {
+        project
+            .collect_sql(&format!("CREATE SEGMENT {code} AS {condition}"))
+            .await
+            .unwrap();
+    }
+    let mut reports = Vec::new();
+    for day in ["2011-10-01", "2011-11-01", "2011-12-15", "2012-01-01"] {
+        let project = open(d, day).await;
+        let outcome = refresh(
+            project.ctx(),
+            project.store(),
+            project.catalog("refresh").unwrap(),
+            &RefreshOptions {
+                codes: Vec::new(),
+                as_of: project.as_of(),
+                wait: false,
+            },
+        )
+        .await
+        .unwrap();
+        reports.push(outcome.orders_fold.map(|f| f.describe()));
+        let project = open(d, day).await;
+        for (code, condition) in CONDITIONS {
+            let (stored, adhoc) = members(&project, code, condition).await;
+            assert_eq!(stored, adhoc, "{code} on {day}");
+            assert!(!adhoc.is_empty() || code == "uk_spend", "{code} on {day}");
+        }
+    }
+    assert_eq!(
+        reports,
+        [
+            "order state: 2 of 2 order files read (0 kept, 1 added, 1 read for this day only)",
+            "order state: 1 of 2 order files read (1 kept, 0 added, 1 read for this day only)",
+            "order state: 1 of 2 order files read (1 kept, 1 added, 0 read for this day only)",
+            "order state: 0 of 2 order files read (2 kept, 0 added, 0 read for this day only)",
+        ]
+        .map(|s| Some(s.to_string()))
+    );
+}
