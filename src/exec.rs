@@ -307,6 +307,11 @@ pub async fn refresh(
             crate::refresh::refresh(project.ctx(), project.store(), &catalog, &options).await;
         spinner.finish_and_clear();
         let outcome = outcome?;
+        if let Some(fold) = &outcome.orders_fold
+            && std::io::IsTerminal::is_terminal(&std::io::stderr())
+        {
+            eprintln!("{}", fold.describe());
+        }
         let table = refresh_table(&outcome)?;
         let out: Box<dyn Write> = if summary_to_stderr {
             Box::new(std::io::stderr())

@@ -14,7 +14,9 @@
 //!                         domain values, in_segment / segment_members
 //! error                   the crate's error, gathering the layers' errors
 //! chart                   plotters pictures to PNG and SVG, bundled font
-//! refresh                 the engine: evaluate, diff, one atomic change
+//! order_state, refresh     per-customer order sums folded from new order
+//!                         files; the engine: evaluate, diff, one atomic
+//!                         change
 //! statements              SQL and segment statements, result tables
 //! config, session,        the project file, table registration and column
 //!   storage, project      checks, object stores, the Project (config,
@@ -34,6 +36,7 @@ pub mod exec;
 pub mod generate;
 pub mod history_chart;
 pub mod lang;
+pub mod order_state;
 pub mod output;
 pub mod progress;
 pub mod project;

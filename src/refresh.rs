@@ -24,6 +24,7 @@ use datafusion::logical_expr::{Expr, ExprFunctionExt, LogicalPlan, cast, col, li
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 
 use crate::error::{Error, in_step};
+use crate::order_state;
 use crate::segment::catalog::{Pass, SegmentCatalog, StoredSegments};
 use crate::segment::columns::{Role, SourceTable};
 use crate::segment::planner::{
@@ -34,7 +35,7 @@ use crate::segment::{SegmentError, SegmentGraph};
 use crate::store::error::StoreError;
 use crate::store::read::{live_definitions, sizes};
 use crate::store::tables::{self, ChangeKind, Commit, Definition, SegmentKind, Size, StoreTable};
-use crate::store::{MEMBERSHIP_PARTITION, Pinned, Snapshot, Store, StoreLock, order_state, read};
+use crate::store::{MEMBERSHIP_PARTITION, Pinned, Snapshot, Store, StoreLock, read};
 use crate::time::{AsOf, format_micros, now_micros};
 
 /// A segment's members after a change: the distinct customer ids
@@ -632,10 +633,16 @@ pub async fn refresh(
         }
         // Through the store's order state when the orders are files it
         // can follow; else one pass over every order.
+        let step = format!(
+            "while computing the order metrics{}",
+            order_state::orders_at(&catalog)
+                .map(|at| format!(" (orders at {at})"))
+                .unwrap_or_default()
+        );
         let folded =
             order_state::order_metrics(ctx, store.root(), &catalog, options.as_of, &scopes)
                 .await
-                .map_err(in_step(|| "while computing the order metrics".into()))?;
+                .map_err(in_step(|| step.clone()))?;
         let plan = match folded {
             Some((plan, fold)) => {
                 orders_fold = Some(fold);
@@ -643,14 +650,7 @@ pub async fn refresh(
             }
             None => order_metrics_plan(&catalog, options.as_of, &scopes),
         };
-        let table = scratch
-            .pass(
-                ctx,
-                "__order_metrics",
-                plan,
-                "while computing the order metrics",
-            )
-            .await?;
+        let table = scratch.pass(ctx, "__order_metrics", plan, &step).await?;
         orders_scans += 1;
         let keys = scopes.iter().map(OrderScope::key).collect();
         catalog.metrics = Some(Arc::new(Pass { table, keys }));

@@ -33,7 +33,6 @@
 pub mod error;
 pub mod functions;
 pub mod kinds;
-pub mod order_state;
 pub mod read;
 pub mod tables;
 

@@ -283,5 +283,6 @@ fn the_lower_layers_do_not_reach_up() {
         below(file, &["refresh", "statements", "project", "error.rs"]);
     }
     below("refresh.rs", &["statements", "project"]);
+    below("order_state.rs", &["refresh", "statements", "project"]);
     below("statements/mod.rs", &["project", "exec", "repl"]);
 }

@@ -12,10 +12,10 @@ use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::logical_expr::{LogicalPlan, col};
 use datafusion::prelude::SessionContext;
 use segql::Project;
+use segql::order_state::{Fold, order_metrics};
 use segql::refresh::{RefreshOptions, refresh};
 use segql::segment::planner::order_metrics_plan;
 use segql::segment::resolve::resolve_text;
-use segql::store::order_state::{Fold, order_metrics};
 use segql::time::AsOfArg;
 
 use super::repo_root;

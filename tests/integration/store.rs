@@ -827,7 +827,7 @@ fn a_full_disk_fails_clearly_and_leaves_nothing_half_written() {
     let (code, stderr) = full(&["--as-of", "2011-03-01", "refresh"]);
     assert_eq!(code, Some(1));
     assert!(
-        stderr.starts_with("error: while computing the order metrics: ")
+        stderr.starts_with("error: while computing the order metrics (orders at file://")
             && stderr.ends_with("File too large (os error 27)\n"),
         "{stderr}"
     );

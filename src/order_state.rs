@@ -30,6 +30,7 @@ use std::sync::Arc;
 
 use datafusion::catalog::TableProvider;
 use datafusion::common::ScalarValue;
+use datafusion::dataframe::DataFrameWriteOptions;
 use datafusion::datasource::listing::{
     ListingTable, ListingTableConfig, ListingTableUrl, PartitionedFile,
 };
@@ -39,7 +40,6 @@ use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, in_step};
-use crate::refresh::write_parquet_file;
 use crate::segment::SegmentCatalog;
 use crate::segment::average::AverageOfSums;
 use crate::segment::columns::{Role, SourceTable};
@@ -286,13 +286,24 @@ async fn read_sums(ctx: &SessionContext, path: &Path) -> Result<LogicalPlan, Err
     Ok(LogicalPlanBuilder::scan("order_state", provider_as_source(table), None)?.build()?)
 }
 
+/// Where the catalog's orders are read from, when they are files:
+/// their folder, file or glob URLs.
+pub fn orders_at(catalog: &SegmentCatalog) -> Option<String> {
+    let listing = catalog.orders.as_ref()?.downcast_ref::<ListingTable>()?;
+    let paths: Vec<&str> = listing.table_paths().iter().map(|p| p.as_str()).collect();
+    (!paths.is_empty()).then(|| paths.join(", "))
+}
+
 /// The files of `listing`, as it would read them, with their statistics.
 async fn list_files(
     ctx: &SessionContext,
     listing: &ListingTable,
 ) -> Result<Vec<PartitionedFile>, Error> {
     let state = ctx.state();
-    let listed = listing.list_files_for_scan(&state, &[], None).await?;
+    let listed = listing
+        .list_files_for_scan(&state, &[], None)
+        .await
+        .map_err(|e| e.context("while reading the order files' statistics"))?;
     let mut files: Vec<PartitionedFile> = listed
         .file_groups
         .into_iter()
@@ -400,7 +411,13 @@ async fn write_state(
     let path = folder.join(&name);
     let partial = folder.join(format!("{name}.partial"));
     let frame = ctx.execute_logical_plan(plan).await?;
-    let written = write_parquet_file(frame, &partial).await;
+    let written = frame
+        .write_parquet(
+            &partial.to_string_lossy(),
+            DataFrameWriteOptions::new().with_single_file_output(true),
+            None,
+        )
+        .await;
     if let Err(error) = written {
         let _ = std::fs::remove_file(&partial);
         return Err(error.into());
