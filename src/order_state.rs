@@ -4,9 +4,11 @@
 //! The state is every customer's order sums ([`order_sums_plan`]: orders
 //! counted, amount spent, amounts added, first and last purchase) over the
 //! purchases of the order files it lists, each by location, size and
-//! modification time. It lives in `<store>/order_state/`: one Parquet file
-//! of sums and `manifest.json`, replaced together (the sums under a new
-//! name first, then the manifest by rename), so a refresh that dies midway
+//! modification time. It lives in `<store>/order_state/`: files of sums
+//! in layers (each new batch of order files gets a layer of its own, and
+//! past eight layers they are merged into one) and `manifest.json` listing
+//! them. A new layer is written under a temporary name and renamed, then
+//! the manifest is replaced by rename, so a refresh that dies midway
 //! leaves the previous state whole.
 //!
 //! A refresh on `as_of` sorts the files of `orders` in two:
@@ -25,7 +27,7 @@
 //! ([`metrics_from_sums`]).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use datafusion::catalog::TableProvider;
@@ -54,7 +56,7 @@ use crate::time::AsOf;
 pub const FOLDER: &str = "order_state";
 const MANIFEST: &str = "manifest.json";
 /// The manifest's layout; another one is rebuilt.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 
 /// What `manifest.json` records.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,12 +65,23 @@ struct Manifest {
     /// The orders' column mapping, purchase rule and schema the sums were
     /// computed with.
     fingerprint: String,
-    /// The file of sums, in the state's folder, and its size in bytes.
+    /// The sums, oldest first: each file of sums covers its own order
+    /// files, and a customer's sums are those of every layer added up.
+    layers: Vec<Layer>,
+}
+
+/// One file of sums in the state's folder, with its size in bytes and the
+/// order files it sums.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Layer {
     sums: String,
-    sums_size: u64,
-    /// The order files summed.
+    size: u64,
     files: Vec<SeenFile>,
 }
+
+/// Layers beyond this are merged into one when the next is added, so a
+/// refresh reads a bounded number of files however many arrive.
+const MAX_LAYERS: usize = 8;
 
 /// An order file as the state saw it: its place in the table's folder
 /// (so a copy or a link of the folder keeps its state), its size and its
@@ -164,12 +177,26 @@ pub async fn order_metrics(
     let table_root = listing.table_paths()[0].prefix().as_ref().to_string();
     let settled = settled(ctx, catalog, &files, as_of).await?;
     let folder = root.join(FOLDER);
-    let fingerprint = format!(
-        "{:?} {:?} {:?}",
-        catalog.columns,
-        catalog.purchases,
-        orders.schema().fields()
-    );
+    // What the sums depend on: the purchase rule and the columns they
+    // read, by name and type (other columns may come and go).
+    let schema = orders.schema();
+    let read: Vec<String> = [
+        Role::CustomerId,
+        Role::OrderId,
+        Role::OrderTs,
+        Role::Amount,
+        Role::Status,
+    ]
+    .into_iter()
+    .map(|role| {
+        let name = catalog.columns.column(SourceTable::Orders, role);
+        let data_type = schema
+            .field_with_name(name)
+            .map(|f| f.data_type().to_string());
+        format!("{name}: {}", data_type.unwrap_or_else(|_| "absent".into()))
+    })
+    .collect();
+    let fingerprint = format!("{:?}; {}", catalog.purchases, read.join(", "));
     let current: BTreeMap<SeenFile, usize> = files
         .iter()
         .enumerate()
@@ -187,31 +214,36 @@ pub async fn order_metrics(
             None
         }
         Some(manifest) => {
-            let sums = folder.join(&manifest.sums);
-            let missing = manifest.files.iter().find(|f| !current.contains_key(*f));
-            let sums_whole = std::fs::metadata(&sums).is_ok_and(|m| m.len() == manifest.sums_size);
+            let files = || manifest.layers.iter().flat_map(|l| l.files.iter());
+            let missing = files().find(|f| !current.contains_key(*f));
+            let broken = manifest.layers.iter().find(|l| {
+                std::fs::metadata(folder.join(&l.sums)).map_or(true, |m| m.len() != l.size)
+            });
             if let Some(file) = missing {
                 fold.rebuilt = Some(format!(
                     "{} changed or was removed since the last refresh",
                     file.location
                 ));
                 None
-            } else if !sums_whole {
-                fold.rebuilt = Some(format!("{} is missing or cut short", sums.display()));
+            } else if let Some(layer) = broken {
+                fold.rebuilt = Some(format!(
+                    "{} is missing or cut short",
+                    folder.join(&layer.sums).display()
+                ));
                 None
-            } else if manifest.files.iter().any(|f| !settled[current[f]]) {
+            } else if files().any(|f| !settled[current[f]]) {
                 // Back in time: the state counts orders this day does not.
                 return Ok(None);
             } else {
-                Some((manifest, sums))
+                Some(manifest)
             }
         }
     };
 
     let kept: std::collections::BTreeSet<&SeenFile> = kept_state
-        .as_ref()
-        .map(|(m, _)| m.files.iter().collect())
-        .unwrap_or_default();
+        .iter()
+        .flat_map(|m| m.layers.iter().flat_map(|l| l.files.iter()))
+        .collect();
     let mut new_settled = Vec::new();
     let mut unsettled = Vec::new();
     for (i, file) in files.iter().enumerate() {
@@ -240,27 +272,53 @@ pub async fn order_metrics(
             before,
         )?)
     };
-    // The state with the new settled files folded in.
-    let mut state = match &kept_state {
-        Some((_, sums)) => Some(read_sums(ctx, sums).await?),
-        None => None,
-    };
+    // The state with the new settled files folded in: a layer of their
+    // own, or every layer merged into one when there are too many.
+    let mut layers = kept_state.map(|m| m.layers).unwrap_or_default();
     if !new_settled.is_empty() {
-        let mut parts: Vec<LogicalPlan> = state.into_iter().collect();
-        parts.push(subset(&new_settled, None)?);
-        let merged = merge_order_sums(&reference, parts)?;
-        let mut seen: Vec<SeenFile> = kept.iter().map(|f| (*f).clone()).collect();
-        seen.extend(new_settled.iter().map(|f| SeenFile::of(f, &table_root)));
+        let mut seen: Vec<SeenFile> = new_settled
+            .iter()
+            .map(|f| SeenFile::of(f, &table_root))
+            .collect();
+        let mut plan = subset(&new_settled, None)?;
+        let replaced = if layers.len() >= MAX_LAYERS {
+            let mut parts = Vec::new();
+            for layer in &layers {
+                parts.push(read_sums(ctx, &folder.join(&layer.sums)).await?);
+                seen.extend(layer.files.iter().cloned());
+            }
+            parts.push(plan);
+            plan = merge_order_sums(&reference, parts)?;
+            std::mem::take(&mut layers)
+        } else {
+            Vec::new()
+        };
         seen.sort();
-        let sums = write_state(ctx, &folder, merged, fingerprint, seen, kept_state.as_ref())
+        let layer = write_layer(ctx, &folder, plan, seen)
             .await
             .map_err(in_step(|| {
                 "while folding new order files into the order state".into()
             }))?;
-        state = Some(read_sums(ctx, &sums).await?);
+        layers.push(layer);
+        write_manifest(
+            &folder,
+            &Manifest {
+                format: FORMAT,
+                fingerprint,
+                layers: layers.clone(),
+            },
+        )?;
+        for old in replaced {
+            let _ = std::fs::remove_file(folder.join(old.sums));
+        }
+        remove_strays(&folder, &layers);
+    }
+    let mut state = Vec::new();
+    for layer in &layers {
+        state.push(read_sums(ctx, &folder.join(&layer.sums)).await?);
     }
 
-    let mut parts: Vec<LogicalPlan> = state.into_iter().collect();
+    let mut parts = state;
     if !unsettled.is_empty() {
         parts.push(subset(&unsettled, Some(as_of))?);
     }
@@ -391,17 +449,14 @@ fn read_manifest(folder: &Path) -> Option<Manifest> {
         .filter(|m| m.format == FORMAT)
 }
 
-/// Writes the sums of `plan` as the state of `files` and returns their
-/// path: a new sums file, then the manifest replaced by rename; the
-/// previous sums file is removed after.
-async fn write_state(
+/// Writes the sums of `plan`, those of the order files `files`, as a new
+/// layer of the state in `folder` (under a temporary name, then renamed).
+async fn write_layer(
     ctx: &SessionContext,
     folder: &Path,
     plan: LogicalPlan,
-    fingerprint: String,
     files: Vec<SeenFile>,
-    previous: Option<&(Manifest, PathBuf)>,
-) -> Result<PathBuf, Error> {
+) -> Result<Layer, Error> {
     std::fs::create_dir_all(folder).map_err(StoreError::io("create", folder))?;
     let name = format!(
         "sums-{}-{}.parquet",
@@ -424,36 +479,41 @@ async fn write_state(
     }
     sync(&partial)?;
     std::fs::rename(&partial, &path).map_err(StoreError::io("rename", &partial))?;
-    let sums_size = std::fs::metadata(&path)
+    let size = std::fs::metadata(&path)
         .map_err(StoreError::io("read", &path))?
         .len();
-    let manifest = Manifest {
-        format: FORMAT,
-        fingerprint,
+    Ok(Layer {
         sums: name,
-        sums_size,
+        size,
         files,
-    };
-    let text = serde_json::to_string_pretty(&manifest)
+    })
+}
+
+/// Replaces `folder`'s manifest with `manifest` (written aside, then
+/// renamed over it).
+fn write_manifest(folder: &Path, manifest: &Manifest) -> Result<(), Error> {
+    let text = serde_json::to_string_pretty(manifest)
         .map_err(|e| Error::Usage(format!("cannot write the order state's manifest: {e}")))?;
-    let manifest_path = folder.join(MANIFEST);
+    let path = folder.join(MANIFEST);
     let partial = folder.join(format!("{MANIFEST}.partial"));
     std::fs::write(&partial, text).map_err(StoreError::io("write", &partial))?;
     sync(&partial)?;
-    std::fs::rename(&partial, &manifest_path).map_err(StoreError::io("rename", &partial))?;
-    if let Some((_, old)) = previous {
-        let _ = std::fs::remove_file(old);
-    }
-    // Sums files no manifest names (left by a refresh that died).
-    if let Ok(entries) = std::fs::read_dir(folder) {
-        for entry in entries.flatten() {
-            let file = entry.file_name().to_string_lossy().into_owned();
-            if file.starts_with("sums-") && file != manifest.sums {
-                let _ = std::fs::remove_file(entry.path());
-            }
+    std::fs::rename(&partial, &path).map_err(StoreError::io("rename", &partial))?;
+    Ok(())
+}
+
+/// Removes the sums files no layer names (left by a refresh that died, or
+/// replaced by a merge or a rebuild).
+fn remove_strays(folder: &Path, layers: &[Layer]) {
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        if file.starts_with("sums-") && !layers.iter().any(|l| l.sums == file) {
+            let _ = std::fs::remove_file(entry.path());
         }
     }
-    Ok(path)
 }
 
 fn sync(path: &Path) -> Result<(), StoreError> {

@@ -278,17 +278,21 @@ pub async fn apply(
             at,
             recorded_at,
         )?;
+        let started = std::time::Instant::now();
         tx.append_plan(StoreTable::Events, events).await?;
+        timing("events written", started);
         let written = ctx
             .read_table(tx.provider(StoreTable::Events).await?)?
             .filter(col("refresh_id").eq(lit(refresh_id)))?;
         let counts = event_counts(&written).await?;
+        timing("events counted", started);
         let moved = counts
             .values()
             .any(|&(entered, exited)| entered + exited > 0);
         if moved {
             let (current, history) = stays_plans(ctx, snapshot, &written, refresh_id, at)?;
             tx.write_stays(current, history).await?;
+            timing("stays written", started);
         }
         for change in &changes {
             let (entered, exited) = counts.get(&change.code).copied().unwrap_or((0, 0));
@@ -314,7 +318,9 @@ pub async fn apply(
         .into_iter()
         .collect::<Vec<_>>()
         .join(",");
+    let started = std::time::Instant::now();
     let commit = tx.commit(kind, at, segments).await?;
+    timing("committed", started);
     Ok(Applied { commit, sizes })
 }
 
@@ -506,6 +512,14 @@ fn stays_plans(
     Ok((current, history))
 }
 
+/// Prints how long a step took, on standard error, when `SEGQL_TIMINGS` is
+/// set (for profiling refreshes).
+pub fn timing(step: &str, since: std::time::Instant) {
+    if std::env::var_os("SEGQL_TIMINGS").is_some() {
+        eprintln!("timing: {step}: {:.3} s", since.elapsed().as_secs_f64());
+    }
+}
+
 /// What `segql refresh` was asked to do.
 #[derive(Debug, Clone)]
 pub struct RefreshOptions {
@@ -624,6 +638,7 @@ pub async fn refresh(
         }
     }
     let scratch = Scratch::new(store, pinned.next_refresh_id())?;
+    let started = std::time::Instant::now();
     let mut orders_scans = 0;
     let mut orders_fold = None;
     if resolved.iter().any(|(_, r)| r.reads_orders()) {
@@ -632,17 +647,24 @@ pub async fn refresh(
             condition.order_scopes(true, &mut scopes);
         }
         // Through the store's order state when the orders are files it
-        // can follow; else one pass over every order.
+        // can follow and no windowed metric is needed; else one pass over
+        // every order. A window reads its orders from every file anyway,
+        // and one pass for all metrics then costs less than the state's
+        // sums plus a windowed pass (measured at scale 1: the same on a
+        // refresh after new orders, 0.45 s more on the first refresh).
         let step = format!(
             "while computing the order metrics{}",
             order_state::orders_at(&catalog)
                 .map(|at| format!(" (orders at {at})"))
                 .unwrap_or_default()
         );
-        let folded =
+        let folded = if scopes.is_empty() {
             order_state::order_metrics(ctx, store.root(), &catalog, options.as_of, &scopes)
                 .await
-                .map_err(in_step(|| step.clone()))?;
+                .map_err(in_step(|| step.clone()))?
+        } else {
+            None
+        };
         let plan = match folded {
             Some((plan, fold)) => {
                 orders_fold = Some(fold);
@@ -652,6 +674,7 @@ pub async fn refresh(
         };
         let table = scratch.pass(ctx, "__order_metrics", plan, &step).await?;
         orders_scans += 1;
+        timing("order metrics", started);
         let keys = scopes.iter().map(OrderScope::key).collect();
         catalog.metrics = Some(Arc::new(Pass { table, keys }));
     }
@@ -668,6 +691,7 @@ pub async fn refresh(
             .pass(ctx, "__events", plan, "while matching did(...) over events")
             .await?;
         events_scans += 1;
+        timing("events pass", started);
         let keys = tests.iter().map(EventTest::key).collect();
         catalog.event_pass = Some(Arc::new(Pass { table, keys }));
     }
@@ -689,6 +713,7 @@ pub async fn refresh(
             )
             .await?;
         items_scans += 1;
+        timing("bought pass", started);
         let keys = calls.iter().map(|c| c.key()).collect();
         catalog.bought = Some(Arc::new(Pass { table, keys }));
     } else {
@@ -711,6 +736,7 @@ pub async fn refresh(
             catalog.stored = Some(Arc::new(stored));
         }
         changes.push(members);
+        timing(&format!("segment {code}"), started);
     }
     if changes.is_empty() {
         return Ok(RefreshOutcome {

@@ -185,17 +185,22 @@ fn finish_metrics(
         builder = if window {
             builder.window(scores)?
         } else {
-            let mut columns: Vec<Expr> = builder
-                .schema()
-                .columns()
-                .into_iter()
-                .map(Expr::Column)
-                .collect();
+            let mut columns = every_column(&builder);
             columns.extend(scores);
             builder.project(columns)?
         };
     }
     builder.build()
+}
+
+/// Every column of `builder`'s plan, as it is.
+fn every_column(builder: &LogicalPlanBuilder) -> Vec<Expr> {
+    builder
+        .schema()
+        .columns()
+        .into_iter()
+        .map(Expr::Column)
+        .collect()
 }
 
 /// The columns of a plan of order sums (see [`order_sums_plan`]).
@@ -342,12 +347,7 @@ pub fn metrics_from_sums(
                 measures,
             )?
             .build()?;
-        let mut columns: Vec<Expr> = builder
-            .schema()
-            .columns()
-            .into_iter()
-            .map(Expr::Column)
-            .collect();
+        let mut columns = every_column(&builder);
         for (i, _) in scopes.iter().enumerate() {
             // A customer without purchases in the scope counts none, as a
             // filtered count over all orders does.
