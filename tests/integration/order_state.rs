@@ -381,7 +381,9 @@ async fn refreshes_through_the_state_give_the_members_of_a_full_pass() {
             &RefreshOptions {
                 codes: Vec::new(),
                 as_of: project.as_of(),
-                wait: false,
+                // Another test's child process can hold a copy of the lock's
+                // descriptor for a moment (between its fork and exec).
+                wait: true,
             },
         )
         .await
@@ -421,7 +423,9 @@ async fn refreshes_through_the_state_give_the_members_of_a_full_pass() {
         &RefreshOptions {
             codes: Vec::new(),
             as_of: project.as_of(),
-            wait: false,
+            // Another test's child process can hold a copy of the lock's
+            // descriptor for a moment (between its fork and exec).
+            wait: true,
         },
     )
     .await

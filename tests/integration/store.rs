@@ -115,7 +115,9 @@ async fn a_year_of_monthly_history_adds_up() {
             &RefreshOptions {
                 codes: Vec::new(),
                 as_of: *as_of,
-                wait: false,
+                // Another test's child process can hold a copy of the lock's
+                // descriptor for a moment (between its fork and exec).
+                wait: true,
             },
         )
         .await
