@@ -342,6 +342,25 @@ async fn members(project: &Project, code: &str, condition: &str) -> (BTreeSet<i6
     )
 }
 
+/// Refreshes every segment of the project in `dir` on `day`.
+async fn refresh_on(dir: &Path, day: &str) -> segql::refresh::RefreshOutcome {
+    let project = open(dir, day).await;
+    refresh(
+        project.ctx(),
+        project.store(),
+        project.catalog("refresh").unwrap(),
+        &RefreshOptions {
+            codes: Vec::new(),
+            as_of: project.as_of(),
+            // Another test's child process can hold a copy of the lock's
+            // descriptor for a moment (between its fork and exec).
+            wait: true,
+        },
+    )
+    .await
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refreshes_through_the_state_give_the_members_of_a_full_pass() {
     let dir = tempfile::tempdir().unwrap();
@@ -373,21 +392,7 @@ async fn refreshes_through_the_state_give_the_members_of_a_full_pass() {
     }
     let mut reports = Vec::new();
     for day in ["2011-10-01", "2011-11-01", "2011-12-15", "2012-01-01"] {
-        let project = open(d, day).await;
-        let outcome = refresh(
-            project.ctx(),
-            project.store(),
-            project.catalog("refresh").unwrap(),
-            &RefreshOptions {
-                codes: Vec::new(),
-                as_of: project.as_of(),
-                // Another test's child process can hold a copy of the lock's
-                // descriptor for a moment (between its fork and exec).
-                wait: true,
-            },
-        )
-        .await
-        .unwrap();
+        let outcome = refresh_on(d, day).await;
         reports.push(outcome.orders_fold.map(|f| f.describe()));
         let project = open(d, day).await;
         for (code, condition) in unwindowed {
@@ -415,21 +420,7 @@ async fn refreshes_through_the_state_give_the_members_of_a_full_pass() {
         .collect_sql(&format!("CREATE SEGMENT {code} AS {condition}"))
         .await
         .unwrap();
-    let project = open(d, "2012-01-02").await;
-    let outcome = refresh(
-        project.ctx(),
-        project.store(),
-        project.catalog("refresh").unwrap(),
-        &RefreshOptions {
-            codes: Vec::new(),
-            as_of: project.as_of(),
-            // Another test's child process can hold a copy of the lock's
-            // descriptor for a moment (between its fork and exec).
-            wait: true,
-        },
-    )
-    .await
-    .unwrap();
+    let outcome = refresh_on(d, "2012-01-02").await;
     assert_eq!(outcome.orders_fold, None);
     assert_eq!(outcome.orders_scans, 1);
     let project = open(d, "2012-01-02").await;
