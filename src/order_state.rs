@@ -32,7 +32,6 @@ use std::sync::Arc;
 
 use datafusion::catalog::TableProvider;
 use datafusion::common::ScalarValue;
-use datafusion::dataframe::DataFrameWriteOptions;
 use datafusion::datasource::listing::{
     ListingTable, ListingTableConfig, ListingTableUrl, PartitionedFile,
 };
@@ -50,6 +49,7 @@ use crate::segment::planner::{
 };
 use crate::segment::resolve::OrderScope;
 use crate::store::error::StoreError;
+use crate::store::write_parquet_file;
 use crate::time::AsOf;
 
 /// The state's folder in a store.
@@ -466,14 +466,7 @@ async fn write_layer(
     let path = folder.join(&name);
     let partial = folder.join(format!("{name}.partial"));
     let frame = ctx.execute_logical_plan(plan).await?;
-    let written = frame
-        .write_parquet(
-            &partial.to_string_lossy(),
-            DataFrameWriteOptions::new().with_single_file_output(true),
-            None,
-        )
-        .await;
-    if let Err(error) = written {
+    if let Err(error) = write_parquet_file(frame, &partial).await {
         let _ = std::fs::remove_file(&partial);
         return Err(error.into());
     }

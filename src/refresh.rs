@@ -16,7 +16,7 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::catalog::TableProvider;
 use datafusion::common::{Column, JoinType, ScalarValue};
-use datafusion::dataframe::{DataFrame, DataFrameWriteOptions};
+use datafusion::dataframe::DataFrame;
 use datafusion::datasource::empty::EmptyTable;
 use datafusion::functions_aggregate::expr_fn::count;
 use datafusion::functions_window::expr_fn::row_number;
@@ -35,7 +35,9 @@ use crate::segment::{SegmentError, SegmentGraph};
 use crate::store::error::StoreError;
 use crate::store::read::{live_definitions, sizes};
 use crate::store::tables::{self, ChangeKind, Commit, Definition, SegmentKind, Size, StoreTable};
-use crate::store::{MEMBERSHIP_PARTITION, Pinned, Snapshot, Store, StoreLock, read};
+use crate::store::{
+    MEMBERSHIP_PARTITION, Pinned, Snapshot, Store, StoreLock, read, write_parquet_file,
+};
 use crate::time::{AsOf, format_micros, now_micros};
 
 /// A segment's members after a change: the distinct customer ids
@@ -149,33 +151,6 @@ impl Scratch {
             size,
         })
     }
-}
-
-/// Writes the rows of `frame` to the one Parquet file `path`, streamed
-/// (batches are encoded as they come, spilling under the session's memory
-/// limit); returns how many rows it wrote.
-pub async fn write_parquet_file(
-    frame: DataFrame,
-    path: &std::path::Path,
-) -> Result<usize, datafusion::common::DataFusionError> {
-    let written = frame
-        .write_parquet(
-            &path.to_string_lossy(),
-            DataFrameWriteOptions::new().with_single_file_output(true),
-            None,
-        )
-        .await?;
-    // DataFusion answers with one row: the count, as UInt64.
-    Ok(written
-        .first()
-        .filter(|b| b.num_rows() > 0)
-        .and_then(|b| {
-            b.column(0)
-                .as_any()
-                .downcast_ref::<datafusion::arrow::array::UInt64Array>()
-                .map(|c| c.value(0) as usize)
-        })
-        .unwrap_or(0))
 }
 
 impl Drop for Scratch {

@@ -735,6 +735,33 @@ fn injected_failure(table: StoreTable) -> Result<()> {
     Ok(())
 }
 
+/// Writes the rows of `frame` to the one Parquet file `path`, streamed
+/// (batches are encoded as they come, spilling under the session's memory
+/// limit); returns how many rows it wrote.
+pub async fn write_parquet_file(
+    frame: datafusion::dataframe::DataFrame,
+    path: &Path,
+) -> Result<usize, datafusion::common::DataFusionError> {
+    let written = frame
+        .write_parquet(
+            &path.to_string_lossy(),
+            datafusion::dataframe::DataFrameWriteOptions::new().with_single_file_output(true),
+            None,
+        )
+        .await?;
+    // DataFusion answers with one row: the count, as UInt64.
+    Ok(written
+        .first()
+        .filter(|b| b.num_rows() > 0)
+        .and_then(|b| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::UInt64Array>()
+                .map(|c| c.value(0) as usize)
+        })
+        .unwrap_or(0))
+}
+
 /// The scratch folders of changes in `root` (`.work-*`): what a change
 /// computes before it writes (members, order metrics), removed after it
 /// commits, or by the next change's recovery if it died.

@@ -145,6 +145,14 @@ pub fn first_ids(
     out
 }
 
+/// The integers of the first column of `sql`'s result on `ctx`.
+pub async fn sql_ids(
+    ctx: &datafusion::prelude::SessionContext,
+    sql: &str,
+) -> std::collections::BTreeSet<i64> {
+    first_ids(&ctx.sql(sql).await.unwrap().collect().await.unwrap())
+}
+
 /// The customer ids condition text selects on `project`, at its `as_of`.
 pub async fn condition_members(
     project: &segql::Project,

@@ -19,7 +19,7 @@ use segql::segment::planner::order_metrics_plan;
 use segql::segment::resolve::resolve_text;
 use segql::time::AsOfArg;
 
-use super::{condition_members, first_ids, repo_root, write_parquet};
+use super::{condition_members, repo_root, sql_ids, write_parquet};
 
 /// Conditions whose metrics the comparison covers: every plain metric
 /// through RFM, and windowed ones (a relative window, a window with a
@@ -328,16 +328,8 @@ async fn folded_order_metrics_equal_a_pass_over_every_order() {
 /// ad-hoc query (a pass over every order), as of the project's day.
 async fn members(project: &Project, code: &str, condition: &str) -> (BTreeSet<i64>, BTreeSet<i64>) {
     let sql = format!("SELECT customer_id FROM segment_members('{code}')");
-    let batches = project
-        .ctx()
-        .sql(&sql)
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
     (
-        first_ids(&batches),
+        sql_ids(project.ctx(), &sql).await,
         condition_members(project, condition).await,
     )
 }

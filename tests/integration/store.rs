@@ -9,8 +9,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDate;
-use datafusion::arrow::array::{Array, AsArray};
-use datafusion::arrow::datatypes::{DataType, Int64Type};
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::datatypes::Int64Type;
 use datafusion::prelude::SessionContext;
 use segql::refresh::{RefreshOptions, refresh};
 use segql::segment::AsOf;
@@ -47,18 +47,7 @@ async fn session(dir: &Path, as_of: AsOf) -> segql::Project {
 }
 
 async fn ids(ctx: &SessionContext, sql: &str) -> BTreeSet<i64> {
-    let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
-    let mut out = BTreeSet::new();
-    for batch in batches {
-        let column = datafusion::arrow::compute::cast(batch.column(0), &DataType::Int64).unwrap();
-        let column = column.as_primitive::<Int64Type>();
-        out.extend(
-            (0..column.len())
-                .filter(|i| column.is_valid(*i))
-                .map(|i| column.value(i)),
-        );
-    }
-    out
+    super::sql_ids(ctx, sql).await
 }
 
 /// One number from a query.
