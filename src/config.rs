@@ -52,6 +52,9 @@ pub struct Config {
     pub store_folder: Option<PathBuf>,
     /// How `segql serve` listens and whom it lets in, from `[server]`.
     pub server: ServerConfig,
+    /// The Ballista scheduler queries run on, from `[cluster] url`;
+    /// `None` runs them in this process. `--cluster` wins over it.
+    pub cluster: Option<crate::cluster::ClusterUrl>,
 }
 
 /// `[server]`: the PostgreSQL-protocol server of `segql serve`.
@@ -308,6 +311,13 @@ customers = "data/customers.parquet"
 #
 # [server.users.pipeline]
 # password_hash_env = "SEGQL_PIPELINE_PASSWORD_HASH"   # the hash, from the environment
+
+# A Ballista cluster to run queries on (see `segql cluster --help`); every
+# node must see the tables and the store at the paths or URLs given here.
+# Without it queries run in this process; with it, a scheduler that cannot
+# be reached is an error (there is no silent fallback).
+# [cluster]
+# url = "df://127.0.0.1:50050"
 "#;
 
 /// Writes [`TEMPLATE`] to `path`; refuses to replace a file unless `force`.
@@ -345,6 +355,15 @@ struct ConfigFile {
     store: Option<StoreSection>,
     #[serde(default)]
     server: Option<ServerSection>,
+    #[serde(default)]
+    cluster: Option<ClusterSection>,
+}
+
+/// `[cluster]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClusterSection {
+    url: String,
 }
 
 /// `[server]`.
@@ -584,6 +603,13 @@ impl Config {
             None => ServerConfig::default(),
             Some(section) => server_config(section, &base_dir).map_err(invalid)?,
         };
+        let cluster = match file.cluster {
+            None => None,
+            Some(section) => Some(
+                crate::cluster::ClusterUrl::parse(&section.url)
+                    .map_err(|e| invalid(format!("[cluster] url: {e}")))?,
+            ),
+        };
         Ok(Self {
             source: Some(path.to_path_buf()),
             tables,
@@ -595,6 +621,7 @@ impl Config {
             rfm,
             store_folder,
             server,
+            cluster,
         })
     }
 
@@ -971,7 +998,7 @@ mod tests {
         assert_eq!((line, column), (2, 2));
         assert_eq!(
             message,
-            "unknown field `tabels`, expected one of `tables`, `segments`, `columns`, `purchases`, `time`, `storage`, `rfm`, `store`, `server`"
+            "unknown field `tabels`, expected one of `tables`, `segments`, `columns`, `purchases`, `time`, `storage`, `rfm`, `store`, `server`, `cluster`"
         );
     }
 

@@ -53,6 +53,10 @@ pub enum Error {
     #[error("segql serve: {0}")]
     Server(String),
 
+    /// A cluster node could not start, or the cluster cannot be reached.
+    #[error("{0}")]
+    Cluster(String),
+
     /// A chart could not be encoded as PNG.
     #[error("cannot encode the PNG: {source}")]
     PngEncode { source: png::EncodingError },

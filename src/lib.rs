@@ -28,6 +28,7 @@
 //! The `segql` binary parses arguments and dispatches to [`exec`].
 
 pub mod chart;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod diagnostic;

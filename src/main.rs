@@ -78,6 +78,12 @@ struct Args {
     #[arg(long, global = true)]
     wait: bool,
 
+    /// Run queries on the Ballista cluster whose scheduler is at this URL
+    /// (df://HOST:PORT) [default: [cluster] url in the project file, else
+    /// in this process]
+    #[arg(long, value_name = "URL", global = true)]
+    cluster: Option<String>,
+
     /// In -f files, report a failing statement and go on with the next
     /// (the exit code is still 1)
     #[arg(long = "continue-on-error")]
@@ -149,6 +155,9 @@ enum Command {
     /// Read a password on standard input and print its hash for
     /// [server.users.<name>] password_hash
     HashPassword,
+    /// Start a node of a Ballista cluster that runs segql's queries
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Write a commented project file with every setting and its default
     Init {
         /// Where to write it
@@ -192,6 +201,35 @@ enum Command {
         /// Replace files already there
         #[arg(long)]
         force: bool,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum ClusterCommand {
+    /// Run a scheduler: clients send it queries (`--cluster df://HOST:PORT`)
+    /// and it hands their stages to executors
+    Scheduler {
+        /// Address to listen on
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:50050")]
+        bind: String,
+    },
+    /// Run an executor: it registers with the scheduler and runs the
+    /// stages it is given
+    Executor {
+        /// The scheduler's address
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:50050")]
+        scheduler: String,
+        /// Address to serve results on; the port after it takes the
+        /// scheduler's calls
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:50051")]
+        bind: String,
+        /// Tasks to run at once [default: the number of cores]
+        #[arg(long = "concurrent-tasks", value_name = "N")]
+        concurrent_tasks: Option<usize>,
+        /// Folder for the intermediate (shuffle) files [default: a
+        /// temporary folder]
+        #[arg(long = "work-dir", value_name = "DIR")]
+        work_dir: Option<String>,
     },
 }
 
@@ -309,6 +347,23 @@ async fn run(args: Args) -> Result<(), Error> {
             return segql::config::write_template(path, *force);
         }
         Some(Command::HashPassword) => return hash_password(),
+        Some(Command::Cluster(ClusterCommand::Scheduler { bind })) => {
+            return segql::cluster::run_scheduler(bind).await;
+        }
+        Some(Command::Cluster(ClusterCommand::Executor {
+            scheduler,
+            bind,
+            concurrent_tasks,
+            work_dir,
+        })) => {
+            let options = segql::cluster::ExecutorOptions {
+                scheduler: scheduler.clone(),
+                bind: bind.clone(),
+                concurrent_tasks: *concurrent_tasks,
+                work_dir: work_dir.clone(),
+            };
+            return segql::cluster::run_executor(&options).await;
+        }
         Some(Command::Generate {
             scale,
             events_from,
@@ -363,6 +418,14 @@ async fn run(args: Args) -> Result<(), Error> {
         return segql::server::serve(config, options).await;
     }
     let ctx = exec::session(args.memory_limit)?;
+    let cluster = match &args.cluster {
+        Some(text) => Some(segql::cluster::ClusterUrl::parse(text).map_err(Error::Usage)?),
+        None => config.cluster.clone(),
+    };
+    let ctx = match &cluster {
+        Some(url) => segql::cluster::connect(url, ctx).await?,
+        None => ctx,
+    };
     let as_of = asked.unwrap_or_else(|| AsOf::now(zone));
     let mut project = Project::open(config, ctx, as_of, args.wait).await?;
 
@@ -407,6 +470,7 @@ async fn run(args: Args) -> Result<(), Error> {
             Command::Init { .. }
             | Command::Generate { .. }
             | Command::HashPassword
+            | Command::Cluster(_)
             | Command::Serve { .. },
         ) => Ok(()),
         // Without statements to run: the interactive prompt.

@@ -17,7 +17,6 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::catalog::TableProvider;
 use datafusion::common::{Column, JoinType, ScalarValue};
 use datafusion::dataframe::DataFrame;
-use datafusion::datasource::empty::EmptyTable;
 use datafusion::functions_aggregate::expr_fn::count;
 use datafusion::functions_window::expr_fn::row_number;
 use datafusion::logical_expr::{Expr, ExprFunctionExt, LogicalPlan, cast, col, lit, when};
@@ -195,9 +194,20 @@ pub fn no_members(code: &str) -> NewMembers {
         DataType::Int64,
         false,
     )]));
+    // An empty relation in a view (not an in-memory table), so the plans
+    // that read it can travel to a cluster.
+    let empty = datafusion::logical_expr::LogicalPlan::EmptyRelation(
+        datafusion::logical_expr::EmptyRelation {
+            produce_one_row: false,
+            schema: Arc::new(
+                datafusion::common::DFSchema::try_from(schema)
+                    .unwrap_or_else(|_| datafusion::common::DFSchema::empty()),
+            ),
+        },
+    );
     NewMembers {
         code: code.to_string(),
-        members: Arc::new(EmptyTable::new(schema)),
+        members: Arc::new(datafusion::datasource::ViewTable::new(empty, None)),
         size: 0,
     }
 }

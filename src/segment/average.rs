@@ -32,10 +32,21 @@ impl AverageOfSums {
             (DataType::Decimal128(..), DataType::Decimal128(..)) | (DataType::Float64, _) => {}
             _ => return plan_err!("no average of sums for amounts of type {amount}"),
         }
-        Ok(Self {
+        Ok(Self::with_output(output))
+    }
+
+    /// The function giving averages of type `output` (as [`Self::output`]
+    /// names it): how a copy is rebuilt in another process.
+    pub fn with_output(output: DataType) -> Self {
+        Self {
             output,
             signature: Signature::any(2, Volatility::Immutable),
-        })
+        }
+    }
+
+    /// The type of the averages.
+    pub fn output(&self) -> &DataType {
+        &self.output
     }
 }
 

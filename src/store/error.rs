@@ -88,7 +88,7 @@ pub enum StoreError {
     TableState {
         table: StoreTable,
         root: PathBuf,
-        problem: &'static str,
+        problem: std::borrow::Cow<'static, str>,
     },
 
     /// A column the store always fills is empty or missing.

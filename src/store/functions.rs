@@ -47,16 +47,33 @@ pub struct StoreView {
     store: Store,
     /// `None` while the folder holds no store yet.
     snapshot: Option<Snapshot>,
-    /// The live segment codes.
-    codes: BTreeSet<String>,
-    /// Current members by code, read on first use.
-    members: Mutex<HashMap<String, Arc<HashSet<i64>>>>,
-    /// Why the store could not be read, for every function that reads it.
-    problem: Option<String>,
+    /// What `in_segment` reads: the codes and the membership files.
+    members: Arc<MemberFiles>,
     /// The commit log's version on disk when this was loaded.
     loaded_at: Option<u64>,
     /// The time zone whose midnight a date argument means.
     zone: Tz,
+}
+
+/// What `in_segment` needs wherever it runs, in this process or on a
+/// cluster's executor: the live segment codes and the Parquet files of
+/// `segment_membership` that hold open stays, at one committed state. It
+/// names files by path, so it travels in a plan (as JSON) to any process
+/// that sees the store's folder at the same path.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct MemberFiles {
+    /// The store folder and the commit log version: which state this is.
+    root: PathBuf,
+    log_version: Option<u64>,
+    /// The live segment codes.
+    codes: BTreeSet<String>,
+    /// The membership files that may hold open stays.
+    files: Vec<PathBuf>,
+    /// Why the store could not be read, for every function that reads it.
+    problem: Option<String>,
+    /// Current members by code, read on first use.
+    #[serde(skip)]
+    cache: Mutex<HashMap<String, Arc<HashSet<i64>>>>,
 }
 
 impl StoreView {
@@ -74,12 +91,21 @@ impl StoreView {
         } else {
             (None, BTreeSet::new())
         };
+        let members = Arc::new(MemberFiles {
+            root: store.root().to_path_buf(),
+            log_version: snapshot.as_ref().map(|s| s.pinned.log_version),
+            codes,
+            files: snapshot
+                .as_ref()
+                .map(|s| s.membership_files.clone())
+                .unwrap_or_default(),
+            problem: None,
+            cache: Mutex::default(),
+        });
         Ok(Self {
             store,
             snapshot,
-            codes,
-            members: Mutex::new(HashMap::new()),
-            problem: None,
+            members,
             loaded_at,
             zone,
         })
@@ -88,21 +114,24 @@ impl StoreView {
     /// A view of a store that cannot be read: every function reading it
     /// fails with `problem`.
     pub fn unreadable(store: Store, problem: StoreError, zone: Tz) -> Self {
+        let members = Arc::new(MemberFiles {
+            root: store.root().to_path_buf(),
+            problem: Some(problem.to_string()),
+            ..MemberFiles::default()
+        });
         Self {
             zone,
             loaded_at: store.log_version_on_disk(),
             store,
             snapshot: None,
-            codes: BTreeSet::new(),
-            members: Mutex::new(HashMap::new()),
-            problem: Some(problem.to_string()),
+            members,
         }
     }
 
     /// Whether the store's committed state is still the one loaded.
     pub fn is_current(&self) -> bool {
         self.store.log_version_on_disk() == self.loaded_at
-            && self.store.exists() == (self.snapshot.is_some() || self.problem.is_some())
+            && self.store.exists() == (self.snapshot.is_some() || self.members.problem.is_some())
     }
 
     /// The store folder.
@@ -117,7 +146,7 @@ impl StoreView {
 
     /// The live segment codes.
     pub fn codes(&self) -> &BTreeSet<String> {
-        &self.codes
+        &self.members.codes
     }
 
     /// The store's segments as a condition sees them.
@@ -125,11 +154,17 @@ impl StoreView {
         let snapshot = self.snapshot.as_ref()?;
         Some(StoredSegments {
             membership: snapshot.provider(StoreTable::Membership).ok(),
-            codes: self.codes.clone(),
+            codes: self.members.codes.clone(),
             overrides: Default::default(),
         })
     }
 
+    fn check_code(&self, code: &str, function: &str) -> Result<()> {
+        self.members.check_code(code, function)
+    }
+}
+
+impl MemberFiles {
     fn check_code(&self, code: &str, function: &str) -> Result<()> {
         if let Some(problem) = &self.problem {
             return plan_err!("{function}: {problem}");
@@ -156,19 +191,14 @@ impl StoreView {
     fn members(&self, code: &str) -> Result<Arc<HashSet<i64>>> {
         self.check_code(code, "in_segment")?;
         let mut cache = self
-            .members
+            .cache
             .lock()
             .map_err(|_| DataFusionError::Execution("segment member cache poisoned".into()))?;
         if let Some(members) = cache.get(code) {
             return Ok(Arc::clone(members));
         }
-        let files = self
-            .snapshot
-            .as_ref()
-            .map(|s| s.membership_files.as_slice())
-            .unwrap_or_default();
         let mut ids = HashSet::new();
-        for path in files {
+        for path in &self.files {
             read_open_members(path, code, &mut ids)?;
         }
         let ids = Arc::new(ids);
@@ -213,22 +243,22 @@ fn read_open_members(file: &PathBuf, code: &str, ids: &mut HashSet<i64>) -> Resu
 /// `in_segment(customer_id, 'code')`.
 #[derive(Debug)]
 pub struct InSegmentFunc {
-    view: Arc<StoreView>,
+    members: Arc<MemberFiles>,
+    /// The client's view of the store, for planning the call as a semi
+    /// join; a copy decoded on a cluster node has none.
+    view: Option<Arc<StoreView>>,
     signature: Signature,
 }
 
 /// Two registrations are the same function when they read the same
 /// committed state of the same store.
-fn state_key(view: &StoreView) -> (&Store, Option<u64>) {
-    (
-        &view.store,
-        view.snapshot.as_ref().map(|s| s.pinned.log_version),
-    )
+fn state_key(members: &MemberFiles) -> (&PathBuf, Option<u64>) {
+    (&members.root, members.log_version)
 }
 
 impl PartialEq for InSegmentFunc {
     fn eq(&self, other: &Self) -> bool {
-        state_key(&self.view) == state_key(&other.view)
+        state_key(&self.members) == state_key(&other.members)
     }
 }
 
@@ -236,16 +266,38 @@ impl Eq for InSegmentFunc {}
 
 impl Hash for InSegmentFunc {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        state_key(&self.view).hash(state);
+        state_key(&self.members).hash(state);
     }
 }
 
 impl InSegmentFunc {
     pub fn new(view: Arc<StoreView>) -> Self {
         Self {
-            view,
+            members: Arc::clone(&view.members),
+            view: Some(view),
             signature: Signature::any(2, Volatility::Stable),
         }
+    }
+
+    /// The bytes that carry this function's state inside a plan.
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        serde_json::to_vec(self.members.as_ref())
+            .map_err(|e| DataFusionError::External(Box::new(e)))
+    }
+
+    /// The function [`encode`](Self::encode) described, as another
+    /// process rebuilds it.
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        let members: MemberFiles = serde_json::from_slice(bytes).map_err(|e| {
+            DataFusionError::Plan(format!(
+                "in_segment: cannot read its state from the plan: {e}"
+            ))
+        })?;
+        Ok(Self {
+            members: Arc::new(members),
+            view: None,
+            signature: Signature::any(2, Volatility::Stable),
+        })
     }
 }
 
@@ -286,7 +338,7 @@ impl ScalarUDFImpl for InSegmentFunc {
         let Some(code) = code else {
             return exec_err!("in_segment: the segment code must be a constant such as 'vip'");
         };
-        let members = self.view.members(code)?;
+        let members = self.members.members(code)?;
         let ids: ArrayRef = args.args[0].to_array(args.number_rows)?;
         let ids = cast(&ids, &DataType::Int64)?;
         let ids = ids
@@ -421,8 +473,9 @@ impl InSegmentJoin {
             return None;
         };
         let code = text_literal(code)?;
-        function.view.check_code(code, "in_segment").ok()?;
-        let members = function.view.members_plan(code, None).ok()?;
+        let view = function.view.as_ref()?;
+        view.check_code(code, "in_segment").ok()?;
+        let members = view.members_plan(code, None).ok()?;
         Some((id.clone(), members))
     }
 }

@@ -33,6 +33,7 @@
 pub mod error;
 pub mod functions;
 pub mod kinds;
+pub mod pinned;
 pub mod read;
 pub mod tables;
 
@@ -104,7 +105,7 @@ impl Snapshot {
             .ok_or(StoreError::TableState {
                 table,
                 root: PathBuf::new(),
-                problem: "it was not loaded",
+                problem: "it was not loaded".into(),
             })
     }
 
@@ -158,11 +159,15 @@ fn delta_error(
 }
 
 /// A table state the store never leaves.
-fn state_error(store: &Store, table: StoreTable, problem: &'static str) -> StoreError {
+fn state_error(
+    store: &Store,
+    table: StoreTable,
+    problem: impl Into<std::borrow::Cow<'static, str>>,
+) -> StoreError {
     StoreError::TableState {
         table,
         root: store.root.clone(),
-        problem,
+        problem: problem.into(),
     }
 }
 
@@ -373,23 +378,56 @@ impl Store {
         let log_version = log
             .version()
             .ok_or_else(|| state_error(self, StoreTable::Refreshes, "no version"))?;
-        let provider = log
-            .table_provider()
-            .await
-            .map_err(|e| delta_error(self, StoreTable::Refreshes)(e.into()))?;
-        let batches = ctx
-            .read_table(provider)?
-            .sort(vec![col("refresh_id").sort(false, false)])?
-            .limit(0, Some(1))?
-            .collect()
-            .await?;
-        let commit = tables::read_commits(&batches)?.into_iter().next();
+        let provider = self.pinned_table(StoreTable::Refreshes, &log).await?;
+        // One row per change: read whole, the newest picked here (a sort
+        // would hold a buffer per partition under a small memory limit).
+        let batches = ctx.read_table(provider)?.collect().await?;
+        let commit = tables::read_commits(&batches)?
+            .into_iter()
+            .max_by_key(|c| c.refresh_id);
         let versions = commit.as_ref().map(|c| c.versions).unwrap_or_default();
         Ok(Pinned {
             commit,
             versions,
             log_version,
         })
+    }
+
+    /// `delta` (a version of `table`) as the list of its Parquet files.
+    async fn pinned_table(
+        &self,
+        table: StoreTable,
+        delta: &DeltaTable,
+    ) -> Result<Arc<dyn TableProvider>> {
+        let schema = delta
+            .table_provider()
+            .await
+            .map_err(|e| delta_error(self, table)(e.into()))?
+            .schema();
+        let state = delta.snapshot().map_err(delta_error(self, table))?;
+        let partition_columns = state.metadata().partition_columns().to_vec();
+        let log_store = delta.log_store();
+        let mut files = Vec::new();
+        for file in state.log_data().iter() {
+            let path = file.object_store_path();
+            let partition = pinned::PinnedTable::partition_of(path.as_ref(), &partition_columns)
+                .map_err(|e| state_error(self, table, e.to_string()))?;
+            // A local store names its files by path, others by URL.
+            let uri = log_store.to_uri(&path);
+            let url = match url::Url::parse(&uri) {
+                Ok(url) => url,
+                Err(_) => url::Url::from_file_path(&uri)
+                    .map_err(|()| state_error(self, table, format!("file {uri} has no URL")))?,
+            };
+            files.push(pinned::PinnedFile {
+                url: url.to_string(),
+                size: u64::try_from(file.size()).unwrap_or_default(),
+                partition,
+            });
+        }
+        let pinned = pinned::PinnedTable::new(&schema, &partition_columns, files)
+            .map_err(|e| state_error(self, table, e.to_string()))?;
+        Ok(Arc::new(pinned))
     }
 
     /// The tables at the newest committed state.
@@ -415,11 +453,7 @@ impl Store {
                 }
                 membership_files = open_stay_files(membership_files);
             }
-            let provider = delta
-                .table_provider()
-                .await
-                .map_err(|e| delta_error(self, table)(e.into()))?;
-            providers.insert(table, provider);
+            providers.insert(table, self.pinned_table(table, &delta).await?);
         }
         Ok(Snapshot {
             pinned,
@@ -569,10 +603,7 @@ impl Transaction<'_> {
     /// `table` as this change has written it so far.
     pub async fn provider(&self, table: StoreTable) -> Result<Arc<dyn TableProvider>> {
         let delta = self.open_written(table).await?;
-        delta
-            .table_provider()
-            .await
-            .map_err(|e| delta_error(self.store, table)(e.into()))
+        self.store.pinned_table(table, &delta).await
     }
 
     /// Writes the open stays of `segment_membership` and the stays this

@@ -81,7 +81,7 @@ fn unknown_section_is_an_error() {
         &count(&dir),
         1,
         "error: project file segql.toml, line 1, column 2: unknown field `tabels`, expected \
-         one of `tables`, `segments`, `columns`, `purchases`, `time`, `storage`, `rfm`, `store`, `server`; a project file has a [tables] section mapping table names to \
+         one of `tables`, `segments`, `columns`, `purchases`, `time`, `storage`, `rfm`, `store`, `server`, `cluster`; a project file has a [tables] section mapping table names to \
          Parquet paths, e.g. orders = \"data/orders.parquet\", and an optional [segments] \
          section with the folder of saved segments, e.g. folder = \"segments\", and an optional [store] section with the segment store's folder, e.g. folder = \"segql_store\"\n",
     );
@@ -94,7 +94,7 @@ fn unknown_top_level_key_is_an_error() {
         &count(&dir),
         1,
         "error: project file segql.toml, line 1, column 1: unknown field `timezone`, expected \
-         one of `tables`, `segments`, `columns`, `purchases`, `time`, `storage`, `rfm`, `store`, `server`; a project file has a [tables] section mapping table names to \
+         one of `tables`, `segments`, `columns`, `purchases`, `time`, `storage`, `rfm`, `store`, `server`, `cluster`; a project file has a [tables] section mapping table names to \
          Parquet paths, e.g. orders = \"data/orders.parquet\", and an optional [segments] \
          section with the folder of saved segments, e.g. folder = \"segments\", and an optional [store] section with the segment store's folder, e.g. folder = \"segql_store\"\n",
     );

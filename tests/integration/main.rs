@@ -37,6 +37,7 @@
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 mod cli;
+mod cluster;
 mod commands;
 mod config;
 mod errors;
