@@ -252,6 +252,64 @@ fn a_refresh_on_the_cluster_records_the_history_of_one_in_process() {
     assert!(expected.lines().count() > 1000, "{expected}");
     assert_eq!(store_history(remote.path(), Some(&cluster)), expected);
     assert_eq!(store_history(remote.path(), None), expected);
+
+    // The store's functions on the cluster: `in_segment` under OR stays
+    // a function call (its state travels in the plan), the other a semi
+    // join; `segment_members` now and at a past day.
+    for sql in [
+        "SELECT count(*) FROM customers WHERE in_segment(customer_id, 'lapsed') OR country = 'France'",
+        "SELECT count(*) FROM customers WHERE in_segment(customer_id, 'not_uk')",
+        "SELECT customer_id FROM segment_members('champions') ORDER BY customer_id",
+        "SELECT customer_id, entered_at FROM segment_members('lapsed', '2011-09-01') \
+         ORDER BY customer_id",
+    ] {
+        let run = same_on_both(remote.path(), &cluster, &["--format", "csv", "-c", sql]);
+        assert!(run.stdout.lines().count() > 1, "{sql}: {}", run.stdout);
+    }
+    let run = segql_in(
+        remote.path(),
+        &[
+            "--cluster",
+            &cluster.url,
+            "--format",
+            "csv",
+            "-c",
+            "SELECT count(*) AS n FROM customers WHERE in_segment(customer_id, 'lapsed') \
+             OR country = 'France'",
+        ],
+    );
+    let local_count = segql_in(
+        local.path(),
+        &[
+            "--format",
+            "csv",
+            "-c",
+            "SELECT count(*) AS n FROM customers WHERE in_segment(customer_id, 'lapsed') \
+             OR country = 'France'",
+        ],
+    );
+    assert_eq!(run.stdout, local_count.stdout);
+}
+
+#[test]
+fn the_project_group_map_reaches_the_executors() {
+    let dir = tempfile::tempdir().unwrap();
+    project_copy(dir.path());
+    std::fs::write(
+        dir.path().join("groups.txt"),
+        "scale 5\nLow: r 1-2, f 1-5\nHigh: r 3-5, f 1-5\n",
+    )
+    .unwrap();
+    let mut toml = std::fs::read_to_string(dir.path().join("segql.toml")).unwrap();
+    toml.push_str("[rfm]\ngroups = \"groups.txt\"\n");
+    std::fs::write(dir.path().join("segql.toml"), toml).unwrap();
+    let cluster = start_cluster(dir.path());
+    // Scores from the rows, so the function runs on the executors.
+    let sql = "SELECT rfm_segment(CAST(customer_id % 5 + 1 AS BIGINT), 1) AS g, count(*) AS n \
+               FROM customers GROUP BY g ORDER BY g";
+    let run = same_on_both(dir.path(), &cluster, &["--format", "csv", "-c", sql]);
+    // As plain SQL counts them: customer_id % 5 < 2 is Low.
+    assert_eq!(run.stdout, "g,n\nHigh,2641\nLow,1731\n");
 }
 
 #[test]
@@ -280,4 +338,76 @@ fn an_unreachable_scheduler_is_a_clear_error() {
          df://HOST:PORT, e.g. df://127.0.0.1:50050\n"
     );
     assert_eq!(run.code, Some(1));
+}
+
+#[test]
+fn a_killed_executor_never_leaves_the_store_half_changed() {
+    let local = tempfile::tempdir().unwrap();
+    let remote = tempfile::tempdir().unwrap();
+    project_copy(local.path());
+    project_copy(remote.path());
+    let mut cluster = start_cluster(remote.path());
+    let condition = "orders_count >= 2 AND NOT bought(description: '%MUG%', date: -90d..today)";
+    for dir in [local.path(), remote.path()] {
+        let run = segql_in(dir, &["segment", "create", "regulars", condition]);
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+        let run = segql_in(dir, &["--as-of", "2011-09-01", "refresh"]);
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+    }
+    let before = store_history(remote.path(), None);
+    assert_eq!(before, store_history(local.path(), None));
+
+    // A refresh on the cluster loses one of its two executors part way.
+    let refresh = Command::new(env!("CARGO_BIN_EXE_segql"))
+        .args([
+            "--cluster",
+            &cluster.url,
+            "--as-of",
+            "2011-12-01",
+            "refresh",
+        ])
+        .current_dir(remote.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let executor = cluster.nodes.last_mut().unwrap();
+    executor.kill().unwrap();
+    executor.wait().unwrap();
+    let output = refresh.wait_with_output().unwrap();
+    eprintln!(
+        "refresh went on after the kill: {}",
+        output.status.success()
+    );
+
+    // Either Ballista ran the lost tasks again and the refresh recorded
+    // what an in-process one records, or it failed, said so, and the
+    // store still holds exactly the state before it.
+    let run = segql_in(local.path(), &["--as-of", "2011-12-01", "refresh"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let after = store_history(remote.path(), None);
+    if output.status.success() {
+        assert_eq!(after, store_history(local.path(), None));
+    } else {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.starts_with("error: "), "{stderr}");
+        assert_eq!(after, before, "a failed refresh changed the store");
+        // The next refresh, on the executor left, completes it.
+        let run = segql_in(
+            remote.path(),
+            &[
+                "--cluster",
+                &cluster.url,
+                "--as-of",
+                "2011-12-01",
+                "refresh",
+            ],
+        );
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+        assert_eq!(
+            store_history(remote.path(), None),
+            store_history(local.path(), None)
+        );
+    }
 }
