@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use datafusion::execution::object_store::{DefaultObjectStoreRegistry, ObjectStoreRegistry};
 use datafusion::object_store::ObjectStore;
 use datafusion::prelude::SessionContext;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
@@ -120,6 +121,53 @@ pub fn register_store(
     Ok(())
 }
 
+/// The object stores of a cluster node (scheduler or executor), which has
+/// no project file: a table URL's store is set up on first use from the
+/// node's environment (`AWS_*`, `GOOGLE_*`, `AZURE_*`), then kept. Local
+/// files and stores registered explicitly are served as DataFusion's
+/// default registry serves them.
+#[derive(Debug, Default)]
+pub struct NodeStores {
+    known: DefaultObjectStoreRegistry,
+}
+
+impl ObjectStoreRegistry for NodeStores {
+    fn register_store(
+        &self,
+        url: &Url,
+        store: Arc<dyn ObjectStore>,
+    ) -> Option<Arc<dyn ObjectStore>> {
+        self.known.register_store(url, store)
+    }
+
+    fn deregister_store(&self, url: &Url) -> datafusion::common::Result<Arc<dyn ObjectStore>> {
+        self.known.deregister_store(url)
+    }
+
+    fn get_store(&self, url: &Url) -> datafusion::common::Result<Arc<dyn ObjectStore>> {
+        if let Ok(store) = self.known.get_store(url) {
+            return Ok(store);
+        }
+        if !is_supported(url.scheme()) {
+            return self.known.get_store(url);
+        }
+        let store = store_for(url, &BTreeMap::new()).map_err(|e| {
+            datafusion::common::DataFusionError::Execution(format!(
+                "this node cannot read {url}: {e}; give it the store's settings in its \
+                 environment (for S3: AWS_ENDPOINT, AWS_REGION, AWS_ACCESS_KEY_ID, \
+                 AWS_SECRET_ACCESS_KEY, AWS_ALLOW_HTTP)"
+            ))
+        })?;
+        let base = Url::parse(&url[..url::Position::BeforePath]).map_err(|e| {
+            datafusion::common::DataFusionError::Execution(format!(
+                "this node cannot read {url}: cannot read its host: {e}"
+            ))
+        })?;
+        self.known.register_store(&base, Arc::clone(&store));
+        Ok(store)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,5 +209,25 @@ mod tests {
         assert!(!is_supported("ftp"));
         let http = Url::parse("https://example.com/data/orders.parquet").unwrap();
         assert!(store_for(&http, &BTreeMap::new()).is_ok());
+    }
+
+    #[test]
+    fn a_node_sets_up_stores_on_first_use() {
+        let stores = NodeStores::default();
+        let local = Url::parse("file:///tmp/orders.parquet").unwrap();
+        assert!(stores.get_store(&local).is_ok());
+        let http = Url::parse("https://example.com/data/orders.parquet").unwrap();
+        let first = stores.get_store(&http).unwrap();
+        let again = stores
+            .get_store(&Url::parse("https://example.com/other.parquet").unwrap())
+            .unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "the store is kept");
+        let err = stores
+            .get_store(&Url::parse("ftp://example.com/x").unwrap())
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("No suitable object store"),
+            "{err}"
+        );
     }
 }

@@ -77,6 +77,33 @@ fn decode_function(name: &str, bytes: &[u8]) -> Result<Option<Arc<ScalarUDF>>> {
     Ok(Some(Arc::new(udf)))
 }
 
+/// `name`'s function as [`decode_function`] rebuilds it, else `other`'s.
+fn decode_function_or(
+    name: &str,
+    buf: &[u8],
+    other: impl FnOnce() -> Result<Arc<ScalarUDF>>,
+) -> Result<Arc<ScalarUDF>> {
+    match decode_function(name, buf)? {
+        Some(udf) => Ok(udf),
+        None => other(),
+    }
+}
+
+/// `node`'s state as [`encode_function`] writes it, else as `other` does.
+fn encode_function_or(
+    node: &ScalarUDF,
+    buf: &mut Vec<u8>,
+    other: impl FnOnce(&mut Vec<u8>) -> Result<()>,
+) -> Result<()> {
+    match encode_function(node)? {
+        Some(bytes) => {
+            buf.extend(bytes);
+            Ok(())
+        }
+        None => other(buf),
+    }
+}
+
 /// The logical codec of segql's client and scheduler.
 #[derive(Debug, Default)]
 pub struct SegqlLogicalCodec {
@@ -143,20 +170,11 @@ impl LogicalExtensionCodec for SegqlLogicalCodec {
     }
 
     fn try_decode_udf(&self, name: &str, buf: &[u8]) -> Result<Arc<ScalarUDF>> {
-        match decode_function(name, buf)? {
-            Some(udf) => Ok(udf),
-            None => self.inner.try_decode_udf(name, buf),
-        }
+        decode_function_or(name, buf, || self.inner.try_decode_udf(name, buf))
     }
 
     fn try_encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
-        match encode_function(node)? {
-            Some(bytes) => {
-                buf.extend(bytes);
-                Ok(())
-            }
-            None => self.inner.try_encode_udf(node, buf),
-        }
+        encode_function_or(node, buf, |buf| self.inner.try_encode_udf(node, buf))
     }
 
     fn try_decode_udaf(&self, name: &str, buf: &[u8]) -> Result<Arc<AggregateUDF>> {
@@ -203,20 +221,11 @@ impl PhysicalExtensionCodec for SegqlPhysicalCodec {
     }
 
     fn try_decode_udf(&self, name: &str, buf: &[u8]) -> Result<Arc<ScalarUDF>> {
-        match decode_function(name, buf)? {
-            Some(udf) => Ok(udf),
-            None => self.inner.try_decode_udf(name, buf),
-        }
+        decode_function_or(name, buf, || self.inner.try_decode_udf(name, buf))
     }
 
     fn try_encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
-        match encode_function(node)? {
-            Some(bytes) => {
-                buf.extend(bytes);
-                Ok(())
-            }
-            None => self.inner.try_encode_udf(node, buf),
-        }
+        encode_function_or(node, buf, |buf| self.inner.try_encode_udf(node, buf))
     }
 
     fn try_decode_udaf(&self, name: &str, buf: &[u8]) -> Result<Arc<AggregateUDF>> {

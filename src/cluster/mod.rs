@@ -27,11 +27,14 @@ use ballista_scheduler::config::SchedulerConfig;
 use ballista_scheduler::scheduler_process::start_server;
 use datafusion::execution::FunctionRegistry;
 use datafusion::execution::SessionState;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::logical_expr::ScalarUDF;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::error::Error;
 use crate::segment::average::AverageOfSums;
+use crate::storage::NodeStores;
 use codec::{SegqlLogicalCodec, SegqlPhysicalCodec};
 
 /// The scheduler's port when a URL names none (Ballista's default).
@@ -88,9 +91,25 @@ fn planner_functions() -> Vec<Arc<ScalarUDF>> {
     ))]
 }
 
-/// A session state for a scheduler: Ballista's, with segql's functions.
+/// A node's runtime: object stores set up from its environment
+/// ([`NodeStores`]), spill files in `temp` when given.
+fn node_runtime(temp: Option<&str>) -> datafusion::common::Result<Arc<RuntimeEnv>> {
+    let builder =
+        RuntimeEnvBuilder::new().with_object_store_registry(Arc::new(NodeStores::default()));
+    let builder = match temp {
+        Some(dir) => builder.with_temp_file_path(dir),
+        None => builder,
+    };
+    builder.build_arc()
+}
+
+/// A session state for a scheduler: Ballista's, with segql's functions and
+/// the node's object stores (it lists the files of the tables it plans).
 fn scheduler_session(config: SessionConfig) -> datafusion::common::Result<SessionState> {
-    let mut state = default_session_builder(config)?;
+    let state = default_session_builder(config)?;
+    let mut state = SessionStateBuilder::new_from_existing(state)
+        .with_runtime_env(node_runtime(None)?)
+        .build();
     segql_udfs::register_all(&mut state)?;
     for f in planner_functions() {
         state.register_udf(f)?;
@@ -133,8 +152,31 @@ fn socket_address(text: &str, what: &str) -> Result<SocketAddr, Error> {
         })
 }
 
+/// Sends a node's log (Ballista's and DataFusion's) to standard error at
+/// the level `SEGQL_LOG` names (`error`, `warn`, `info`, `debug`,
+/// `trace`); warnings and errors when it is unset.
+fn start_node_log() -> Result<(), Error> {
+    let level = match std::env::var("SEGQL_LOG") {
+        Ok(text) => text
+            .parse::<tracing_subscriber::filter::LevelFilter>()
+            .map_err(|_| {
+                Error::Cluster(format!(
+                    "SEGQL_LOG={text} is not a log level; use error, warn, info, debug or trace"
+                ))
+            })?,
+        Err(_) => tracing_subscriber::filter::LevelFilter::WARN,
+    };
+    // A second call in one process (tests) keeps the first logger.
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .try_init();
+    Ok(())
+}
+
 /// Runs a scheduler on `bind` until the process is stopped.
 pub async fn run_scheduler(bind: &str) -> Result<(), Error> {
+    start_node_log()?;
     let address = socket_address(bind, "--bind")?;
     let config = SchedulerConfig {
         bind_host: address.ip().to_string(),
@@ -170,6 +212,7 @@ pub struct ExecutorOptions {
 
 /// Runs an executor until the process is stopped.
 pub async fn run_executor(options: &ExecutorOptions) -> Result<(), Error> {
+    start_node_log()?;
     let address = socket_address(&options.bind, "--bind")?;
     let scheduler = socket_address(&options.scheduler, "--scheduler")?;
     let grpc_port = address.port().checked_add(1).ok_or_else(|| {
@@ -184,6 +227,7 @@ pub async fn run_executor(options: &ExecutorOptions) -> Result<(), Error> {
         })?;
     }
     let registry = executor_registry()?;
+    let work_dir = options.work_dir.clone();
     let mut config = ExecutorProcessConfig {
         bind_host: address.ip().to_string(),
         external_host: Some(address.ip().to_string()),
@@ -196,6 +240,9 @@ pub async fn run_executor(options: &ExecutorOptions) -> Result<(), Error> {
         override_function_registry: Some(Arc::new(registry)),
         override_logical_codec: Some(Arc::new(SegqlLogicalCodec::default())),
         override_physical_codec: Some(Arc::new(SegqlPhysicalCodec::default())),
+        override_runtime_producer: Some(Arc::new(move |_: &SessionConfig| {
+            node_runtime(work_dir.as_deref())
+        })),
         print_thread_info: false,
         ..Default::default()
     };

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use super::{Run, repo_root, segql_in};
 
 /// The nodes of a loopback cluster; dropping it stops them.
-struct Cluster {
+pub(super) struct Cluster {
     nodes: Vec<Child>,
-    url: String,
+    pub(super) url: String,
 }
 
 impl Drop for Cluster {
@@ -51,9 +51,10 @@ fn wait_for_port(port: u16, what: &str) {
     }
 }
 
-fn node(args: &[&str], work: &Path) -> Child {
+fn node(args: &[&str], work: &Path, env: &[(&str, String)]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_segql"))
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .current_dir(work)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -64,10 +65,19 @@ fn node(args: &[&str], work: &Path) -> Child {
 
 /// Starts a scheduler and two executors of two tasks each, in `work`.
 fn start_cluster(work: &Path) -> Cluster {
+    start_cluster_with_env(work, &[])
+}
+
+/// [`start_cluster`] with `env` set in every node's environment.
+pub(super) fn start_cluster_with_env(work: &Path, env: &[(&str, String)]) -> Cluster {
     let scheduler_port = free_port_pair();
     let scheduler = format!("127.0.0.1:{scheduler_port}");
     let mut cluster = Cluster {
-        nodes: vec![node(&["cluster", "scheduler", "--bind", &scheduler], work)],
+        nodes: vec![node(
+            &["cluster", "scheduler", "--bind", &scheduler],
+            work,
+            env,
+        )],
         url: format!("df://{scheduler}"),
     };
     wait_for_port(scheduler_port, "the scheduler");
@@ -89,6 +99,7 @@ fn start_cluster(work: &Path) -> Cluster {
                 dir.to_str().unwrap(),
             ],
             work,
+            env,
         ));
         wait_for_port(port + 1, "an executor");
     }

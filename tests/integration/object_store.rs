@@ -15,6 +15,9 @@ use object_store::ObjectStoreExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
 
+use tempfile::TempDir;
+
+use super::cluster::start_cluster_with_env;
 use super::{repo_root, segql_in};
 
 /// A moto server on loopback, stopped when dropped.
@@ -117,11 +120,10 @@ fn project(dir: &Path, tables: &str, storage: &str) {
     .unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s3_tables_answer_like_local_files() {
-    let Some(moto) = start_moto() else {
-        return;
-    };
+/// The bundled tables uploaded to moto's bucket `shop`, and two projects
+/// over them: one reading them there (`[storage]` points at moto), one
+/// reading the local files.
+async fn remote_and_local_projects(moto: &Moto) -> (TempDir, TempDir) {
     let data = repo_root().join("data/online_retail");
     create_bucket(moto.port, "shop");
     upload(
@@ -163,7 +165,15 @@ async fn s3_tables_answer_like_local_files() {
         ),
         "",
     );
+    (remote, local)
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_tables_answer_like_local_files() {
+    let Some(moto) = start_moto() else {
+        return;
+    };
+    let (remote, local) = remote_and_local_projects(&moto).await;
     let same = |args: &[&str]| {
         let here = segql_in(local.path(), args);
         let there = segql_in(remote.path(), args);
@@ -226,5 +236,75 @@ async fn s3_tables_answer_like_local_files() {
         "big",
         "--columns",
         "customer_id,country",
+    ]);
+}
+
+/// The same tables read by a loopback cluster: the scheduler and the
+/// executors have no project file and set up the bucket's store from
+/// their environment; the client keeps its `[storage]` options.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_tables_on_a_cluster_answer_like_local_files() {
+    let Some(moto) = start_moto() else {
+        return;
+    };
+    let (remote, local) = remote_and_local_projects(&moto).await;
+    let cluster = start_cluster_with_env(
+        remote.path(),
+        &[
+            ("AWS_ENDPOINT", format!("http://127.0.0.1:{}", moto.port)),
+            ("AWS_REGION", "us-east-1".to_string()),
+            ("AWS_ACCESS_KEY_ID", "segql".to_string()),
+            ("AWS_SECRET_ACCESS_KEY", "segql".to_string()),
+            ("AWS_ALLOW_HTTP", "true".to_string()),
+        ],
+    );
+    let same = |args: &[&str]| {
+        let here = segql_in(local.path(), args);
+        let mut on_cluster = vec!["--cluster", cluster.url.as_str()];
+        on_cluster.extend_from_slice(args);
+        let there = segql_in(remote.path(), &on_cluster);
+        assert_eq!(here.code, Some(0), "{}", here.stderr);
+        assert_eq!(
+            there.code,
+            Some(0),
+            "{args:?} on the cluster: {}",
+            there.stderr
+        );
+        assert_eq!(there.stdout, here.stdout, "{args:?}");
+        there.stdout
+    };
+    let counts = same(&[
+        "--format",
+        "csv",
+        "-c",
+        "SELECT count(*) AS orders FROM orders; \
+         SELECT count(*) AS purchases, sum(amount) AS spent FROM purchases()",
+    ]);
+    assert_eq!(
+        counts,
+        "orders\n25900\n\npurchases,spent\n18536,8911407.904\n"
+    );
+    same(&[
+        "--as-of",
+        "2011-12-10",
+        "--format",
+        "csv",
+        "-c",
+        "SELECT count(*) AS n, min(customer_id) AS first FROM segment('rfm_group = ''Champions'' \
+         AND bought(description: ''%TEA%'', date: -365d..today)')",
+    ]);
+    same(&["--as-of", "2011-12-10", "rfm"]);
+    for dir in [local.path(), remote.path()] {
+        let run = segql_in(dir, &["segment", "create", "big", "amount_spent > 5000"]);
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+    }
+    same(&["--as-of", "2011-11-01", "--format", "csv", "refresh"]);
+    same(&["--as-of", "2011-12-10", "--format", "csv", "refresh"]);
+    same(&[
+        "--format",
+        "csv",
+        "-c",
+        "SELECT segment, customer_id, entered_at, exited_at FROM segment_membership \
+         ORDER BY customer_id, entered_at",
     ]);
 }
