@@ -120,6 +120,19 @@ fn project(dir: &Path, tables: &str, storage: &str) {
     .unwrap();
 }
 
+/// Runs `args` in the `local` project and, after `remote_options`, in the
+/// `remote` one: both succeed, the remote run quietly, with one output.
+#[track_caller]
+fn same_output(local: &Path, remote: &Path, remote_options: &[&str], args: &[&str]) -> String {
+    let here = segql_in(local, args);
+    let there = segql_in(remote, &[remote_options, args].concat());
+    assert_eq!(here.code, Some(0), "{}", here.stderr);
+    assert_eq!(there.code, Some(0), "{args:?}: {}", there.stderr);
+    assert_eq!(there.stderr, "");
+    assert_eq!(there.stdout, here.stdout, "{args:?}");
+    there.stdout
+}
+
 /// The bundled tables uploaded to moto's bucket `shop`, and two projects
 /// over them: one reading them there (`[storage]` points at moto), one
 /// reading the local files.
@@ -174,14 +187,7 @@ async fn s3_tables_answer_like_local_files() {
         return;
     };
     let (remote, local) = remote_and_local_projects(&moto).await;
-    let same = |args: &[&str]| {
-        let here = segql_in(local.path(), args);
-        let there = segql_in(remote.path(), args);
-        assert_eq!(here.code, Some(0), "{}", here.stderr);
-        assert_eq!(there.stderr, "");
-        assert_eq!(there.stdout, here.stdout, "{args:?}");
-        there.stdout
-    };
+    let same = |args: &[&str]| same_output(local.path(), remote.path(), &[], args);
     let counts = same(&[
         "--format",
         "csv",
@@ -258,21 +264,8 @@ async fn s3_tables_on_a_cluster_answer_like_local_files() {
             ("AWS_ALLOW_HTTP", "true".to_string()),
         ],
     );
-    let same = |args: &[&str]| {
-        let here = segql_in(local.path(), args);
-        let mut on_cluster = vec!["--cluster", cluster.url.as_str()];
-        on_cluster.extend_from_slice(args);
-        let there = segql_in(remote.path(), &on_cluster);
-        assert_eq!(here.code, Some(0), "{}", here.stderr);
-        assert_eq!(
-            there.code,
-            Some(0),
-            "{args:?} on the cluster: {}",
-            there.stderr
-        );
-        assert_eq!(there.stdout, here.stdout, "{args:?}");
-        there.stdout
-    };
+    let on_cluster = ["--cluster", cluster.url.as_str()];
+    let same = |args: &[&str]| same_output(local.path(), remote.path(), &on_cluster, args);
     let counts = same(&[
         "--format",
         "csv",
