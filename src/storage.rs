@@ -115,10 +115,14 @@ pub fn register_store(
     options: &BTreeMap<String, String>,
 ) -> Result<(), StorageProblem> {
     let store = store_for(url, options)?;
-    let base = Url::parse(&url[..url::Position::BeforePath])
-        .map_err(|e| StorageProblem(format!("cannot read its host: {e}")))?;
-    ctx.register_object_store(&base, store);
+    ctx.register_object_store(&store_base(url)?, store);
     Ok(())
+}
+
+/// The part of `url` one store serves: its scheme and host.
+fn store_base(url: &Url) -> Result<Url, StorageProblem> {
+    Url::parse(&url[..url::Position::BeforePath])
+        .map_err(|e| StorageProblem(format!("cannot read its host: {e}")))
 }
 
 /// The object stores of a cluster node (scheduler or executor), which has
@@ -145,24 +149,20 @@ impl ObjectStoreRegistry for NodeStores {
     }
 
     fn get_store(&self, url: &Url) -> datafusion::common::Result<Arc<dyn ObjectStore>> {
-        if let Ok(store) = self.known.get_store(url) {
-            return Ok(store);
+        match self.known.get_store(url) {
+            Ok(store) => return Ok(store),
+            Err(e) if !is_supported(url.scheme()) => return Err(e),
+            Err(_) => {}
         }
-        if !is_supported(url.scheme()) {
-            return self.known.get_store(url);
-        }
-        let store = store_for(url, &BTreeMap::new()).map_err(|e| {
-            datafusion::common::DataFusionError::Execution(format!(
-                "this node cannot read {url}: {e}; give it the store's settings in its \
-                 environment (for S3: AWS_ENDPOINT, AWS_REGION, AWS_ACCESS_KEY_ID, \
-                 AWS_SECRET_ACCESS_KEY, AWS_ALLOW_HTTP)"
-            ))
-        })?;
-        let base = Url::parse(&url[..url::Position::BeforePath]).map_err(|e| {
-            datafusion::common::DataFusionError::Execution(format!(
-                "this node cannot read {url}: cannot read its host: {e}"
-            ))
-        })?;
+        let (store, base) = store_for(url, &BTreeMap::new())
+            .and_then(|store| Ok((store, store_base(url)?)))
+            .map_err(|e| {
+                datafusion::common::DataFusionError::Execution(format!(
+                    "this node cannot read {url}: {e}; give it the store's settings in its \
+                     environment (for S3: AWS_ENDPOINT, AWS_REGION, AWS_ACCESS_KEY_ID, \
+                     AWS_SECRET_ACCESS_KEY, AWS_ALLOW_HTTP)"
+                ))
+            })?;
         self.known.register_store(&base, Arc::clone(&store));
         Ok(store)
     }

@@ -91,11 +91,14 @@ fn planner_functions() -> Vec<Arc<ScalarUDF>> {
     ))]
 }
 
-/// A node's runtime: object stores set up from its environment
-/// ([`NodeStores`]), spill files in `temp` when given.
-fn node_runtime(temp: Option<&str>) -> datafusion::common::Result<Arc<RuntimeEnv>> {
-    let builder =
-        RuntimeEnvBuilder::new().with_object_store_registry(Arc::new(NodeStores::default()));
+/// A node's runtime: its object stores (one [`NodeStores`] per process, so
+/// each store is set up once and its connections are reused by every
+/// query), spill files in `temp` when given.
+fn node_runtime(
+    stores: &Arc<NodeStores>,
+    temp: Option<&str>,
+) -> datafusion::common::Result<Arc<RuntimeEnv>> {
+    let builder = RuntimeEnvBuilder::new().with_object_store_registry(Arc::clone(stores) as _);
     let builder = match temp {
         Some(dir) => builder.with_temp_file_path(dir),
         None => builder,
@@ -105,10 +108,13 @@ fn node_runtime(temp: Option<&str>) -> datafusion::common::Result<Arc<RuntimeEnv
 
 /// A session state for a scheduler: Ballista's, with segql's functions and
 /// the node's object stores (it lists the files of the tables it plans).
-fn scheduler_session(config: SessionConfig) -> datafusion::common::Result<SessionState> {
+fn scheduler_session(
+    stores: &Arc<NodeStores>,
+    config: SessionConfig,
+) -> datafusion::common::Result<SessionState> {
     let state = default_session_builder(config)?;
     let mut state = SessionStateBuilder::new_from_existing(state)
-        .with_runtime_env(node_runtime(None)?)
+        .with_runtime_env(node_runtime(stores, None)?)
         .build();
     segql_udfs::register_all(&mut state)?;
     for f in planner_functions() {
@@ -121,7 +127,7 @@ fn scheduler_session(config: SessionConfig) -> datafusion::common::Result<Sessio
 /// segql's.
 fn executor_registry() -> datafusion::common::Result<BallistaFunctionRegistry> {
     let mut registry = BallistaFunctionRegistry::default();
-    let state = scheduler_session(SessionConfig::new())?;
+    let state = scheduler_session(&Arc::new(NodeStores::default()), SessionConfig::new())?;
     for (name, f) in state.scalar_functions() {
         registry
             .scalar_functions
@@ -182,7 +188,10 @@ pub async fn run_scheduler(bind: &str) -> Result<(), Error> {
         bind_host: address.ip().to_string(),
         bind_port: address.port(),
         external_host: address.ip().to_string(),
-        override_session_builder: Some(Arc::new(scheduler_session)),
+        override_session_builder: Some({
+            let stores = Arc::new(NodeStores::default());
+            Arc::new(move |config| scheduler_session(&stores, config))
+        }),
         override_logical_codec: Some(Arc::new(SegqlLogicalCodec::default())),
         override_physical_codec: Some(Arc::new(SegqlPhysicalCodec::default())),
         ..Default::default()
@@ -228,6 +237,7 @@ pub async fn run_executor(options: &ExecutorOptions) -> Result<(), Error> {
     }
     let registry = executor_registry()?;
     let work_dir = options.work_dir.clone();
+    let stores = Arc::new(NodeStores::default());
     let mut config = ExecutorProcessConfig {
         bind_host: address.ip().to_string(),
         external_host: Some(address.ip().to_string()),
@@ -241,7 +251,7 @@ pub async fn run_executor(options: &ExecutorOptions) -> Result<(), Error> {
         override_logical_codec: Some(Arc::new(SegqlLogicalCodec::default())),
         override_physical_codec: Some(Arc::new(SegqlPhysicalCodec::default())),
         override_runtime_producer: Some(Arc::new(move |_: &SessionConfig| {
-            node_runtime(work_dir.as_deref())
+            node_runtime(&stores, work_dir.as_deref())
         })),
         print_thread_info: false,
         ..Default::default()

@@ -133,6 +133,14 @@ fn same_output(local: &Path, remote: &Path, remote_options: &[&str], args: &[&st
     there.stdout
 }
 
+/// How many members `condition` has, and the first.
+fn members_query(condition: &str) -> String {
+    format!(
+        "SELECT count(*) AS n, min(customer_id) AS first FROM segment('{}')",
+        condition.replace('\'', "''")
+    )
+}
+
 /// The bundled tables uploaded to moto's bucket `shop`, and two projects
 /// over them: one reading them there (`[storage]` points at moto), one
 /// reading the local files.
@@ -212,10 +220,7 @@ async fn s3_tables_answer_like_local_files() {
             "--format",
             "csv",
             "-c",
-            &format!(
-                "SELECT count(*) AS n, min(customer_id) AS first FROM segment('{}')",
-                condition.replace('\'', "''")
-            ),
+            &members_query(condition),
         ]);
     }
     same(&["--as-of", "2011-12-10", "rfm"]);
@@ -283,8 +288,9 @@ async fn s3_tables_on_a_cluster_answer_like_local_files() {
         "--format",
         "csv",
         "-c",
-        "SELECT count(*) AS n, min(customer_id) AS first FROM segment('rfm_group = ''Champions'' \
-         AND bought(description: ''%TEA%'', date: -365d..today)')",
+        &members_query(
+            "rfm_group = 'Champions' AND bought(description: '%TEA%', date: -365d..today)",
+        ),
     ]);
     same(&["--as-of", "2011-12-10", "rfm"]);
     for dir in [local.path(), remote.path()] {
