@@ -13,10 +13,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use futures::{StreamExt, TryStreamExt};
+
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::catalog::TableProvider;
 use datafusion::common::{Column, JoinType, ScalarValue};
 use datafusion::dataframe::DataFrame;
+use datafusion::functions::expr_fn::coalesce;
 use datafusion::functions_aggregate::expr_fn::count;
 use datafusion::functions_window::expr_fn::row_number;
 use datafusion::logical_expr::{Expr, ExprFunctionExt, LogicalPlan, cast, col, lit, when};
@@ -356,30 +359,22 @@ fn events_plan(
             cast(col("segment"), DataType::Utf8).alias("o_segment"),
             col("customer_id").alias("o_customer"),
         ])?;
+    // One full join finds both: a new member without an open stay
+    // entered, an open stay without a new member exited (one hash table
+    // instead of the two of a pair of anti joins).
     let keys_new = ["n_segment", "n_customer"];
     let keys_open = ["o_segment", "o_customer"];
-    let entered = new
-        .clone()
-        .join(
-            open.clone(),
-            JoinType::LeftAnti,
-            &keys_new,
-            &keys_open,
-            None,
-        )?
+    let entered = col("o_customer").is_null();
+    let moved = new
+        .join(open, JoinType::Full, &keys_new, &keys_open, None)?
+        .filter(entered.clone().or(col("n_customer").is_null()))?
         .select(vec![
-            col("n_rank").alias("rank"),
-            col("n_segment").alias("segment"),
-            col("n_customer").alias("customer_id"),
-            lit("entered").alias("event"),
-        ])?;
-    let exited = open
-        .join(new, JoinType::LeftAnti, &keys_open, &keys_new, None)?
-        .select(vec![
-            col("o_rank").alias("rank"),
-            col("o_segment").alias("segment"),
-            col("o_customer").alias("customer_id"),
-            lit("exited").alias("event"),
+            coalesce(vec![col("n_rank"), col("o_rank")]).alias("rank"),
+            coalesce(vec![col("n_segment"), col("o_segment")]).alias("segment"),
+            coalesce(vec![col("n_customer"), col("o_customer")]).alias("customer_id"),
+            when(entered, lit("entered"))
+                .otherwise(lit("exited"))?
+                .alias("event"),
         ])?;
     let number = row_number()
         .order_by(vec![
@@ -389,7 +384,7 @@ fn events_plan(
         ])
         .build()?
         .alias("n");
-    let events = entered.union(exited)?.window(vec![number])?.select(vec![
+    let events = moved.window(vec![number])?.select(vec![
         (lit(next_event - 1) + cast(col("n"), DataType::Int64)).alias("event_id"),
         lit(refresh_id).alias("refresh_id"),
         col("segment"),
@@ -496,6 +491,11 @@ fn stays_plans(
         .into_unoptimized_plan();
     Ok((current, history))
 }
+
+/// How many segments of one stage a refresh evaluates at a time: enough
+/// to keep the cores busy between the small plans' single-threaded steps,
+/// few enough that their hash tables stay small beside the passes.
+const SEGMENTS_AT_ONCE: usize = 4;
 
 /// Prints how long a step took, on standard error, when `SEGQL_TIMINGS` is
 /// set (for profiling refreshes).
@@ -705,24 +705,49 @@ pub async fn refresh(
         items_scans += calls.len();
     }
 
-    let mut changes = Vec::new();
-    for (code, condition) in &resolved {
-        let plan = plan_resolved(condition, &catalog, options.as_of).map_err(SegmentError::from)?;
-        let members = scratch
-            .members(ctx, &catalog, code, plan, definitions.get(code))
-            .await
-            .map_err(in_step(|| format!("while evaluating segment `{code}`")))?;
-        // Segments using this one read the members just computed.
+    // Segments are evaluated in stages: those of a stage do not refer to
+    // each other, so they run together (a small plan alone leaves a core
+    // idle); a later stage reads the members of the earlier ones.
+    let codes: Vec<String> = resolved.iter().map(|(code, _)| code.clone()).collect();
+    let stages = graph.stages(&codes);
+    let mut evaluated: Vec<Option<NewMembers>> = vec![None; resolved.len()];
+    for stage in 0..=stages.iter().copied().max().unwrap_or(0) {
+        let mut runs = Vec::new();
+        for (i, (code, condition)) in resolved.iter().enumerate() {
+            if stages[i] != stage {
+                continue;
+            }
+            let plan =
+                plan_resolved(condition, &catalog, options.as_of).map_err(SegmentError::from)?;
+            let (scratch, catalog, definition) = (&scratch, &catalog, definitions.get(code));
+            runs.push(async move {
+                let members = scratch
+                    .members(ctx, catalog, code, plan, definition)
+                    .await
+                    .map_err(in_step(|| format!("while evaluating segment `{code}`")))?;
+                timing(&format!("segment {code}"), started);
+                Ok::<_, Error>((i, members))
+            });
+        }
+        let done: Vec<(usize, NewMembers)> = futures::stream::iter(runs)
+            .buffer_unordered(SEGMENTS_AT_ONCE)
+            .try_collect()
+            .await?;
+        // Segments using these read the members just computed.
         if let Some(stored) = &catalog.stored {
             let mut stored = stored.as_ref().clone();
-            stored
-                .overrides
-                .insert(code.clone(), Arc::clone(&members.members));
+            for (_, members) in &done {
+                stored
+                    .overrides
+                    .insert(members.code.clone(), Arc::clone(&members.members));
+            }
             catalog.stored = Some(Arc::new(stored));
         }
-        changes.push(members);
-        timing(&format!("segment {code}"), started);
+        for (i, members) in done {
+            evaluated[i] = Some(members);
+        }
     }
+    let changes: Vec<NewMembers> = evaluated.into_iter().flatten().collect();
     if changes.is_empty() {
         return Ok(RefreshOutcome {
             commit: None,

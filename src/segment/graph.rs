@@ -153,6 +153,30 @@ impl SegmentGraph {
         done
     }
 
+    /// The stage of each of `ordered` (codes as [`order`](Self::order)
+    /// returns them): 0 for a segment that refers to none of the segments
+    /// before it, else one more than the latest stage among those it refers
+    /// to. Segments of one stage do not depend on each other, so they can
+    /// be evaluated together once the earlier stages are done.
+    pub fn stages(&self, ordered: &[String]) -> Vec<usize> {
+        let mut stages: BTreeMap<&str, usize> = BTreeMap::new();
+        ordered
+            .iter()
+            .map(|code| {
+                let stage = self
+                    .edges
+                    .get(code)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|dependency| stages.get(dependency.as_str()).map(|s| s + 1))
+                    .max()
+                    .unwrap_or(0);
+                stages.insert(code, stage);
+                stage
+            })
+            .collect()
+    }
+
     /// Every segment of the graph, referenced ones first: the order to
     /// create them in.
     pub fn creation_order(&self) -> Vec<String> {
@@ -223,6 +247,27 @@ mod tests {
         assert_eq!(g.order(["d", "b"]), ["d", "b"]);
         assert_eq!(g.users_of("c"), ["b"]);
         assert!(g.users_of("a").is_empty());
+    }
+
+    #[test]
+    fn stages_group_segments_that_do_not_depend_on_each_other() {
+        let g = graph(&[
+            ("a", "in_segment(b) AND in_segment(d)"),
+            ("b", "in_segment(c)"),
+            ("c", "country = 'x'"),
+            ("d", "city = 'y'"),
+            ("e", "in_segment(d) OR in_segment(zz)"),
+        ]);
+        let order = g.creation_order();
+        assert_eq!(order, ["c", "b", "d", "a", "e"]);
+        assert_eq!(g.stages(&order), [0, 1, 0, 2, 1]);
+        // A segment outside the codes refreshed does not hold others back.
+        let order = g.order(["a", "c", "d"]);
+        assert_eq!(order, ["d", "a", "c"]);
+        assert_eq!(g.stages(&order), [0, 1, 0]);
+        // A cycle (refused when defined) does not loop.
+        let g = graph(&[("a", "in_segment(b)"), ("b", "in_segment(a)")]);
+        assert_eq!(g.stages(&g.creation_order()), [0, 1]);
     }
 
     #[test]
