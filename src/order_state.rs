@@ -45,7 +45,8 @@ use crate::segment::SegmentCatalog;
 use crate::segment::average::AverageOfSums;
 use crate::segment::columns::{Role, SourceTable};
 use crate::segment::planner::{
-    merge_order_sums, metrics_from_sums, order_sums_plan, placed_before,
+    merge_order_sums, metrics_from_sums, order_sums_plan, orders_from_day, placed_before,
+    scopes_first_day,
 };
 use crate::segment::resolve::OrderScope;
 use crate::store::error::StoreError;
@@ -55,8 +56,11 @@ use crate::time::AsOf;
 /// The state's folder in a store.
 pub const FOLDER: &str = "order_state";
 const MANIFEST: &str = "manifest.json";
+/// How the names of the files of sums and of recent orders begin.
+const SUMS_PREFIX: &str = "sums-";
+const RECENT_PREFIX: &str = "recent-";
 /// The manifest's layout; another one is rebuilt.
-const FORMAT: u32 = 2;
+const FORMAT: u32 = 3;
 
 /// What `manifest.json` records.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,7 +81,33 @@ struct Layer {
     sums: String,
     size: u64,
     files: Vec<SeenFile>,
+    /// The layer's recent orders, for windowed metrics (`None` until a
+    /// refresh with a window needs them).
+    #[serde(default)]
+    recent: Option<Recent>,
 }
+
+/// A file of the orders of a layer's files placed on `from_day` or later,
+/// every column kept as the order files have it: what windowed metrics
+/// read instead of the order files, so a window of 90 days reads about 90
+/// days of orders. Written under a temporary name and renamed, like sums.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Recent {
+    file: String,
+    size: u64,
+    /// Days since 1970-01-01.
+    from_day: i32,
+}
+
+/// Recent orders start this many days before the first day a refresh's
+/// windows need, so the refreshes of the following weeks (and a somewhat
+/// wider window) find what they need in them.
+const RECENT_MARGIN: i32 = 31;
+
+/// Recent orders that start more than this many days before the first day
+/// needed are cut to start [`RECENT_MARGIN`] days before it, so what a
+/// window reads does not grow as refreshes move forward.
+const RECENT_SLACK: i32 = 3 * RECENT_MARGIN;
 
 /// Layers beyond this are merged into one when the next is added, so a
 /// refresh reads a bounded number of files however many arrive.
@@ -122,6 +152,10 @@ pub struct Fold {
     pub unsettled: usize,
     /// Why the state was rebuilt from every settled file, if it was.
     pub rebuilt: Option<String>,
+    /// For windowed metrics: the first day of the kept recent orders they
+    /// read (with the files read for this day only), and how many layers'
+    /// recent orders were written from their order files this time.
+    pub recent: Option<(i32, usize)>,
 }
 
 impl Fold {
@@ -137,6 +171,16 @@ impl Fold {
         );
         if let Some(reason) = &self.rebuilt {
             text.push_str(&format!("; rebuilt: {reason}"));
+        }
+        if let Some((from, from_files)) = self.recent {
+            let day = crate::time::date_from_days(from)
+                .map_or_else(|| format!("day {from}"), |d| d.to_string());
+            text.push_str(&format!("; windows read the orders from {day} on"));
+            if from_files > 0 {
+                text.push_str(&format!(
+                    " ({from_files} layers' recent orders taken from their files)"
+                ));
+            }
         }
         text
     }
@@ -172,6 +216,15 @@ pub async fn order_metrics(
     if !amount_type.is_ok_and(|t| AverageOfSums::of(&t).is_ok()) {
         return Ok(None);
     }
+
+    // Windowed metrics read the recent orders the state keeps, so every
+    // window must start on some day; one reaching back to the first order
+    // reads every order anyway.
+    let need = match scopes_first_day(scopes) {
+        _ if scopes.is_empty() => None,
+        Some(day) => Some(day),
+        None => return Ok(None),
+    };
 
     let files = list_files(ctx, listing).await?;
     let table_root = listing.table_paths()[0].prefix().as_ref().to_string();
@@ -275,17 +328,38 @@ pub async fn order_metrics(
     // The state with the new settled files folded in: a layer of their
     // own, or every layer merged into one when there are too many.
     let mut layers = kept_state.map(|m| m.layers).unwrap_or_default();
+    let layer_files = |layer: &Layer| -> Vec<&PartitionedFile> {
+        // Every file of a kept layer is listed now (else it was rebuilt).
+        layer
+            .files
+            .iter()
+            .filter_map(|f| current.get(f).map(|&i| &files[i]))
+            .collect()
+    };
+    let extension = listing.options().file_extension.clone();
+    let mut manifest_changed = false;
     if !new_settled.is_empty() {
         let mut seen: Vec<SeenFile> = new_settled
             .iter()
             .map(|f| SeenFile::of(f, &table_root))
             .collect();
         let mut plan = subset(&new_settled, None)?;
+        // Where the new layer's recent orders come from: its new files,
+        // and for a merge each old layer's recent orders (or its files).
+        let mut recent_sources = vec![files_table(listing, &new_settled)?];
         let replaced = if layers.len() >= MAX_LAYERS {
             let mut parts = Vec::new();
             for layer in &layers {
                 parts.push(read_sums(ctx, &folder.join(&layer.sums)).await?);
                 seen.extend(layer.files.iter().cloned());
+                if let Some(day) = need {
+                    recent_sources.push(match &layer.recent {
+                        Some(r) if r.from_day <= day - RECENT_MARGIN && whole(&folder, r) => {
+                            recent_table(listing, &folder, r)?
+                        }
+                        _ => files_table(listing, &layer_files(layer))?,
+                    });
+                }
             }
             parts.push(plan);
             plan = merge_order_sums(&reference, parts)?;
@@ -294,12 +368,65 @@ pub async fn order_metrics(
             Vec::new()
         };
         seen.sort();
-        let layer = write_layer(ctx, &folder, plan, seen)
+        let step = || "while folding new order files into the order state".to_string();
+        let mut layer = write_layer(ctx, &folder, plan, seen)
+            .await
+            .map_err(in_step(step))?;
+        if let Some(day) = need {
+            let from_day = day - RECENT_MARGIN;
+            let recent = write_recent(ctx, &folder, &extension, catalog, recent_sources, as_of, from_day)
+                .await
+                .map_err(in_step(step))?;
+            layer.recent = Some(recent);
+        }
+        layers.push(layer);
+        manifest_changed = true;
+        for old in replaced {
+            let _ = std::fs::remove_file(folder.join(old.sums));
+        }
+    }
+    // Windowed metrics read the layers' recent orders: each layer whose
+    // recent orders are missing, cut short or start too late gets them
+    // from its order files; those that start much too early are cut.
+    if let Some(day) = need {
+        let mut from_files = 0;
+        for i in 0..layers.len() {
+            let source = match &layers[i].recent {
+                Some(r) if whole(&folder, r) && r.from_day < day => {
+                    if r.from_day >= day - RECENT_SLACK {
+                        continue;
+                    }
+                    recent_table(listing, &folder, r)?
+                }
+                _ => {
+                    from_files += 1;
+                    files_table(listing, &layer_files(&layers[i]))?
+                }
+            };
+            let recent = write_recent(
+                ctx,
+                &folder,
+                &extension,
+                catalog,
+                vec![source],
+                as_of,
+                day - RECENT_MARGIN,
+            )
             .await
             .map_err(in_step(|| {
-                "while folding new order files into the order state".into()
+                "while keeping recent orders in the order state".into()
             }))?;
-        layers.push(layer);
+            layers[i].recent = Some(recent);
+            manifest_changed = true;
+        }
+        let from = layers
+            .iter()
+            .filter_map(|l| l.recent.as_ref().map(|r| r.from_day))
+            .min()
+            .unwrap_or(day - RECENT_MARGIN);
+        fold.recent = Some((from, from_files));
+    }
+    if manifest_changed {
         write_manifest(
             &folder,
             &Manifest {
@@ -308,9 +435,6 @@ pub async fn order_metrics(
                 layers: layers.clone(),
             },
         )?;
-        for old in replaced {
-            let _ = std::fs::remove_file(folder.join(old.sums));
-        }
         remove_strays(&folder, &layers);
     }
     let mut state = Vec::new();
@@ -326,10 +450,85 @@ pub async fn order_metrics(
         return Ok(None);
     }
     let sums = merge_order_sums(&reference, parts)?;
+    // The orders windowed metrics read: the recent ones of every layer
+    // and those of the files read for this day only.
+    let recent = match need {
+        None => None,
+        Some(_) => {
+            let mut tables = Vec::new();
+            for layer in &layers {
+                if let Some(r) = &layer.recent {
+                    tables.push(recent_table(listing, &folder, r)?);
+                }
+            }
+            if !unsettled.is_empty() {
+                tables.push(files_table(listing, &unsettled)?);
+            }
+            let mut builder: Option<LogicalPlanBuilder> = None;
+            for table in tables {
+                let scan = LogicalPlanBuilder::scan("orders", provider_as_source(table), None)?;
+                builder = Some(match builder {
+                    Some(b) => b.union(scan.build()?)?,
+                    None => scan,
+                });
+            }
+            builder.map(|b| b.build()).transpose()?
+        }
+    };
     Ok(Some((
-        metrics_from_sums(sums, catalog, as_of, scopes)?,
+        metrics_from_sums(sums, catalog, as_of, scopes, recent)?,
         fold,
     )))
+}
+
+/// Whether the recent orders `recent` of a layer are in `folder` whole
+/// (by size).
+fn whole(folder: &Path, recent: &Recent) -> bool {
+    std::fs::metadata(folder.join(&recent.file)).is_ok_and(|m| m.len() == recent.size)
+}
+
+/// A layer's recent orders as a table read as `listing` reads the order
+/// files (same options, same schema).
+fn recent_table(
+    listing: &ListingTable,
+    folder: &Path,
+    recent: &Recent,
+) -> Result<Arc<dyn TableProvider>, Error> {
+    let url = ListingTableUrl::parse(folder.join(&recent.file).to_string_lossy())?;
+    let config = ListingTableConfig::new(url)
+        .with_listing_options(listing.options().clone())
+        .with_schema(listing.schema());
+    Ok(Arc::new(ListingTable::try_new(config)?))
+}
+
+/// Writes the orders of `sources` (tables of the order files' columns)
+/// placed on `from_day` or later as a file of recent orders in `folder`.
+async fn write_recent(
+    ctx: &SessionContext,
+    folder: &Path,
+    extension: &str,
+    catalog: &SegmentCatalog,
+    sources: Vec<Arc<dyn TableProvider>>,
+    as_of: AsOf,
+    from_day: i32,
+) -> Result<Recent, Error> {
+    let mut builder: Option<LogicalPlanBuilder> = None;
+    for source in sources {
+        let rows = orders_from_day(catalog, source, as_of, from_day)?;
+        builder = Some(match builder {
+            Some(b) => b.union(rows)?,
+            None => LogicalPlanBuilder::from(rows),
+        });
+    }
+    let Some(builder) = builder else {
+        return Err(Error::Usage("recent orders without order files".into()));
+    };
+    let (file, size) = write_file(ctx, folder, RECENT_PREFIX, extension, builder.build()?).await?;
+    Ok(Recent {
+        file,
+        size,
+        from_day,
+    })
 }
 
 /// A plan reading the sums file `path`.
@@ -450,16 +649,35 @@ fn read_manifest(folder: &Path) -> Option<Manifest> {
 }
 
 /// Writes the sums of `plan`, those of the order files `files`, as a new
-/// layer of the state in `folder` (under a temporary name, then renamed).
+/// layer of the state in `folder`.
 async fn write_layer(
     ctx: &SessionContext,
     folder: &Path,
     plan: LogicalPlan,
     files: Vec<SeenFile>,
 ) -> Result<Layer, Error> {
+    let (sums, size) = write_file(ctx, folder, SUMS_PREFIX, ".parquet", plan).await?;
+    Ok(Layer {
+        sums,
+        size,
+        files,
+        recent: None,
+    })
+}
+
+/// Writes the rows of `plan` to a new Parquet file `<prefix><time>-<pid>
+/// <extension>` in `folder` (under a temporary name, synced, then
+/// renamed); returns its name and size.
+async fn write_file(
+    ctx: &SessionContext,
+    folder: &Path,
+    prefix: &str,
+    extension: &str,
+    plan: LogicalPlan,
+) -> Result<(String, u64), Error> {
     std::fs::create_dir_all(folder).map_err(StoreError::io("create", folder))?;
     let name = format!(
-        "sums-{}-{}.parquet",
+        "{prefix}{}-{}{extension}",
         crate::time::now_micros(),
         std::process::id()
     );
@@ -475,11 +693,7 @@ async fn write_layer(
     let size = std::fs::metadata(&path)
         .map_err(StoreError::io("read", &path))?
         .len();
-    Ok(Layer {
-        sums: name,
-        size,
-        files,
-    })
+    Ok((name, size))
 }
 
 /// Replaces `folder`'s manifest with `manifest` (written aside, then
@@ -495,15 +709,18 @@ fn write_manifest(folder: &Path, manifest: &Manifest) -> Result<(), Error> {
     Ok(())
 }
 
-/// Removes the sums files no layer names (left by a refresh that died, or
-/// replaced by a merge or a rebuild).
+/// Removes the files of sums and of recent orders no layer names (left by
+/// a refresh that died, or replaced by a merge, a cut or a rebuild).
 fn remove_strays(folder: &Path, layers: &[Layer]) {
     let Ok(entries) = std::fs::read_dir(folder) else {
         return;
     };
     for entry in entries.flatten() {
         let file = entry.file_name().to_string_lossy().into_owned();
-        if file.starts_with("sums-") && !layers.iter().any(|l| l.sums == file) {
+        let named = layers.iter().any(|l| {
+            l.sums == file || l.recent.as_ref().is_some_and(|r| r.file == file)
+        });
+        if (file.starts_with(SUMS_PREFIX) || file.starts_with(RECENT_PREFIX)) && !named {
             let _ = std::fs::remove_file(entry.path());
         }
     }

@@ -632,24 +632,18 @@ pub async fn refresh(
             condition.order_scopes(true, &mut scopes);
         }
         // Through the store's order state when the orders are files it
-        // can follow and no windowed metric is needed; else one pass over
-        // every order. A window reads its orders from every file anyway,
-        // and one pass for all metrics then costs less than the state's
-        // sums plus a windowed pass (measured at scale 1: the same on a
-        // refresh after new orders, 0.45 s more on the first refresh).
+        // can follow (windowed metrics read the recent orders it keeps);
+        // else one pass over every order.
         let step = format!(
             "while computing the order metrics{}",
             order_state::orders_at(&catalog)
                 .map(|at| format!(" (orders at {at})"))
                 .unwrap_or_default()
         );
-        let folded = if scopes.is_empty() {
+        let folded =
             order_state::order_metrics(ctx, store.root(), &catalog, options.as_of, &scopes)
                 .await
-                .map_err(in_step(|| step.clone()))?
-        } else {
-            None
-        };
+                .map_err(in_step(|| step.clone()))?;
         let plan = match folded {
             Some((plan, fold)) => {
                 orders_fold = Some(fold);

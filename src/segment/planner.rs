@@ -293,13 +293,15 @@ pub fn merge_order_sums(reference: &LogicalPlan, parts: Vec<LogicalPlan>) -> Res
 /// The order metrics of [`order_metrics_plan`] from per-customer order
 /// sums `sums` (of the catalog's orders before `as_of`) instead of a pass
 /// over every order: the same columns, the same values. The windowed
-/// metrics of `scopes` still read `orders`, only the purchases some scope
-/// admits.
+/// metrics of `scopes` read the purchases some scope admits from `recent`
+/// (rows with the columns and types of `orders`, holding at least every
+/// order on or after [`scopes_first_day`]), or from `orders` when `None`.
 pub fn metrics_from_sums(
     sums: LogicalPlan,
     catalog: &SegmentCatalog,
     as_of: AsOf,
     scopes: &[OrderScope],
+    recent: Option<LogicalPlan>,
 ) -> Result<LogicalPlan> {
     let orders = orders_table(catalog)?;
     let columns = &catalog.columns;
@@ -336,7 +338,10 @@ pub fn metrics_from_sums(
             )?);
         }
         let any_scope = tests.into_iter().reduce(Expr::or).unwrap_or(lit(true));
-        let scoped = LogicalPlanBuilder::scan("orders", provider_as_source(orders), None)?
+        let scoped = match recent {
+            Some(recent) => LogicalPlanBuilder::from(recent).alias("orders")?,
+            None => LogicalPlanBuilder::scan("orders", provider_as_source(Arc::clone(&orders)), None)?,
+        }
             .filter(
                 purchase
                     .filter(&catalog.purchases, Some(as_of))
@@ -383,6 +388,30 @@ pub fn metrics_from_sums(
         Some(&catalog.rfm),
         scopes.len(),
     )
+}
+
+/// The first day any of `scopes` admits orders from; `None` when one of
+/// them has no first day (it reaches back to the first order).
+pub fn scopes_first_day(scopes: &[OrderScope]) -> Option<i32> {
+    scopes
+        .iter()
+        .map(|scope| first_day(&scope.filters))
+        .collect::<Option<Vec<i32>>>()
+        .and_then(|days| days.into_iter().min())
+}
+
+/// The rows of `orders` (a table of the catalog's orders' columns) placed
+/// on day `day` or later, every column kept.
+pub fn orders_from_day(
+    catalog: &SegmentCatalog,
+    orders: Arc<dyn TableProvider>,
+    as_of: AsOf,
+    day: i32,
+) -> Result<LogicalPlan> {
+    let purchase = PurchaseColumns::of(&orders.schema(), &catalog.columns, SourceTable::Orders);
+    LogicalPlanBuilder::scan("orders", provider_as_source(orders), None)?
+        .filter(day_bound(purchase.ts, &purchase.ts_type, as_of, day, true))?
+        .build()
 }
 
 /// Whether a purchase placed at `value` (a literal of the orders' time

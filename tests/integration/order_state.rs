@@ -109,17 +109,28 @@ async fn table(ctx: &SessionContext, plan: LogicalPlan) -> String {
 /// Folds the store's state in `dir` on `as_of` and checks the metrics
 /// against a pass over every order; returns how the fold went.
 async fn folded_equals_full(dir: &Path, as_of: &str) -> Option<Fold> {
+    folded_equals_full_for(dir, as_of, &CONDITIONS, 3).await
+}
+
+/// [`folded_equals_full`] for the metrics of `conditions`, which have at
+/// least `windows` windowed metrics.
+async fn folded_equals_full_for(
+    dir: &Path,
+    as_of: &str,
+    conditions: &[(&str, &str)],
+    windows: usize,
+) -> Option<Fold> {
     let project = open(dir, as_of).await;
     let ctx = project.ctx().clone();
     let catalog = project.catalog("test").unwrap().clone();
     let as_of = project.as_of();
     let mut scopes = Vec::new();
-    for (_, condition) in CONDITIONS {
+    for (_, condition) in conditions {
         resolve_text(condition, &catalog, as_of)
             .unwrap()
             .order_scopes(true, &mut scopes);
     }
-    assert!(scopes.len() >= 3, "{scopes:?}");
+    assert!(scopes.len() >= windows, "{scopes:?}");
     let full = table(&ctx, order_metrics_plan(&catalog, as_of, &scopes).unwrap()).await;
     let folded = order_metrics(&ctx, project.store().root(), &catalog, as_of, &scopes)
         .await
@@ -137,7 +148,7 @@ fn sums_files(state: &Path) -> Vec<std::path::PathBuf> {
         .unwrap()
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("sums-")))
         .collect()
 }
 
@@ -148,12 +159,18 @@ fn fold(kept: usize, added: usize, unsettled: usize, rebuilt: Option<&str>) -> F
         added,
         unsettled,
         rebuilt: rebuilt.map(str::to_string),
+        recent: None,
     }
 }
 
-/// The fold without its file count (checked separately).
+/// The fold without its file count and recent orders (checked
+/// separately).
 fn without_files(fold: Option<Fold>) -> Option<Fold> {
-    fold.map(|f| Fold { files: 0, ..f })
+    fold.map(|f| Fold {
+        files: 0,
+        recent: None,
+        ..f
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -321,7 +338,104 @@ async fn folded_order_metrics_equal_a_pass_over_every_order() {
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(left.len(), 2, "the manifest and one sums file: {left:?}");
+    assert_eq!(
+        left.len(),
+        3,
+        "the manifest, one sums file, one of recent orders: {left:?}"
+    );
+}
+
+/// Days since 1970-01-01 of `date` (`YYYY-MM-DD`).
+fn day(date: &str) -> i32 {
+    let date = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").unwrap();
+    (date - chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap()).num_days() as i32
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windowed_metrics_read_the_recent_orders_the_state_keeps() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let orders = d.join("orders");
+    fs::create_dir(&orders).unwrap();
+    let ctx = SessionContext::new();
+    let part = |from: &str, to: &str| {
+        format!(
+            "SELECT * FROM {{orders}} WHERE order_ts >= TIMESTAMP '{from}' \
+             AND order_ts < TIMESTAMP '{to}' ORDER BY order_id"
+        )
+    };
+    write_orders(&ctx, &orders.join("a.parquet"), &part("2000-01-01", "2011-06-01")).await;
+    write_orders(&ctx, &orders.join("b.parquet"), &part("2011-06-01", "2011-09-01")).await;
+    write_orders(&ctx, &orders.join("c.parquet"), &part("2011-09-01", "2012-01-01")).await;
+    project_file(d, "\"cancelled\", \"adjustment\"");
+    // Windows of 90 and 60 days back from the refresh's day.
+    let relative = [CONDITIONS[1], CONDITIONS[0]];
+    let check = |as_of: &'static str| folded_equals_full_for(d, as_of, &relative, 2);
+    let recent = |fold: &Option<Fold>| fold.as_ref().and_then(|f| f.recent);
+
+    // a settles: its recent orders start 31 days before the 90-day window.
+    let first = check("2011-07-01").await;
+    assert_eq!(recent(&first), Some((day("2011-03-02"), 0)));
+    // A month later they still cover the window: kept as they are.
+    let kept = check("2011-08-01").await;
+    assert_eq!(recent(&kept), Some((day("2011-03-02"), 0)));
+    assert_eq!(without_files(kept), Some(fold(1, 0, 2, None)));
+    // b settles; a's recent orders now start too early and are cut.
+    let later = check("2011-10-01").await;
+    assert_eq!(recent(&later), Some((day("2011-06-02"), 0)));
+    assert_eq!(without_files(later), Some(fold(1, 1, 1, None)));
+    let state = d.join("segql_store/order_state");
+    let named = |prefix: &str| -> Vec<std::path::PathBuf> {
+        let mut found: Vec<_> = fs::read_dir(&state)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
+            .collect();
+        found.sort();
+        found
+    };
+    assert_eq!(named("recent-").len(), 2, "one per layer, the cut one replaced");
+    // Recent orders cut short are taken from the layer's files again.
+    let broken = &named("recent-")[0];
+    let bytes = fs::read(broken).unwrap();
+    fs::write(broken, &bytes[..bytes.len() / 2]).unwrap();
+    let repaired = check("2011-10-02").await;
+    // (the other layer's still start on 2011-06-02)
+    assert_eq!(recent(&repaired), Some((day("2011-06-02"), 1)));
+    assert_eq!(named("recent-").len(), 2);
+    // A window that reaches back to the first order reads every order.
+    let unbounded = [(
+        "uk",
+        "orders_count(country: 'United Kingdom') >= 2 AND orders_count(date: -30d..today) > 0",
+    )];
+    assert_eq!(folded_equals_full_for(d, "2011-10-02", &unbounded, 2).await, None);
+    // Without windows the state leaves the recent orders alone.
+    let plain = [CONDITIONS[3]];
+    let fold = folded_equals_full_for(d, "2011-10-02", &plain, 0).await;
+    assert_eq!(recent(&fold), None);
+    assert_eq!(named("recent-").len(), 2);
+    // Every file settled, one more layer, and eight more: merged into
+    // one layer, with recent orders of its own.
+    let settled = check("2012-01-01").await;
+    assert_eq!(recent(&settled), Some((day("2011-09-02"), 0)));
+    for digit in '1'..='8' {
+        write_orders(
+            &ctx,
+            &orders.join(format!("e{digit}.parquet")),
+            &format!(
+                "SELECT order_id || '-e' AS order_id, customer_id, \
+                 order_ts + INTERVAL '14 days' AS order_ts, amount, status, n_lines, n_units, \
+                 country, channel FROM {{orders}} WHERE order_ts >= TIMESTAMP '2011-11-20' \
+                 AND right(order_id, 1) = '{digit}'"
+            ),
+        )
+        .await;
+        let fold = check("2012-01-01").await;
+        assert_eq!(recent(&fold), Some((day("2011-09-02"), 0)), "after e{digit}");
+    }
+    assert_eq!(named("sums-").len(), 3);
+    assert_eq!(named("recent-").len(), 3);
 }
 
 /// The members of `code` in the store, and those of `condition` by an
@@ -404,8 +518,8 @@ async fn refreshes_through_the_state_give_the_members_of_a_full_pass() {
         .map(|s| Some(s.to_string()))
     );
 
-    // With a windowed metric, one pass over every order computes all
-    // metrics (the window reads every file anyway); the members agree.
+    // With a windowed metric, the window reads the recent orders the
+    // state keeps (taken from the kept files once); the members agree.
     let mut project = open(d, "2012-01-01").await;
     let (code, condition) = CONDITIONS[1];
     project
@@ -413,11 +527,31 @@ async fn refreshes_through_the_state_give_the_members_of_a_full_pass() {
         .await
         .unwrap();
     let outcome = refresh_on(d, "2012-01-02").await;
-    assert_eq!(outcome.orders_fold, None);
+    assert_eq!(
+        outcome.orders_fold.map(|f| f.describe()).as_deref(),
+        Some(
+            "order state: 0 of 2 order files read (2 kept, 0 added, 0 read for this day only); \
+             windows read the orders from 2011-09-03 on (2 layers' recent orders taken from \
+             their files)"
+        )
+    );
     assert_eq!(outcome.orders_scans, 1);
     let project = open(d, "2012-01-02").await;
     for (code, condition) in [CONDITIONS[0], CONDITIONS[1], CONDITIONS[3]] {
         let (stored, adhoc) = members(&project, code, condition).await;
         assert_eq!(stored, adhoc, "{code}");
     }
+    // A week later the recent orders are kept as they are.
+    let outcome = refresh_on(d, "2012-01-09").await;
+    assert_eq!(
+        outcome.orders_fold.map(|f| f.describe()).as_deref(),
+        Some(
+            "order state: 0 of 2 order files read (2 kept, 0 added, 0 read for this day only); \
+             windows read the orders from 2011-09-03 on"
+        )
+    );
+    let project = open(d, "2012-01-09").await;
+    let (stored, adhoc) = members(&project, code, condition).await;
+    assert_eq!(stored, adhoc, "{code}");
+    assert!(!adhoc.is_empty());
 }
