@@ -19,6 +19,15 @@
 //! - the others (orders placed on or after `as_of`, or no statistics):
 //!   read on every refresh, only their orders before `as_of`, never kept.
 //!
+//! Windowed metrics (`orders_count(date: -90d..today)`) cannot come from
+//! sums: each layer also keeps its **recent orders**, the rows of its files
+//! placed on or after a day some weeks before the earliest day the
+//! refresh's windows need, and a window reads those (plus the files read
+//! for this day only) instead of every order. Recent orders that start too
+//! late for a refresh, or are missing, are taken from the layer's files
+//! again; those that start much too early are cut. A window with no first
+//! day (back to the first order) reads every order.
+//!
 //! A file of the state that changed or disappeared, or other column
 //! mappings or purchase rules, rebuild the state from every settled file.
 //! A refresh on a day some kept file is not settled for (back in time)
@@ -390,8 +399,8 @@ pub async fn order_metrics(
     // from its order files; those that start much too early are cut.
     if let Some(day) = need {
         let mut from_files = 0;
-        for i in 0..layers.len() {
-            let source = match &layers[i].recent {
+        for layer in layers.iter_mut() {
+            let source = match &layer.recent {
                 Some(r) if whole(&folder, r) && r.from_day < day => {
                     if r.from_day >= day - RECENT_SLACK {
                         continue;
@@ -400,7 +409,7 @@ pub async fn order_metrics(
                 }
                 _ => {
                     from_files += 1;
-                    files_table(listing, &layer_files(&layers[i]))?
+                    files_table(listing, &layer_files(layer))?
                 }
             };
             let recent = write_recent(
@@ -416,7 +425,7 @@ pub async fn order_metrics(
             .map_err(in_step(|| {
                 "while keeping recent orders in the order state".into()
             }))?;
-            layers[i].recent = Some(recent);
+            layer.recent = Some(recent);
             manifest_changed = true;
         }
         let from = layers
