@@ -383,9 +383,17 @@ pub async fn order_metrics(
             .map_err(in_step(step))?;
         if let Some(day) = need {
             let from_day = day - RECENT_MARGIN;
-            let recent = write_recent(ctx, &folder, &extension, catalog, recent_sources, as_of, from_day)
-                .await
-                .map_err(in_step(step))?;
+            let recent = write_recent(
+                ctx,
+                &folder,
+                &extension,
+                catalog,
+                recent_sources,
+                as_of,
+                from_day,
+            )
+            .await
+            .map_err(in_step(step))?;
             layer.recent = Some(recent);
         }
         layers.push(layer);
@@ -726,9 +734,9 @@ fn remove_strays(folder: &Path, layers: &[Layer]) {
     };
     for entry in entries.flatten() {
         let file = entry.file_name().to_string_lossy().into_owned();
-        let named = layers.iter().any(|l| {
-            l.sums == file || l.recent.as_ref().is_some_and(|r| r.file == file)
-        });
+        let named = layers
+            .iter()
+            .any(|l| l.sums == file || l.recent.as_ref().is_some_and(|r| r.file == file));
         if (file.starts_with(SUMS_PREFIX) || file.starts_with(RECENT_PREFIX)) && !named {
             let _ = std::fs::remove_file(entry.path());
         }

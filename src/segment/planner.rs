@@ -340,18 +340,20 @@ pub fn metrics_from_sums(
         let any_scope = tests.into_iter().reduce(Expr::or).unwrap_or(lit(true));
         let scoped = match recent {
             Some(recent) => LogicalPlanBuilder::from(recent).alias("orders")?,
-            None => LogicalPlanBuilder::scan("orders", provider_as_source(Arc::clone(&orders)), None)?,
+            None => {
+                LogicalPlanBuilder::scan("orders", provider_as_source(Arc::clone(&orders)), None)?
+            }
         }
-            .filter(
-                purchase
-                    .filter(&catalog.purchases, Some(as_of))
-                    .and(any_scope),
-            )?
-            .aggregate(
-                vec![column(name(Role::CustomerId)).alias("__s_customer_id")],
-                measures,
-            )?
-            .build()?;
+        .filter(
+            purchase
+                .filter(&catalog.purchases, Some(as_of))
+                .and(any_scope),
+        )?
+        .aggregate(
+            vec![column(name(Role::CustomerId)).alias("__s_customer_id")],
+            measures,
+        )?
+        .build()?;
         let mut columns = every_column(&builder);
         for (i, _) in scopes.iter().enumerate() {
             // A customer without purchases in the scope counts none, as a

@@ -148,7 +148,10 @@ fn sums_files(state: &Path) -> Vec<std::path::PathBuf> {
         .unwrap()
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("sums-")))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("sums-"))
+        })
         .collect()
 }
 
@@ -364,9 +367,24 @@ async fn windowed_metrics_read_the_recent_orders_the_state_keeps() {
              AND order_ts < TIMESTAMP '{to}' ORDER BY order_id"
         )
     };
-    write_orders(&ctx, &orders.join("a.parquet"), &part("2000-01-01", "2011-06-01")).await;
-    write_orders(&ctx, &orders.join("b.parquet"), &part("2011-06-01", "2011-09-01")).await;
-    write_orders(&ctx, &orders.join("c.parquet"), &part("2011-09-01", "2012-01-01")).await;
+    write_orders(
+        &ctx,
+        &orders.join("a.parquet"),
+        &part("2000-01-01", "2011-06-01"),
+    )
+    .await;
+    write_orders(
+        &ctx,
+        &orders.join("b.parquet"),
+        &part("2011-06-01", "2011-09-01"),
+    )
+    .await;
+    write_orders(
+        &ctx,
+        &orders.join("c.parquet"),
+        &part("2011-09-01", "2012-01-01"),
+    )
+    .await;
     project_file(d, "\"cancelled\", \"adjustment\"");
     // Windows of 90 and 60 days back from the refresh's day.
     let relative = [CONDITIONS[1], CONDITIONS[0]];
@@ -395,7 +413,11 @@ async fn windowed_metrics_read_the_recent_orders_the_state_keeps() {
         found.sort();
         found
     };
-    assert_eq!(named("recent-").len(), 2, "one per layer, the cut one replaced");
+    assert_eq!(
+        named("recent-").len(),
+        2,
+        "one per layer, the cut one replaced"
+    );
     // Recent orders cut short are taken from the layer's files again.
     let broken = &named("recent-")[0];
     let bytes = fs::read(broken).unwrap();
@@ -409,7 +431,10 @@ async fn windowed_metrics_read_the_recent_orders_the_state_keeps() {
         "uk",
         "orders_count(country: 'United Kingdom') >= 2 AND orders_count(date: -30d..today) > 0",
     )];
-    assert_eq!(folded_equals_full_for(d, "2011-10-02", &unbounded, 2).await, None);
+    assert_eq!(
+        folded_equals_full_for(d, "2011-10-02", &unbounded, 2).await,
+        None
+    );
     // Without windows the state leaves the recent orders alone.
     let plain = [CONDITIONS[3]];
     let fold = folded_equals_full_for(d, "2011-10-02", &plain, 0).await;
@@ -432,7 +457,11 @@ async fn windowed_metrics_read_the_recent_orders_the_state_keeps() {
         )
         .await;
         let fold = check("2012-01-01").await;
-        assert_eq!(recent(&fold), Some((day("2011-09-02"), 0)), "after e{digit}");
+        assert_eq!(
+            recent(&fold),
+            Some((day("2011-09-02"), 0)),
+            "after e{digit}"
+        );
     }
     assert_eq!(named("sums-").len(), 3);
     assert_eq!(named("recent-").len(), 3);
