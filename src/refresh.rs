@@ -444,14 +444,17 @@ fn stays_plans(
         ])?;
     let closed = col("x_customer").is_not_null();
     let null_time = lit(ScalarValue::TimestampMicrosecond(None, Some("UTC".into())));
-    let current = membership
+    // The exits (few) are the join's build side; the open stays (many)
+    // stream past them.
+    let open = membership
         .clone()
-        .filter(col(MEMBERSHIP_PARTITION).is_null())?
+        .filter(col(MEMBERSHIP_PARTITION).is_null())?;
+    let current = exits
         .join(
-            exits,
-            JoinType::Left,
-            &["segment", "customer_id"],
+            open,
+            JoinType::Right,
             &["x_segment", "x_customer"],
+            &["segment", "customer_id"],
             None,
         )?
         .select(vec![
@@ -492,10 +495,10 @@ fn stays_plans(
     Ok((current, history))
 }
 
-/// How many segments of one stage a refresh evaluates at a time: enough
-/// to keep the cores busy between the small plans' single-threaded steps,
-/// few enough that their hash tables stay small beside the passes.
-const SEGMENTS_AT_ONCE: usize = 4;
+/// How many segments of one stage a refresh evaluates at a time: two keep
+/// both cores busy between a small plan's single-threaded steps (four were
+/// no faster at scale 1 and hold more hash tables at once).
+const SEGMENTS_AT_ONCE: usize = 2;
 
 /// Prints how long a step took, on standard error, when `SEGQL_TIMINGS` is
 /// set (for profiling refreshes).
