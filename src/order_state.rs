@@ -199,8 +199,10 @@ impl Fold {
 /// `scopes`) through the order state of the store at `root`, folding the
 /// settled files it has not seen into it first. `None` when the orders are
 /// not Parquet files segql can list (a warehouse table, a partitioned
-/// folder), their amounts have no exact average from sums, or `as_of` is
-/// before a day the state counts orders of: the caller reads every order.
+/// folder), their amounts have no exact average from sums, `as_of` is
+/// before a day the state counts orders of, a window reaches back to the
+/// first order, or there are windows and no settled order file: the
+/// caller reads every order.
 pub async fn order_metrics(
     ctx: &SessionContext,
     root: &Path,
@@ -463,7 +465,9 @@ pub async fn order_metrics(
     if !unsettled.is_empty() {
         parts.push(subset(&unsettled, Some(as_of))?);
     }
-    if parts.is_empty() {
+    // Without kept sums there is nothing to save: with windows, sums and
+    // windows would each read the same files, so one pass reads them once.
+    if parts.is_empty() || (layers.is_empty() && need.is_some()) {
         return Ok(None);
     }
     let sums = merge_order_sums(&reference, parts)?;

@@ -345,9 +345,28 @@ fn events_plan(
             "a change without segments has no events".into(),
         ));
     };
+    let membership = snapshot.provider(StoreTable::Membership)?;
+    // No file of open stays (the store's first refresh): every new member
+    // entered, and there is nothing to join with.
+    let none_open = membership
+        .downcast_ref::<crate::store::pinned::PinnedTable>()
+        .is_some_and(|t| {
+            t.files()
+                .iter()
+                .all(|f| f.partition.iter().any(Option::is_some))
+        });
+    if none_open {
+        let entered = new.select(vec![
+            col("n_rank").alias("rank"),
+            col("n_segment").alias("segment"),
+            col("n_customer").alias("customer_id"),
+            lit("entered").alias("event"),
+        ])?;
+        return number_events(entered, refresh_id, next_event, at, recorded_at);
+    }
     let codes = changes.iter().map(|c| lit(c.code.clone())).collect();
     let open = ctx
-        .read_table(snapshot.provider(StoreTable::Membership)?)?
+        .read_table(membership)?
         .filter(
             col(MEMBERSHIP_PARTITION)
                 .is_null()
@@ -376,6 +395,18 @@ fn events_plan(
                 .otherwise(lit("exited"))?
                 .alias("event"),
         ])?;
+    number_events(moved, refresh_id, next_event, at, recorded_at)
+}
+
+/// The `segment_events` rows of `moved` (rank, segment, customer_id,
+/// event), numbered from `next_event` by rank, event and customer.
+fn number_events(
+    moved: DataFrame,
+    refresh_id: i64,
+    next_event: i64,
+    at: i64,
+    recorded_at: i64,
+) -> Result<LogicalPlan, Error> {
     let number = row_number()
         .order_by(vec![
             col("rank").sort(true, false),

@@ -391,6 +391,8 @@ async fn windowed_metrics_read_the_recent_orders_the_state_keeps() {
     let check = |as_of: &'static str| folded_equals_full_for(d, as_of, &relative, 2);
     let recent = |fold: &Option<Fold>| fold.as_ref().and_then(|f| f.recent);
 
+    // Nothing settled yet: no sums to keep, one pass reads every order.
+    assert_eq!(check("2011-05-01").await, None);
     // a settles: its recent orders start 31 days before the 90-day window.
     let first = check("2011-07-01").await;
     assert_eq!(recent(&first), Some((day("2011-03-02"), 0)));
