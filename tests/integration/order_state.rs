@@ -176,38 +176,56 @@ fn without_files(fold: Option<Fold>) -> Option<Fold> {
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn folded_order_metrics_equal_a_pass_over_every_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let orders = d.join("orders");
+/// The bundled orders in three files of `<dir>/orders` by time (a: before
+/// June 2011, b: June to August, c: from September), with a project file
+/// in `dir`; returns the orders folder.
+async fn three_order_files(ctx: &SessionContext, dir: &Path) -> std::path::PathBuf {
+    let orders = dir.join("orders");
     fs::create_dir(&orders).unwrap();
-    let ctx = SessionContext::new();
     let part = |from: &str, to: &str| {
         format!(
             "SELECT * FROM {{orders}} WHERE order_ts >= TIMESTAMP '{from}' \
              AND order_ts < TIMESTAMP '{to}' ORDER BY order_id"
         )
     };
+    for (file, from, to) in [
+        ("a", "2000-01-01", "2011-06-01"),
+        ("b", "2011-06-01", "2011-09-01"),
+        ("c", "2011-09-01", "2012-01-01"),
+    ] {
+        write_orders(
+            ctx,
+            &orders.join(format!("{file}.parquet")),
+            &part(from, to),
+        )
+        .await;
+    }
+    project_file(dir, "\"cancelled\", \"adjustment\"");
+    orders
+}
+
+/// Writes `e<digit>.parquet` to `orders`: the orders from 2011-11-20 whose
+/// id ends in `digit`, again two weeks later under new ids.
+async fn write_late_orders(ctx: &SessionContext, orders: &Path, digit: char) {
     write_orders(
-        &ctx,
-        &orders.join("a.parquet"),
-        &part("2000-01-01", "2011-06-01"),
+        ctx,
+        &orders.join(format!("e{digit}.parquet")),
+        &format!(
+            "SELECT order_id || '-e' AS order_id, customer_id, \
+             order_ts + INTERVAL '14 days' AS order_ts, amount, status, n_lines, n_units, \
+             country, channel FROM {{orders}} WHERE order_ts >= TIMESTAMP '2011-11-20' \
+             AND right(order_id, 1) = '{digit}'"
+        ),
     )
     .await;
-    write_orders(
-        &ctx,
-        &orders.join("b.parquet"),
-        &part("2011-06-01", "2011-09-01"),
-    )
-    .await;
-    write_orders(
-        &ctx,
-        &orders.join("c.parquet"),
-        &part("2011-09-01", "2012-01-01"),
-    )
-    .await;
-    project_file(d, "\"cancelled\", \"adjustment\"");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn folded_order_metrics_equal_a_pass_over_every_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ctx = SessionContext::new();
+    let orders = three_order_files(&ctx, d).await;
 
     // a settles first; b and c hold orders on or after the day.
     let first = folded_equals_full(d, "2011-07-01").await;
@@ -246,17 +264,7 @@ async fn folded_order_metrics_equal_a_pass_over_every_order() {
     // More files, one at a time: a layer each, up to eight, then the
     // layers are merged into one.
     for (n, digit) in (5..=9).zip('1'..='5') {
-        write_orders(
-            &ctx,
-            &orders.join(format!("e{digit}.parquet")),
-            &format!(
-                "SELECT order_id || '-e' AS order_id, customer_id, \
-                 order_ts + INTERVAL '14 days' AS order_ts, amount, status, n_lines, n_units, \
-                 country, channel FROM {{orders}} WHERE order_ts >= TIMESTAMP '2011-11-20' \
-                 AND right(order_id, 1) = '{digit}'"
-            ),
-        )
-        .await;
+        write_late_orders(&ctx, &orders, digit).await;
         assert_eq!(
             without_files(folded_equals_full(d, "2012-01-01").await),
             Some(fold(n - 1, 1, 0, None))
@@ -287,7 +295,8 @@ async fn folded_order_metrics_equal_a_pass_over_every_order() {
     write_orders(
         &ctx,
         &orders.join("b.parquet"),
-        &part("2011-06-01", "2011-08-01"),
+        "SELECT * FROM {orders} WHERE order_ts >= TIMESTAMP '2011-06-01' \
+         AND order_ts < TIMESTAMP '2011-08-01' ORDER BY order_id",
     )
     .await;
     assert_eq!(
@@ -358,34 +367,8 @@ fn day(date: &str) -> i32 {
 async fn windowed_metrics_read_the_recent_orders_the_state_keeps() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let orders = d.join("orders");
-    fs::create_dir(&orders).unwrap();
     let ctx = SessionContext::new();
-    let part = |from: &str, to: &str| {
-        format!(
-            "SELECT * FROM {{orders}} WHERE order_ts >= TIMESTAMP '{from}' \
-             AND order_ts < TIMESTAMP '{to}' ORDER BY order_id"
-        )
-    };
-    write_orders(
-        &ctx,
-        &orders.join("a.parquet"),
-        &part("2000-01-01", "2011-06-01"),
-    )
-    .await;
-    write_orders(
-        &ctx,
-        &orders.join("b.parquet"),
-        &part("2011-06-01", "2011-09-01"),
-    )
-    .await;
-    write_orders(
-        &ctx,
-        &orders.join("c.parquet"),
-        &part("2011-09-01", "2012-01-01"),
-    )
-    .await;
-    project_file(d, "\"cancelled\", \"adjustment\"");
+    let orders = three_order_files(&ctx, d).await;
     // Windows of 90 and 60 days back from the refresh's day.
     let relative = [CONDITIONS[1], CONDITIONS[0]];
     let check = |as_of: &'static str| folded_equals_full_for(d, as_of, &relative, 2);
@@ -447,17 +430,7 @@ async fn windowed_metrics_read_the_recent_orders_the_state_keeps() {
     let settled = check("2012-01-01").await;
     assert_eq!(recent(&settled), Some((day("2011-09-02"), 0)));
     for digit in '1'..='8' {
-        write_orders(
-            &ctx,
-            &orders.join(format!("e{digit}.parquet")),
-            &format!(
-                "SELECT order_id || '-e' AS order_id, customer_id, \
-                 order_ts + INTERVAL '14 days' AS order_ts, amount, status, n_lines, n_units, \
-                 country, channel FROM {{orders}} WHERE order_ts >= TIMESTAMP '2011-11-20' \
-                 AND right(order_id, 1) = '{digit}'"
-            ),
-        )
-        .await;
+        write_late_orders(&ctx, &orders, digit).await;
         let fold = check("2012-01-01").await;
         assert_eq!(
             recent(&fold),
