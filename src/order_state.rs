@@ -485,15 +485,11 @@ pub async fn order_metrics(
             if !unsettled.is_empty() {
                 tables.push(files_table(listing, &unsettled)?);
             }
-            let mut builder: Option<LogicalPlanBuilder> = None;
-            for table in tables {
-                let scan = LogicalPlanBuilder::scan("orders", provider_as_source(table), None)?;
-                builder = Some(match builder {
-                    Some(b) => b.union(scan.build()?)?,
-                    None => scan,
-                });
-            }
-            builder.map(|b| b.build()).transpose()?
+            let scans = tables
+                .into_iter()
+                .map(|t| LogicalPlanBuilder::scan("orders", provider_as_source(t), None)?.build())
+                .collect::<datafusion::common::Result<Vec<_>>>()?;
+            union_all(scans)?
         }
     };
     Ok(Some((
@@ -533,23 +529,33 @@ async fn write_recent(
     as_of: AsOf,
     from_day: i32,
 ) -> Result<Recent, Error> {
-    let mut builder: Option<LogicalPlanBuilder> = None;
-    for source in sources {
-        let rows = orders_from_day(catalog, source, as_of, from_day)?;
-        builder = Some(match builder {
-            Some(b) => b.union(rows)?,
-            None => LogicalPlanBuilder::from(rows),
-        });
-    }
-    let Some(builder) = builder else {
+    let rows = sources
+        .into_iter()
+        .map(|source| orders_from_day(catalog, source, as_of, from_day))
+        .collect::<datafusion::common::Result<Vec<_>>>()?;
+    let Some(plan) = union_all(rows)? else {
         return Err(Error::Usage("recent orders without order files".into()));
     };
-    let (file, size) = write_file(ctx, folder, RECENT_PREFIX, extension, builder.build()?).await?;
+    let (file, size) = write_file(ctx, folder, RECENT_PREFIX, extension, plan).await?;
     Ok(Recent {
         file,
         size,
         from_day,
     })
+}
+
+/// The rows of every plan of `plans` (of one schema) together; `None`
+/// without plans.
+fn union_all(plans: Vec<LogicalPlan>) -> Result<Option<LogicalPlan>, Error> {
+    let mut plans = plans.into_iter();
+    let Some(first) = plans.next() else {
+        return Ok(None);
+    };
+    let mut builder = LogicalPlanBuilder::from(first);
+    for plan in plans {
+        builder = builder.union(plan)?;
+    }
+    Ok(Some(builder.build()?))
 }
 
 /// A plan reading the sums file `path`.

@@ -395,11 +395,7 @@ pub fn metrics_from_sums(
 /// The first day any of `scopes` admits orders from; `None` when one of
 /// them has no first day (it reaches back to the first order).
 pub fn scopes_first_day(scopes: &[OrderScope]) -> Option<i32> {
-    scopes
-        .iter()
-        .map(|scope| first_day(&scope.filters))
-        .collect::<Option<Vec<i32>>>()
-        .and_then(|days| days.into_iter().min())
+    earliest_day(scopes.iter().map(|scope| scope.filters.as_slice()))
 }
 
 /// The rows of `orders` (a table of the catalog's orders' columns) placed
@@ -1256,6 +1252,15 @@ fn first_day(filters: &[CallFilter]) -> Option<i32> {
         .max()
 }
 
+/// The first day every one of several calls' filters bounds, the earliest
+/// of them; `None` when one call has no first day.
+fn earliest_day<'a>(calls: impl Iterator<Item = &'a [CallFilter]>) -> Option<i32> {
+    calls
+        .map(first_day)
+        .collect::<Option<Vec<i32>>>()
+        .and_then(|days| days.into_iter().min())
+}
+
 /// The tests of one `bought(...)` on a line (order day and `order_items`
 /// columns, in argument order), and those on its product, if any.
 fn bought_filter(
@@ -1322,12 +1327,7 @@ pub fn events_pass_plan(
         }
     }
     filter = filter.and(event.in_list(names, false));
-    if let Some(first) = tests
-        .iter()
-        .map(|t| first_day(&t.filters))
-        .collect::<Option<Vec<i32>>>()
-        .and_then(|days| days.into_iter().min())
-    {
+    if let Some(first) = earliest_day(tests.iter().map(|t| t.filters.as_slice())) {
         filter = filter.and(day_bound(ts.clone(), &ts_type, as_of, first, true));
     }
     filter = filter.and(
@@ -1412,12 +1412,7 @@ pub fn bought_pass_plan(
     let mut any = tests.iter().cloned().reduce(Expr::or).unwrap_or(lit(false));
     // When every call starts on a day, so do the lines read: said on its
     // own, the bound lets Parquet statistics skip older row groups.
-    if let Some(first) = calls
-        .iter()
-        .map(|c| first_day(&c.filters))
-        .collect::<Option<Vec<i32>>>()
-        .and_then(|days| days.into_iter().min())
-    {
+    if let Some(first) = earliest_day(calls.iter().map(|c| c.filters.as_slice())) {
         any = day_bound(purchase.ts.clone(), &purchase.ts_type, as_of, first, true).and(any);
     }
     let counts = tests
