@@ -242,6 +242,7 @@ pub async fn apply(
     at: i64,
     definitions: Vec<Definition>,
     changes: Vec<NewMembers>,
+    moved: Moved,
 ) -> Result<Applied, Error> {
     let mut tx = store.begin(ctx, lock, pinned);
     let refresh_id = tx.refresh_id();
@@ -261,6 +262,7 @@ pub async fn apply(
             ctx,
             snapshot,
             &changes,
+            moved,
             refresh_id,
             next_event,
             at,
@@ -312,19 +314,25 @@ pub async fn apply(
     Ok(Applied { commit, sizes })
 }
 
-/// The `segment_events` rows of a change: who entered (new members without
-/// an open stay) and who exited (open stays no longer members) each
-/// segment of `changes`, numbered from `next_event` in the order of
-/// `changes`, entries before exits, by customer id.
-fn events_plan(
+/// Where a change's membership differences come from: computed by
+/// [`apply`] itself (one join, in this process), or already computed (on
+/// a cluster, by [`moved_on_cluster`]) as a table of `rank`, `segment`,
+/// `customer_id` and `event`.
+#[derive(Debug)]
+pub enum Moved {
+    Here,
+    Computed(Arc<dyn TableProvider>),
+}
+
+/// The new members of every change (`n_rank`, its place in `changes`;
+/// `n_segment`; `n_customer`) and, unless the store has no open stay (its
+/// first refresh), the open stays of their segments (`o_rank`,
+/// `o_segment`, `o_customer`).
+fn members_and_open_stays(
     ctx: &SessionContext,
     snapshot: &Snapshot,
     changes: &[NewMembers],
-    refresh_id: i64,
-    next_event: i64,
-    at: i64,
-    recorded_at: i64,
-) -> Result<LogicalPlan, Error> {
+) -> Result<(DataFrame, Option<DataFrame>), Error> {
     let mut new: Option<DataFrame> = None;
     // Each open stay's segment as its place in `changes`.
     let mut rank = datafusion::logical_expr::case(col("segment"));
@@ -346,8 +354,6 @@ fn events_plan(
         ));
     };
     let membership = snapshot.provider(StoreTable::Membership)?;
-    // No file of open stays (the store's first refresh): every new member
-    // entered, and there is nothing to join with.
     let none_open = membership
         .downcast_ref::<crate::store::pinned::PinnedTable>()
         .is_some_and(|t| {
@@ -356,13 +362,7 @@ fn events_plan(
                 .all(|f| f.partition.iter().any(Option::is_some))
         });
     if none_open {
-        let entered = new.select(vec![
-            col("n_rank").alias("rank"),
-            col("n_segment").alias("segment"),
-            col("n_customer").alias("customer_id"),
-            lit("entered").alias("event"),
-        ])?;
-        return number_events(entered, refresh_id, next_event, at, recorded_at);
+        return Ok((new, None));
     }
     let codes = changes.iter().map(|c| lit(c.code.clone())).collect();
     let open = ctx
@@ -378,6 +378,107 @@ fn events_plan(
             cast(col("segment"), DataType::Utf8).alias("o_segment"),
             col("customer_id").alias("o_customer"),
         ])?;
+    Ok((new, Some(open)))
+}
+
+/// Every new member as `entered` (when no stay is open).
+fn all_entered(new: DataFrame) -> Result<DataFrame, Error> {
+    Ok(new.select(vec![
+        col("n_rank").alias("rank"),
+        col("n_segment").alias("segment"),
+        col("n_customer").alias("customer_id"),
+        lit("entered").alias("event"),
+    ])?)
+}
+
+/// The membership differences of `changes` computed on a cluster, into
+/// `scratch`: without a join (Ballista 55.0 never finishes an outer join
+/// with a side that is empty when it runs), by grouping the new members
+/// and the open stays together: a pair found once, among the new members,
+/// entered; found once, among the open stays, exited.
+pub async fn moved_on_cluster(
+    ctx: &SessionContext,
+    scratch: &Scratch,
+    snapshot: &Snapshot,
+    changes: &[NewMembers],
+) -> Result<Moved, Error> {
+    let (new, open) = members_and_open_stays(ctx, snapshot, changes)?;
+    let moved = match open {
+        None => all_entered(new)?,
+        Some(open) => {
+            let new = new.select(vec![
+                col("n_rank").alias("rank"),
+                col("n_segment").alias("segment"),
+                col("n_customer").alias("customer_id"),
+                lit(1_i64).alias("is_new"),
+            ])?;
+            let open = open.select(vec![
+                col("o_rank").alias("rank"),
+                col("o_segment").alias("segment"),
+                col("o_customer").alias("customer_id"),
+                lit(0_i64).alias("is_new"),
+            ])?;
+            new.union(open)?
+                .aggregate(
+                    vec![col("rank"), col("segment"), col("customer_id")],
+                    vec![
+                        count(lit(1)).alias("found"),
+                        datafusion::functions_aggregate::expr_fn::max(col("is_new"))
+                            .alias("is_new"),
+                    ],
+                )?
+                .filter(col("found").eq(lit(1_i64)))?
+                .select(vec![
+                    col("rank"),
+                    col("segment"),
+                    col("customer_id"),
+                    when(col("is_new").eq(lit(1_i64)), lit("entered"))
+                        .otherwise(lit("exited"))?
+                        .alias("event"),
+                ])?
+        }
+    };
+    let started = std::time::Instant::now();
+    let (table, _) = scratch
+        .write(ctx, "__moved", moved)
+        .await
+        .map_err(in_step(|| {
+            "while computing the membership changes on the cluster".to_string()
+        }))?;
+    timing("membership changes on the cluster", started);
+    Ok(Moved::Computed(table))
+}
+
+/// The `segment_events` rows of a change: who entered (new members without
+/// an open stay) and who exited (open stays no longer members) each
+/// segment of `changes`, numbered from `next_event` in the order of
+/// `changes`, entries before exits, by customer id.
+#[allow(clippy::too_many_arguments)]
+fn events_plan(
+    ctx: &SessionContext,
+    snapshot: &Snapshot,
+    changes: &[NewMembers],
+    moved: Moved,
+    refresh_id: i64,
+    next_event: i64,
+    at: i64,
+    recorded_at: i64,
+) -> Result<LogicalPlan, Error> {
+    if let Moved::Computed(table) = moved {
+        return number_events(
+            ctx.read_table(table)?,
+            refresh_id,
+            next_event,
+            at,
+            recorded_at,
+        );
+    }
+    let (new, open) = members_and_open_stays(ctx, snapshot, changes)?;
+    // No file of open stays (the store's first refresh): every new member
+    // entered, and there is nothing to join with.
+    let Some(open) = open else {
+        return number_events(all_entered(new)?, refresh_id, next_event, at, recorded_at);
+    };
     // One full join finds both: a new member without an open stay
     // entered, an open stay without a new member exited (one hash table
     // instead of the two of a pair of anti joins).
@@ -786,6 +887,13 @@ pub async fn refresh(
             events_scans,
         });
     }
+    // On a cluster the differences are computed there too; the client
+    // writes them and commits.
+    let moved = if crate::cluster::on_cluster(ctx) {
+        moved_on_cluster(ctx, &scratch, &snapshot, &changes).await?
+    } else {
+        Moved::Here
+    };
     let applied = apply(
         ctx,
         store,
@@ -796,6 +904,7 @@ pub async fn refresh(
         at,
         Vec::new(),
         changes,
+        moved,
     )
     .await
     .map_err(in_step(|| {

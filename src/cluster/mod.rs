@@ -37,6 +37,21 @@ use crate::segment::average::AverageOfSums;
 use crate::storage::NodeStores;
 use codec::{SegqlLogicalCodec, SegqlPhysicalCodec};
 
+/// Marks a session whose queries run on a cluster (set by [`connect`]).
+#[derive(Debug)]
+pub struct OnCluster {
+    pub url: ClusterUrl,
+}
+
+/// Whether `ctx` sends its queries to a cluster.
+pub fn on_cluster(ctx: &SessionContext) -> bool {
+    ctx.state_ref()
+        .read()
+        .config()
+        .get_extension::<OnCluster>()
+        .is_some()
+}
+
 /// The scheduler's port when a URL names none (Ballista's default).
 pub const DEFAULT_SCHEDULER_PORT: u16 = 50050;
 
@@ -303,7 +318,8 @@ pub async fn connect(url: &ClusterUrl, ctx: SessionContext) -> Result<SessionCon
         .config()
         .clone()
         .with_ballista_logical_extension_codec(Arc::new(SegqlLogicalCodec::default()))
-        .with_ballista_physical_extension_codec(Arc::new(SegqlPhysicalCodec::default()));
+        .with_ballista_physical_extension_codec(Arc::new(SegqlPhysicalCodec::default()))
+        .with_extension(Arc::new(OnCluster { url: url.clone() }));
     let state = datafusion::execution::SessionStateBuilder::new_from_existing(state)
         .with_config(config)
         .build();

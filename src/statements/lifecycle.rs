@@ -555,6 +555,7 @@ async fn change(env: &StatementEnv<'_>, statement: StoreStatement) -> Result<Str
                 at,
                 vec![definition],
                 changes,
+                refresh::Moved::Here,
             )
             .await?;
             Ok(match applied.sizes.first() {
@@ -606,6 +607,7 @@ async fn change(env: &StatementEnv<'_>, statement: StoreStatement) -> Result<Str
                 at,
                 vec![next.clone()],
                 Vec::new(),
+                refresh::Moved::Here,
             )
             .await?;
             Ok(format!(
@@ -645,6 +647,7 @@ async fn change(env: &StatementEnv<'_>, statement: StoreStatement) -> Result<Str
                 at.max(read::latest_entry(ctx, &snapshot, &code).await?),
                 vec![next],
                 vec![refresh::no_members(&code)],
+                refresh::Moved::Here,
             )
             .await?;
             let exited = applied.sizes.first().map_or(0, |s| s.exited);
@@ -711,6 +714,7 @@ async fn change(env: &StatementEnv<'_>, statement: StoreStatement) -> Result<Str
                 at,
                 vec![next.clone()],
                 Vec::new(),
+                refresh::Moved::Here,
             )
             .await?;
             Ok(format!(

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{Run, repo_root, segql_in};
+use super::{Run, repo_root, segql_in, segql_in_env};
 
 /// The nodes of a loopback cluster; dropping it stops them.
 pub(super) struct Cluster {
@@ -255,8 +255,16 @@ fn a_refresh_on_the_cluster_records_the_history_of_one_in_process() {
             if let Some(cluster) = on {
                 args.splice(0..0, ["--cluster", cluster.url.as_str()]);
             }
-            let run = segql_in(dir, &args);
+            let run = segql_in_env(dir, &args, &[("SEGQL_TIMINGS", "1")]);
             assert_eq!(run.code, Some(0), "refresh on {day}: {}", run.stderr);
+            // On the cluster, the membership changes are computed there.
+            assert_eq!(
+                run.stderr
+                    .contains("timing: membership changes on the cluster"),
+                on.is_some(),
+                "refresh on {day}: {}",
+                run.stderr
+            );
         }
     }
     let expected = store_history(local.path(), None);

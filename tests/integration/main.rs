@@ -80,10 +80,17 @@ pub fn repo_root() -> PathBuf {
 
 /// Runs `segql args...` with `dir` as the working directory.
 pub fn segql_in(dir: &Path, args: &[&str]) -> Run {
+    segql_in_env(dir, args, &[])
+}
+
+/// Runs `segql args...` with `dir` as the working directory and the
+/// environment variables `env` set.
+pub fn segql_in_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     let output = Command::new(env!("CARGO_BIN_EXE_segql"))
         .args(args)
         .current_dir(dir)
         .env("RUST_BACKTRACE", "1")
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     Run {
