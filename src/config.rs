@@ -50,6 +50,10 @@ pub struct Config {
     /// the file's folder. `None` means the default, `segql_store` beside
     /// the project file (or in the working directory without one).
     pub store_folder: Option<PathBuf>,
+    /// The segment store in an object store, from `[store] folder` given
+    /// as an `s3://bucket/prefix` URL (reached with the `[storage]`
+    /// options); it wins over `store_folder`.
+    pub store_url: Option<url::Url>,
     /// How `segql serve` listens and whom it lets in, from `[server]`.
     pub server: ServerConfig,
     /// The Ballista scheduler queries run on, from `[cluster] url`;
@@ -288,8 +292,10 @@ customers = "data/customers.parquet"
 # [segments]
 # folder = "segments"
 
-# The segment store: a local folder of Delta Lake tables, created by the
-# first CREATE SEGMENT.
+# The segment store: a folder of Delta Lake tables, created by the first
+# CREATE SEGMENT. A local folder, or a place in S3 or an S3-compatible
+# server ("s3://bucket/prefix", reached with the [storage] options; writers
+# take turns through a lock object written with conditional puts).
 # [store]
 # folder = "segql_store"
 
@@ -498,13 +504,23 @@ impl Config {
             path: path.to_path_buf(),
             message,
         };
+        let mut store_url = None;
         let store_folder = match file.store {
             Some(section) if is_url(section.folder.trim()) => {
-                return Err(invalid(format!(
-                    "[store] folder `{}` is a URL, and the segment store is a local folder in \
-                     this version of segql; give a local path such as \"segql_store\"",
-                    section.folder.trim()
-                )));
+                let text = section.folder.trim();
+                let url = url::Url::parse(text).ok().filter(|u| {
+                    matches!(u.scheme(), "s3" | "s3a")
+                        && u.host_str().is_some_and(|h| !h.is_empty())
+                });
+                let Some(url) = url else {
+                    return Err(invalid(format!(
+                        "[store] folder `{text}`: a segment store in an object store is an \
+                         s3://bucket/prefix URL (S3 or an S3-compatible server); otherwise give \
+                         a local path such as \"segql_store\""
+                    )));
+                };
+                store_url = Some(url);
+                None
             }
             Some(section) => Some(normalize(&base_dir.join(section.folder.trim()))),
             None => None,
@@ -620,6 +636,7 @@ impl Config {
             storage,
             rfm,
             store_folder,
+            store_url,
             server,
             cluster,
         })
@@ -1171,10 +1188,16 @@ mod tests {
             "Europe/Berlin"
         );
         assert_eq!(
-            err("[store]\nfolder = \"s3://bucket/store\"\n"),
-            "project file p.toml: [store] folder `s3://bucket/store` is a URL, and the segment \
-             store is a local folder in this version of segql; give a local path such as \
-             \"segql_store\""
+            err("[store]\nfolder = \"gs://bucket/store\"\n"),
+            "project file p.toml: [store] folder `gs://bucket/store`: a segment store in an \
+             object store is an s3://bucket/prefix URL (S3 or an S3-compatible server); \
+             otherwise give a local path such as \"segql_store\""
+        );
+        let config =
+            Config::from_toml("[store]\nfolder = \"s3://bucket/shop/store\"\n", "p.toml").unwrap();
+        assert_eq!(
+            config.store_url.map(|u| u.to_string()),
+            Some("s3://bucket/shop/store".to_string())
         );
     }
 }

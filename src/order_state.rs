@@ -36,7 +36,7 @@
 //! ([`metrics_from_sums`]).
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use datafusion::catalog::TableProvider;
@@ -59,7 +59,8 @@ use crate::segment::planner::{
 };
 use crate::segment::resolve::OrderScope;
 use crate::store::error::StoreError;
-use crate::store::write_parquet_file;
+use crate::store::remote::Remote;
+use crate::store::{Store, write_parquet_file};
 use crate::time::AsOf;
 
 /// The state's folder in a store.
@@ -205,7 +206,7 @@ impl Fold {
 /// caller reads every order.
 pub async fn order_metrics(
     ctx: &SessionContext,
-    root: &Path,
+    store: &Store,
     catalog: &SegmentCatalog,
     as_of: AsOf,
     scopes: &[OrderScope],
@@ -240,7 +241,7 @@ pub async fn order_metrics(
     let files = list_files(ctx, listing).await?;
     let table_root = listing.table_paths()[0].prefix().as_ref().to_string();
     let settled = settled(ctx, catalog, &files, as_of).await?;
-    let folder = root.join(FOLDER);
+    let folder = StateFolder::of(store);
     // What the sums depend on: the purchase rule and the columns they
     // read, by name and type (other columns may come and go).
     let schema = orders.schema();
@@ -271,7 +272,7 @@ pub async fn order_metrics(
         files: files.len(),
         ..Fold::default()
     };
-    let kept_state = match read_manifest(&folder) {
+    let kept_state = match folder.read_manifest() {
         None => None,
         Some(manifest) if manifest.fingerprint != fingerprint => {
             fold.rebuilt = Some("the orders' columns or purchase rule changed".into());
@@ -280,9 +281,10 @@ pub async fn order_metrics(
         Some(manifest) => {
             let files = || manifest.layers.iter().flat_map(|l| l.files.iter());
             let missing = files().find(|f| !current.contains_key(*f));
-            let broken = manifest.layers.iter().find(|l| {
-                std::fs::metadata(folder.join(&l.sums)).map_or(true, |m| m.len() != l.size)
-            });
+            let broken = manifest
+                .layers
+                .iter()
+                .find(|l| folder.size(&l.sums) != Some(l.size));
             if let Some(file) = missing {
                 fold.rebuilt = Some(format!(
                     "{} changed or was removed since the last refresh",
@@ -292,7 +294,7 @@ pub async fn order_metrics(
             } else if let Some(layer) = broken {
                 fold.rebuilt = Some(format!(
                     "{} is missing or cut short",
-                    folder.join(&layer.sums).display()
+                    folder.location(&layer.sums)
                 ));
                 None
             } else if files().any(|f| !settled[current[f]]) {
@@ -361,7 +363,7 @@ pub async fn order_metrics(
         let replaced = if layers.len() >= MAX_LAYERS {
             let mut parts = Vec::new();
             for layer in &layers {
-                parts.push(read_sums(ctx, &folder.join(&layer.sums)).await?);
+                parts.push(read_sums(ctx, &folder.location(&layer.sums)).await?);
                 seen.extend(layer.files.iter().cloned());
                 if let Some(day) = need {
                     recent_sources.push(match &layer.recent {
@@ -401,7 +403,7 @@ pub async fn order_metrics(
         layers.push(layer);
         manifest_changed = true;
         for old in replaced {
-            let _ = std::fs::remove_file(folder.join(old.sums));
+            folder.remove(&old.sums);
         }
     }
     // Windowed metrics read the layers' recent orders: each layer whose
@@ -446,19 +448,16 @@ pub async fn order_metrics(
         fold.recent = Some((from, from_files));
     }
     if manifest_changed {
-        write_manifest(
-            &folder,
-            &Manifest {
-                format: FORMAT,
-                fingerprint,
-                layers: layers.clone(),
-            },
-        )?;
-        remove_strays(&folder, &layers);
+        folder.write_manifest(&Manifest {
+            format: FORMAT,
+            fingerprint,
+            layers: layers.clone(),
+        })?;
+        folder.remove_strays(&layers);
     }
     let mut state = Vec::new();
     for layer in &layers {
-        state.push(read_sums(ctx, &folder.join(&layer.sums)).await?);
+        state.push(read_sums(ctx, &folder.location(&layer.sums)).await?);
     }
 
     let mut parts = state;
@@ -500,18 +499,18 @@ pub async fn order_metrics(
 
 /// Whether the recent orders `recent` of a layer are in `folder` whole
 /// (by size).
-fn whole(folder: &Path, recent: &Recent) -> bool {
-    std::fs::metadata(folder.join(&recent.file)).is_ok_and(|m| m.len() == recent.size)
+fn whole(folder: &StateFolder, recent: &Recent) -> bool {
+    folder.size(&recent.file) == Some(recent.size)
 }
 
 /// A layer's recent orders as a table read as `listing` reads the order
 /// files (same options, same schema).
 fn recent_table(
     listing: &ListingTable,
-    folder: &Path,
+    folder: &StateFolder,
     recent: &Recent,
 ) -> Result<Arc<dyn TableProvider>, Error> {
-    let url = ListingTableUrl::parse(folder.join(&recent.file).to_string_lossy())?;
+    let url = ListingTableUrl::parse(folder.location(&recent.file))?;
     let config = ListingTableConfig::new(url)
         .with_listing_options(listing.options().clone())
         .with_schema(listing.schema());
@@ -522,7 +521,7 @@ fn recent_table(
 /// placed on `from_day` or later as a file of recent orders in `folder`.
 async fn write_recent(
     ctx: &SessionContext,
-    folder: &Path,
+    folder: &StateFolder,
     extension: &str,
     catalog: &SegmentCatalog,
     sources: Vec<Arc<dyn TableProvider>>,
@@ -536,7 +535,9 @@ async fn write_recent(
     let Some(plan) = union_all(rows)? else {
         return Err(Error::Usage("recent orders without order files".into()));
     };
-    let (file, size) = write_file(ctx, folder, RECENT_PREFIX, extension, plan).await?;
+    let (file, size) = folder
+        .write_file(ctx, RECENT_PREFIX, extension, plan)
+        .await?;
     Ok(Recent {
         file,
         size,
@@ -558,13 +559,10 @@ fn union_all(plans: Vec<LogicalPlan>) -> Result<Option<LogicalPlan>, Error> {
     Ok(Some(builder.build()?))
 }
 
-/// A plan reading the sums file `path`.
-async fn read_sums(ctx: &SessionContext, path: &Path) -> Result<LogicalPlan, Error> {
+/// A plan reading the sums file at `location`.
+async fn read_sums(ctx: &SessionContext, location: &str) -> Result<LogicalPlan, Error> {
     let table = ctx
-        .read_parquet(
-            path.to_string_lossy().as_ref(),
-            ParquetReadOptions::default(),
-        )
+        .read_parquet(location, ParquetReadOptions::default())
         .await?
         .into_view();
     Ok(LogicalPlanBuilder::scan("order_state", provider_as_source(table), None)?.build()?)
@@ -668,89 +666,168 @@ fn files_table(
     Ok(Arc::new(ListingTable::try_new(config)?))
 }
 
-fn read_manifest(folder: &Path) -> Option<Manifest> {
-    let text = std::fs::read_to_string(folder.join(MANIFEST)).ok()?;
-    serde_json::from_str::<Manifest>(&text)
-        .ok()
-        .filter(|m| m.format == FORMAT)
+/// The state's folder in its store: a local folder, or a place in an
+/// object store (where an object appears whole when written, so nothing
+/// is written aside and renamed).
+enum StateFolder {
+    Local(PathBuf),
+    Remote(Remote),
+}
+
+impl StateFolder {
+    fn of(store: &Store) -> Self {
+        match store.remote() {
+            Some(remote) => Self::Remote(remote.clone()),
+            None => Self::Local(store.root().join(FOLDER)),
+        }
+    }
+
+    /// Where the file `name` of the state is (a path or a URL).
+    fn location(&self, name: &str) -> String {
+        match self {
+            Self::Local(folder) => folder.join(name).to_string_lossy().into_owned(),
+            Self::Remote(remote) => remote.location(&format!("{FOLDER}/{name}")),
+        }
+    }
+
+    /// The size of the file `name`; `None` when it is missing.
+    fn size(&self, name: &str) -> Option<u64> {
+        match self {
+            Self::Local(folder) => std::fs::metadata(folder.join(name)).ok().map(|m| m.len()),
+            Self::Remote(remote) => remote.size(&format!("{FOLDER}/{name}")).ok().flatten(),
+        }
+    }
+
+    fn remove(&self, name: &str) {
+        match self {
+            Self::Local(folder) => {
+                let _ = std::fs::remove_file(folder.join(name));
+            }
+            Self::Remote(remote) => {
+                let _ = remote.delete(&format!("{FOLDER}/{name}"));
+            }
+        }
+    }
+
+    fn read_manifest(&self) -> Option<Manifest> {
+        let text = match self {
+            Self::Local(folder) => std::fs::read_to_string(folder.join(MANIFEST)).ok()?,
+            Self::Remote(remote) => {
+                let (bytes, _) = remote.get(&format!("{FOLDER}/{MANIFEST}")).ok()??;
+                String::from_utf8(bytes.to_vec()).ok()?
+            }
+        };
+        serde_json::from_str::<Manifest>(&text)
+            .ok()
+            .filter(|m| m.format == FORMAT)
+    }
+
+    /// Replaces the manifest with `manifest` (locally written aside, then
+    /// renamed over it).
+    fn write_manifest(&self, manifest: &Manifest) -> Result<(), Error> {
+        let text = serde_json::to_string_pretty(manifest)
+            .map_err(|e| Error::Usage(format!("cannot write the order state's manifest: {e}")))?;
+        match self {
+            Self::Local(folder) => {
+                let path = folder.join(MANIFEST);
+                let partial = folder.join(format!("{MANIFEST}.partial"));
+                std::fs::write(&partial, text).map_err(StoreError::io("write", &partial))?;
+                sync(&partial)?;
+                std::fs::rename(&partial, &path).map_err(StoreError::io("rename", &partial))?;
+            }
+            Self::Remote(remote) => {
+                let name = format!("{FOLDER}/{MANIFEST}");
+                remote
+                    .put(&name, text.into(), object_store::PutMode::Overwrite)
+                    .map_err(StoreError::io("write", remote.location(&name)))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the rows of `plan` to a new Parquet file `<prefix><time>-<pid>
+    /// <extension>` of the state (locally under a temporary name, synced,
+    /// then renamed); returns its name and size.
+    async fn write_file(
+        &self,
+        ctx: &SessionContext,
+        prefix: &str,
+        extension: &str,
+        plan: LogicalPlan,
+    ) -> Result<(String, u64), Error> {
+        let name = format!(
+            "{prefix}{}-{}{extension}",
+            crate::time::now_micros(),
+            std::process::id()
+        );
+        let frame = ctx.execute_logical_plan(plan).await?;
+        let folder = match self {
+            Self::Remote(_) => {
+                write_parquet_file(frame, self.location(&name)).await?;
+                let size = self.size(&name).ok_or_else(|| {
+                    Error::Usage(format!("{} was not written", self.location(&name)))
+                })?;
+                return Ok((name, size));
+            }
+            Self::Local(folder) => folder,
+        };
+        std::fs::create_dir_all(folder).map_err(StoreError::io("create", folder))?;
+        let path = folder.join(&name);
+        let partial = folder.join(format!("{name}.partial"));
+        if let Err(error) = write_parquet_file(frame, &partial).await {
+            let _ = std::fs::remove_file(&partial);
+            return Err(error.into());
+        }
+        sync(&partial)?;
+        std::fs::rename(&partial, &path).map_err(StoreError::io("rename", &partial))?;
+        let size = std::fs::metadata(&path)
+            .map_err(StoreError::io("read", &path))?
+            .len();
+        Ok((name, size))
+    }
+
+    /// Removes the files of sums and of recent orders no layer names (left
+    /// by a refresh that died, or replaced by a merge, a cut or a rebuild).
+    fn remove_strays(&self, layers: &[Layer]) {
+        let names: Vec<String> = match self {
+            Self::Local(folder) => std::fs::read_dir(folder)
+                .map(|entries| {
+                    entries
+                        .flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            Self::Remote(remote) => remote.files(FOLDER).unwrap_or_default(),
+        };
+        for file in names {
+            let named = layers
+                .iter()
+                .any(|l| l.sums == file || l.recent.as_ref().is_some_and(|r| r.file == file));
+            if (file.starts_with(SUMS_PREFIX) || file.starts_with(RECENT_PREFIX)) && !named {
+                self.remove(&file);
+            }
+        }
+    }
 }
 
 /// Writes the sums of `plan`, those of the order files `files`, as a new
 /// layer of the state in `folder`.
 async fn write_layer(
     ctx: &SessionContext,
-    folder: &Path,
+    folder: &StateFolder,
     plan: LogicalPlan,
     files: Vec<SeenFile>,
 ) -> Result<Layer, Error> {
-    let (sums, size) = write_file(ctx, folder, SUMS_PREFIX, ".parquet", plan).await?;
+    let (sums, size) = folder
+        .write_file(ctx, SUMS_PREFIX, ".parquet", plan)
+        .await?;
     Ok(Layer {
         sums,
         size,
         files,
         recent: None,
     })
-}
-
-/// Writes the rows of `plan` to a new Parquet file `<prefix><time>-<pid>
-/// <extension>` in `folder` (under a temporary name, synced, then
-/// renamed); returns its name and size.
-async fn write_file(
-    ctx: &SessionContext,
-    folder: &Path,
-    prefix: &str,
-    extension: &str,
-    plan: LogicalPlan,
-) -> Result<(String, u64), Error> {
-    std::fs::create_dir_all(folder).map_err(StoreError::io("create", folder))?;
-    let name = format!(
-        "{prefix}{}-{}{extension}",
-        crate::time::now_micros(),
-        std::process::id()
-    );
-    let path = folder.join(&name);
-    let partial = folder.join(format!("{name}.partial"));
-    let frame = ctx.execute_logical_plan(plan).await?;
-    if let Err(error) = write_parquet_file(frame, &partial).await {
-        let _ = std::fs::remove_file(&partial);
-        return Err(error.into());
-    }
-    sync(&partial)?;
-    std::fs::rename(&partial, &path).map_err(StoreError::io("rename", &partial))?;
-    let size = std::fs::metadata(&path)
-        .map_err(StoreError::io("read", &path))?
-        .len();
-    Ok((name, size))
-}
-
-/// Replaces `folder`'s manifest with `manifest` (written aside, then
-/// renamed over it).
-fn write_manifest(folder: &Path, manifest: &Manifest) -> Result<(), Error> {
-    let text = serde_json::to_string_pretty(manifest)
-        .map_err(|e| Error::Usage(format!("cannot write the order state's manifest: {e}")))?;
-    let path = folder.join(MANIFEST);
-    let partial = folder.join(format!("{MANIFEST}.partial"));
-    std::fs::write(&partial, text).map_err(StoreError::io("write", &partial))?;
-    sync(&partial)?;
-    std::fs::rename(&partial, &path).map_err(StoreError::io("rename", &partial))?;
-    Ok(())
-}
-
-/// Removes the files of sums and of recent orders no layer names (left by
-/// a refresh that died, or replaced by a merge, a cut or a rebuild).
-fn remove_strays(folder: &Path, layers: &[Layer]) {
-    let Ok(entries) = std::fs::read_dir(folder) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let file = entry.file_name().to_string_lossy().into_owned();
-        let named = layers
-            .iter()
-            .any(|l| l.sums == file || l.recent.as_ref().is_some_and(|r| r.file == file));
-        if (file.starts_with(SUMS_PREFIX) || file.starts_with(RECENT_PREFIX)) && !named {
-            let _ = std::fs::remove_file(entry.path());
-        }
-    }
 }
 
 fn sync(path: &Path) -> Result<(), StoreError> {

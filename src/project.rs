@@ -76,7 +76,19 @@ impl Project {
                 .with_rfm(config.rfm.clone())
         });
         table_function::register_purchases(&ctx, &config.columns, &config.purchases).await?;
-        let store = Store::new(config.store_path());
+        let store = match &config.store_url {
+            // A store in an object store: reached with the [storage]
+            // options, through the session too (its tables are read there).
+            Some(url) => {
+                let object_store = crate::storage::store_for(url, &config.storage)
+                    .map_err(|e| Error::Usage(format!("[store] folder {url}: {e}")))?;
+                let bucket = url::Url::parse(&url[..url::Position::BeforePath])
+                    .map_err(|e| Error::Usage(format!("[store] folder {url}: {e}")))?;
+                ctx.register_object_store(&bucket, Arc::clone(&object_store));
+                Store::at_url(url, object_store)
+            }
+            None => Store::new(config.store_path()),
+        };
         let view = Arc::new(StoreView::load_or_report(&ctx, store.clone(), as_of.zone()).await);
         let mut project = Self {
             config,

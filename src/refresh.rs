@@ -10,7 +10,6 @@
 //! `size(t) = size(t-1) + entered - exited`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
@@ -65,14 +64,17 @@ pub struct Applied {
 /// a process that died is removed by the next change's recovery.
 #[derive(Debug)]
 pub struct Scratch {
-    folder: PathBuf,
+    store: Store,
+    /// The folder's name in the store.
+    name: String,
 }
 
 impl Scratch {
     /// A scratch folder for the change `refresh_id` of `store`.
     pub fn new(store: &Store, refresh_id: i64) -> Result<Self, StoreError> {
         Ok(Self {
-            folder: store.scratch(refresh_id)?,
+            store: store.clone(),
+            name: store.scratch(refresh_id)?,
         })
     }
 
@@ -85,9 +87,10 @@ impl Scratch {
         name: &str,
         frame: DataFrame,
     ) -> Result<(Arc<dyn TableProvider>, i64), Error> {
-        let path = self.folder.join(format!("{name}.parquet"));
+        let path = self
+            .store
+            .location(&format!("{}/{name}.parquet", self.name));
         let rows = write_parquet_file(frame, &path).await? as i64;
-        let path = path.to_string_lossy().into_owned();
         let table = ctx
             .read_parquet(&path, ParquetReadOptions::default())
             .await?
@@ -157,7 +160,7 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.folder);
+        self.store.remove_scratch(&self.name);
     }
 }
 
@@ -775,10 +778,9 @@ pub async fn refresh(
                 .map(|at| format!(" (orders at {at})"))
                 .unwrap_or_default()
         );
-        let folded =
-            order_state::order_metrics(ctx, store.root(), &catalog, options.as_of, &scopes)
-                .await
-                .map_err(in_step(|| step.clone()))?;
+        let folded = order_state::order_metrics(ctx, store, &catalog, options.as_of, &scopes)
+            .await
+            .map_err(in_step(|| step.clone()))?;
         let plan = match folded {
             Some((plan, fold)) => {
                 orders_fold = Some(fold);

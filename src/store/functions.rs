@@ -210,13 +210,27 @@ impl MemberFiles {
 /// Adds the customers of `file` (a Parquet file of `segment_membership`)
 /// with an open stay in `code` to `ids`.
 fn read_open_members(file: &PathBuf, code: &str, ids: &mut HashSet<i64>) -> Result<()> {
-    let opened = std::fs::File::open(file).map_err(|e| {
+    let cannot = |e: std::io::Error| {
         DataFusionError::Execution(format!(
             "cannot read segment members from {}: {e}; the segment store may be damaged",
             file.display()
         ))
-    })?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(opened)?;
+    };
+    // A store in an object store names its files by URL.
+    let text = file.to_string_lossy();
+    if text.contains("://") {
+        let bytes = super::remote::read_url(&text).map_err(cannot)?;
+        return add_open_members(ParquetRecordBatchReaderBuilder::try_new(bytes)?, code, ids);
+    }
+    let opened = std::fs::File::open(file).map_err(cannot)?;
+    add_open_members(ParquetRecordBatchReaderBuilder::try_new(opened)?, code, ids)
+}
+
+fn add_open_members<T: datafusion::parquet::file::reader::ChunkReader + 'static>(
+    builder: ParquetRecordBatchReaderBuilder<T>,
+    code: &str,
+    ids: &mut HashSet<i64>,
+) -> Result<()> {
     let mask = ProjectionMask::columns(
         builder.parquet_schema(),
         ["segment", "customer_id", "exited_at"],

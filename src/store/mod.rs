@@ -35,6 +35,7 @@ pub mod functions;
 pub mod kinds;
 pub mod pinned;
 pub mod read;
+pub mod remote;
 pub mod tables;
 
 use std::collections::BTreeMap;
@@ -60,10 +61,28 @@ pub const MARKER: &str = "segql_store.json";
 /// The store folder when the project file names none: beside the file.
 pub const DEFAULT_FOLDER: &str = "segql_store";
 
-/// A segment store folder (nothing is read until asked).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// A segment store folder (nothing is read until asked): a local folder,
+/// or a place in an object store ([`remote`]).
+#[derive(Debug, Clone)]
 pub struct Store {
+    /// The folder, or for a store in an object store its URL (for
+    /// messages).
     root: PathBuf,
+    remote: Option<remote::Remote>,
+}
+
+impl PartialEq for Store {
+    fn eq(&self, other: &Self) -> bool {
+        self.root == other.root
+    }
+}
+
+impl Eq for Store {}
+
+impl std::hash::Hash for Store {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.root.hash(state);
+    }
 }
 
 /// The newest committed state: the commit record and the data table
@@ -128,7 +147,27 @@ impl Snapshot {
 /// Holds the store's write lock until dropped.
 #[derive(Debug)]
 pub struct StoreLock {
-    _file: File,
+    _file: Option<File>,
+    remote: Option<remote::RemoteLock>,
+    root: PathBuf,
+}
+
+impl StoreLock {
+    /// Fails when the lock may have been lost (a store in an object store
+    /// whose lease could not be renewed): a change must not commit then.
+    pub fn check(&self) -> Result<()> {
+        match &self.remote {
+            Some(lock) if !lock.held() => Err(StoreError::Io {
+                action: "keep the write lock of",
+                path: self.root.clone(),
+                source: std::io::Error::other(
+                    "its lease could not be renewed, so another process may be changing the \
+                     store; nothing of this change was committed, run it again",
+                ),
+            }),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Turns a deltalake error into a store error naming the table.
@@ -173,17 +212,46 @@ fn state_error(
 
 impl Store {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self {
+            root: root.into(),
+            remote: None,
+        }
     }
 
-    /// The store folder.
+    /// The store at `url` (`s3://bucket/prefix`) in the object store
+    /// `store`.
+    pub fn at_url(url: &url::Url, store: Arc<dyn object_store::ObjectStore>) -> Self {
+        Self {
+            root: PathBuf::from(url.as_str().trim_end_matches('/')),
+            remote: Some(remote::Remote::new(url, store)),
+        }
+    }
+
+    /// The store folder (for a store in an object store, its URL).
     pub fn root(&self) -> &Path {
         &self.root
     }
 
+    /// The store's place in an object store, if it is in one.
+    pub fn remote(&self) -> Option<&remote::Remote> {
+        self.remote.as_ref()
+    }
+
+    /// Where `relative` (a `/`-separated path inside the store) is: a local
+    /// path, or a URL.
+    pub fn location(&self, relative: &str) -> String {
+        match &self.remote {
+            Some(remote) => remote.location(relative),
+            None => self.root.join(relative).to_string_lossy().into_owned(),
+        }
+    }
+
     /// Whether the folder holds a store (its format marker).
     pub fn exists(&self) -> bool {
-        self.root.join(MARKER).is_file()
+        match &self.remote {
+            Some(remote) => remote.size(MARKER).is_ok_and(|s| s.is_some()),
+            None => self.root.join(MARKER).is_file(),
+        }
     }
 
     fn table_path(&self, table: StoreTable) -> PathBuf {
@@ -191,6 +259,14 @@ impl Store {
     }
 
     fn table_url(&self, table: StoreTable) -> Result<url::Url> {
+        if let Some(remote) = &self.remote {
+            let text = remote.location(&format!("{}/", table.name()));
+            return url::Url::parse(&text).map_err(|e| StoreError::Io {
+                action: "use",
+                path: PathBuf::from(&text),
+                source: std::io::Error::other(e),
+            });
+        }
         let path = self.table_path(table);
         let absolute = std::path::absolute(&path).map_err(StoreError::io("resolve", &path))?;
         url::Url::from_directory_path(&absolute).map_err(|()| StoreError::Io {
@@ -204,6 +280,33 @@ impl Store {
     /// marker or a newer format are errors saying what to do.
     pub fn check_format(&self) -> Result<()> {
         let marker = self.root.join(MARKER);
+        if let Some(remote) = &self.remote {
+            let found = remote.get(MARKER).map_err(|source| StoreError::NotAStore {
+                root: self.root.clone(),
+                marker: marker.clone(),
+                source,
+            })?;
+            let text = match found {
+                Some((bytes, _)) => String::from_utf8_lossy(&bytes).into_owned(),
+                None if remote
+                    .folders("")
+                    .map_err(StoreError::io("list", &self.root))?
+                    .is_empty() =>
+                {
+                    return Err(StoreError::Missing {
+                        root: self.root.clone(),
+                    });
+                }
+                None => {
+                    return Err(StoreError::NotAStore {
+                        root: self.root.clone(),
+                        marker,
+                        source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such object"),
+                    });
+                }
+            };
+            return self.check_marker(&text, marker);
+        }
         if !self.root.exists() {
             return Err(StoreError::Missing {
                 root: self.root.clone(),
@@ -214,7 +317,11 @@ impl Store {
             marker: marker.clone(),
             source,
         })?;
-        let format = parse_marker(&text).ok_or(StoreError::DamagedMarker { marker })?;
+        self.check_marker(&text, marker)
+    }
+
+    fn check_marker(&self, text: &str, marker: PathBuf) -> Result<()> {
+        let format = parse_marker(text).ok_or(StoreError::DamagedMarker { marker })?;
         if format > FORMAT_VERSION {
             return Err(StoreError::NewerFormat {
                 root: self.root.clone(),
@@ -229,6 +336,9 @@ impl Store {
     pub async fn create_if_missing(&self) -> Result<()> {
         if self.exists() {
             return Ok(());
+        }
+        if let Some(remote) = &self.remote {
+            return self.create_remote(remote).await;
         }
         if self.root.exists() {
             let empty = std::fs::read_dir(&self.root)
@@ -278,9 +388,78 @@ impl Store {
         })
     }
 
+    /// Creates a store in an object store: its tables, then the marker
+    /// (created only if absent). Objects left by a creation that died
+    /// before its marker are replaced; a place holding anything else is
+    /// refused.
+    async fn create_remote(&self, remote: &remote::Remote) -> Result<()> {
+        let folders = remote
+            .folders("")
+            .map_err(StoreError::io("list", &self.root))?;
+        let ours =
+            |f: &String| StoreTable::ALL.iter().any(|t| t.name() == f) || f.starts_with(".work-");
+        if folders.iter().any(|f| !ours(f))
+            || !remote
+                .files("")
+                .map_err(StoreError::io("list", &self.root))?
+                .is_empty()
+        {
+            return self.check_format();
+        }
+        for folder in &folders {
+            remote
+                .delete_all(folder)
+                .map_err(StoreError::io("replace", remote.location(folder)))?;
+        }
+        for table in StoreTable::ALL {
+            let batch = RecordBatch::new_empty(tables::schema(table));
+            self.write(table, vec![batch], SaveMode::ErrorIfExists)
+                .await?;
+        }
+        let text = format!("{{\"format\": {FORMAT_VERSION}}}\n");
+        match remote.put(MARKER, text.into(), object_store::PutMode::Create) {
+            Ok(_) => Ok(()),
+            // Another process created it meanwhile.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => self.check_format(),
+            Err(e) => Err(StoreError::io(
+                "write the store marker",
+                self.root.join(MARKER),
+            )(e)),
+        }
+    }
+
+    /// Who takes the lock, for the message another process shows.
+    fn holder() -> String {
+        let host = std::env::var("HOSTNAME").unwrap_or_default();
+        let on = if host.is_empty() {
+            String::new()
+        } else {
+            format!(" on {host}")
+        };
+        format!(
+            "process {}{on} since {}",
+            std::process::id(),
+            chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC")
+        )
+    }
+
     /// Takes the write lock; with `wait`, waits for another process to
     /// finish, otherwise refuses at once with a message naming it.
     pub fn lock(&self, wait: bool) -> Result<StoreLock> {
+        if let Some(remote) = &self.remote {
+            return match remote.lock(&Self::holder(), wait) {
+                Ok(Ok(lock)) => Ok(StoreLock {
+                    _file: None,
+                    remote: Some(lock),
+                    root: self.root.clone(),
+                }),
+                Ok(Err(holder)) => Err(StoreError::Busy {
+                    store: self.root.clone(),
+                    holder,
+                }),
+                Err(e) => Err(StoreError::io("lock", self.root.join(remote::LOCK))(e)),
+            };
+        }
         let path = self.root.join(".lock");
         let mut file = std::fs::OpenOptions::new()
             .read(true)
@@ -308,13 +487,12 @@ impl Store {
         }
         // Who holds it, for the message another process shows.
         let _ = file.set_len(0);
-        let _ = writeln!(
-            file,
-            "process {} since {}",
-            std::process::id(),
-            chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC")
-        );
-        Ok(StoreLock { _file: file })
+        let _ = writeln!(file, "{}", Self::holder());
+        Ok(StoreLock {
+            _file: Some(file),
+            remote: None,
+            root: self.root.clone(),
+        })
     }
 
     async fn open_table(&self, table: StoreTable, version: Option<u64>) -> Result<DeltaTable> {
@@ -334,7 +512,7 @@ impl Store {
         mode: SaveMode,
     ) -> Result<u64> {
         let url = self.table_url(table)?;
-        if mode == SaveMode::ErrorIfExists {
+        if mode == SaveMode::ErrorIfExists && self.remote.is_none() {
             let path = self.table_path(table);
             std::fs::create_dir_all(&path).map_err(StoreError::io("create store table", &path))?;
         }
@@ -359,6 +537,15 @@ impl Store {
     /// without opening the table: a cheap test of whether the store's
     /// committed state moved since a snapshot (`None` without a store).
     pub fn log_version_on_disk(&self) -> Option<u64> {
+        if let Some(remote) = &self.remote {
+            let log = format!("{}/_delta_log", StoreTable::Refreshes.name());
+            return remote
+                .files(&log)
+                .ok()?
+                .into_iter()
+                .filter_map(|name| name.strip_suffix(".json")?.parse::<u64>().ok())
+                .max();
+        }
         let log = self.table_path(StoreTable::Refreshes).join("_delta_log");
         std::fs::read_dir(log)
             .ok()?
@@ -445,6 +632,8 @@ impl Store {
                 for uri in delta.get_file_uris().map_err(delta_error(self, table))? {
                     let path = match url::Url::parse(&uri) {
                         Ok(url) if url.scheme() == "file" => url.to_file_path().ok(),
+                        // A store in an object store names its files by URL.
+                        Ok(url) if self.remote.is_some() => Some(PathBuf::from(url.as_str())),
                         Ok(_) => None,
                         Err(_) => Some(self.table_path(table).join(&uri)),
                     }
@@ -480,6 +669,17 @@ impl Store {
                     .map_err(delta_error(self, table))?;
             }
         }
+        if let Some(remote) = &self.remote {
+            let folders = remote
+                .folders("")
+                .map_err(StoreError::io("list", &self.root))?;
+            for folder in folders.iter().filter(|f| f.starts_with(".work-")) {
+                remote
+                    .delete_all(folder)
+                    .map_err(StoreError::io("remove", remote.location(folder)))?;
+            }
+            return Ok(pinned);
+        }
         for folder in scratch_folders(&self.root) {
             std::fs::remove_dir_all(&folder).map_err(StoreError::io("remove", &folder))?;
         }
@@ -487,14 +687,31 @@ impl Store {
     }
 
     /// A scratch folder for the change `refresh_id` (see
-    /// [`scratch_folders`]), created empty.
-    pub fn scratch(&self, refresh_id: i64) -> Result<PathBuf> {
-        let folder = self
-            .root
-            .join(format!(".work-{refresh_id}-{}", std::process::id()));
+    /// [`scratch_folders`]), created empty: its name inside the store.
+    pub fn scratch(&self, refresh_id: i64) -> Result<String> {
+        let name = format!(".work-{refresh_id}-{}", std::process::id());
+        if let Some(remote) = &self.remote {
+            remote
+                .delete_all(&name)
+                .map_err(StoreError::io("create", remote.location(&name)))?;
+            return Ok(name);
+        }
+        let folder = self.root.join(&name);
         let _ = std::fs::remove_dir_all(&folder);
         std::fs::create_dir_all(&folder).map_err(StoreError::io("create", &folder))?;
-        Ok(folder)
+        Ok(name)
+    }
+
+    /// Removes the scratch folder `name` (see [`Store::scratch`]).
+    pub fn remove_scratch(&self, name: &str) {
+        match &self.remote {
+            Some(remote) => {
+                let _ = remote.delete_all(name);
+            }
+            None => {
+                let _ = std::fs::remove_dir_all(self.root.join(name));
+            }
+        }
     }
 
     /// Starts a change: data tables are written through the returned
@@ -509,7 +726,7 @@ impl Store {
         Transaction {
             store: self,
             ctx,
-            _lock: lock,
+            lock,
             pinned,
             versions: pinned.versions,
             started_at: crate::time::now_micros(),
@@ -555,7 +772,7 @@ pub const MEMBERSHIP_PARTITION: &str = "exited_refresh";
 pub struct Transaction<'a> {
     store: &'a Store,
     ctx: &'a SessionContext,
-    _lock: &'a StoreLock,
+    lock: &'a StoreLock,
     pinned: &'a Pinned,
     versions: TableVersions,
     started_at: i64,
@@ -657,6 +874,7 @@ impl Transaction<'_> {
     /// Appends the commit record: the change is now committed.
     pub async fn commit(self, kind: ChangeKind, as_of: i64, segments: String) -> Result<Commit> {
         injected_failure(StoreTable::Refreshes)?;
+        self.lock.check()?;
         let commit = Commit {
             refresh_id: self.refresh_id(),
             kind,
@@ -771,11 +989,11 @@ fn injected_failure(table: StoreTable) -> Result<()> {
 /// limit); returns how many rows it wrote.
 pub async fn write_parquet_file(
     frame: datafusion::dataframe::DataFrame,
-    path: &Path,
+    path: impl AsRef<Path>,
 ) -> Result<usize, datafusion::common::DataFusionError> {
     let written = frame
         .write_parquet(
-            &path.to_string_lossy(),
+            &path.as_ref().to_string_lossy(),
             datafusion::dataframe::DataFrameWriteOptions::new().with_single_file_output(true),
             None,
         )

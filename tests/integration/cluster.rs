@@ -207,7 +207,7 @@ fn a_loopback_cluster_gives_the_in_process_results() {
 
 /// The membership, events and sizes of a store, without the wall-clock
 /// columns (when each refresh ran).
-fn store_history(dir: &Path, cluster: Option<&Cluster>) -> String {
+pub(super) fn store_history(dir: &Path, cluster: Option<&Cluster>) -> String {
     let sql = "SELECT segment, customer_id, entered_at, exited_at FROM segment_membership \
                ORDER BY segment, customer_id, entered_at; \
                SELECT segment, customer_id, event, at FROM segment_events \

@@ -307,3 +307,235 @@ async fn s3_tables_on_a_cluster_answer_like_local_files() {
          ORDER BY customer_id, entered_at",
     ]);
 }
+
+/// The S3 options of moto's buckets in a project file.
+fn moto_storage(moto: &Moto) -> String {
+    format!(
+        "[storage]\nendpoint = \"http://127.0.0.1:{}\"\nregion = \"us-east-1\"\n\
+         access_key_id = \"segql\"\nsecret_access_key = \"segql\"\nallow_http = true\n",
+        moto.port
+    )
+}
+
+/// moto's bucket `bucket` through object_store, as a test reads it.
+fn moto_bucket(moto: &Moto, bucket: &str) -> object_store::aws::AmazonS3 {
+    AmazonS3Builder::new()
+        .with_bucket_name(bucket)
+        .with_endpoint(format!("http://127.0.0.1:{}", moto.port))
+        .with_region("us-east-1")
+        .with_access_key_id("segql")
+        .with_secret_access_key("segql")
+        .with_allow_http(true)
+        .build()
+        .unwrap()
+}
+
+/// Two projects over the bundled files: one keeps its segment store in
+/// moto's bucket `segments` (under `shop/store`), the other in a local
+/// folder.
+fn s3_store_and_local_projects(moto: &Moto) -> (TempDir, TempDir) {
+    create_bucket(moto.port, "segments");
+    let data = repo_root().join("data/online_retail");
+    let tables = format!(
+        "orders = \"{0}/orders.parquet\"\ncustomers = \"{0}/customers.parquet\"\n\
+         order_items = \"{0}/order_items.parquet\"",
+        data.display()
+    );
+    let remote = tempfile::tempdir().unwrap();
+    project(
+        remote.path(),
+        &tables,
+        &format!(
+            "{}\n[store]\nfolder = \"s3://segments/shop/store\"\n",
+            moto_storage(moto)
+        ),
+    );
+    let local = tempfile::tempdir().unwrap();
+    project(local.path(), &tables, "");
+    (remote, local)
+}
+
+const STORE_SEGMENTS: [(&str, &str); 4] = [
+    ("champions", "rfm_group IN ('Champions', 'Loyal')"),
+    ("lapsed", "last_order_date < -90d AND amount_spent > 1000"),
+    (
+        "recent_tea",
+        "bought(description: '%TEA%', date: -30d..today)",
+    ),
+    (
+        "not_uk",
+        "country != 'United Kingdom' AND NOT in_segment(lapsed)",
+    ),
+];
+
+/// Creates the segments of [`STORE_SEGMENTS`] in the project in `dir` and
+/// refreshes them on four days (`options` before every command).
+fn create_and_refresh(dir: &Path, options: &[&str]) {
+    for (code, condition) in STORE_SEGMENTS {
+        let run = segql_in(
+            dir,
+            &[options, &["segment", "create", code, condition]].concat(),
+        );
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+    }
+    for day in ["2011-06-01", "2011-08-01", "2011-10-01", "2011-12-01"] {
+        let run = segql_in(dir, &[options, &["--as-of", day, "refresh"]].concat());
+        assert_eq!(run.code, Some(0), "refresh on {day}: {}", run.stderr);
+    }
+}
+
+/// A store in S3 keeps what a local one keeps: the same history after the
+/// same changes, the same answers from its SQL functions and exports; its
+/// order state lives beside it; its write lock is an object that a live
+/// holder keeps and a dead one loses when its lease runs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segment_store_in_s3_keeps_what_a_local_one_keeps() {
+    let Some(moto) = start_moto() else {
+        return;
+    };
+    let (remote, local) = s3_store_and_local_projects(&moto);
+    // Nothing there yet: a clear error, nothing created.
+    let run = segql_in(remote.path(), &["segment", "list"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    create_and_refresh(local.path(), &[]);
+    create_and_refresh(remote.path(), &[]);
+    let expected = super::cluster::store_history(local.path(), None);
+    assert!(expected.lines().count() > 1000, "{expected}");
+    assert_eq!(super::cluster::store_history(remote.path(), None), expected);
+    let same = |args: &[&str]| same_output(local.path(), remote.path(), &[], args);
+    same(&[
+        "--format",
+        "csv",
+        "-c",
+        "SELECT count(*) AS n FROM customers WHERE in_segment(customer_id, 'lapsed') \
+         OR country = 'France'; \
+         SELECT count(*) AS n FROM customers WHERE in_segment(customer_id, 'not_uk'); \
+         SELECT customer_id, entered_at FROM segment_members('lapsed', '2011-09-01') \
+         ORDER BY customer_id",
+    ]);
+    same(&[
+        "segment",
+        "export",
+        "champions",
+        "--columns",
+        "customer_id,country",
+    ]);
+    same(&["--format", "csv", "segment", "list"]);
+
+    // The store's objects: the marker and the tables; no lock and no
+    // scratch folder left behind.
+    let bucket = moto_bucket(&moto, "segments");
+    let names: Vec<String> = futures::TryStreamExt::try_collect::<Vec<_>>(
+        object_store::ObjectStore::list(&bucket, Some(&ObjectPath::from("shop/store"))),
+    )
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|m| m.location.to_string())
+    .collect();
+    for expected in [
+        "shop/store/segql_store.json",
+        "shop/store/segment_refreshes/_delta_log/00000000000000000000.json",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} in {names:?}"
+        );
+    }
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.contains("/.work-") || n.ends_with("_lock.json")),
+        "{names:?}"
+    );
+
+    // A live lease: the next change is refused, naming its holder.
+    let lock = ObjectPath::from("shop/store/_lock.json");
+    let lease = |expires: i64| {
+        format!("{{\"holder\":\"process 4242 on elsewhere\",\"expires_micros\":{expires}}}")
+    };
+    let now = chrono::Utc::now().timestamp_micros();
+    bucket
+        .put(&lock, lease(now + 600_000_000).into())
+        .await
+        .unwrap();
+    let refused = segql_in(remote.path(), &["--as-of", "2011-12-10", "refresh"]);
+    assert_eq!(refused.code, Some(1), "{}", refused.stderr);
+    assert!(
+        refused
+            .stderr
+            .contains("is being changed by another segql (process 4242 on elsewhere)"),
+        "{}",
+        refused.stderr
+    );
+    // A lease that ran out (its holder died): taken over, then removed.
+    // On 2011-12-10 the orders file is settled (its last order is on the
+    // 9th): the refresh keeps the order state in the bucket too.
+    bucket.put(&lock, lease(now - 1).into()).await.unwrap();
+    let run = segql_in(remote.path(), &["--as-of", "2011-12-10", "refresh"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(bucket.head(&lock).await.is_err(), "the lock is left behind");
+    let manifest = bucket
+        .get(&ObjectPath::from("shop/store/order_state/manifest.json"))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&manifest).contains("orders.parquet"),
+        "{}",
+        String::from_utf8_lossy(&manifest)
+    );
+    let here = segql_in(local.path(), &["--as-of", "2011-12-10", "refresh"]);
+    assert_eq!(here.code, Some(0), "{}", here.stderr);
+    // A second refresh on the state read back from the bucket.
+    for dir in [remote.path(), local.path()] {
+        let run = segql_in(dir, &["--as-of", "2011-12-11", "refresh"]);
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+    }
+    assert_eq!(
+        super::cluster::store_history(remote.path(), None),
+        super::cluster::store_history(local.path(), None)
+    );
+}
+
+/// A cluster refreshes a store in S3: the executors read its tables from
+/// the bucket (set up from their environment), the client commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_refreshes_a_segment_store_in_s3() {
+    let Some(moto) = start_moto() else {
+        return;
+    };
+    let (remote, local) = s3_store_and_local_projects(&moto);
+    let cluster = start_cluster_with_env(
+        remote.path(),
+        &[
+            ("AWS_ENDPOINT", format!("http://127.0.0.1:{}", moto.port)),
+            ("AWS_REGION", "us-east-1".to_string()),
+            ("AWS_ACCESS_KEY_ID", "segql".to_string()),
+            ("AWS_SECRET_ACCESS_KEY", "segql".to_string()),
+            ("AWS_ALLOW_HTTP", "true".to_string()),
+        ],
+    );
+    create_and_refresh(local.path(), &[]);
+    create_and_refresh(remote.path(), &["--cluster", cluster.url.as_str()]);
+    let expected = super::cluster::store_history(local.path(), None);
+    assert_eq!(
+        super::cluster::store_history(remote.path(), Some(&cluster)),
+        expected
+    );
+    same_output(
+        local.path(),
+        remote.path(),
+        &["--cluster", cluster.url.as_str()],
+        &[
+            "--format",
+            "csv",
+            "-c",
+            "SELECT count(*) AS n FROM customers WHERE in_segment(customer_id, 'lapsed') \
+             OR country = 'France'; \
+             SELECT customer_id FROM segment_members('champions') ORDER BY customer_id",
+        ],
+    );
+}

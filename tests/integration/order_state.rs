@@ -132,7 +132,7 @@ async fn folded_equals_full_for(
     }
     assert!(scopes.len() >= windows, "{scopes:?}");
     let full = table(&ctx, order_metrics_plan(&catalog, as_of, &scopes).unwrap()).await;
-    let folded = order_metrics(&ctx, project.store().root(), &catalog, as_of, &scopes)
+    let folded = order_metrics(&ctx, project.store(), &catalog, as_of, &scopes)
         .await
         .unwrap();
     let (plan, fold) = folded?;
