@@ -58,8 +58,9 @@ pub struct StoreView {
 /// What `in_segment` needs wherever it runs, in this process or on a
 /// cluster's executor: the live segment codes and the Parquet files of
 /// `segment_membership` that hold open stays, at one committed state. It
-/// names files by path, so it travels in a plan (as JSON) to any process
-/// that sees the store's folder at the same path.
+/// names files by path (or by URL, for a store in an object store), so it
+/// travels in a plan (as JSON) to any process that sees the store's folder
+/// at the same path, or reaches its bucket.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct MemberFiles {
     /// The store folder and the commit log version: which state this is.
@@ -186,8 +187,9 @@ impl MemberFiles {
 
     /// The current members of `code`, read once per view from the
     /// membership files of the snapshot. The read is synchronous (plain
-    /// Parquet files of a local folder), so a function call never needs
-    /// an async runtime of its own.
+    /// Parquet files of a local folder; objects are fetched whole on the
+    /// store's own runtime), so a function call never needs an async
+    /// runtime of its own.
     fn members(&self, code: &str) -> Result<Arc<HashSet<i64>>> {
         self.check_code(code, "in_segment")?;
         let mut cache = self

@@ -12,7 +12,12 @@
 //! <store>/segment_sizes/       Delta table: size after each change
 //! <store>/segment_refreshes/   Delta table: one row per completed change
 //! <store>/.lock                held (flock) by the process changing the store
+//! <store>/order_state/         the order state (`crate::order_state`)
 //! ```
+//!
+//! The folder may be a place in S3 (`s3://bucket/prefix`, see [`remote`]):
+//! the same layout as objects, with a lock object (`_lock.json`, a lease
+//! renewed while held) instead of `.lock`.
 //!
 //! # One change, atomically
 //!

@@ -399,6 +399,20 @@ async fn a_segment_store_in_s3_keeps_what_a_local_one_keeps() {
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     create_and_refresh(local.path(), &[]);
     create_and_refresh(remote.path(), &[]);
+    // A refresh that dies between its writes (the test hook fails the
+    // store's third write): nothing of it is seen, and the next change
+    // undoes what it wrote before it writes its own.
+    let failed = super::segql_in_env(
+        remote.path(),
+        &["--as-of", "2011-12-05", "refresh"],
+        &[("SEGQL_FAIL_AT_WRITE", "3")],
+    );
+    assert_eq!(failed.code, Some(1), "{}", failed.stderr);
+    assert!(
+        failed.stderr.contains("failed on purpose"),
+        "{}",
+        failed.stderr
+    );
     let expected = super::cluster::store_history(local.path(), None);
     assert!(expected.lines().count() > 1000, "{expected}");
     assert_eq!(super::cluster::store_history(remote.path(), None), expected);
