@@ -409,19 +409,17 @@ pub async fn moved_on_cluster(
     let moved = match open {
         None => all_entered(new)?,
         Some(open) => {
-            let new = new.select(vec![
-                col("n_rank").alias("rank"),
-                col("n_segment").alias("segment"),
-                col("n_customer").alias("customer_id"),
-                lit(1_i64).alias("is_new"),
-            ])?;
-            let open = open.select(vec![
-                col("o_rank").alias("rank"),
-                col("o_segment").alias("segment"),
-                col("o_customer").alias("customer_id"),
-                lit(0_i64).alias("is_new"),
-            ])?;
-            new.union(open)?
+            // Both sides as rank, segment, customer_id and is_new.
+            let side = |frame: DataFrame, prefix: &str, is_new: i64| {
+                frame.select(vec![
+                    col(format!("{prefix}_rank")).alias("rank"),
+                    col(format!("{prefix}_segment")).alias("segment"),
+                    col(format!("{prefix}_customer")).alias("customer_id"),
+                    lit(is_new).alias("is_new"),
+                ])
+            };
+            side(new, "n", 1)?
+                .union(side(open, "o", 0)?)?
                 .aggregate(
                     vec![col("rank"), col("segment"), col("customer_id")],
                     vec![

@@ -205,6 +205,21 @@ fn a_loopback_cluster_gives_the_in_process_results() {
     );
 }
 
+/// Four segments whose history the tests compare: order metrics, RFM,
+/// `bought(...)` and one using another (`in_segment`).
+pub(super) const HISTORY_SEGMENTS: [(&str, &str); 4] = [
+    ("champions", "rfm_group IN ('Champions', 'Loyal')"),
+    ("lapsed", "last_order_date < -90d AND amount_spent > 1000"),
+    (
+        "recent_tea",
+        "bought(description: '%TEA%', date: -30d..today)",
+    ),
+    (
+        "not_uk",
+        "country != 'United Kingdom' AND NOT in_segment(lapsed)",
+    ),
+];
+
 /// The membership, events and sizes of a store, without the wall-clock
 /// columns (when each refresh ran).
 pub(super) fn store_history(dir: &Path, cluster: Option<&Cluster>) -> String {
@@ -229,20 +244,8 @@ fn a_refresh_on_the_cluster_records_the_history_of_one_in_process() {
     project_copy(local.path());
     project_copy(remote.path());
     let cluster = start_cluster(remote.path());
-    let segments = [
-        ("champions", "rfm_group IN ('Champions', 'Loyal')"),
-        ("lapsed", "last_order_date < -90d AND amount_spent > 1000"),
-        (
-            "recent_tea",
-            "bought(description: '%TEA%', date: -30d..today)",
-        ),
-        (
-            "not_uk",
-            "country != 'United Kingdom' AND NOT in_segment(lapsed)",
-        ),
-    ];
     for (dir, on) in [(local.path(), None), (remote.path(), Some(&cluster))] {
-        for (code, condition) in segments {
+        for (code, condition) in HISTORY_SEGMENTS {
             let mut args = vec!["segment", "create", code, condition];
             if let Some(cluster) = on {
                 args.splice(0..0, ["--cluster", cluster.url.as_str()]);

@@ -17,7 +17,7 @@ use object_store::path::Path as ObjectPath;
 
 use tempfile::TempDir;
 
-use super::cluster::start_cluster_with_env;
+use super::cluster::{HISTORY_SEGMENTS, start_cluster_with_env};
 use super::{repo_root, segql_in};
 
 /// A moto server on loopback, stopped when dropped.
@@ -89,16 +89,8 @@ fn create_bucket(port: u16, bucket: &str) {
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
 }
 
-async fn upload(port: u16, bucket: &str, files: &[(&Path, &str)]) {
-    let store = AmazonS3Builder::new()
-        .with_bucket_name(bucket)
-        .with_endpoint(format!("http://127.0.0.1:{port}"))
-        .with_region("us-east-1")
-        .with_access_key_id("segql")
-        .with_secret_access_key("segql")
-        .with_allow_http(true)
-        .build()
-        .unwrap();
+async fn upload(moto: &Moto, bucket: &str, files: &[(&Path, &str)]) {
+    let store = moto_bucket(moto, bucket);
     for (file, key) in files {
         let bytes = std::fs::read(file).unwrap();
         store
@@ -148,7 +140,7 @@ async fn remote_and_local_projects(moto: &Moto) -> (TempDir, TempDir) {
     let data = repo_root().join("data/online_retail");
     create_bucket(moto.port, "shop");
     upload(
-        moto.port,
+        moto,
         "shop",
         &[
             (&data.join("orders.parquet"), "raw/orders/part-0.parquet"),
@@ -170,11 +162,7 @@ async fn remote_and_local_projects(moto: &Moto) -> (TempDir, TempDir) {
         "orders = \"s3://shop/raw/orders/*.parquet\"\n\
          customers = \"s3://shop/warehouse/customers.parquet\"\n\
          order_items = \"s3://shop/warehouse/order_items.parquet\"",
-        &format!(
-            "[storage]\nendpoint = \"http://127.0.0.1:{}\"\nregion = \"us-east-1\"\n\
-             access_key_id = \"segql\"\nsecret_access_key = \"segql\"\nallow_http = true\n",
-            moto.port
-        ),
+        &moto_storage(moto),
     );
     let local = tempfile::tempdir().unwrap();
     project(
@@ -259,16 +247,7 @@ async fn s3_tables_on_a_cluster_answer_like_local_files() {
         return;
     };
     let (remote, local) = remote_and_local_projects(&moto).await;
-    let cluster = start_cluster_with_env(
-        remote.path(),
-        &[
-            ("AWS_ENDPOINT", format!("http://127.0.0.1:{}", moto.port)),
-            ("AWS_REGION", "us-east-1".to_string()),
-            ("AWS_ACCESS_KEY_ID", "segql".to_string()),
-            ("AWS_SECRET_ACCESS_KEY", "segql".to_string()),
-            ("AWS_ALLOW_HTTP", "true".to_string()),
-        ],
-    );
+    let cluster = moto_cluster(&moto, remote.path());
     let on_cluster = ["--cluster", cluster.url.as_str()];
     let same = |args: &[&str]| same_output(local.path(), remote.path(), &on_cluster, args);
     let counts = same(&[
@@ -306,6 +285,20 @@ async fn s3_tables_on_a_cluster_answer_like_local_files() {
         "SELECT segment, customer_id, entered_at, exited_at FROM segment_membership \
          ORDER BY customer_id, entered_at",
     ]);
+}
+
+/// A loopback cluster whose nodes reach moto through their environment.
+fn moto_cluster(moto: &Moto, work: &Path) -> super::cluster::Cluster {
+    start_cluster_with_env(
+        work,
+        &[
+            ("AWS_ENDPOINT", format!("http://127.0.0.1:{}", moto.port)),
+            ("AWS_REGION", "us-east-1".to_string()),
+            ("AWS_ACCESS_KEY_ID", "segql".to_string()),
+            ("AWS_SECRET_ACCESS_KEY", "segql".to_string()),
+            ("AWS_ALLOW_HTTP", "true".to_string()),
+        ],
+    )
 }
 
 /// The S3 options of moto's buckets in a project file.
@@ -355,23 +348,10 @@ fn s3_store_and_local_projects(moto: &Moto) -> (TempDir, TempDir) {
     (remote, local)
 }
 
-const STORE_SEGMENTS: [(&str, &str); 4] = [
-    ("champions", "rfm_group IN ('Champions', 'Loyal')"),
-    ("lapsed", "last_order_date < -90d AND amount_spent > 1000"),
-    (
-        "recent_tea",
-        "bought(description: '%TEA%', date: -30d..today)",
-    ),
-    (
-        "not_uk",
-        "country != 'United Kingdom' AND NOT in_segment(lapsed)",
-    ),
-];
-
-/// Creates the segments of [`STORE_SEGMENTS`] in the project in `dir` and
+/// Creates the segments of [`HISTORY_SEGMENTS`] in the project in `dir` and
 /// refreshes them on four days (`options` before every command).
 fn create_and_refresh(dir: &Path, options: &[&str]) {
-    for (code, condition) in STORE_SEGMENTS {
+    for (code, condition) in HISTORY_SEGMENTS {
         let run = segql_in(
             dir,
             &[options, &["segment", "create", code, condition]].concat(),
@@ -522,16 +502,7 @@ async fn a_cluster_refreshes_a_segment_store_in_s3() {
         return;
     };
     let (remote, local) = s3_store_and_local_projects(&moto);
-    let cluster = start_cluster_with_env(
-        remote.path(),
-        &[
-            ("AWS_ENDPOINT", format!("http://127.0.0.1:{}", moto.port)),
-            ("AWS_REGION", "us-east-1".to_string()),
-            ("AWS_ACCESS_KEY_ID", "segql".to_string()),
-            ("AWS_SECRET_ACCESS_KEY", "segql".to_string()),
-            ("AWS_ALLOW_HTTP", "true".to_string()),
-        ],
-    );
+    let cluster = moto_cluster(&moto, remote.path());
     create_and_refresh(local.path(), &[]);
     create_and_refresh(remote.path(), &["--cluster", cluster.url.as_str()]);
     let expected = super::cluster::store_history(local.path(), None);
