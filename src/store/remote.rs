@@ -67,6 +67,10 @@ pub struct Remote {
     url: Url,
     store: Arc<dyn ObjectStore>,
     prefix: ObjectPath,
+    /// The lock's lease and how often it is renewed ([`LEASE`],
+    /// [`RENEW_EVERY`]; shorter in tests).
+    lease: Duration,
+    renew_every: Duration,
 }
 
 impl Remote {
@@ -80,7 +84,21 @@ impl Remote {
         let prefix = ObjectPath::from(url.path().trim_matches('/'));
         register_with_delta_lake();
         remember(&url, &store);
-        Self { url, store, prefix }
+        Self {
+            url,
+            store,
+            prefix,
+            lease: LEASE,
+            renew_every: RENEW_EVERY,
+        }
+    }
+
+    /// The same place with another lease and renewal period.
+    #[cfg(test)]
+    fn with_lease(mut self, lease: Duration, renew_every: Duration) -> Self {
+        self.lease = lease;
+        self.renew_every = renew_every;
+        self
     }
 
     /// The store's URL, with the final slash.
@@ -230,7 +248,7 @@ impl Remote {
     /// when another process holds it and `wait` is off.
     pub fn lock(&self, holder: &str, wait: bool) -> io::Result<Result<RemoteLock, String>> {
         loop {
-            let text = lease_text(holder);
+            let text = lease_text(holder, self.lease);
             match self.put(LOCK, text, PutMode::Create) {
                 Ok(tag) => return Ok(Ok(RemoteLock::hold(self.clone(), holder, tag))),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -251,7 +269,7 @@ impl Remote {
                     e_tag: tag,
                     version: None,
                 });
-                match self.put(LOCK, lease_text(holder), mode) {
+                match self.put(LOCK, lease_text(holder, self.lease), mode) {
                     Ok(tag) => return Ok(Ok(RemoteLock::hold(self.clone(), holder, tag))),
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                     Err(e) => return Err(e),
@@ -272,10 +290,10 @@ struct Lease {
     expires_micros: i64,
 }
 
-fn lease_text(holder: &str) -> Bytes {
+fn lease_text(holder: &str, lasting: Duration) -> Bytes {
     let lease = Lease {
         holder: holder.to_string(),
-        expires_micros: crate::time::now_micros() + LEASE.as_micros() as i64,
+        expires_micros: crate::time::now_micros() + lasting.as_micros() as i64,
     };
     Bytes::from(serde_json::to_vec(&lease).unwrap_or_default())
 }
@@ -308,12 +326,12 @@ impl RemoteLock {
         );
         let holder = holder.to_string();
         std::thread::spawn(move || {
-            let step = Duration::from_millis(250);
+            let step = Duration::from_millis(50).min(remote.renew_every);
             let mut waited = Duration::ZERO;
             while !done.load(Ordering::SeqCst) {
                 std::thread::sleep(step);
                 waited += step;
-                if waited < RENEW_EVERY {
+                if waited < remote.renew_every {
                     continue;
                 }
                 waited = Duration::ZERO;
@@ -322,7 +340,7 @@ impl RemoteLock {
                     e_tag: current,
                     version: None,
                 });
-                match remote.put(LOCK, lease_text(&holder), mode) {
+                match remote.put(LOCK, lease_text(&holder, remote.lease), mode) {
                     Ok(new) => {
                         if let Ok(mut t) = tag.lock() {
                             *t = new;
@@ -510,6 +528,31 @@ mod tests {
         drop(first);
         let second = r.lock("process 2", false).unwrap().unwrap();
         assert!(second.held());
+    }
+
+    #[test]
+    fn the_holder_renews_its_lease_and_notices_losing_it() {
+        let r = remote().with_lease(Duration::from_millis(1500), Duration::from_millis(100));
+        let held = r.lock("process 1", false).unwrap().unwrap();
+        // Well past the first lease: renewed, so still refused.
+        std::thread::sleep(Duration::from_millis(2500));
+        assert_eq!(
+            r.lock("process 2", false).unwrap().unwrap_err(),
+            "process 1"
+        );
+        assert!(held.held());
+        // Someone replaces the object (as after a lease ran out): the next
+        // renewal fails, and the holder knows.
+        r.put(LOCK, lease_text("process 3", LEASE), PutMode::Overwrite)
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(1000));
+        assert!(!held.held());
+        // Dropped, it leaves the other's lock alone.
+        drop(held);
+        assert_eq!(
+            r.lock("process 4", false).unwrap().unwrap_err(),
+            "process 3"
+        );
     }
 
     #[test]
