@@ -570,34 +570,46 @@ impl PurchaseColumns {
     /// admits (compared case-blind; a missing status is the empty one),
     /// and, with `before`, placed before that instant.
     fn filter(&self, rule: &PurchaseRule, before: Option<AsOf>) -> Expr {
-        let mut filter = self.customer.clone().is_not_null();
-        if let Some(status) = &self.status {
-            let (statuses, negated) = match rule {
-                PurchaseRule::Exclude(list) => (list, true),
-                PurchaseRule::Include(list) => (list, false),
-            };
-            // Case-blind by ILIKE with the literal status (no wildcards):
-            // compared in place, without lowering every row's text.
-            let value = || coalesce(vec![status.clone(), lit("")]);
-            let tests = statuses.iter().map(|s| {
-                let pattern = lit(like_literal(s));
-                if negated {
-                    value().not_ilike(pattern)
-                } else {
-                    value().ilike(pattern)
-                }
-            });
-            let test = if negated {
-                tests.reduce(Expr::and)
-            } else {
-                tests.reduce(Expr::or)
-            };
-            filter = filter.and(test.unwrap_or(lit(negated)));
+        match self.status_test(rule) {
+            Some(status) => self.base_filter(before).and(status),
+            None => self.base_filter(before),
         }
+    }
+
+    /// A purchase's tests but the status: a customer id and, with
+    /// `before`, placed before that instant.
+    fn base_filter(&self, before: Option<AsOf>) -> Expr {
+        let filter = self.customer.clone().is_not_null();
         match before {
             Some(as_of) => filter.and(before_expr(self.ts.clone(), &self.ts_type, as_of)),
             None => filter,
         }
+    }
+
+    /// The status test of a purchase (`None` without a status column).
+    fn status_test(&self, rule: &PurchaseRule) -> Option<Expr> {
+        let status = self.status.as_ref()?;
+        let (statuses, negated) = match rule {
+            PurchaseRule::Exclude(list) => (list, true),
+            PurchaseRule::Include(list) => (list, false),
+        };
+        // Case-blind by ILIKE with the literal status (no wildcards):
+        // compared in place, without lowering every row's text.
+        let value = || coalesce(vec![status.clone(), lit("")]);
+        let tests = statuses.iter().map(|s| {
+            let pattern = lit(like_literal(s));
+            if negated {
+                value().not_ilike(pattern)
+            } else {
+                value().ilike(pattern)
+            }
+        });
+        let test = if negated {
+            tests.reduce(Expr::and)
+        } else {
+            tests.reduce(Expr::or)
+        };
+        Some(test.unwrap_or(lit(negated)))
     }
 }
 
@@ -1390,12 +1402,14 @@ pub fn bought_pass_plan(
     use datafusion::logical_expr::ExprFunctionExt;
     let (mut lines, purchase, order_id) = bought_lines(catalog)?;
     let mut any_product = false;
-    let tests: Vec<Expr> = calls
+    let mut every_product = true;
+    let mut tests: Vec<Expr> = calls
         .iter()
         .map(|call| {
             let (tests, product) = bought_filter(call, &purchase, as_of);
             let filter = tests.into_iter().reduce(Expr::and).unwrap_or(lit(true));
             any_product |= product.is_some();
+            every_product &= product.is_some();
             match product {
                 Some(product) if catalog.products.is_some() => filter.and(product),
                 // Without `products`, product tests cannot match.
@@ -1404,12 +1418,26 @@ pub fn bought_pass_plan(
             }
         })
         .collect();
+    // The lines some call may match, by the calls' own tests.
+    let mut any = tests.iter().cloned().reduce(Expr::or).unwrap_or(lit(false));
+    // The status test (a case-blind text compare per line) is a purchase's
+    // costly part. When every call tests the product, the join with the
+    // few products tested drops most lines first, so each call tests the
+    // status of the lines left instead of every line (a customer whose
+    // lines all fail it then counts 0, as one without lines would).
+    let mut purchase_filter = purchase.filter(&catalog.purchases, Some(as_of));
+    if every_product
+        && catalog.products.is_some()
+        && let Some(status) = purchase.status_test(&catalog.purchases)
+    {
+        tests = tests.into_iter().map(|t| t.and(status.clone())).collect();
+        purchase_filter = purchase.base_filter(Some(as_of));
+    }
     if let (true, Some(products)) = (any_product, catalog.products.as_ref().map(Arc::clone)) {
         let products =
             LogicalPlanBuilder::scan("products", provider_as_source(products), None)?.build()?;
         lines = lines.join(products, JoinType::Left, product_keys(catalog), None)?;
     }
-    let mut any = tests.iter().cloned().reduce(Expr::or).unwrap_or(lit(false));
     // When every call starts on a day, so do the lines read: said on its
     // own, the bound lets Parquet statistics skip older row groups.
     if let Some(first) = earliest_day(calls.iter().map(|c| c.filters.as_slice())) {
@@ -1432,7 +1460,7 @@ pub fn bought_pass_plan(
         })
         .collect::<Result<Vec<_>>>()?;
     lines
-        .filter(purchase.filter(&catalog.purchases, Some(as_of)).and(any))?
+        .filter(purchase_filter.and(any))?
         .aggregate(vec![purchase.customer.alias("__bought_customer")], counts)?
         .build()
 }
