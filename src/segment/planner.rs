@@ -1234,23 +1234,57 @@ fn bought_lines(catalog: &SegmentCatalog) -> Result<(LogicalPlanBuilder, Purchas
 }
 
 /// The tests of one filter of a call on a row whose time is `ts`.
+///
+/// Every pass keeps only the rows before `as_of`, so an upper bound at or
+/// after it (`..today`) is implied and left out: besides the wasted
+/// compare, two upper bounds on one column make DataFusion's simplifier
+/// merge the range and move it behind the text tests, which then run on
+/// every row instead of on the few the days keep.
 fn filter_tests(filter: &CallFilter, ts: &Expr, ts_type: &DataType, as_of: AsOf) -> Vec<Expr> {
     let bound = |day, later| day_bound(ts.clone(), ts_type, as_of, day, later);
+    let before = |day: i32| {
+        let implied = crate::time::date_from_days(day + 1)
+            .is_some_and(|d| AsOf::midnight(d, as_of.zone()).micros() >= as_of.micros());
+        (!implied).then(|| bound(day + 1, false))
+    };
     match filter {
         CallFilter::Day(DayTest::From(d)) => vec![bound(*d, true)],
-        CallFilter::Day(DayTest::To(d)) => vec![bound(*d + 1, false)],
-        CallFilter::Day(DayTest::On(d)) => vec![bound(*d, true), bound(*d + 1, false)],
+        CallFilter::Day(DayTest::To(d)) => before(*d).into_iter().collect(),
+        CallFilter::Day(DayTest::On(d)) => {
+            std::iter::once(bound(*d, true)).chain(before(*d)).collect()
+        }
         CallFilter::Column(item) => vec![item_test(item)],
     }
 }
 
 /// Every filter of a call on a row whose time is `ts`, as one test.
 fn scope_filter(filters: &[CallFilter], ts: &Expr, ts_type: &DataType, as_of: AsOf) -> Expr {
-    filters
+    let (days, columns) = scope_parts(filters, ts, ts_type, as_of);
+    match (days, columns) {
+        (Some(days), Some(columns)) => days.and(columns),
+        (Some(one), None) | (None, Some(one)) => one,
+        (None, None) => lit(true),
+    }
+}
+
+/// A call's filters on a row whose time is `ts` in two tests: its days
+/// (cheap, tested first: DataFusion tests a later conjunct only on the
+/// rows the earlier ones kept) and its column filters, in argument order.
+fn scope_parts(
+    filters: &[CallFilter],
+    ts: &Expr,
+    ts_type: &DataType,
+    as_of: AsOf,
+) -> (Option<Expr>, Option<Expr>) {
+    let (days, columns): (Vec<&CallFilter>, Vec<&CallFilter>) = filters
         .iter()
-        .flat_map(|f| filter_tests(f, ts, ts_type, as_of))
-        .reduce(Expr::and)
-        .unwrap_or(lit(true))
+        .partition(|f| matches!(f, CallFilter::Day(_)));
+    let join = |part: Vec<&CallFilter>| {
+        part.into_iter()
+            .flat_map(|f| filter_tests(f, ts, ts_type, as_of))
+            .reduce(Expr::and)
+    };
+    (join(days), join(columns))
 }
 
 /// The first day a call's filters admit, if they bound it.
@@ -1320,28 +1354,40 @@ pub fn events_pass_plan(
     let matches: Vec<Expr> = tests
         .iter()
         .map(|test| {
-            event.clone().eq(lit(test.event.clone())).and(scope_filter(
-                &test.filters,
-                &ts,
-                &ts_type,
-                as_of,
-            ))
+            // Its days, its name, its other columns.
+            let (days, columns) = scope_parts(&test.filters, &ts, &ts_type, as_of);
+            let named = event.clone().eq(lit(test.event.clone()));
+            let test = match days {
+                Some(days) => days.and(named),
+                None => named,
+            };
+            match columns {
+                Some(columns) => test.and(columns),
+                None => test,
+            }
         })
         .collect();
-    let mut filter = column(name(Role::CustomerId))
-        .is_not_null()
-        .and(before_expr(ts.clone(), &ts_type, as_of));
-    let mut names: Vec<Expr> = Vec::new();
-    for test in tests {
-        let name = lit(test.event.clone());
-        if !names.contains(&name) {
-            names.push(name);
+    // Time bounds first: they are cheap, and DataFusion tests each later
+    // conjunct only on the rows the earlier ones kept, so a window of days
+    // spares the text compares of every older event. With several tests,
+    // the earliest day and the names tested prune the rows first; one
+    // test is its own prefilter (repeating its terms would let the
+    // simplifier fold them and put the name test first).
+    let mut filter = before_expr(ts.clone(), &ts_type, as_of);
+    if tests.len() > 1 {
+        if let Some(first) = earliest_day(tests.iter().map(|t| t.filters.as_slice())) {
+            filter = day_bound(ts.clone(), &ts_type, as_of, first, true).and(filter);
         }
+        let mut names: Vec<Expr> = Vec::new();
+        for test in tests {
+            let name = lit(test.event.clone());
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        filter = filter.and(event.in_list(names, false));
     }
-    filter = filter.and(event.in_list(names, false));
-    if let Some(first) = earliest_day(tests.iter().map(|t| t.filters.as_slice())) {
-        filter = filter.and(day_bound(ts.clone(), &ts_type, as_of, first, true));
-    }
+    filter = filter.and(column(name(Role::CustomerId)).is_not_null());
     filter = filter.and(
         matches
             .iter()
@@ -1419,7 +1465,7 @@ pub fn bought_pass_plan(
         })
         .collect();
     // The lines some call may match, by the calls' own tests.
-    let mut any = tests.iter().cloned().reduce(Expr::or).unwrap_or(lit(false));
+    let any = tests.iter().cloned().reduce(Expr::or).unwrap_or(lit(false));
     // The status test (a case-blind text compare per line) is a purchase's
     // costly part. When every call tests the product, the join with the
     // few products tested drops most lines first, so each call tests the
@@ -1439,9 +1485,11 @@ pub fn bought_pass_plan(
         lines = lines.join(products, JoinType::Left, product_keys(catalog), None)?;
     }
     // When every call starts on a day, so do the lines read: said on its
-    // own, the bound lets Parquet statistics skip older row groups.
+    // own, the bound lets Parquet statistics skip older row groups, and
+    // tested first it spares the other tests on older lines.
     if let Some(first) = earliest_day(calls.iter().map(|c| c.filters.as_slice())) {
-        any = day_bound(purchase.ts.clone(), &purchase.ts_type, as_of, first, true).and(any);
+        purchase_filter = day_bound(purchase.ts.clone(), &purchase.ts_type, as_of, first, true)
+            .and(purchase_filter);
     }
     let counts = tests
         .into_iter()
