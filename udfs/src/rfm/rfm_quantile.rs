@@ -210,10 +210,11 @@ fn score_partition(values: impl Iterator<Item = Option<f64>>, options: Options) 
         .enumerate()
         .filter_map(|(row, v)| v.map(|v| (v, row)))
         .collect();
-    // Worst first; the row number keeps equal values in input order.
+    // Worst first; the row number keeps equal values in input order (and
+    // makes every key distinct, so an unstable sort gives the one order).
     match options.direction {
-        Direction::High => order.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1))),
-        Direction::Low => order.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))),
+        Direction::High => order.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1))),
+        Direction::Low => order.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))),
     }
     let n = order.len();
     let bins = options.bins;
