@@ -159,10 +159,10 @@ pub struct StoreLock {
 
 impl StoreLock {
     /// Fails when the lock may have been lost (a store in an object store
-    /// whose lease could not be renewed): a change must not commit then.
+    /// whose lease cannot be renewed now): a change must not commit then.
     pub fn check(&self) -> Result<()> {
         match &self.remote {
-            Some(lock) if !lock.held() => Err(StoreError::Io {
+            Some(lock) if !lock.confirm() => Err(StoreError::Io {
                 action: "keep the write lock of",
                 path: self.root.clone(),
                 source: std::io::Error::other(

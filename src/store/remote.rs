@@ -13,8 +13,9 @@
 //!   [`RENEW_EVERY`] (a put that succeeds only if the object is still the
 //!   one it wrote), and removes the object when done. A process that died
 //!   leaves a lease that runs out after [`LEASE`]; the next writer then
-//!   replaces it, again only if it is still that object. A holder that
-//!   could not renew its lease refuses to commit.
+//!   replaces it, again only if it is still that object. A change renews
+//!   the lease once more right before its commit point and does not commit
+//!   if that fails (or any renewal before it did).
 //! - **No rename.** An object appears whole when its upload completes, so
 //!   what a local store writes aside and renames is written in place.
 //!
@@ -302,71 +303,101 @@ fn lease_text(holder: &str, lasting: Duration) -> Bytes {
 /// removed when dropped.
 #[derive(Debug)]
 pub struct RemoteLock {
-    remote: Remote,
-    /// Set when a renewal failed: the lease may be someone else's now.
-    lost: Arc<AtomicBool>,
-    /// Tells the renewing task to stop.
+    lease: Arc<HeldLease>,
+    /// Tells the renewing thread to stop.
     done: Arc<AtomicBool>,
-    tag: Arc<Mutex<Option<String>>>,
+}
+
+/// A held lease: whose, the tag of the object last written, and whether a
+/// renewal failed (the lease may be someone else's now).
+#[derive(Debug)]
+struct HeldLease {
+    remote: Remote,
+    holder: String,
+    tag: Mutex<Option<String>>,
+    lost: AtomicBool,
+}
+
+impl HeldLease {
+    /// Renews the lease if the object is still the one last written;
+    /// whether it is still held.
+    fn renew(&self) -> bool {
+        let Ok(mut tag) = self.tag.lock() else {
+            return false;
+        };
+        if self.lost.load(Ordering::SeqCst) {
+            return false;
+        }
+        let mode = PutMode::Update(UpdateVersion {
+            e_tag: tag.clone(),
+            version: None,
+        });
+        match self
+            .remote
+            .put(LOCK, lease_text(&self.holder, self.remote.lease), mode)
+        {
+            Ok(new) => {
+                *tag = new;
+                true
+            }
+            Err(_) => {
+                self.lost.store(true, Ordering::SeqCst);
+                false
+            }
+        }
+    }
 }
 
 impl RemoteLock {
     fn hold(remote: Remote, holder: &str, tag: Option<String>) -> Self {
         let lock = Self {
-            remote,
-            lost: Arc::default(),
+            lease: Arc::new(HeldLease {
+                remote,
+                holder: holder.to_string(),
+                tag: Mutex::new(tag),
+                lost: AtomicBool::new(false),
+            }),
             done: Arc::default(),
-            tag: Arc::new(Mutex::new(tag)),
         };
-        let (remote, lost, done, tag) = (
-            lock.remote.clone(),
-            Arc::clone(&lock.lost),
-            Arc::clone(&lock.done),
-            Arc::clone(&lock.tag),
-        );
-        let holder = holder.to_string();
+        let (lease, done) = (Arc::clone(&lock.lease), Arc::clone(&lock.done));
         std::thread::spawn(move || {
-            let step = Duration::from_millis(50).min(remote.renew_every);
+            let every = lease.remote.renew_every;
+            let step = Duration::from_millis(50).min(every);
             let mut waited = Duration::ZERO;
             while !done.load(Ordering::SeqCst) {
                 std::thread::sleep(step);
                 waited += step;
-                if waited < remote.renew_every {
+                if waited < every {
                     continue;
                 }
                 waited = Duration::ZERO;
-                let current = tag.lock().map(|t| t.clone()).unwrap_or(None);
-                let mode = PutMode::Update(UpdateVersion {
-                    e_tag: current,
-                    version: None,
-                });
-                match remote.put(LOCK, lease_text(&holder, remote.lease), mode) {
-                    Ok(new) => {
-                        if let Ok(mut t) = tag.lock() {
-                            *t = new;
-                        }
-                    }
-                    Err(_) => {
-                        lost.store(true, Ordering::SeqCst);
-                        return;
-                    }
+                if !done.load(Ordering::SeqCst) && !lease.renew() {
+                    return;
                 }
             }
         });
         lock
     }
 
-    /// Whether the lease is still this process's.
+    /// Whether no renewal has failed so far.
     pub fn held(&self) -> bool {
-        !self.lost.load(Ordering::SeqCst)
+        !self.lease.lost.load(Ordering::SeqCst)
+    }
+
+    /// Renews the lease now: whether it is still this process's (what a
+    /// change asks right before its commit point).
+    pub fn confirm(&self) -> bool {
+        self.lease.renew()
     }
 }
 
 impl Drop for RemoteLock {
     fn drop(&mut self) {
         self.done.store(true, Ordering::SeqCst);
+        // Under the tag's lock, so no renewal runs meanwhile.
+        let _guard = self.lease.tag.lock();
         if self.held() {
-            let _ = self.remote.delete(LOCK);
+            let _ = self.lease.remote.delete(LOCK);
         }
     }
 }
@@ -528,6 +559,13 @@ mod tests {
         drop(first);
         let second = r.lock("process 2", false).unwrap().unwrap();
         assert!(second.held());
+        // Confirmed at once, without waiting for the next renewal; lost
+        // as soon as the object is not the one it wrote.
+        assert!(second.confirm());
+        r.put(LOCK, lease_text("process 3", LEASE), PutMode::Overwrite)
+            .unwrap();
+        assert!(!second.confirm());
+        assert!(!second.held());
     }
 
     #[test]
@@ -547,6 +585,7 @@ mod tests {
             .unwrap();
         std::thread::sleep(Duration::from_millis(1000));
         assert!(!held.held());
+        assert!(!held.confirm());
         // Dropped, it leaves the other's lock alone.
         drop(held);
         assert_eq!(
