@@ -79,13 +79,18 @@ impl Project {
         let store = match &config.store_url {
             // A store in an object store: reached with the [storage]
             // options, through the session too (its tables are read there).
+            // The session (and Delta Lake in it) gets one client, the
+            // store's own metadata calls another (see `store::remote`).
             Some(url) => {
-                let object_store = crate::storage::store_for(url, &config.storage)
-                    .map_err(|e| Error::Usage(format!("[store] folder {url}: {e}")))?;
+                let problem = |e: String| Error::Usage(format!("[store] folder {url}: {e}"));
+                let open =
+                    || crate::storage::store_for(url, &config.storage).map_err(|e| problem(e.0));
+                let session_store = open()?;
                 let bucket = url::Url::parse(&url[..url::Position::BeforePath])
-                    .map_err(|e| Error::Usage(format!("[store] folder {url}: {e}")))?;
-                ctx.register_object_store(&bucket, Arc::clone(&object_store));
-                Store::at_url(url, object_store)
+                    .map_err(|e| problem(e.to_string()))?;
+                ctx.register_object_store(&bucket, Arc::clone(&session_store));
+                crate::store::remote::remember(url, &session_store);
+                Store::at_url(url, open()?)
             }
             None => Store::new(config.store_path()),
         };

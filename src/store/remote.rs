@@ -76,7 +76,8 @@ pub struct Remote {
 
 impl Remote {
     /// The store at `url` (`s3://bucket/prefix`), reached through `store`
-    /// (the object store serving its bucket).
+    /// (an object store serving its bucket, used only on the store's own
+    /// runtime: not the session's, see [`remember`]).
     pub fn new(url: &Url, store: Arc<dyn ObjectStore>) -> Self {
         let mut url = url.clone();
         if !url.path().ends_with('/') {
@@ -84,7 +85,7 @@ impl Remote {
         }
         let prefix = ObjectPath::from(url.path().trim_matches('/'));
         register_with_delta_lake();
-        remember(&url, &store);
+        remember_in(&OPENED_FOR_IO, &url, &store);
         Self {
             url,
             store,
@@ -402,40 +403,48 @@ impl Drop for RemoteLock {
     }
 }
 
-/// The object stores of the stores opened in this process, by bucket, so
-/// Delta Lake reaches a store's tables through the store the project set
-/// up (with its `[storage]` options).
+/// Object stores by bucket. Two sets: one used only on the store's own
+/// runtime ([`blocking`]), one by the session's (Delta Lake's reads and
+/// writes). An HTTP client keeps each connection's task on the runtime
+/// that opened it, so a client shared by both could leave a blocked
+/// session thread waiting on a connection only that thread would drive.
 type Opened = Mutex<Vec<(String, Arc<dyn ObjectStore>)>>;
 static OPENED: LazyLock<Opened> = LazyLock::new(Mutex::default);
+static OPENED_FOR_IO: LazyLock<Opened> = LazyLock::new(Mutex::default);
 
 fn bucket_of(url: &Url) -> String {
     url[..url::Position::BeforePath].to_string()
 }
 
-fn remember(url: &Url, store: &Arc<dyn ObjectStore>) {
-    if let Ok(mut opened) = OPENED.lock() {
+fn remember_in(opened: &Opened, url: &Url, store: &Arc<dyn ObjectStore>) {
+    if let Ok(mut opened) = opened.lock() {
         let bucket = bucket_of(url);
         opened.retain(|(b, _)| b != &bucket);
         opened.push((bucket, Arc::clone(store)));
     }
 }
 
-/// The object store serving `url`'s bucket: the one a store opened in
-/// this process uses, else one set up from the environment (`AWS_*`), as
-/// on a cluster node.
-fn store_of(url: &Url) -> io::Result<Arc<dyn ObjectStore>> {
+/// Makes `store` the one Delta Lake reaches `url`'s bucket through (the
+/// session's store for it, with the project's `[storage]` options).
+pub fn remember(url: &Url, store: &Arc<dyn ObjectStore>) {
+    remember_in(&OPENED, url, store);
+}
+
+/// The object store serving `url`'s bucket in `opened`, else one set up
+/// from the environment (`AWS_*`), as on a cluster node.
+fn store_in(opened: &Opened, url: &Url) -> io::Result<Arc<dyn ObjectStore>> {
     let bucket = bucket_of(url);
-    let opened = OPENED.lock().ok().and_then(|o| {
+    let found = opened.lock().ok().and_then(|o| {
         o.iter()
             .find(|(b, _)| b == &bucket)
             .map(|(_, s)| Arc::clone(s))
     });
-    match opened {
+    match found {
         Some(store) => Ok(store),
         None => {
             let store = crate::storage::store_for(url, &Default::default())
                 .map_err(|e| io::Error::other(e.to_string()))?;
-            remember(url, &store);
+            remember_in(opened, url, &store);
             Ok(store)
         }
     }
@@ -444,7 +453,7 @@ fn store_of(url: &Url) -> io::Result<Arc<dyn ObjectStore>> {
 /// The whole object at `url` (a file of a store in an object store).
 pub fn read_url(url: &str) -> io::Result<Bytes> {
     let parsed = Url::parse(url).map_err(io::Error::other)?;
-    let store = store_of(&parsed)?;
+    let store = store_in(&OPENED_FOR_IO, &parsed)?;
     let path = ObjectPath::from_url_path(parsed.path()).map_err(io::Error::other)?;
     blocking(async move {
         let got = store.get(&path).await.map_err(io::Error::other)?;
@@ -462,7 +471,7 @@ impl deltalake::logstore::ObjectStoreFactory for S3Stores {
         url: &Url,
         _config: &deltalake::logstore::StorageConfig,
     ) -> deltalake::DeltaResult<(deltalake::logstore::ObjectStoreRef, deltalake::Path)> {
-        let store = store_of(url)
+        let store = store_in(&OPENED, url)
             .map_err(|e| deltalake::DeltaTableError::Generic(format!("{url}: {e}")))?;
         Ok((store, deltalake::Path::from(url.path().trim_matches('/'))))
     }
