@@ -451,7 +451,7 @@ pub async fn export(
 async fn write_frame(frame: DataFrame, format: Format, out: Option<&Path>) -> Result<usize, Error> {
     if let (Format::Parquet, Some(path)) = (format, out) {
         let partial = partial_path(path);
-        let rows = match crate::store::write_parquet_file(frame, &partial).await {
+        let rows = match crate::store::write_parquet_file(frame, &partial.to_string_lossy()).await {
             Ok(rows) => rows,
             Err(e) => {
                 let _ = std::fs::remove_file(&partial);

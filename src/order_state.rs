@@ -763,7 +763,7 @@ impl StateFolder {
         let frame = ctx.execute_logical_plan(plan).await?;
         let folder = match self {
             Self::Remote(_) => {
-                write_parquet_file(frame, self.location(&name)).await?;
+                write_parquet_file(frame, &self.location(&name)).await?;
                 let size = self.size(&name).ok_or_else(|| {
                     Error::Usage(format!("{} was not written", self.location(&name)))
                 })?;
@@ -774,7 +774,7 @@ impl StateFolder {
         std::fs::create_dir_all(folder).map_err(StoreError::io("create", folder))?;
         let path = folder.join(&name);
         let partial = folder.join(format!("{name}.partial"));
-        if let Err(error) = write_parquet_file(frame, &partial).await {
+        if let Err(error) = write_parquet_file(frame, &partial.to_string_lossy()).await {
             let _ = std::fs::remove_file(&partial);
             return Err(error.into());
         }

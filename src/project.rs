@@ -86,8 +86,7 @@ impl Project {
                 let open =
                     || crate::storage::store_for(url, &config.storage).map_err(|e| problem(e.0));
                 let session_store = open()?;
-                let bucket = url::Url::parse(&url[..url::Position::BeforePath])
-                    .map_err(|e| problem(e.to_string()))?;
+                let bucket = crate::storage::store_base(url).map_err(|e| problem(e.0))?;
                 ctx.register_object_store(&bucket, Arc::clone(&session_store));
                 crate::store::remote::remember(url, &session_store);
                 Store::at_url(url, open()?)

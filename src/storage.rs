@@ -120,7 +120,7 @@ pub fn register_store(
 }
 
 /// The part of `url` one store serves: its scheme and host.
-fn store_base(url: &Url) -> Result<Url, StorageProblem> {
+pub(crate) fn store_base(url: &Url) -> Result<Url, StorageProblem> {
     Url::parse(&url[..url::Position::BeforePath])
         .map_err(|e| StorageProblem(format!("cannot read its host: {e}")))
 }

@@ -989,16 +989,17 @@ fn injected_failure(table: StoreTable) -> Result<()> {
     Ok(())
 }
 
-/// Writes the rows of `frame` to the one Parquet file `path`, streamed
-/// (batches are encoded as they come, spilling under the session's memory
-/// limit); returns how many rows it wrote.
+/// Writes the rows of `frame` to the one Parquet file at `location` (a
+/// local path, or a URL of a registered object store), streamed (batches
+/// are encoded as they come, spilling under the session's memory limit);
+/// returns how many rows it wrote.
 pub async fn write_parquet_file(
     frame: datafusion::dataframe::DataFrame,
-    path: impl AsRef<Path>,
+    location: &str,
 ) -> Result<usize, datafusion::common::DataFusionError> {
     let written = frame
         .write_parquet(
-            &path.as_ref().to_string_lossy(),
+            location,
             datafusion::dataframe::DataFrameWriteOptions::new().with_single_file_output(true),
             None,
         )

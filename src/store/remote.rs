@@ -29,10 +29,13 @@ use std::sync::{Arc, LazyLock, Mutex, Once};
 use std::time::Duration;
 
 use bytes::Bytes;
+use datafusion::execution::object_store::ObjectStoreRegistry;
 use futures::TryStreamExt;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
 use url::Url;
+
+use crate::storage::NodeStores;
 
 /// How long a lock's lease lasts without renewal.
 pub const LEASE: Duration = Duration::from_secs(60);
@@ -85,7 +88,7 @@ impl Remote {
         }
         let prefix = ObjectPath::from(url.path().trim_matches('/'));
         register_with_delta_lake();
-        remember_in(&OPENED_FOR_IO, &url, &store);
+        OPENED_FOR_IO.register_store(&bucket_of(&url), Arc::clone(&store));
         Self {
             url,
             store,
@@ -403,57 +406,30 @@ impl Drop for RemoteLock {
     }
 }
 
-/// Object stores by bucket. Two sets: one used only on the store's own
-/// runtime ([`blocking`]), one by the session's (Delta Lake's reads and
-/// writes). An HTTP client keeps each connection's task on the runtime
+/// Object stores by bucket. Two registries: one used only on the store's
+/// own runtime ([`blocking`]), one by the session's (Delta Lake's reads
+/// and writes). An HTTP client keeps each connection's task on the runtime
 /// that opened it, so a client shared by both could leave a blocked
 /// session thread waiting on a connection only that thread would drive.
-type Opened = Mutex<Vec<(String, Arc<dyn ObjectStore>)>>;
-static OPENED: LazyLock<Opened> = LazyLock::new(Mutex::default);
-static OPENED_FOR_IO: LazyLock<Opened> = LazyLock::new(Mutex::default);
+/// A bucket no store registered is set up from the environment (`AWS_*`),
+/// as on a cluster node.
+static OPENED: LazyLock<NodeStores> = LazyLock::new(NodeStores::default);
+static OPENED_FOR_IO: LazyLock<NodeStores> = LazyLock::new(NodeStores::default);
 
-fn bucket_of(url: &Url) -> String {
-    url[..url::Position::BeforePath].to_string()
-}
-
-fn remember_in(opened: &Opened, url: &Url, store: &Arc<dyn ObjectStore>) {
-    if let Ok(mut opened) = opened.lock() {
-        let bucket = bucket_of(url);
-        opened.retain(|(b, _)| b != &bucket);
-        opened.push((bucket, Arc::clone(store)));
-    }
+fn bucket_of(url: &Url) -> Url {
+    crate::storage::store_base(url).unwrap_or_else(|_| url.clone())
 }
 
 /// Makes `store` the one Delta Lake reaches `url`'s bucket through (the
 /// session's store for it, with the project's `[storage]` options).
 pub fn remember(url: &Url, store: &Arc<dyn ObjectStore>) {
-    remember_in(&OPENED, url, store);
-}
-
-/// The object store serving `url`'s bucket in `opened`, else one set up
-/// from the environment (`AWS_*`), as on a cluster node.
-fn store_in(opened: &Opened, url: &Url) -> io::Result<Arc<dyn ObjectStore>> {
-    let bucket = bucket_of(url);
-    let found = opened.lock().ok().and_then(|o| {
-        o.iter()
-            .find(|(b, _)| b == &bucket)
-            .map(|(_, s)| Arc::clone(s))
-    });
-    match found {
-        Some(store) => Ok(store),
-        None => {
-            let store = crate::storage::store_for(url, &Default::default())
-                .map_err(|e| io::Error::other(e.to_string()))?;
-            remember_in(opened, url, &store);
-            Ok(store)
-        }
-    }
+    OPENED.register_store(&bucket_of(url), Arc::clone(store));
 }
 
 /// The whole object at `url` (a file of a store in an object store).
 pub fn read_url(url: &str) -> io::Result<Bytes> {
     let parsed = Url::parse(url).map_err(io::Error::other)?;
-    let store = store_in(&OPENED_FOR_IO, &parsed)?;
+    let store = OPENED_FOR_IO.get_store(&parsed).map_err(io::Error::other)?;
     let path = ObjectPath::from_url_path(parsed.path()).map_err(io::Error::other)?;
     blocking(async move {
         let got = store.get(&path).await.map_err(io::Error::other)?;
@@ -471,8 +447,9 @@ impl deltalake::logstore::ObjectStoreFactory for S3Stores {
         url: &Url,
         _config: &deltalake::logstore::StorageConfig,
     ) -> deltalake::DeltaResult<(deltalake::logstore::ObjectStoreRef, deltalake::Path)> {
-        let store = store_in(&OPENED, url)
-            .map_err(|e| deltalake::DeltaTableError::Generic(format!("{url}: {e}")))?;
+        let store = OPENED
+            .get_store(url)
+            .map_err(|e| deltalake::DeltaTableError::Generic(e.to_string()))?;
         Ok((store, deltalake::Path::from(url.path().trim_matches('/'))))
     }
 }
