@@ -11,8 +11,9 @@ use std::sync::Arc;
 use datafusion::common::{Column, JoinType};
 use datafusion::dataframe::DataFrame;
 use datafusion::datasource::provider_as_source;
+use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::logical_expr::{Expr, LogicalPlanBuilder, col};
 use datafusion::prelude::{SessionConfig, SessionContext};
 
@@ -34,8 +35,36 @@ use crate::time::format_day;
 /// The session a project runs on: with `memory_limit` bytes, sorts, joins
 /// and aggregations that need more spill to temporary files.
 pub fn session(memory_limit: Option<usize>) -> Result<SessionContext, Error> {
-    session_with(SessionConfig::new(), memory_limit)
+    session_with(session_config()?, memory_limit)
 }
+
+/// DataFusion's settings, with any given as `DATAFUSION_*` environment
+/// variables (as datafusion-cli reads them: `DATAFUSION_EXECUTION_BATCH_SIZE`
+/// for `datafusion.execution.batch_size`).
+pub fn session_config() -> Result<SessionConfig, Error> {
+    let mut config = SessionConfig::from_env().map_err(|e| {
+        let set: Vec<String> = std::env::vars()
+            .filter(|(name, _)| name.starts_with("DATAFUSION_"))
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect();
+        Error::Usage(format!(
+            "bad DataFusion setting in the environment ({}): {}; fix or unset it",
+            set.join(", "),
+            e.strip_backtrace().replace("\ncaused by\n", ": ")
+        ))
+    })?;
+    // The Parquet files segql writes (outputs, exports, the store's scratch
+    // and order state) are written once and read soon: zstd's fastest level
+    // spends less time encoding than DataFusion's default (level 3), for
+    // files a few percent larger.
+    if std::env::var_os(COMPRESSION_VARIABLE).is_none() {
+        config.options_mut().execution.parquet.compression = Some("zstd(1)".into());
+    }
+    Ok(config)
+}
+
+/// The variable that sets the compression of the Parquet files written.
+const COMPRESSION_VARIABLE: &str = "DATAFUSION_EXECUTION_PARQUET_COMPRESSION";
 
 /// [`session`] with `config`.
 pub fn session_with(
@@ -43,7 +72,7 @@ pub fn session_with(
     memory_limit: Option<usize>,
 ) -> Result<SessionContext, Error> {
     let Some(bytes) = memory_limit else {
-        return Ok(SessionContext::new_with_config(config));
+        return Ok(with_rules(config, Arc::new(RuntimeEnv::default())));
     };
     // A sort sets memory aside for merging its spill files (10 MiB by
     // default); under a small limit that alone would exceed it, so the
@@ -60,7 +89,19 @@ pub fn session_with(
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_pool(Arc::new(pool))
         .build_arc()?;
-    Ok(SessionContext::new_with_config_rt(config, runtime))
+    Ok(with_rules(config, runtime))
+}
+
+/// A session with DataFusion's own features and segql's physical
+/// optimizer rule ([`crate::case_blind`]).
+fn with_rules(config: SessionConfig, runtime: Arc<RuntimeEnv>) -> SessionContext {
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_runtime_env(runtime)
+        .with_default_features()
+        .with_physical_optimizer_rule(Arc::new(crate::case_blind::CaseBlindRule))
+        .build();
+    SessionContext::new_with_state(state)
 }
 
 /// `path` with `.partial` appended: where a file is written before it is
@@ -109,6 +150,12 @@ pub struct Batch {
 /// never leaves half a file.
 pub async fn run_batch(project: &mut Project, batch: &Batch) -> Result<(), Error> {
     check_parquet_target(batch.format, batch.output.as_deref())?;
+    if let Some(path) = &batch.output
+        && batch.format == Format::Parquet
+        && stream_one_query(project, batch, path).await?
+    {
+        return Ok(());
+    }
     let partial = batch.output.as_deref().map(partial_path);
     let (out, target): (Box<dyn Write>, String) = match (&batch.output, &partial) {
         (Some(path), Some(partial)) => {
@@ -139,6 +186,40 @@ pub async fn run_batch(project: &mut Project, batch: &Batch) -> Result<(), Error
         }
     }
     outcome
+}
+
+/// A Parquet file holds one result: when the batch is one plain query
+/// (one -c or one -f of one statement), its rows are streamed into the file
+/// as they come (DataFusion's writer encodes the columns in parallel) rather
+/// than collected first. Returns whether it was.
+async fn stream_one_query(
+    project: &mut Project,
+    batch: &Batch,
+    path: &Path,
+) -> Result<bool, Error> {
+    let (sql, file) = match (batch.commands.as_slice(), batch.files.as_slice()) {
+        ([sql], []) => (sql.clone(), None),
+        ([], [file]) => {
+            let sql = std::fs::read_to_string(file).map_err(|source| Error::SqlFileRead {
+                path: file.clone(),
+                source,
+            })?;
+            (sql, Some(file))
+        }
+        _ => return Ok(false),
+    };
+    let in_file = |e: Error| match file {
+        Some(file) => e.in_file(file),
+        None => e,
+    };
+    let Some(frame) = project.single_query(&sql).await.map_err(in_file)? else {
+        return Ok(false);
+    };
+    let spinner = crate::progress::spinner("running".into());
+    let written = write_frame(frame, Format::Parquet, Some(path)).await;
+    spinner.finish_and_clear();
+    written.map_err(in_file)?;
+    Ok(true)
 }
 
 async fn run_statements(
@@ -556,4 +637,70 @@ pub async fn history(
         writeln!(out, "chart written to {}", path.display()).map_err(text)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_session_filters_with_the_fast_comparison() {
+        use datafusion::arrow::array::{AsArray, StringViewArray};
+        use datafusion::arrow::datatypes::{DataType, Field, Schema};
+        use datafusion::arrow::record_batch::RecordBatch;
+        use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+        // Filters of a session test case-blind texts with segql's kernel.
+        let ctx = session(None).unwrap();
+        let values = StringViewArray::from(vec![
+            Some("Cancelled"),
+            Some("done"),
+            None,
+            Some("CANCELLED"),
+        ]);
+        let batch = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("s", DataType::Utf8View, true)])),
+            vec![Arc::new(values)],
+        )
+        .unwrap();
+        ctx.register_batch("t", batch).unwrap();
+        let frame = ctx
+            .sql("SELECT s FROM t WHERE coalesce(s, '') NOT ILIKE 'cancelled'")
+            .await
+            .unwrap();
+        let plan = frame.clone().create_physical_plan().await.unwrap();
+        let mut replaced = 0;
+        plan.apply(|node| {
+            if let Some(filter) =
+                node.downcast_ref::<datafusion::physical_plan::filter::FilterExec>()
+            {
+                filter.predicate().apply(|e| {
+                    replaced += usize::from(
+                        e.downcast_ref::<crate::case_blind::CaseBlindEquals>()
+                            .is_some(),
+                    );
+                    Ok(TreeNodeRecursion::Continue)
+                })?;
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })
+        .unwrap();
+        assert_eq!(
+            replaced,
+            1,
+            "{}",
+            datafusion::physical_plan::displayable(plan.as_ref()).indent(true)
+        );
+        let rows = frame.collect().await.unwrap();
+        let kept: Vec<Option<String>> = rows
+            .iter()
+            .flat_map(|b| {
+                b.column(0)
+                    .as_string_view()
+                    .iter()
+                    .map(|v| v.map(String::from))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(kept, vec![Some("done".to_string()), None]);
+    }
 }

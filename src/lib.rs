@@ -27,6 +27,7 @@
 //!
 //! The `segql` binary parses arguments and dispatches to [`exec`].
 
+pub mod case_blind;
 pub mod chart;
 pub mod cluster;
 pub mod config;

@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use datafusion::dataframe::DataFrame;
 use datafusion::prelude::SessionContext;
 
 use crate::config::Config;
@@ -220,6 +221,20 @@ impl Project {
             self.sync_store().await?;
         }
         result
+    }
+
+    /// Plans `sql` when it is exactly one plain query (see
+    /// [`statements::query_frame`]), so its rows can be streamed to a file
+    /// instead of collected; `None` for anything else, to be run with
+    /// [`Project::run_sql`].
+    pub async fn single_query(&mut self, sql: &str) -> Result<Option<DataFrame>, Error> {
+        let mut parsed = self.parse(sql)?;
+        if parsed.len() != 1 {
+            return Ok(None);
+        }
+        self.sync_store().await?;
+        let statement = parsed.remove(0).statement;
+        Ok(statements::query_frame(&self.ctx, statement).await?.ok())
     }
 
     /// Runs every statement of `sql` in order, handing each result to

@@ -327,7 +327,7 @@ impl Connection {
                 // information_schema as well as pg_catalog: some drivers
                 // list tables and columns through it.
                 let ctx = exec::session_with(
-                    datafusion::prelude::SessionConfig::new().with_information_schema(true),
+                    exec::session_config()?.with_information_schema(true),
                     shared.config.server.query_memory_limit,
                 )?;
                 let as_of = shared

@@ -16,9 +16,11 @@ pub mod segment;
 
 use std::sync::Arc;
 
+use datafusion::dataframe::DataFrame;
 use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::{DFParserBuilder, Statement};
+use datafusion::sql::sqlparser::ast;
 use datafusion::sql::sqlparser::dialect::dialect_from_str;
 use datafusion::sql::sqlparser::parser::ParserError;
 use datafusion::sql::sqlparser::tokenizer::Token;
@@ -172,9 +174,7 @@ pub async fn run(
 ) -> Result<Vec<StatementResult>, Error> {
     match statement {
         ParsedStatement::Sql(statement) => {
-            let ctx = env.ctx;
-            let plan = ctx.state().statement_to_plan(*statement).await?;
-            let frame = ctx.execute_logical_plan(plan).await?;
+            let frame = sql_frame(env.ctx, *statement).await?;
             let schema = Arc::clone(frame.schema().inner());
             let batches = frame.collect().await?;
             Ok(vec![StatementResult::new(schema, batches)])
@@ -183,6 +183,34 @@ pub async fn run(
             segment::run(env, command, &condition).await
         }
         ParsedStatement::Store(statement) => Ok(vec![lifecycle::execute(env, statement).await?]),
+    }
+}
+
+/// Plans a SQL statement on `ctx`; a query's rows are computed only when
+/// the frame is read (DDL runs here).
+async fn sql_frame(ctx: &SessionContext, statement: Statement) -> Result<DataFrame, Error> {
+    let plan = ctx.state().statement_to_plan(statement).await?;
+    Ok(ctx.execute_logical_plan(plan).await?)
+}
+
+/// The rows of `statement` as a frame still to be read, when it is a plain
+/// query (`SELECT`, `WITH`, `VALUES`, a set operation) whose rows can be
+/// streamed to a file as they come; `Err(statement)` gives anything else
+/// back, to be run with [`run`].
+pub async fn query_frame(
+    ctx: &SessionContext,
+    statement: ParsedStatement,
+) -> Result<Result<DataFrame, ParsedStatement>, Error> {
+    match statement {
+        ParsedStatement::Sql(statement)
+            if matches!(
+                statement.as_ref(),
+                Statement::Statement(inner) if matches!(inner.as_ref(), ast::Statement::Query(_))
+            ) =>
+        {
+            Ok(Ok(sql_frame(ctx, *statement).await?))
+        }
+        other => Ok(Err(other)),
     }
 }
 

@@ -344,3 +344,145 @@ fn parquet_output_round_trips() {
         run.stderr
     );
 }
+
+/// Reads `sql` over the Parquet file `file` (as table `t`) as CSV.
+fn read_back(dir: &std::path::Path, file: &str, sql: &str) -> crate::Run {
+    fs::write(dir.join("read.toml"), format!("[tables]\nt = \"{file}\"\n")).unwrap();
+    crate::segql_in(
+        dir,
+        &["--config", "read.toml", "--format", "csv", "-c", sql],
+    )
+}
+
+#[test]
+fn one_query_streams_into_a_parquet_file() {
+    // One plain query (from -c or a file of one statement) is written as
+    // its rows come, not collected first; what the file holds is the same.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("spend.parquet");
+    let out_str = out.to_str().unwrap();
+    let query = "SELECT customer_id, count(*) AS orders, sum(amount) AS spent \
+                 FROM purchases() GROUP BY customer_id";
+    let run = segql(&["--format", "parquet", "--output", out_str, "-c", query]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(run.stdout, "");
+    let check = "SELECT count(*) AS n, sum(orders) AS o, sum(customer_id) AS c FROM t";
+    let direct = segql(&[
+        "--format",
+        "csv",
+        "-c",
+        &format!("SELECT count(*) AS n, sum(orders) AS o, sum(customer_id) AS c FROM ({query})"),
+    ]);
+    assert_eq!(direct.code, Some(0), "{}", direct.stderr);
+    assert_ok(
+        &read_back(dir.path(), "spend.parquet", check),
+        &direct.stdout,
+    );
+    assert!(!dir.path().join("spend.parquet.partial").exists());
+
+    // From a file of one statement, with a comment and a semicolon.
+    let file = dir.path().join("query.sql");
+    fs::write(&file, format!("-- spend per customer\n{query};\n")).unwrap();
+    fs::remove_file(&out).unwrap();
+    let run = segql(&[
+        "--format",
+        "parquet",
+        "--output",
+        out_str,
+        "-f",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_ok(
+        &read_back(dir.path(), "spend.parquet", check),
+        &direct.stdout,
+    );
+
+    // An empty result is a file with the columns and no rows.
+    let run = segql(&[
+        "--format",
+        "parquet",
+        "--output",
+        out_str,
+        "-c",
+        "SELECT customer_id, country FROM customers WHERE customer_id < 0",
+    ]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_ok(
+        &read_back(
+            dir.path(),
+            "spend.parquet",
+            "SELECT count(*) AS n, arrow_typeof(max(country)) AS country FROM t",
+        ),
+        "n,country\n0,Utf8View\n",
+    );
+
+    // A query failing while its rows are written leaves the file it
+    // replaces as it was, and nothing half-written.
+    let before = fs::read(&out).unwrap();
+    assert_fails(
+        &segql(&[
+            "--format",
+            "parquet",
+            "--output",
+            out_str,
+            "-c",
+            "SELECT customer_id, 10 / (customer_id - customer_id) AS x FROM customers",
+        ]),
+        1,
+        "error: Arrow error: Divide by zero error\n",
+    );
+    assert_eq!(fs::read(&out).unwrap(), before);
+    assert!(!dir.path().join("spend.parquet.partial").exists());
+
+    // A statement that is not a plain query is collected and written as
+    // before.
+    fs::remove_file(&out).unwrap();
+    let run = segql(&[
+        "--format",
+        "parquet",
+        "--output",
+        out_str,
+        "-c",
+        "EXPLAIN SELECT 1 AS a",
+    ]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_ok(
+        &read_back(dir.path(), "spend.parquet", "SELECT count(*) AS n FROM t"),
+        "n\n2\n",
+    );
+}
+
+#[test]
+fn datafusion_settings_come_from_the_environment() {
+    let root = crate::repo_root();
+    let explain = [
+        "--format",
+        "csv",
+        "-c",
+        "EXPLAIN SELECT country, count(*) FROM customers GROUP BY country",
+    ];
+    let run = crate::segql_in_env(
+        &root,
+        &explain,
+        &[("DATAFUSION_EXECUTION_TARGET_PARTITIONS", "3")],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(
+        run.stdout.contains("Hash([country@0], 3)"),
+        "{}",
+        run.stdout
+    );
+    assert_fails(
+        &crate::segql_in_env(
+            &root,
+            &explain,
+            &[("DATAFUSION_EXECUTION_TARGET_PARTITIONS", "many")],
+        ),
+        1,
+        "error: bad DataFusion setting in the environment \
+         (DATAFUSION_EXECUTION_TARGET_PARTITIONS=many): Error setting config \
+         datafusion.execution.target_partitions: Error parsing 'many' as usize: External \
+         error: invalid digit found in string; fix or unset it\n",
+    );
+}
