@@ -89,6 +89,10 @@ impl CaseBlindEquals {
         })
     }
 
+    fn op_name(&self) -> &'static str {
+        if self.negated { "NOT ILIKE" } else { "ILIKE" }
+    }
+
     fn operator(&self) -> Operator {
         if self.negated {
             Operator::NotILikeMatch
@@ -136,8 +140,7 @@ const INLINE_HIGH_BITS: u128 = 0x8080_8080_8080_8080_8080_8080;
 
 impl fmt::Display for CaseBlindEquals {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        let op = if self.negated { "NOT ILIKE" } else { "ILIKE" };
-        write!(f, "{} {op} {}", self.expr, self.text)
+        write!(f, "{} {} {}", self.expr, self.op_name(), self.text)
     }
 }
 
@@ -184,8 +187,7 @@ impl PhysicalExpr for CaseBlindEquals {
 
     fn fmt_sql(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.expr.fmt_sql(f)?;
-        let op = if self.negated { "NOT ILIKE" } else { "ILIKE" };
-        write!(f, " {op} '{}'", self.text.replace('\'', "''"))
+        write!(f, " {} '{}'", self.op_name(), self.text.replace('\'', "''"))
     }
 }
 

@@ -361,9 +361,14 @@ fn one_query_streams_into_a_parquet_file() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("spend.parquet");
     let out_str = out.to_str().unwrap();
+    let to_parquet = |rest: &[&str]| {
+        let mut args = vec!["--format", "parquet", "--output", out_str];
+        args.extend_from_slice(rest);
+        segql(&args)
+    };
     let query = "SELECT customer_id, count(*) AS orders, sum(amount) AS spent \
                  FROM purchases() GROUP BY customer_id";
-    let run = segql(&["--format", "parquet", "--output", out_str, "-c", query]);
+    let run = to_parquet(&["-c", query]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     assert_eq!(run.stdout, "");
     let check = "SELECT count(*) AS n, sum(orders) AS o, sum(customer_id) AS c FROM t";
@@ -384,14 +389,7 @@ fn one_query_streams_into_a_parquet_file() {
     let file = dir.path().join("query.sql");
     fs::write(&file, format!("-- spend per customer\n{query};\n")).unwrap();
     fs::remove_file(&out).unwrap();
-    let run = segql(&[
-        "--format",
-        "parquet",
-        "--output",
-        out_str,
-        "-f",
-        file.to_str().unwrap(),
-    ]);
+    let run = to_parquet(&["-f", file.to_str().unwrap()]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     assert_ok(
         &read_back(dir.path(), "spend.parquet", check),
@@ -399,11 +397,7 @@ fn one_query_streams_into_a_parquet_file() {
     );
 
     // An empty result is a file with the columns and no rows.
-    let run = segql(&[
-        "--format",
-        "parquet",
-        "--output",
-        out_str,
+    let run = to_parquet(&[
         "-c",
         "SELECT customer_id, country FROM customers WHERE customer_id < 0",
     ]);
@@ -421,11 +415,7 @@ fn one_query_streams_into_a_parquet_file() {
     // replaces as it was, and nothing half-written.
     let before = fs::read(&out).unwrap();
     assert_fails(
-        &segql(&[
-            "--format",
-            "parquet",
-            "--output",
-            out_str,
+        &to_parquet(&[
             "-c",
             "SELECT customer_id, 10 / (customer_id - customer_id) AS x FROM customers",
         ]),
@@ -438,14 +428,7 @@ fn one_query_streams_into_a_parquet_file() {
     // A statement that is not a plain query is collected and written as
     // before.
     fs::remove_file(&out).unwrap();
-    let run = segql(&[
-        "--format",
-        "parquet",
-        "--output",
-        out_str,
-        "-c",
-        "EXPLAIN SELECT 1 AS a",
-    ]);
+    let run = to_parquet(&["-c", "EXPLAIN SELECT 1 AS a"]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     assert_ok(
         &read_back(dir.path(), "spend.parquet", "SELECT count(*) AS n FROM t"),
