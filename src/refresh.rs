@@ -329,16 +329,15 @@ pub enum Moved {
 
 /// The new members of every change (`n_rank`, its place in `changes`;
 /// `n_segment`; `n_customer`) and, unless the store has no open stay (its
-/// first refresh), the open stays of their segments (`o_rank`,
-/// `o_segment`, `o_customer`).
+/// first refresh), the open stays of their segments (`o_segment`,
+/// `o_customer`; an exit's rank comes from [`rank_of`], on the few rows
+/// that moved rather than on every open stay).
 fn members_and_open_stays(
     ctx: &SessionContext,
     snapshot: &Snapshot,
     changes: &[NewMembers],
 ) -> Result<(DataFrame, Option<DataFrame>), Error> {
     let mut new: Option<DataFrame> = None;
-    // Each open stay's segment as its place in `changes`.
-    let mut rank = datafusion::logical_expr::case(col("segment"));
     for (i, change) in changes.iter().enumerate() {
         let frame = ctx.read_table(Arc::clone(&change.members))?.select(vec![
             lit(i as i64).alias("n_rank"),
@@ -349,7 +348,6 @@ fn members_and_open_stays(
             Some(all) => all.union(frame)?,
             None => frame,
         });
-        rank.when(lit(change.code.clone()), lit(i as i64));
     }
     let Some(new) = new else {
         return Err(Error::Usage(
@@ -377,11 +375,20 @@ fn members_and_open_stays(
                 .and(col("segment").in_list(codes, false)),
         )?
         .select(vec![
-            rank.end()?.alias("o_rank"),
             cast(col("segment"), DataType::Utf8).alias("o_segment"),
             col("customer_id").alias("o_customer"),
         ])?;
     Ok((new, Some(open)))
+}
+
+/// The rank of a change's row: `rank` when set (an entry), else the place
+/// in `changes` of its `segment` (an exit).
+fn rank_of(changes: &[NewMembers], rank: Expr, segment: Expr) -> Result<Expr, Error> {
+    let mut place = datafusion::logical_expr::case(segment);
+    for (i, change) in changes.iter().enumerate() {
+        place.when(lit(change.code.clone()), lit(i as i64));
+    }
+    Ok(when(rank.clone().is_not_null(), rank).otherwise(place.end()?)?)
 }
 
 /// Every new member as `entered` (when no stay is open).
@@ -410,27 +417,29 @@ pub async fn moved_on_cluster(
         None => all_entered(new)?,
         Some(open) => {
             // Both sides as rank, segment, customer_id and is_new.
-            let side = |frame: DataFrame, prefix: &str, is_new: i64| {
+            let side = |frame: DataFrame, prefix: &str, rank: Expr, is_new: i64| {
                 frame.select(vec![
-                    col(format!("{prefix}_rank")).alias("rank"),
+                    rank.alias("rank"),
                     col(format!("{prefix}_segment")).alias("segment"),
                     col(format!("{prefix}_customer")).alias("customer_id"),
                     lit(is_new).alias("is_new"),
                 ])
             };
-            side(new, "n", 1)?
-                .union(side(open, "o", 0)?)?
+            let no_rank = lit(ScalarValue::Int64(None));
+            side(new, "n", col("n_rank"), 1)?
+                .union(side(open, "o", no_rank, 0)?)?
                 .aggregate(
-                    vec![col("rank"), col("segment"), col("customer_id")],
+                    vec![col("segment"), col("customer_id")],
                     vec![
                         count(lit(1)).alias("found"),
                         datafusion::functions_aggregate::expr_fn::max(col("is_new"))
                             .alias("is_new"),
+                        datafusion::functions_aggregate::expr_fn::max(col("rank")).alias("rank"),
                     ],
                 )?
                 .filter(col("found").eq(lit(1_i64)))?
                 .select(vec![
-                    col("rank"),
+                    rank_of(changes, col("rank"), col("segment"))?.alias("rank"),
                     col("segment"),
                     col("customer_id"),
                     when(col("is_new").eq(lit(1_i64)), lit("entered"))
@@ -490,7 +499,7 @@ fn events_plan(
         .join(open, JoinType::Full, &keys_new, &keys_open, None)?
         .filter(entered.clone().or(col("n_customer").is_null()))?
         .select(vec![
-            coalesce(vec![col("n_rank"), col("o_rank")]).alias("rank"),
+            rank_of(changes, col("n_rank"), col("o_segment"))?.alias("rank"),
             coalesce(vec![col("n_segment"), col("o_segment")]).alias("segment"),
             coalesce(vec![col("n_customer"), col("o_customer")]).alias("customer_id"),
             when(entered, lit("entered"))

@@ -17,7 +17,9 @@ use datafusion::catalog::TableProvider;
 use datafusion::common::{Column, DataFusionError, JoinType, Result, ScalarValue};
 use datafusion::datasource::provider_as_source;
 use datafusion::functions_aggregate::expr_fn::{avg, count, count_distinct, max, min, sum};
-use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, ScalarUDF, cast, col, lit};
+use datafusion::logical_expr::{
+    Expr, LogicalPlan, LogicalPlanBuilder, ScalarUDF, cast, col, lit, when,
+};
 use datafusion::prelude::coalesce;
 use segql_udfs::anniversary::anniversary_between::AnniversaryBetweenFunc;
 use segql_udfs::anniversary::in_yearly_window::InYearlyWindowFunc;
@@ -1439,7 +1441,9 @@ pub fn events_pass_plan(
 /// The matches of every call of `calls` in one pass over `order_items`
 /// (joined once to `orders` and `products` when needed): per customer
 /// with a matching purchase line, `__bought_pass_{i}` counts the distinct
-/// orders matching `calls[i]`. See [`Pass`](super::catalog::Pass).
+/// orders matching `calls[i]` (the lines for `count: 1`; capped at 2 for
+/// `count: 2`, which needs no more to decide). See
+/// [`Pass`](super::catalog::Pass).
 pub fn bought_pass_plan(
     catalog: &SegmentCatalog,
     as_of: AsOf,
@@ -1447,17 +1451,26 @@ pub fn bought_pass_plan(
 ) -> Result<LogicalPlan> {
     use datafusion::logical_expr::ExprFunctionExt;
     let (mut lines, purchase, order_id) = bought_lines(catalog)?;
-    let mut any_product = false;
+    let products = catalog.products.as_ref().map(Arc::clone);
+    // A call's product test (category, brand, ...) is the same for every
+    // line of a product: it is evaluated once per product, on `products`,
+    // into a column `__bought_product_{i}` the lines carry after the join,
+    // rather than as a text compare on each of millions of lines.
+    let mut product_tests: Vec<Expr> = Vec::new();
     let mut every_product = true;
     let mut tests: Vec<Expr> = calls
         .iter()
-        .map(|call| {
+        .enumerate()
+        .map(|(i, call)| {
             let (tests, product) = bought_filter(call, &purchase, as_of);
             let filter = tests.into_iter().reduce(Expr::and).unwrap_or(lit(true));
-            any_product |= product.is_some();
             every_product &= product.is_some();
             match product {
-                Some(product) if catalog.products.is_some() => filter.and(product),
+                Some(product) if products.is_some() => {
+                    let name = format!("__bought_product_{i}");
+                    product_tests.push(product.alias(&name));
+                    filter.and(col(name))
+                }
                 // Without `products`, product tests cannot match.
                 Some(_) => lit(false),
                 None => filter,
@@ -1473,16 +1486,33 @@ pub fn bought_pass_plan(
     // lines all fail it then counts 0, as one without lines would).
     let mut purchase_filter = purchase.filter(&catalog.purchases, Some(as_of));
     if every_product
-        && catalog.products.is_some()
+        && products.is_some()
         && let Some(status) = purchase.status_test(&catalog.purchases)
     {
         tests = tests.into_iter().map(|t| t.and(status.clone())).collect();
         purchase_filter = purchase.base_filter(Some(as_of));
     }
-    if let (true, Some(products)) = (any_product, catalog.products.as_ref().map(Arc::clone)) {
-        let products =
-            LogicalPlanBuilder::scan("products", provider_as_source(products), None)?.build()?;
-        lines = lines.join(products, JoinType::Left, product_keys(catalog), None)?;
+    if let (false, Some(products)) = (product_tests.is_empty(), products) {
+        let (line_keys, product_keys) = product_keys(catalog);
+        let mut columns: Vec<Expr> = product_keys.iter().cloned().map(Expr::Column).collect();
+        let mut products =
+            LogicalPlanBuilder::scan("products", provider_as_source(products), None)?;
+        // When every call tests the product, only the products some call
+        // matches are joined (an inner join then drops the other lines).
+        let join = if every_product {
+            let matched = product_tests
+                .iter()
+                .map(|t| t.clone().unalias())
+                .reduce(Expr::or)
+                .unwrap_or(lit(false));
+            products = products.filter(matched)?;
+            JoinType::Inner
+        } else {
+            JoinType::Left
+        };
+        columns.extend(product_tests);
+        let products = products.project(columns)?.build()?;
+        lines = lines.join(products, join, (line_keys, product_keys), None)?;
     }
     // When every call starts on a day, so do the lines read: said on its
     // own, the bound lets Parquet statistics skip older row groups, and
@@ -1491,26 +1521,59 @@ pub fn bought_pass_plan(
         purchase_filter = day_bound(purchase.ts.clone(), &purchase.ts_type, as_of, first, true)
             .and(purchase_filter);
     }
-    let counts = tests
-        .into_iter()
-        .enumerate()
-        .zip(calls)
-        .map(|((i, test), call)| {
-            // Counting matching lines is enough for `count: 1`; larger
-            // counts are of distinct orders. (The builder sets DISTINCT
-            // itself: it would drop the flag of a `count_distinct`.)
-            let counted = if call.min_count <= 1 {
-                count(lit(1)).filter(test).build()
-            } else {
-                count(order_id.clone()).distinct().filter(test).build()
-            };
-            counted.map(|e| e.alias(format!("__bought_pass_{i}")))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    lines
-        .filter(purchase_filter.and(any))?
-        .aggregate(vec![purchase.customer.alias("__bought_customer")], counts)?
-        .build()
+    let mut aggregates = Vec::new();
+    let mut projection = vec![col("__bought_customer")];
+    for ((i, test), call) in tests.into_iter().enumerate().zip(calls) {
+        let name = format!("__bought_pass_{i}");
+        match call.min_count {
+            // Counting matching lines is enough for `count: 1`.
+            ..=1 => {
+                aggregates.push(count(lit(1)).filter(test).build()?.alias(&name));
+                projection.push(col(name));
+            }
+            // Two distinct orders match exactly when the smallest matching
+            // order id is below the largest: two plain aggregates instead
+            // of a set of order ids per customer. The column is then the
+            // count capped at 2, all `bought_test` compares.
+            2 => {
+                let (low, high) = (format!("__bought_low_{i}"), format!("__bought_high_{i}"));
+                aggregates.push(
+                    min(order_id.clone())
+                        .filter(test.clone())
+                        .build()?
+                        .alias(&low),
+                );
+                aggregates.push(max(order_id.clone()).filter(test).build()?.alias(&high));
+                projection.push(
+                    when(col(&low).lt(col(high)), lit(2i64))
+                        .when(col(low).is_not_null(), lit(1i64))
+                        .otherwise(lit(0i64))?
+                        .alias(name),
+                );
+            }
+            // Larger counts are of distinct orders. (The builder sets
+            // DISTINCT itself: it would drop the flag of a `count_distinct`.)
+            _ => {
+                aggregates.push(
+                    count(order_id.clone())
+                        .distinct()
+                        .filter(test)
+                        .build()?
+                        .alias(&name),
+                );
+                projection.push(col(name));
+            }
+        }
+    }
+    let counted = lines.filter(purchase_filter.and(any))?.aggregate(
+        vec![purchase.customer.alias("__bought_customer")],
+        aggregates,
+    )?;
+    if calls.iter().any(|call| call.min_count == 2) {
+        counted.project(projection)?.build()
+    } else {
+        counted.build()
+    }
 }
 
 fn item_test(item: &ItemFilter) -> Expr {

@@ -518,6 +518,77 @@ async fn product_attributes_come_from_products() {
     .await;
     assert!(!ours.is_empty());
     assert_eq!(ours, theirs);
+
+    // One pass answers several calls: product tests evaluated per product,
+    // a call without one beside them (the lines not joined to a tested
+    // product still count for it), two orders found from the smallest and
+    // largest order id, three by counting them.
+    let buyers = |category: &str, orders: i64| {
+        format!(
+            "SELECT i.customer_id FROM items_with_product i JOIN products p USING (product_id)
+             WHERE i.{PURCHASES} AND p.category = '{category}'
+             GROUP BY i.customer_id HAVING count(DISTINCT i.order_id) >= {orders}"
+        )
+        .replace(
+            "i.status = 'completed' AND customer_id IS NOT NULL AND CAST(order_ts",
+            "i.status = 'completed' AND i.customer_id IS NOT NULL AND CAST(i.order_ts",
+        )
+    };
+    let recent = format!(
+        "SELECT customer_id, order_id FROM items_with_product WHERE {PURCHASES}
+           AND CAST(order_ts AS DATE) >= DATE '2011-11-10'"
+    );
+    let cases = [
+        (
+            "bought(category: 'Coffee', count: 2) AND NOT bought(category: 'Tea', count: 3)",
+            format!(
+                "customer_id IN ({}) AND customer_id NOT IN ({})",
+                buyers("Coffee", 2),
+                buyers("Tea", 3)
+            ),
+        ),
+        (
+            "bought(category: 'Tea', count: 2) OR bought(date: -30d..today)",
+            format!(
+                "customer_id IN ({}) OR customer_id IN (SELECT customer_id FROM ({recent}))",
+                buyers("Tea", 2)
+            ),
+        ),
+        (
+            "bought(category: 'Coffee') AND NOT bought(date: -30d..today, count: 2)",
+            format!(
+                "customer_id IN ({}) AND customer_id NOT IN (
+                   SELECT customer_id FROM ({recent}) GROUP BY customer_id
+                   HAVING count(DISTINCT order_id) >= 2)",
+                buyers("Coffee", 1)
+            ),
+        ),
+    ];
+    for (condition, test) in cases {
+        let plan = plan_text(condition, &catalog, as_of()).unwrap();
+        assert!(
+            plan.display_indent().to_string().contains("__bought_pass"),
+            "{condition}"
+        );
+        let mut ours = BTreeSet::new();
+        for batch in ctx
+            .execute_logical_plan(plan)
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap()
+        {
+            ours.extend(batch.column(0).as_primitive::<Int64Type>().iter().flatten());
+        }
+        let theirs = ids(
+            &ctx,
+            &format!("SELECT customer_id FROM customers WHERE {test}"),
+        )
+        .await;
+        assert!(!ours.is_empty(), "{condition}");
+        assert_eq!(ours, theirs, "{condition}");
+    }
     // A name in neither table is an error that lists both.
     let err = plan_text("bought(categry: 'Tea')", &catalog, as_of())
         .unwrap_err()
