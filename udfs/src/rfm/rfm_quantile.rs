@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, AsArray, Int32Array};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int32Array};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type};
 use datafusion::common::{Result, ScalarValue, plan_err};
@@ -194,28 +194,44 @@ struct QuantileEvaluator {
 impl PartitionEvaluator for QuantileEvaluator {
     fn evaluate_all(&mut self, values: &[ArrayRef], num_rows: usize) -> Result<ArrayRef> {
         let values = cast(&values[0], &DataType::Float64)?;
-        let values = values.as_primitive::<Float64Type>();
+        let values = values.slice(0, num_rows.min(values.len()));
         Ok(Arc::new(score_partition(
-            values.iter().take(num_rows),
+            values.as_primitive::<Float64Type>(),
             self.options,
         )))
     }
 }
 
-/// Scores one partition: see the function's documentation for the rule.
-fn score_partition(values: impl Iterator<Item = Option<f64>>, options: Options) -> Int32Array {
-    let values: Vec<Option<f64>> = values.collect();
-    let mut order: Vec<(f64, usize)> = values
-        .iter()
-        .enumerate()
-        .filter_map(|(row, v)| v.map(|v| (v, row)))
-        .collect();
-    // Worst first; the row number keeps equal values in input order (and
-    // makes every key distinct, so an unstable sort gives the one order).
-    match options.direction {
-        Direction::High => order.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1))),
-        Direction::Low => order.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))),
+/// A key whose unsigned order is `f64::total_cmp`'s: the sign bit set on
+/// positive values, every bit flipped on negative ones.
+fn total_order_key(value: f64) -> u64 {
+    let bits = value.to_bits();
+    if bits >> 63 == 1 {
+        !bits
+    } else {
+        bits | (1 << 63)
     }
+}
+
+/// Scores one partition: see the function's documentation for the rule.
+fn score_partition(values: &Float64Array, options: Options) -> Int32Array {
+    // Each value's row sorted worst first, as one integer per row: the
+    // value's key (flipped for 'low', where high values are worst) above
+    // the row number, which keeps equal values in input order and makes
+    // every key distinct (so an unstable sort gives the one order). One
+    // integer compare per step instead of a float compare and a tie break.
+    let mut order: Vec<u128> = Vec::with_capacity(values.len() - values.null_count());
+    for (row, value) in values.iter().enumerate() {
+        if let Some(value) = value {
+            let key = match options.direction {
+                Direction::High => total_order_key(value),
+                Direction::Low => !total_order_key(value),
+            };
+            order.push((u128::from(key) << 64) | row as u128);
+        }
+    }
+    order.sort_unstable();
+    let key = |packed: u128| (packed >> 64) as u64;
     let n = order.len();
     let bins = options.bins;
     let (base, remainder) = (n / bins, n % bins);
@@ -228,22 +244,22 @@ fn score_partition(values: impl Iterator<Item = Option<f64>>, options: Options) 
         };
         bucket as i32 + 1
     };
-    let mut scores = vec![None; values.len()];
+    // NULL values keep their NULL: the scores of their rows are masked.
+    let mut scores = vec![0; values.len()];
     let mut run_score = 0;
-    for (position, &(value, row)) in order.iter().enumerate() {
+    for (position, &packed) in order.iter().enumerate() {
         let score = match options.ties {
             Ties::Ntile => ntile(position),
             Ties::Share => {
-                let starts_run = position == 0 || order[position - 1].0.total_cmp(&value).is_ne();
-                if starts_run {
+                if position == 0 || key(order[position - 1]) != key(packed) {
                     run_score = ntile(position);
                 }
                 run_score
             }
         };
-        scores[row] = Some(score);
+        scores[packed as u64 as usize] = score;
     }
-    Int32Array::from(scores)
+    Int32Array::new(scores.into(), values.nulls().cloned())
 }
 
 #[cfg(test)]
@@ -261,7 +277,7 @@ mod tests {
             direction,
             ties,
         };
-        score_partition(values.iter().copied(), options)
+        score_partition(&Float64Array::from(values.to_vec()), options)
             .iter()
             .collect()
     }
@@ -321,5 +337,90 @@ mod tests {
             run(&some(&[30., 10., 20.]), 5, Direction::High, Ties::Share),
             [3, 1, 2].map(Some).to_vec()
         );
+    }
+
+    /// The scores of a plain sort by `f64::total_cmp` (row number breaking
+    /// ties), the rule the packed integer keys must keep.
+    fn reference(values: &[Option<f64>], options: Options) -> Vec<Option<i32>> {
+        let mut order: Vec<(f64, usize)> = values
+            .iter()
+            .enumerate()
+            .filter_map(|(row, v)| v.map(|v| (v, row)))
+            .collect();
+        order.sort_by(|a, b| match options.direction {
+            Direction::High => a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)),
+            Direction::Low => b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)),
+        });
+        let (n, bins) = (order.len(), options.bins);
+        let (base, remainder) = (n / bins, n % bins);
+        let ntile = |p: usize| {
+            let bucket = if p < remainder * (base + 1) {
+                p / (base + 1)
+            } else {
+                remainder + (p - remainder * (base + 1)) / base.max(1)
+            };
+            bucket as i32 + 1
+        };
+        let mut scores = vec![None; values.len()];
+        let mut run = 0;
+        for (p, &(value, row)) in order.iter().enumerate() {
+            scores[row] = Some(match options.ties {
+                Ties::Ntile => ntile(p),
+                Ties::Share => {
+                    if p == 0 || order[p - 1].0.total_cmp(&value).is_ne() {
+                        run = ntile(p);
+                    }
+                    run
+                }
+            });
+        }
+        scores
+    }
+
+    #[test]
+    fn packed_keys_order_as_total_cmp() {
+        // Negative, zero of both signs, NaN, infinities, many ties, NULLs.
+        let special = [
+            -0.0,
+            0.0,
+            f64::NAN,
+            -f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            -1.5,
+            1e300,
+            -1e-300,
+        ];
+        let mut state = 42u64;
+        let values: Vec<Option<f64>> = (0..3000)
+            .map(|i| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let r = state >> 33;
+                match r % 10 {
+                    0 => None,
+                    1 => Some(special[(r / 10) as usize % special.len()]),
+                    2..=5 => Some((r % 7) as f64 - 3.0),
+                    _ => Some((r as f64) / 1e3 - (i as f64)),
+                }
+            })
+            .collect();
+        for bins in [1, 3, 5, 7] {
+            for direction in [Direction::High, Direction::Low] {
+                for ties in [Ties::Share, Ties::Ntile] {
+                    let options = Options {
+                        bins,
+                        direction,
+                        ties,
+                    };
+                    assert_eq!(
+                        run(&values, bins, direction, ties),
+                        reference(&values, options),
+                        "{options:?}"
+                    );
+                }
+            }
+        }
     }
 }
