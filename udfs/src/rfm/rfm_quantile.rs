@@ -213,6 +213,19 @@ fn total_order_key(value: f64) -> u64 {
     }
 }
 
+/// The bucket, 1 to `bins`, `ntile(bins)` gives the row at `position`
+/// (from 0) of `n` sorted rows: the first `n % bins` buckets one row larger.
+fn ntile(position: usize, n: usize, bins: usize) -> i32 {
+    let (base, remainder) = (n / bins, n % bins);
+    let large = base + 1;
+    let bucket = if position < remainder * large {
+        position / large
+    } else {
+        remainder + (position - remainder * large) / base.max(1)
+    };
+    bucket as i32 + 1
+}
+
 /// Scores one partition: see the function's documentation for the rule.
 fn score_partition(values: &Float64Array, options: Options) -> Int32Array {
     // Each value's row sorted worst first, as one integer per row: the
@@ -232,18 +245,8 @@ fn score_partition(values: &Float64Array, options: Options) -> Int32Array {
     }
     order.sort_unstable();
     let key = |packed: u128| (packed >> 64) as u64;
-    let n = order.len();
-    let bins = options.bins;
-    let (base, remainder) = (n / bins, n % bins);
-    let large = base + 1;
-    let ntile = |position: usize| -> i32 {
-        let bucket = if position < remainder * large {
-            position / large
-        } else {
-            remainder + (position - remainder * large) / base.max(1)
-        };
-        bucket as i32 + 1
-    };
+    let (n, bins) = (order.len(), options.bins);
+    let ntile = |position| ntile(position, n, bins);
     // NULL values keep their NULL: the scores of their rows are masked.
     let mut scores = vec![0; values.len()];
     let mut run_score = 0;
@@ -351,16 +354,8 @@ mod tests {
             Direction::High => a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)),
             Direction::Low => b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)),
         });
-        let (n, bins) = (order.len(), options.bins);
-        let (base, remainder) = (n / bins, n % bins);
-        let ntile = |p: usize| {
-            let bucket = if p < remainder * (base + 1) {
-                p / (base + 1)
-            } else {
-                remainder + (p - remainder * (base + 1)) / base.max(1)
-            };
-            bucket as i32 + 1
-        };
+        let n = order.len();
+        let ntile = |p| ntile(p, n, options.bins);
         let mut scores = vec![None; values.len()];
         let mut run = 0;
         for (p, &(value, row)) in order.iter().enumerate() {
