@@ -388,10 +388,16 @@ pub async fn refresh(
             crate::refresh::refresh(project.ctx(), project.store(), &catalog, &options).await;
         spinner.finish_and_clear();
         let outcome = outcome?;
-        if let Some(fold) = &outcome.orders_fold
-            && std::io::IsTerminal::is_terminal(&std::io::stderr())
-        {
-            eprintln!("{}", fold.describe());
+        if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            if let Some(fold) = &outcome.orders_fold {
+                eprintln!("{}", fold.describe());
+            }
+            for kept in [&outcome.events_kept, &outcome.bought_kept]
+                .into_iter()
+                .flatten()
+            {
+                eprintln!("{}", kept.describe());
+            }
         }
         let table = refresh_table(&outcome)?;
         let out: Box<dyn Write> = if summary_to_stderr {

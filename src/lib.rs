@@ -14,9 +14,11 @@
 //!                         domain values, in_segment / segment_members
 //! error                   the crate's error, gathering the layers' errors
 //! chart                   plotters pictures to PNG and SVG, bundled font
-//! order_state, refresh     per-customer order sums folded from new order
-//!                         files; the engine: evaluate, diff, one atomic
-//!                         change
+//! state_folder,           files a store keeps between refreshes;
+//!   order_state,          per-customer order sums folded from new order
+//!   bought_state,         files; purchase lines kept for bought(...),
+//!   events_state,         events kept for did(...);
+//!   refresh               the engine: evaluate, diff, one atomic change
 //! statements              SQL and segment statements, result tables
 //! config, session,        the project file, table registration and column
 //!   storage, project      checks, object stores, the Project (config,
@@ -27,6 +29,7 @@
 //!
 //! The `segql` binary parses arguments and dispatches to [`exec`].
 
+pub mod bought_state;
 pub mod case_blind;
 pub mod chart;
 pub mod cluster;
@@ -34,6 +37,7 @@ pub mod config;
 pub mod demo;
 pub mod diagnostic;
 pub mod error;
+pub mod events_state;
 pub mod exec;
 pub mod generate;
 pub mod history_chart;
@@ -48,6 +52,7 @@ pub mod rfm_grid;
 pub mod segment;
 pub mod server;
 pub mod session;
+pub mod state_folder;
 pub mod statements;
 pub mod storage;
 pub mod store;

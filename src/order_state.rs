@@ -36,7 +36,6 @@
 //! ([`metrics_from_sums`]).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use datafusion::catalog::TableProvider;
@@ -58,14 +57,14 @@ use crate::segment::planner::{
     scopes_first_day,
 };
 use crate::segment::resolve::OrderScope;
-use crate::store::error::StoreError;
-use crate::store::remote::Remote;
-use crate::store::{Store, write_parquet_file};
+use crate::state_folder::{
+    SeenFile, StateFolder, files_table, list_files, listing_of, table_root, union_all,
+};
+use crate::store::Store;
 use crate::time::AsOf;
 
 /// The state's folder in a store.
 pub const FOLDER: &str = "order_state";
-const MANIFEST: &str = "manifest.json";
 /// How the names of the files of sums and of recent orders begin.
 const SUMS_PREFIX: &str = "sums-";
 const RECENT_PREFIX: &str = "recent-";
@@ -122,32 +121,6 @@ const RECENT_SLACK: i32 = 3 * RECENT_MARGIN;
 /// Layers beyond this are merged into one when the next is added, so a
 /// refresh reads a bounded number of files however many arrive.
 const MAX_LAYERS: usize = 8;
-
-/// An order file as the state saw it: its place in the table's folder
-/// (so a copy or a link of the folder keeps its state), its size and its
-/// modification time.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-struct SeenFile {
-    location: String,
-    size: u64,
-    modified_micros: i64,
-}
-
-impl SeenFile {
-    fn of(file: &PartitionedFile, root: &str) -> Self {
-        let location = file.object_meta.location.as_ref();
-        let relative = location
-            .strip_prefix(root)
-            .map(|rest| rest.trim_start_matches('/'))
-            .filter(|rest| !rest.is_empty())
-            .unwrap_or(location);
-        Self {
-            location: relative.to_string(),
-            size: file.object_meta.size,
-            modified_micros: file.object_meta.last_modified.timestamp_micros(),
-        }
-    }
-}
 
 /// How a refresh got its order metrics from the state.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -214,12 +187,9 @@ pub async fn order_metrics(
     let Some(orders) = catalog.orders.as_ref() else {
         return Ok(None);
     };
-    let Some(listing) = orders.downcast_ref::<ListingTable>() else {
+    let Some(listing) = listing_of(orders) else {
         return Ok(None);
     };
-    if !listing.options().table_partition_cols.is_empty() || listing.table_paths().is_empty() {
-        return Ok(None);
-    }
     let amount = catalog.columns.column(SourceTable::Orders, Role::Amount);
     let amount_type = orders
         .schema()
@@ -239,9 +209,9 @@ pub async fn order_metrics(
     };
 
     let files = list_files(ctx, listing).await?;
-    let table_root = listing.table_paths()[0].prefix().as_ref().to_string();
+    let table_root = table_root(listing);
     let settled = settled(ctx, catalog, &files, as_of).await?;
-    let folder = StateFolder::of(store);
+    let folder = StateFolder::of(store, FOLDER);
     // What the sums depend on: the purchase rule and the columns they
     // read, by name and type (other columns may come and go).
     let schema = orders.schema();
@@ -272,7 +242,10 @@ pub async fn order_metrics(
         files: files.len(),
         ..Fold::default()
     };
-    let kept_state = match folder.read_manifest() {
+    let manifest = folder
+        .read_manifest::<Manifest>()
+        .filter(|m| m.format == FORMAT);
+    let kept_state = match manifest {
         None => None,
         Some(manifest) if manifest.fingerprint != fingerprint => {
             fold.rebuilt = Some("the orders' columns or purchase rule changed".into());
@@ -453,7 +426,11 @@ pub async fn order_metrics(
             fingerprint,
             layers: layers.clone(),
         })?;
-        folder.remove_strays(&layers);
+        folder.remove_strays(&[SUMS_PREFIX, RECENT_PREFIX], |file| {
+            layers
+                .iter()
+                .any(|l| l.sums == file || l.recent.as_ref().is_some_and(|r| r.file == file))
+        });
     }
     let mut state = Vec::new();
     for layer in &layers {
@@ -545,20 +522,6 @@ async fn write_recent(
     })
 }
 
-/// The rows of every plan of `plans` (of one schema) together; `None`
-/// without plans.
-fn union_all(plans: Vec<LogicalPlan>) -> Result<Option<LogicalPlan>, Error> {
-    let mut plans = plans.into_iter();
-    let Some(first) = plans.next() else {
-        return Ok(None);
-    };
-    let mut builder = LogicalPlanBuilder::from(first);
-    for plan in plans {
-        builder = builder.union(plan)?;
-    }
-    Ok(Some(builder.build()?))
-}
-
 /// A plan reading the sums file at `location`.
 async fn read_sums(ctx: &SessionContext, location: &str) -> Result<LogicalPlan, Error> {
     let table = ctx
@@ -574,26 +537,6 @@ pub fn orders_at(catalog: &SegmentCatalog) -> Option<String> {
     let listing = catalog.orders.as_ref()?.downcast_ref::<ListingTable>()?;
     let paths: Vec<&str> = listing.table_paths().iter().map(|p| p.as_str()).collect();
     (!paths.is_empty()).then(|| paths.join(", "))
-}
-
-/// The files of `listing`, as it would read them, with their statistics.
-async fn list_files(
-    ctx: &SessionContext,
-    listing: &ListingTable,
-) -> Result<Vec<PartitionedFile>, Error> {
-    let state = ctx.state();
-    let listed = listing
-        .list_files_for_scan(&state, &[], None)
-        .await
-        .map_err(|e| e.context("while reading the order files' statistics"))?;
-    let mut files: Vec<PartitionedFile> = listed
-        .file_groups
-        .into_iter()
-        .flat_map(|group| group.into_inner())
-        .collect();
-    files.sort_by(|a, b| a.object_meta.location.cmp(&b.object_meta.location));
-    files.dedup_by(|a, b| a.object_meta.location == b.object_meta.location);
-    Ok(files)
 }
 
 /// For each of `files`: whether every order in it was placed before
@@ -650,167 +593,6 @@ async fn settled(
     Ok(answers)
 }
 
-/// A table of `files` (files of `listing`), read as `listing` reads them.
-fn files_table(
-    listing: &ListingTable,
-    files: &[&PartitionedFile],
-) -> Result<Arc<dyn TableProvider>, Error> {
-    let store = listing.table_paths()[0].object_store();
-    let urls = files
-        .iter()
-        .map(|f| ListingTableUrl::parse(format!("{}{}", store.as_str(), f.object_meta.location)))
-        .collect::<datafusion::common::Result<Vec<_>>>()?;
-    let config = ListingTableConfig::new_with_multi_paths(urls)
-        .with_listing_options(listing.options().clone())
-        .with_schema(listing.schema());
-    Ok(Arc::new(ListingTable::try_new(config)?))
-}
-
-/// The state's folder in its store: a local folder, or a place in an
-/// object store (where an object appears whole when written, so nothing
-/// is written aside and renamed).
-enum StateFolder {
-    Local(PathBuf),
-    Remote(Remote),
-}
-
-impl StateFolder {
-    fn of(store: &Store) -> Self {
-        match store.remote() {
-            Some(remote) => Self::Remote(remote.clone()),
-            None => Self::Local(store.root().join(FOLDER)),
-        }
-    }
-
-    /// Where the file `name` of the state is (a path or a URL).
-    fn location(&self, name: &str) -> String {
-        match self {
-            Self::Local(folder) => folder.join(name).to_string_lossy().into_owned(),
-            Self::Remote(remote) => remote.location(&format!("{FOLDER}/{name}")),
-        }
-    }
-
-    /// The size of the file `name`; `None` when it is missing.
-    fn size(&self, name: &str) -> Option<u64> {
-        match self {
-            Self::Local(folder) => std::fs::metadata(folder.join(name)).ok().map(|m| m.len()),
-            Self::Remote(remote) => remote.size(&format!("{FOLDER}/{name}")).ok().flatten(),
-        }
-    }
-
-    fn remove(&self, name: &str) {
-        match self {
-            Self::Local(folder) => {
-                let _ = std::fs::remove_file(folder.join(name));
-            }
-            Self::Remote(remote) => {
-                let _ = remote.delete(&format!("{FOLDER}/{name}"));
-            }
-        }
-    }
-
-    fn read_manifest(&self) -> Option<Manifest> {
-        let text = match self {
-            Self::Local(folder) => std::fs::read_to_string(folder.join(MANIFEST)).ok()?,
-            Self::Remote(remote) => {
-                let (bytes, _) = remote.get(&format!("{FOLDER}/{MANIFEST}")).ok()??;
-                String::from_utf8(bytes.to_vec()).ok()?
-            }
-        };
-        serde_json::from_str::<Manifest>(&text)
-            .ok()
-            .filter(|m| m.format == FORMAT)
-    }
-
-    /// Replaces the manifest with `manifest` (locally written aside, then
-    /// renamed over it).
-    fn write_manifest(&self, manifest: &Manifest) -> Result<(), Error> {
-        let text = serde_json::to_string_pretty(manifest)
-            .map_err(|e| Error::Usage(format!("cannot write the order state's manifest: {e}")))?;
-        match self {
-            Self::Local(folder) => {
-                let path = folder.join(MANIFEST);
-                let partial = folder.join(format!("{MANIFEST}.partial"));
-                std::fs::write(&partial, text).map_err(StoreError::io("write", &partial))?;
-                sync(&partial)?;
-                std::fs::rename(&partial, &path).map_err(StoreError::io("rename", &partial))?;
-            }
-            Self::Remote(remote) => {
-                let name = format!("{FOLDER}/{MANIFEST}");
-                remote
-                    .put(&name, text.into(), object_store::PutMode::Overwrite)
-                    .map_err(StoreError::io("write", remote.location(&name)))?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Writes the rows of `plan` to a new Parquet file `<prefix><time>-<pid>
-    /// <extension>` of the state (locally under a temporary name, synced,
-    /// then renamed); returns its name and size.
-    async fn write_file(
-        &self,
-        ctx: &SessionContext,
-        prefix: &str,
-        extension: &str,
-        plan: LogicalPlan,
-    ) -> Result<(String, u64), Error> {
-        let name = format!(
-            "{prefix}{}-{}{extension}",
-            crate::time::now_micros(),
-            std::process::id()
-        );
-        let frame = ctx.execute_logical_plan(plan).await?;
-        let folder = match self {
-            Self::Remote(_) => {
-                write_parquet_file(frame, &self.location(&name)).await?;
-                let size = self.size(&name).ok_or_else(|| {
-                    Error::Usage(format!("{} was not written", self.location(&name)))
-                })?;
-                return Ok((name, size));
-            }
-            Self::Local(folder) => folder,
-        };
-        std::fs::create_dir_all(folder).map_err(StoreError::io("create", folder))?;
-        let path = folder.join(&name);
-        let partial = folder.join(format!("{name}.partial"));
-        if let Err(error) = write_parquet_file(frame, &partial.to_string_lossy()).await {
-            let _ = std::fs::remove_file(&partial);
-            return Err(error.into());
-        }
-        sync(&partial)?;
-        std::fs::rename(&partial, &path).map_err(StoreError::io("rename", &partial))?;
-        let size = std::fs::metadata(&path)
-            .map_err(StoreError::io("read", &path))?
-            .len();
-        Ok((name, size))
-    }
-
-    /// Removes the files of sums and of recent orders no layer names (left
-    /// by a refresh that died, or replaced by a merge, a cut or a rebuild).
-    fn remove_strays(&self, layers: &[Layer]) {
-        let names: Vec<String> = match self {
-            Self::Local(folder) => std::fs::read_dir(folder)
-                .map(|entries| {
-                    entries
-                        .flatten()
-                        .map(|e| e.file_name().to_string_lossy().into_owned())
-                        .collect()
-                })
-                .unwrap_or_default(),
-            Self::Remote(remote) => remote.files(FOLDER).unwrap_or_default(),
-        };
-        for file in names {
-            let named = layers
-                .iter()
-                .any(|l| l.sums == file || l.recent.as_ref().is_some_and(|r| r.file == file));
-            if (file.starts_with(SUMS_PREFIX) || file.starts_with(RECENT_PREFIX)) && !named {
-                self.remove(&file);
-            }
-        }
-    }
-}
-
 /// Writes the sums of `plan`, those of the order files `files`, as a new
 /// layer of the state in `folder`.
 async fn write_layer(
@@ -828,10 +610,4 @@ async fn write_layer(
         files,
         recent: None,
     })
-}
-
-fn sync(path: &Path) -> Result<(), StoreError> {
-    std::fs::File::open(path)
-        .and_then(|f| f.sync_all())
-        .map_err(StoreError::io("write", path))
 }

@@ -25,7 +25,6 @@ use datafusion::logical_expr::{Expr, ExprFunctionExt, LogicalPlan, cast, col, li
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 
 use crate::error::{Error, in_step};
-use crate::order_state;
 use crate::segment::catalog::{Pass, SegmentCatalog, StoredSegments};
 use crate::segment::columns::{Role, SourceTable};
 use crate::segment::planner::{
@@ -33,6 +32,7 @@ use crate::segment::planner::{
 };
 use crate::segment::resolve::{EventTest, OrderScope, Resolved, resolve_text};
 use crate::segment::{SegmentError, SegmentGraph};
+use crate::state_folder::Kept;
 use crate::store::error::StoreError;
 use crate::store::read::{live_definitions, sizes};
 use crate::store::tables::{self, ChangeKind, Commit, Definition, SegmentKind, Size, StoreTable};
@@ -40,6 +40,7 @@ use crate::store::{
     MEMBERSHIP_PARTITION, Pinned, Snapshot, Store, StoreLock, read, write_parquet_file,
 };
 use crate::time::{AsOf, format_micros, now_micros};
+use crate::{bought_state, events_state, order_state};
 
 /// A segment's members after a change: the distinct customer ids
 /// (one `Int64` column `customer_id`, in a scratch file), and how many
@@ -686,6 +687,12 @@ pub struct RefreshOutcome {
     /// How many times `order_items` was read for `bought(...)` (once when
     /// any segment has one, else never).
     pub items_scans: usize,
+    /// How the `bought(...)` counts came from the purchase lines the store
+    /// keeps (`None`: read from every line, or fewer than two calls).
+    pub bought_kept: Option<Kept>,
+    /// How the `did(...)` answers came from the events the store keeps
+    /// (`None`: read from every event, or no segment tests events).
+    pub events_kept: Option<Kept>,
     /// How many times `events` was read (once when any segment tests
     /// events, else never).
     pub events_scans: usize,
@@ -808,11 +815,22 @@ pub async fn refresh(
         condition.event_tests(true, &mut tests);
     }
     let mut events_scans = 0;
+    let mut events_kept = None;
     if !tests.is_empty() {
-        let plan = events_pass_plan(&catalog, options.as_of, &tests);
-        let table = scratch
-            .pass(ctx, "__events", plan, "while matching did(...) over events")
-            .await?;
+        // Through the events the store keeps when they are files it can
+        // follow; else one pass over every event.
+        let step = "while matching did(...) over events";
+        let kept = events_state::events_pass(ctx, store, &catalog, options.as_of, &tests)
+            .await
+            .map_err(in_step(|| step.to_string()))?;
+        let plan = match kept {
+            Some((plan, kept)) => {
+                events_kept = Some(kept);
+                Ok(plan)
+            }
+            None => events_pass_plan(&catalog, options.as_of, &tests),
+        };
+        let table = scratch.pass(ctx, "__events", plan, step).await?;
         events_scans += 1;
         timing("events pass", started);
         let keys = tests.iter().map(EventTest::key).collect();
@@ -825,16 +843,22 @@ pub async fn refresh(
         condition.bought_calls(true, &mut calls);
     }
     let mut items_scans = 0;
+    let mut bought_kept = None;
     if calls.len() > 1 {
-        let plan = bought_pass_plan(&catalog, options.as_of, &calls);
-        let table = scratch
-            .pass(
-                ctx,
-                "__bought",
-                plan,
-                "while matching bought(...) over order_items",
-            )
-            .await?;
+        // Through the purchase lines the store keeps when the sources are
+        // files it can follow; else one pass over every line.
+        let step = "while matching bought(...) over order_items";
+        let kept = bought_state::bought_pass(ctx, store, &catalog, options.as_of, &calls)
+            .await
+            .map_err(in_step(|| step.to_string()))?;
+        let plan = match kept {
+            Some((plan, kept)) => {
+                bought_kept = Some(kept);
+                Ok(plan)
+            }
+            None => bought_pass_plan(&catalog, options.as_of, &calls),
+        };
+        let table = scratch.pass(ctx, "__bought", plan, step).await?;
         items_scans += 1;
         timing("bought pass", started);
         let keys = calls.iter().map(|c| c.key()).collect();
@@ -893,6 +917,8 @@ pub async fn refresh(
             orders_scans,
             orders_fold,
             items_scans,
+            bought_kept,
+            events_kept,
             events_scans,
         });
     }
@@ -935,6 +961,8 @@ pub async fn refresh(
         orders_scans,
         orders_fold,
         items_scans,
+        bought_kept,
+        events_kept,
         events_scans,
     })
 }

@@ -414,6 +414,29 @@ pub fn orders_from_day(
         .build()
 }
 
+/// The rows of `events` (a table of the catalog's events' columns) named
+/// one of `names` and, with `day`, placed on that day or later, every
+/// column kept: a superset of the rows [`events_pass_plan`] counts for
+/// tests of those names starting on `day` or later.
+pub fn events_of(
+    catalog: &SegmentCatalog,
+    events: Arc<dyn TableProvider>,
+    as_of: AsOf,
+    names: &[String],
+    day: Option<i32>,
+) -> Result<LogicalPlan> {
+    let name = |role| catalog.column(SourceTable::Events, role);
+    let ts_type = type_of(&events.schema(), name(Role::EventTs));
+    let names = names.iter().map(|n| lit(n.clone())).collect();
+    let mut filter = column(name(Role::Event)).in_list(names, false);
+    if let Some(day) = day {
+        filter = day_bound(column(name(Role::EventTs)), &ts_type, as_of, day, true).and(filter);
+    }
+    LogicalPlanBuilder::scan("events", provider_as_source(events), None)?
+        .filter(filter)?
+        .build()
+}
+
 /// Whether a purchase placed at `value` (a literal of the orders' time
 /// column type) is before `as_of`, as the metrics count it.
 pub fn placed_before(catalog: &SegmentCatalog, value: Expr, as_of: AsOf) -> Result<Expr> {
@@ -1290,7 +1313,7 @@ fn scope_parts(
 }
 
 /// The first day a call's filters admit, if they bound it.
-fn first_day(filters: &[CallFilter]) -> Option<i32> {
+pub fn first_day(filters: &[CallFilter]) -> Option<i32> {
     filters
         .iter()
         .filter_map(|f| match f {
@@ -1449,7 +1472,38 @@ pub fn bought_pass_plan(
     as_of: AsOf,
     calls: &[Bought],
 ) -> Result<LogicalPlan> {
-    use datafusion::logical_expr::ExprFunctionExt;
+    bought_counts_plan(
+        bought_lines_plan(catalog, as_of, calls)?,
+        as_of,
+        calls,
+        false,
+    )
+}
+
+/// The columns of [`bought_lines_plan`]'s rows: the line's customer, its
+/// order's time (as the source has it) and its order id.
+pub const LINE_CUSTOMER: &str = "__line_customer";
+pub const LINE_TS: &str = "__line_ts";
+pub const LINE_ORDER: &str = "__line_order";
+
+/// The column of [`bought_lines_plan`]'s rows saying whether a line passes
+/// the tests of the `i`-th call.
+pub fn line_flag(i: usize) -> String {
+    format!("__line_{i}")
+}
+
+/// The purchase lines some call of `calls` matches, in one pass over
+/// `order_items` (joined once to `orders` and `products` when needed),
+/// whenever placed: each line's customer ([`LINE_CUSTOMER`]), order time
+/// ([`LINE_TS`]) and order id ([`LINE_ORDER`]), and per call whether the
+/// line passes its tests ([`line_flag`]). The purchase rule is applied;
+/// the `as_of` bound is left to [`bought_counts_plan`], so a store can
+/// keep these lines for later days.
+pub fn bought_lines_plan(
+    catalog: &SegmentCatalog,
+    as_of: AsOf,
+    calls: &[Bought],
+) -> Result<LogicalPlan> {
     let (mut lines, purchase, order_id) = bought_lines(catalog)?;
     let products = catalog.products.as_ref().map(Arc::clone);
     // A call's product test (category, brand, ...) is the same for every
@@ -1484,13 +1538,13 @@ pub fn bought_pass_plan(
     // few products tested drops most lines first, so each call tests the
     // status of the lines left instead of every line (a customer whose
     // lines all fail it then counts 0, as one without lines would).
-    let mut purchase_filter = purchase.filter(&catalog.purchases, Some(as_of));
+    let mut purchase_filter = purchase.filter(&catalog.purchases, None);
     if every_product
         && products.is_some()
         && let Some(status) = purchase.status_test(&catalog.purchases)
     {
         tests = tests.into_iter().map(|t| t.and(status.clone())).collect();
-        purchase_filter = purchase.base_filter(Some(as_of));
+        purchase_filter = purchase.base_filter(None);
     }
     if let (false, Some(products)) = (product_tests.is_empty(), products) {
         let (line_keys, product_keys) = product_keys(catalog);
@@ -1521,6 +1575,58 @@ pub fn bought_pass_plan(
         purchase_filter = day_bound(purchase.ts.clone(), &purchase.ts_type, as_of, first, true)
             .and(purchase_filter);
     }
+    let mut projection = vec![
+        purchase.customer.alias(LINE_CUSTOMER),
+        purchase.ts.alias(LINE_TS),
+        order_id.alias(LINE_ORDER),
+    ];
+    projection.extend(
+        tests
+            .into_iter()
+            .enumerate()
+            .map(|(i, test)| test.alias(line_flag(i))),
+    );
+    lines
+        .filter(purchase_filter.and(any))?
+        .project(projection)?
+        .build()
+}
+
+/// The counts of [`bought_pass_plan`] from `lines`, rows of
+/// [`bought_lines_plan`] for calls whose `i`-th flag tests the `i`-th call
+/// of `calls`: only the lines placed before `as_of` count, and with
+/// `days` each call's day tests are applied again (the lines were kept for
+/// wider days than `calls` have now).
+pub fn bought_counts_plan(
+    lines: LogicalPlan,
+    as_of: AsOf,
+    calls: &[Bought],
+    days: bool,
+) -> Result<LogicalPlan> {
+    use datafusion::logical_expr::ExprFunctionExt;
+    let ts_type = lines
+        .schema()
+        .field_with_unqualified_name(LINE_TS)?
+        .data_type()
+        .clone();
+    let ts = col(LINE_TS);
+    let order_id = col(LINE_ORDER);
+    let tests: Vec<Expr> = calls
+        .iter()
+        .enumerate()
+        .map(|(i, call)| {
+            let flag = col(line_flag(i));
+            if !days {
+                return flag;
+            }
+            call.filters
+                .iter()
+                .filter(|f| matches!(f, CallFilter::Day(_)))
+                .flat_map(|f| filter_tests(f, &ts, &ts_type, as_of))
+                .fold(flag, Expr::and)
+        })
+        .collect();
+    let any = tests.iter().cloned().reduce(Expr::or).unwrap_or(lit(false));
     let mut aggregates = Vec::new();
     let mut projection = vec![col("__bought_customer")];
     for ((i, test), call) in tests.into_iter().enumerate().zip(calls) {
@@ -1565,10 +1671,13 @@ pub fn bought_pass_plan(
             }
         }
     }
-    let counted = lines.filter(purchase_filter.and(any))?.aggregate(
-        vec![purchase.customer.alias("__bought_customer")],
-        aggregates,
-    )?;
+    let before = before_expr(ts, &ts_type, as_of);
+    let counted = LogicalPlanBuilder::from(lines)
+        .filter(before.and(any))?
+        .aggregate(
+            vec![col(LINE_CUSTOMER).alias("__bought_customer")],
+            aggregates,
+        )?;
     if calls.iter().any(|call| call.min_count == 2) {
         counted.project(projection)?.build()
     } else {

@@ -13,6 +13,10 @@
 //! <store>/segment_refreshes/   Delta table: one row per completed change
 //! <store>/.lock                held (flock) by the process changing the store
 //! <store>/order_state/         the order state (`crate::order_state`)
+//! <store>/bought_state/        purchase lines kept for bought(...)
+//!                              (`crate::bought_state`)
+//! <store>/events_state/        events kept for did(...)
+//!                              (`crate::events_state`)
 //! ```
 //!
 //! The folder may be a place in S3 (`s3://bucket/prefix`, see [`remote`]):

@@ -283,6 +283,13 @@ fn the_lower_layers_do_not_reach_up() {
         below(file, &["refresh", "statements", "project", "error.rs"]);
     }
     below("refresh.rs", &["statements", "project"]);
-    below("order_state.rs", &["refresh", "statements", "project"]);
+    for file in [
+        "order_state.rs",
+        "bought_state.rs",
+        "events_state.rs",
+        "state_folder.rs",
+    ] {
+        below(file, &["refresh", "statements", "project"]);
+    }
     below("statements/mod.rs", &["project", "exec", "repl"]);
 }

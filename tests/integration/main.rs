@@ -44,6 +44,7 @@ mod errors;
 mod events;
 mod fuzz_regressions;
 mod generate;
+mod kept_state;
 mod layers;
 mod object_store;
 mod order_state;

@@ -1,0 +1,193 @@
+//! The events a store keeps between refreshes for `did(...)`, so a
+//! refresh reads only the event files it has not seen.
+//!
+//! A refresh answers every `did` / `last_did` / `first_did` of its
+//! segments in one pass over `events` ([`events_pass_plan`]). The tests
+//! name a few events, mostly in windows of days: the state keeps the rows
+//! of the names tested (every column, as the event files have them) from
+//! some weeks before the earliest day a window needs (or all of them when
+//! a test has no first day), and the pass reads those instead of every
+//! event. They live in `<store>/events_state/`: files of rows in layers
+//! and `manifest.json` listing them with the event files they were read
+//! from, each by location, size and modification time.
+//!
+//! New event files add their rows as a layer (past eight, the layers are
+//! merged into one); an event file that changed or disappeared, other
+//! names tested, other columns, or a window starting before the kept rows
+//! (or long after them) reads them again from every file. The pass over
+//! the kept rows is the pass over every event, with the same plan: it
+//! tests every row again, and every row it can count is kept.
+
+use std::sync::Arc;
+
+use datafusion::catalog::TableProvider;
+use datafusion::datasource::listing::{ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::SessionContext;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, in_step};
+use crate::segment::SegmentCatalog;
+use crate::segment::planner::{events_of, events_pass_plan, first_day};
+use crate::segment::resolve::EventTest;
+use crate::state_folder::{
+    Kept, KeptFile, MARGIN, SeenFile, Source, StateFolder, days_problem, listing_of,
+};
+use crate::store::Store;
+use crate::time::AsOf;
+
+/// The state's folder in a store.
+pub const FOLDER: &str = "events_state";
+/// How the names of the files of kept events begin.
+const ROWS_PREFIX: &str = "events-";
+/// The manifest's layout; another one is rebuilt.
+const FORMAT: u32 = 1;
+
+/// What `manifest.json` records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Manifest {
+    format: u32,
+    /// The names kept, the column mapping, the zone and the events'
+    /// columns.
+    fingerprint: String,
+    /// The first day of the kept rows (`None`: every day).
+    from: Option<i32>,
+    files: Vec<SeenFile>,
+    layers: Vec<KeptFile>,
+}
+
+/// The answers to every test of `tests` on `as_of` ([`events_pass_plan`]'s
+/// columns) through the events kept in `store`, adding those of the event
+/// files it has not seen first. `None` when the events are not Parquet
+/// files segql can list (a warehouse table, a partitioned folder): the
+/// caller reads every event.
+pub async fn events_pass(
+    ctx: &SessionContext,
+    store: &Store,
+    catalog: &SegmentCatalog,
+    as_of: AsOf,
+    tests: &[EventTest],
+) -> Result<Option<(LogicalPlan, Kept)>, Error> {
+    let Some(events) = catalog.events.as_ref() else {
+        return Ok(None);
+    };
+    let Some(listing) = listing_of(events) else {
+        return Ok(None);
+    };
+    let source = Source::of(ctx, listing).await?;
+    let mut names: Vec<String> = tests.iter().map(|t| t.event.clone()).collect();
+    names.sort();
+    names.dedup();
+    // The earliest day a test needs; `None` when one needs every day.
+    let need = tests
+        .iter()
+        .map(|t| first_day(&t.filters))
+        .collect::<Option<Vec<i32>>>()
+        .and_then(|days| days.into_iter().min());
+    let fingerprint = format!(
+        "names {names:?}; zone {:?}; columns {:?}; events {}",
+        as_of.zone(),
+        catalog.columns,
+        source.columns()
+    );
+
+    let folder = StateFolder::of(store, FOLDER);
+    let manifest = folder
+        .read_manifest::<Manifest>()
+        .filter(|m| m.format == FORMAT);
+    let mut kept = Kept {
+        state: "events state",
+        table: "events",
+        ..Kept::default()
+    };
+    let usable = match manifest {
+        None => None,
+        Some(m) => {
+            kept.rebuilt = if m.fingerprint != fingerprint {
+                Some("the events tested or their columns changed".to_string())
+            } else if let Some(problem) = days_problem(&[m.from], &[need]) {
+                Some(problem.to_string())
+            } else if let Some(file) = source.missing(&m.files) {
+                Some(format!(
+                    "{} changed or was removed since the last refresh",
+                    file.location
+                ))
+            } else if m.layers.is_empty() {
+                Some("it kept no events".to_string())
+            } else if let Some(layer) = folder.broken(&m.layers) {
+                Some(format!(
+                    "{} is missing or cut short",
+                    folder.location(&layer.file)
+                ))
+            } else {
+                None
+            };
+            kept.rebuilt.is_none().then_some(m)
+        }
+    };
+
+    let extension = listing.options().file_extension.clone();
+    let step = || "while keeping the events did(...) tests".to_string();
+    let rows = |table: Arc<dyn TableProvider>, from: Option<i32>| {
+        Ok::<_, Error>(events_of(catalog, table, as_of, &names, from)?)
+    };
+    let (from, layers) = match usable {
+        Some(m) => {
+            let new = source.files(&m.files, false);
+            kept.added = new.len();
+            let mut plans = Vec::new();
+            if !new.is_empty() {
+                plans.push(rows(source.table(&new)?, m.from)?);
+            }
+            let all = scan(listing, &folder, &m.layers)?;
+            let all = rows(all, None)?;
+            let layers = folder
+                .add_layer(ctx, m.layers.clone(), all, plans, ROWS_PREFIX, &extension)
+                .await
+                .map_err(in_step(step))?;
+            (m.from, layers)
+        }
+        None => {
+            kept.read_all = true;
+            let from = need.map(|day| day - MARGIN);
+            let plan = rows(Arc::clone(events), from)?;
+            let (file, size) = folder
+                .write_file(ctx, ROWS_PREFIX, &extension, plan)
+                .await
+                .map_err(in_step(step))?;
+            (from, vec![KeptFile { file, size }])
+        }
+    };
+    let manifest = Manifest {
+        format: FORMAT,
+        fingerprint,
+        from,
+        files: source.seen(),
+        layers,
+    };
+    folder.write_manifest(&manifest)?;
+    folder.remove_strays(&[ROWS_PREFIX], |file| {
+        manifest.layers.iter().any(|l| l.file == file)
+    });
+    kept.layers = manifest.layers.len();
+    let mut catalog = catalog.clone();
+    catalog.events = Some(scan(listing, &folder, &manifest.layers)?);
+    Ok(Some((events_pass_plan(&catalog, as_of, tests)?, kept)))
+}
+
+/// The kept events of `layers`, read as `listing` reads the event files
+/// (same options, same schema).
+fn scan(
+    listing: &ListingTable,
+    folder: &StateFolder,
+    layers: &[KeptFile],
+) -> Result<Arc<dyn TableProvider>, Error> {
+    let urls = layers
+        .iter()
+        .map(|l| ListingTableUrl::parse(folder.location(&l.file)))
+        .collect::<datafusion::common::Result<Vec<_>>>()?;
+    let config = ListingTableConfig::new_with_multi_paths(urls)
+        .with_listing_options(listing.options().clone())
+        .with_schema(listing.schema());
+    Ok(Arc::new(ListingTable::try_new(config)?))
+}
