@@ -196,13 +196,10 @@ pub async fn bought_pass(
                 Some("the products changed since the last refresh".to_string())
             } else if m.layers.is_empty() {
                 Some("it kept no lines".to_string())
-            } else if let Some(layer) = folder.broken(&m.layers) {
-                Some(format!(
-                    "{} is missing or cut short",
-                    folder.location(&layer.file)
-                ))
             } else {
-                None
+                folder.broken(&m.layers).map(|layer| {
+                    format!("{} is missing or cut short", folder.location(&layer.file))
+                })
             };
             kept.rebuilt.is_none().then_some(m)
         }

@@ -1,5 +1,5 @@
 //! The purchase lines a store keeps for `bought(...)` and the events it
-//! keeps for `did(...)` (README, "Refreshing after new orders"): counts
+//! keeps for `did(...)` (README, "Kept purchase lines and events"): counts
 //! from the kept rows equal those of a pass over every line or event,
 //! value for value, as order, item and event files arrive, files and
 //! products change, calls change and the refresh day moves on; a refresh
@@ -179,7 +179,7 @@ async fn kept_equals_full(dir: &Path, as_of: &str, segments: &[(&str, &str)]) ->
     let (plan, kept) = bought_pass(&ctx, project.store(), &catalog, as_of, &calls)
         .await
         .unwrap()
-        .expect("the sources are files");
+        .unwrap();
     let kept_counts = table(&ctx, plan, "__bought_customer").await;
     assert_eq!(kept_counts, full, "as of {as_of:?}");
     // Not a comparison of nothing: some customer matches some call.
@@ -367,7 +367,7 @@ async fn kept_events_equal_all(dir: &Path, as_of: &str, segments: &[(&str, &str)
     let (plan, kept) = events_pass(&ctx, project.store(), &catalog, as_of, &tests)
         .await
         .unwrap()
-        .expect("the events are files");
+        .unwrap();
     let kept_answers = table(&ctx, plan, "__e_customer_id").await;
     assert_eq!(kept_answers, all, "as of {as_of:?}");
     assert!(
