@@ -11,15 +11,12 @@ use std::path::Path;
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::logical_expr::{LogicalPlan, col};
 use datafusion::prelude::SessionContext;
-use segql::Project;
 use segql::bought_state::bought_pass;
 use segql::events_state::events_pass;
-use segql::refresh::{RefreshOptions, refresh};
 use segql::segment::planner::{bought_pass_plan, events_pass_plan};
 use segql::segment::resolve::resolve_text;
-use segql::time::AsOfArg;
 
-use super::{condition_members, repo_root, sql_ids, write_parquet};
+use super::{condition_members, open, refresh_on, repo_root, sql_ids, write_parquet};
 
 /// Segments whose calls the comparison covers: a product test in a
 /// window, a product test twice (two distinct orders), a window without
@@ -121,17 +118,6 @@ fn project_file(dir: &Path) {
         ),
     )
     .unwrap();
-}
-
-async fn open(dir: &Path, as_of: &str) -> Project {
-    let config = segql::Config::load(dir.join("segql.toml")).unwrap();
-    let as_of = AsOfArg::parse(as_of)
-        .unwrap()
-        .resolve(config.zone())
-        .unwrap();
-    Project::open(config, SessionContext::new(), as_of, false)
-        .await
-        .unwrap()
 }
 
 /// The rows of `plan` by customer, as text with their types.
@@ -268,23 +254,6 @@ async fn kept_lines_count_as_a_pass_over_every_line() {
         format!("{read_all}; rebuilt: the calls, the columns or the purchase rule changed")
     );
     assert_eq!(lines_files(d), 1);
-}
-
-/// Refreshes every segment of the project in `dir` on `day`.
-async fn refresh_on(dir: &Path, day: &str) -> segql::refresh::RefreshOutcome {
-    let project = open(dir, day).await;
-    refresh(
-        project.ctx(),
-        project.store(),
-        project.catalog("refresh").unwrap(),
-        &RefreshOptions {
-            codes: Vec::new(),
-            as_of: project.as_of(),
-            wait: true,
-        },
-    )
-    .await
-    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -195,3 +195,39 @@ pub fn assert_fails(run: &Run, code: i32, stderr: &str) {
     assert_eq!(run.code, Some(code));
     assert_eq!(run.stdout, "", "unexpected stdout");
 }
+
+/// The project in `dir` (its `segql.toml`) as of `as_of`.
+pub async fn open(dir: &Path, as_of: &str) -> segql::Project {
+    let config = segql::Config::load(dir.join("segql.toml")).unwrap();
+    let as_of = segql::time::AsOfArg::parse(as_of)
+        .unwrap()
+        .resolve(config.zone())
+        .unwrap();
+    segql::Project::open(
+        config,
+        datafusion::prelude::SessionContext::new(),
+        as_of,
+        false,
+    )
+    .await
+    .unwrap()
+}
+
+/// Refreshes every segment of the project in `dir` on `day`.
+pub async fn refresh_on(dir: &Path, day: &str) -> segql::refresh::RefreshOutcome {
+    let project = open(dir, day).await;
+    segql::refresh::refresh(
+        project.ctx(),
+        project.store(),
+        project.catalog("refresh").unwrap(),
+        &segql::refresh::RefreshOptions {
+            codes: Vec::new(),
+            as_of: project.as_of(),
+            // Another test's child process can hold a copy of the lock's
+            // descriptor for a moment (between its fork and exec).
+            wait: true,
+        },
+    )
+    .await
+    .unwrap()
+}

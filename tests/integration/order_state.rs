@@ -14,12 +14,10 @@ use datafusion::logical_expr::{LogicalPlan, col};
 use datafusion::prelude::SessionContext;
 use segql::Project;
 use segql::order_state::{Fold, order_metrics};
-use segql::refresh::{RefreshOptions, refresh};
 use segql::segment::planner::order_metrics_plan;
 use segql::segment::resolve::resolve_text;
-use segql::time::AsOfArg;
 
-use super::{condition_members, repo_root, sql_ids, write_parquet};
+use super::{condition_members, open, refresh_on, repo_root, sql_ids, write_parquet};
 
 /// Conditions whose metrics the comparison covers: every plain metric
 /// through RFM, and windowed ones (a relative window, a window with a
@@ -71,17 +69,6 @@ fn project_file(dir: &Path, statuses: &str) {
         ),
     )
     .unwrap();
-}
-
-async fn open(dir: &Path, as_of: &str) -> Project {
-    let config = segql::Config::load(dir.join("segql.toml")).unwrap();
-    let as_of = AsOfArg::parse(as_of)
-        .unwrap()
-        .resolve(config.zone())
-        .unwrap();
-    Project::open(config, SessionContext::new(), as_of, false)
-        .await
-        .unwrap()
 }
 
 /// The rows of `plan` by customer, as text with their types.
@@ -450,25 +437,6 @@ async fn members(project: &Project, code: &str, condition: &str) -> (BTreeSet<i6
         sql_ids(project.ctx(), &sql).await,
         condition_members(project, condition).await,
     )
-}
-
-/// Refreshes every segment of the project in `dir` on `day`.
-async fn refresh_on(dir: &Path, day: &str) -> segql::refresh::RefreshOutcome {
-    let project = open(dir, day).await;
-    refresh(
-        project.ctx(),
-        project.store(),
-        project.catalog("refresh").unwrap(),
-        &RefreshOptions {
-            codes: Vec::new(),
-            as_of: project.as_of(),
-            // Another test's child process can hold a copy of the lock's
-            // descriptor for a moment (between its fork and exec).
-            wait: true,
-        },
-    )
-    .await
-    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
