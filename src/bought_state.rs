@@ -11,9 +11,15 @@
 //!
 //! The lines are kept for the calls as they are without their days; a
 //! call whose days start on some day keeps the lines from some weeks
-//! before it ([`MARGIN`](crate::state_folder::MARGIN)), so the refreshes of the following weeks find
-//! what they need. They live in `<store>/bought_state/`: files of lines
-//! in layers and `manifest.json` listing them with the source files (of
+//! before it ([`MARGIN`](crate::state_folder::MARGIN)), so the refreshes
+//! of the following weeks find what they need. A call without days that
+//! counts at most two orders (`bought(category: 'Tea')`, the bulk of the
+//! lines) needs no lines at all once they are placed: each layer keeps,
+//! per customer, its lines counted and its smallest and largest order id
+//! for such calls, over the lines placed before the refresh day that
+//! wrote it, and partials of disjoint lines add up. They live in
+//! `<store>/bought_state/`: per layer a file of lines and one of partial
+//! counts, and `manifest.json` listing them with the source files (of
 //! `order_items`, `orders` and `products`, each by location, size and
 //! modification time) they were read from.
 //!
@@ -25,11 +31,11 @@
 //!   Past eight layers the layers are merged into one.
 //! - an item or order file changed or removed, a `products` file changed,
 //!   other calls, columns or purchase rule, a window starting before the
-//!   kept lines (or long after them): the lines are read again from every
-//!   file.
+//!   kept lines (or long after them), a refresh day before one a layer
+//!   counted on: the lines are read again from every file.
 //!
-//! Counts from the kept lines equal those of a pass over every line (the
-//! same plan counts both).
+//! Counts from the kept lines and partials equal those of a pass over
+//! every line (the same aggregates count both).
 
 use std::sync::Arc;
 
@@ -42,18 +48,24 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, in_step};
 use crate::segment::SegmentCatalog;
 use crate::segment::columns::{Role, SourceTable};
-use crate::segment::planner::{bought_counts_plan, bought_lines_plan, first_day};
+use crate::segment::planner::{
+    bought_kept_plans, bought_lines_plan, bought_merged_plan, bought_partials_plan, first_day,
+};
 use crate::segment::resolve::{Bought, CallFilter, DayTest, ItemFilter, ItemTable};
 use crate::state_folder::{
-    Kept, KeptFile, MARGIN, SeenFile, Source, StateFolder, days_problem, listing_of,
+    Kept, KeptFile, MARGIN, MAX_LAYERS, SeenFile, Source, StateFolder, days_problem, listing_of,
+    union_all,
 };
 use crate::store::Store;
 use crate::time::AsOf;
 
 /// The state's folder in a store.
 pub const FOLDER: &str = "bought_state";
-/// How the names of the files of lines begin.
+/// How the names of the files of lines, of partial counts and of the
+/// lines being split between them begin.
 const LINES_PREFIX: &str = "lines-";
+const SUMS_PREFIX: &str = "sums-";
+const SPLIT_PREFIX: &str = "split-";
 /// The manifest's layout; another one is rebuilt.
 const FORMAT: u32 = 1;
 
@@ -71,8 +83,34 @@ struct Manifest {
     orders: Vec<SeenFile>,
     /// Empty when no call tests products.
     products: Vec<SeenFile>,
-    /// The files of lines; a customer's lines are those of every layer.
-    layers: Vec<KeptFile>,
+    /// A customer's lines and partial counts are those of every layer.
+    layers: Vec<Layer>,
+}
+
+/// The lines of some source files: those the calls need again on later
+/// days, and per customer the partial counts of the calls without days
+/// (counting at most two orders) over their lines placed before
+/// `before_micros` (the refresh day that kept them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Layer {
+    lines: KeptFile,
+    sums: KeptFile,
+    before_micros: i64,
+}
+
+impl Layer {
+    fn files(layers: &[Layer]) -> Vec<KeptFile> {
+        layers
+            .iter()
+            .flat_map(|l| [l.lines.clone(), l.sums.clone()])
+            .collect()
+    }
+}
+
+/// Whether the counts of `call` are kept as per-customer sums rather than
+/// lines: a call without days that counts at most two orders.
+fn summed(call: &Bought) -> bool {
+    call.min_count <= 2 && !call.filters.iter().any(|f| matches!(f, CallFilter::Day(_)))
 }
 
 /// `call` without its days; from `from` on, when set.
@@ -155,7 +193,10 @@ pub async fn bought_pass(
     };
     let seen = |source: &Option<Source>| source.as_ref().map(Source::seen).unwrap_or_default();
     let columns = |source: &Option<Source>| source.as_ref().map(Source::columns);
-    let keys: Vec<String> = calls.iter().map(|c| widened(c, None).key()).collect();
+    let keys: Vec<String> = calls
+        .iter()
+        .map(|c| format!("{} summed: {}", widened(c, None).key(), summed(c)))
+        .collect();
     let fingerprint = format!(
         "calls {keys:?}; zone {:?}; purchases {:?}; columns {:?}; order_items {}; orders {:?}; \
          products {:?}",
@@ -196,8 +237,10 @@ pub async fn bought_pass(
                 Some("the products changed since the last refresh".to_string())
             } else if m.layers.is_empty() {
                 Some("it kept no lines".to_string())
+            } else if m.layers.iter().any(|l| l.before_micros > as_of.micros()) {
+                Some("the refresh day is before one the kept counts were made on".to_string())
             } else {
-                folder.broken(&m.layers).map(|layer| {
+                folder.broken(&Layer::files(&m.layers)).map(|layer| {
                     format!("{} is missing or cut short", folder.location(&layer.file))
                 })
             };
@@ -241,11 +284,21 @@ pub async fn bought_pass(
                 }
             }
             kept.added = added;
-            let all = scan_lines(ctx, &folder, &m.layers).await?;
-            let layers = folder
-                .add_layer(ctx, m.layers.clone(), all, plans, LINES_PREFIX, ".parquet")
-                .await
-                .map_err(in_step(step))?;
+            let mut layers = m.layers.clone();
+            if let Some(plan) = union_all(plans)? {
+                layers.push(
+                    write_layer(ctx, &folder, plan, as_of, calls)
+                        .await
+                        .map_err(in_step(step))?,
+                );
+            }
+            if layers.len() > MAX_LAYERS {
+                layers = vec![
+                    merge_layers(ctx, &folder, &layers)
+                        .await
+                        .map_err(in_step(step))?,
+                ];
+            }
             (m.from.clone(), layers)
         }
         None => {
@@ -257,11 +310,9 @@ pub async fn bought_pass(
                 .map(|(call, from)| widened(call, *from))
                 .collect();
             let plan = bought_lines_plan(catalog, as_of, &widened)?;
-            let (file, size) = folder
-                .write_file(ctx, LINES_PREFIX, ".parquet", plan)
+            let layer = write_layer(ctx, &folder, plan, as_of, calls)
                 .await
                 .map_err(in_step(step))?;
-            let layer = KeptFile { file, size };
             (from, vec![layer])
         }
     };
@@ -275,21 +326,93 @@ pub async fn bought_pass(
         layers,
     };
     folder.write_manifest(&manifest)?;
-    folder.remove_strays(&[LINES_PREFIX], |file| {
-        manifest.layers.iter().any(|l| l.file == file)
+    folder.remove_strays(&[LINES_PREFIX, SUMS_PREFIX, SPLIT_PREFIX], |file| {
+        manifest
+            .layers
+            .iter()
+            .any(|l| l.lines.file == file || l.sums.file == file)
     });
     kept.layers = manifest.layers.len();
-    let lines = scan_lines(ctx, &folder, &manifest.layers).await?;
-    Ok(Some((bought_counts_plan(lines, as_of, calls, true)?, kept)))
+    let lines: Vec<KeptFile> = manifest.layers.iter().map(|l| l.lines.clone()).collect();
+    let sums: Vec<KeptFile> = manifest.layers.iter().map(|l| l.sums.clone()).collect();
+    let counted = bought_partials_plan(scan(ctx, &folder, &lines).await?, as_of, calls, true)?;
+    let plan = bought_merged_plan(vec![counted, scan(ctx, &folder, &sums).await?], calls)?;
+    Ok(Some((plan, kept)))
 }
 
-/// A plan reading the lines of every file of `layers`.
-async fn scan_lines(
+/// Writes the lines of `plan` (rows of [`bought_lines_plan`] for `calls`
+/// kept from their first days) as a new layer of the state on `as_of`:
+/// written whole first, then split into the lines kept and the partial
+/// counts of the calls summed.
+async fn write_layer(
     ctx: &SessionContext,
     folder: &StateFolder,
-    layers: &[KeptFile],
+    plan: LogicalPlan,
+    as_of: AsOf,
+    calls: &[Bought],
+) -> Result<Layer, Error> {
+    let (whole, size) = folder
+        .write_file(ctx, SPLIT_PREFIX, ".parquet", plan)
+        .await?;
+    let whole = KeptFile { file: whole, size };
+    let summed: Vec<bool> = calls.iter().map(summed).collect();
+    let lines = scan(ctx, folder, std::slice::from_ref(&whole)).await?;
+    let (lines, sums) = bought_kept_plans(lines, as_of, calls, &summed)?;
+    let (lines, size) = folder
+        .write_file(ctx, LINES_PREFIX, ".parquet", lines)
+        .await?;
+    let lines = KeptFile { file: lines, size };
+    let (sums, size) = folder
+        .write_file(ctx, SUMS_PREFIX, ".parquet", sums)
+        .await?;
+    folder.remove(&whole.file);
+    Ok(Layer {
+        lines,
+        sums: KeptFile { file: sums, size },
+        before_micros: as_of.micros(),
+    })
+}
+
+/// Every layer of `layers` as one: their lines in one file, their partial
+/// counts in another (partials of disjoint lines add up when counted).
+async fn merge_layers(
+    ctx: &SessionContext,
+    folder: &StateFolder,
+    layers: &[Layer],
+) -> Result<Layer, Error> {
+    let lines: Vec<KeptFile> = layers.iter().map(|l| l.lines.clone()).collect();
+    let sums: Vec<KeptFile> = layers.iter().map(|l| l.sums.clone()).collect();
+    let (lines, size) = folder
+        .write_file(
+            ctx,
+            LINES_PREFIX,
+            ".parquet",
+            scan(ctx, folder, &lines).await?,
+        )
+        .await?;
+    let lines = KeptFile { file: lines, size };
+    let (sums, size) = folder
+        .write_file(
+            ctx,
+            SUMS_PREFIX,
+            ".parquet",
+            scan(ctx, folder, &sums).await?,
+        )
+        .await?;
+    Ok(Layer {
+        lines,
+        sums: KeptFile { file: sums, size },
+        before_micros: layers.iter().map(|l| l.before_micros).max().unwrap_or(0),
+    })
+}
+
+/// A plan reading the rows of every file of `files`.
+async fn scan(
+    ctx: &SessionContext,
+    folder: &StateFolder,
+    files: &[KeptFile],
 ) -> Result<LogicalPlan, Error> {
-    let paths: Vec<String> = layers.iter().map(|l| folder.location(&l.file)).collect();
+    let paths: Vec<String> = files.iter().map(|l| folder.location(&l.file)).collect();
     let table = ctx
         .read_parquet(paths, ParquetReadOptions::default())
         .await?

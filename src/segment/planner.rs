@@ -1603,6 +1603,37 @@ pub fn bought_counts_plan(
     calls: &[Bought],
     days: bool,
 ) -> Result<LogicalPlan> {
+    LogicalPlanBuilder::from(bought_partials_plan(lines, as_of, calls, days)?)
+        .project(bought_finish(calls)?)?
+        .build()
+}
+
+/// The column of a customer's partial count of the `i`-th call: lines
+/// (`count: 1`) or distinct orders (`count: 3` and more); for `count: 2`
+/// the smallest and largest order id ([`bought_low`], [`bought_high`]).
+pub fn bought_count(i: usize) -> String {
+    format!("__bought_n_{i}")
+}
+
+pub fn bought_low(i: usize) -> String {
+    format!("__bought_low_{i}")
+}
+
+pub fn bought_high(i: usize) -> String {
+    format!("__bought_high_{i}")
+}
+
+/// Per customer with a line in `lines` ([`bought_counts_plan`]'s rows),
+/// the partial counts of every call (see [`bought_count`]), before they
+/// are finished into `__bought_pass_{i}`: partials of disjoint sets of
+/// lines add up (counts summed, lows the smallest, highs the largest) for
+/// every call but those counting three orders or more.
+pub fn bought_partials_plan(
+    lines: LogicalPlan,
+    as_of: AsOf,
+    calls: &[Bought],
+    days: bool,
+) -> Result<LogicalPlan> {
     use datafusion::logical_expr::ExprFunctionExt;
     let ts_type = lines
         .schema()
@@ -1628,61 +1659,152 @@ pub fn bought_counts_plan(
         .collect();
     let any = tests.iter().cloned().reduce(Expr::or).unwrap_or(lit(false));
     let mut aggregates = Vec::new();
-    let mut projection = vec![col("__bought_customer")];
     for ((i, test), call) in tests.into_iter().enumerate().zip(calls) {
-        let name = format!("__bought_pass_{i}");
         match call.min_count {
             // Counting matching lines is enough for `count: 1`.
-            ..=1 => {
-                aggregates.push(count(lit(1)).filter(test).build()?.alias(&name));
-                projection.push(col(name));
-            }
+            ..=1 => aggregates.push(count(lit(1)).filter(test).build()?.alias(bought_count(i))),
             // Two distinct orders match exactly when the smallest matching
             // order id is below the largest: two plain aggregates instead
-            // of a set of order ids per customer. The column is then the
-            // count capped at 2, all `bought_test` compares.
+            // of a set of order ids per customer.
             2 => {
-                let (low, high) = (format!("__bought_low_{i}"), format!("__bought_high_{i}"));
                 aggregates.push(
                     min(order_id.clone())
                         .filter(test.clone())
                         .build()?
-                        .alias(&low),
+                        .alias(bought_low(i)),
                 );
-                aggregates.push(max(order_id.clone()).filter(test).build()?.alias(&high));
-                projection.push(
-                    when(col(&low).lt(col(high)), lit(2i64))
-                        .when(col(low).is_not_null(), lit(1i64))
-                        .otherwise(lit(0i64))?
-                        .alias(name),
+                aggregates.push(
+                    max(order_id.clone())
+                        .filter(test)
+                        .build()?
+                        .alias(bought_high(i)),
                 );
             }
             // Larger counts are of distinct orders. (The builder sets
             // DISTINCT itself: it would drop the flag of a `count_distinct`.)
-            _ => {
-                aggregates.push(
-                    count(order_id.clone())
-                        .distinct()
-                        .filter(test)
-                        .build()?
-                        .alias(&name),
-                );
-                projection.push(col(name));
-            }
+            _ => aggregates.push(
+                count(order_id.clone())
+                    .distinct()
+                    .filter(test)
+                    .build()?
+                    .alias(bought_count(i)),
+            ),
         }
     }
     let before = before_expr(ts, &ts_type, as_of);
-    let counted = LogicalPlanBuilder::from(lines)
+    LogicalPlanBuilder::from(lines)
         .filter(before.and(any))?
         .aggregate(
             vec![col(LINE_CUSTOMER).alias("__bought_customer")],
             aggregates,
-        )?;
-    if calls.iter().any(|call| call.min_count == 2) {
-        counted.project(projection)?.build()
-    } else {
-        counted.build()
+        )?
+        .build()
+}
+
+/// What a store keeps of `lines` (rows of [`bought_lines_plan`] for
+/// `calls`) on `as_of`: the lines some call not `summed` matches, or some
+/// `summed` call matches on or after `as_of` (the flags of the `summed`
+/// calls cleared on the lines before it); and per customer the partial
+/// counts ([`bought_partials_plan`]) of the `summed` calls over the lines
+/// before `as_of` (the other calls count nothing there). The counts of
+/// both, added up, are those of every line on any later day, for calls
+/// without days that count at most two orders.
+pub fn bought_kept_plans(
+    lines: LogicalPlan,
+    as_of: AsOf,
+    calls: &[Bought],
+    summed: &[bool],
+) -> Result<(LogicalPlan, LogicalPlan)> {
+    let ts_type = lines
+        .schema()
+        .field_with_unqualified_name(LINE_TS)?
+        .data_type()
+        .clone();
+    let ts = col(LINE_TS);
+    let before = before_expr(ts.clone(), &ts_type, as_of);
+    let base = || vec![col(LINE_CUSTOMER), ts.clone(), col(LINE_ORDER)];
+    let mut later = base();
+    let mut earlier = base();
+    for (i, summed) in summed.iter().enumerate().take(calls.len()) {
+        let flag = col(line_flag(i));
+        let (on_later, on_earlier) = if *summed {
+            (flag.clone().and(Expr::Not(Box::new(before.clone()))), flag)
+        } else {
+            (flag, lit(false))
+        };
+        later.push(on_later.alias(line_flag(i)));
+        earlier.push(on_earlier.alias(line_flag(i)));
     }
+    let kept = LogicalPlanBuilder::from(lines.clone())
+        .project(later)?
+        .filter(
+            (0..calls.len())
+                .map(|i| col(line_flag(i)))
+                .reduce(Expr::or)
+                .unwrap_or(lit(false)),
+        )?
+        .build()?;
+    let sums = LogicalPlanBuilder::from(lines).project(earlier)?.build()?;
+    Ok((kept, bought_partials_plan(sums, as_of, calls, false)?))
+}
+
+/// The partials of `parts` (plans of [`bought_partials_plan`]'s columns,
+/// over disjoint sets of lines) added up per customer and finished into
+/// [`bought_pass_plan`]'s columns.
+pub fn bought_merged_plan(parts: Vec<LogicalPlan>, calls: &[Bought]) -> Result<LogicalPlan> {
+    let mut parts = parts.into_iter();
+    let first = parts
+        .next()
+        .ok_or_else(|| DataFusionError::Plan("no partial counts to merge".into()))?;
+    let schema = Arc::clone(first.schema());
+    let typed = |plan: LogicalPlan| -> Result<LogicalPlan> {
+        let columns = schema
+            .fields()
+            .iter()
+            .map(|f| cast(col(f.name()), f.data_type().clone()).alias(f.name()))
+            .collect::<Vec<_>>();
+        LogicalPlanBuilder::from(plan).project(columns)?.build()
+    };
+    let mut builder = LogicalPlanBuilder::from(first);
+    for part in parts {
+        builder = builder.union(typed(part)?)?;
+    }
+    let as_before = |expr: Expr, name: &str| -> Result<Expr> {
+        let data_type = schema.field_with_unqualified_name(name)?.data_type();
+        Ok(cast(expr, data_type.clone()).alias(name))
+    };
+    let mut aggregates = Vec::new();
+    for (i, call) in calls.iter().enumerate() {
+        if call.min_count == 2 {
+            aggregates.push(min(col(bought_low(i))).alias(bought_low(i)));
+            aggregates.push(max(col(bought_high(i))).alias(bought_high(i)));
+        } else {
+            aggregates.push(as_before(sum(col(bought_count(i))), &bought_count(i))?);
+        }
+    }
+    builder
+        .aggregate(vec![col("__bought_customer")], aggregates)?
+        .project(bought_finish(calls)?)?
+        .build()
+}
+
+/// `__bought_pass_{i}` from the partials: the count, for `count: 2` capped
+/// at 2 (all `bought_test` compares).
+fn bought_finish(calls: &[Bought]) -> Result<Vec<Expr>> {
+    let mut projection = vec![col("__bought_customer")];
+    for (i, call) in calls.iter().enumerate() {
+        let name = format!("__bought_pass_{i}");
+        projection.push(if call.min_count == 2 {
+            let (low, high) = (col(bought_low(i)), col(bought_high(i)));
+            when(low.clone().lt(high), lit(2i64))
+                .when(low.is_not_null(), lit(1i64))
+                .otherwise(lit(0i64))?
+                .alias(name)
+        } else {
+            col(bought_count(i)).alias(name)
+        });
+    }
+    Ok(projection)
 }
 
 fn item_test(item: &ItemFilter) -> Expr {

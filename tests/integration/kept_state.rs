@@ -178,13 +178,14 @@ async fn kept_equals_full(dir: &Path, as_of: &str, segments: &[(&str, &str)]) ->
     kept.describe()
 }
 
-/// The state's files of lines in `dir`'s store.
-fn lines_files(dir: &Path) -> usize {
+/// The bought state's files whose names start with `prefix` in `dir`'s
+/// store.
+fn lines_files(dir: &Path, prefix: &str) -> usize {
     fs::read_dir(dir.join("segql_store/bought_state"))
         .map(|entries| {
             entries
                 .flatten()
-                .filter(|e| e.file_name().to_string_lossy().starts_with("lines-"))
+                .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
                 .count()
         })
         .unwrap_or(0)
@@ -223,14 +224,19 @@ async fn kept_lines_count_as_a_pass_over_every_line() {
         kept("2011-11-15").await,
         "bought state: 3 kept files read, 1 new source files read"
     );
-    assert_eq!(lines_files(d), 3);
+    assert_eq!((lines_files(d, "lines-"), lines_files(d, "sums-")), (3, 3));
+    // A refresh day before one the kept counts were made on.
+    assert_eq!(
+        kept("2011-11-10").await,
+        format!("{read_all}; rebuilt: the refresh day is before one the kept counts were made on")
+    );
     // Changed products, a rewritten order file: every line again.
     write_products(&ctx, d, "'HERB'").await;
     assert_eq!(
         kept("2011-11-15").await,
         format!("{read_all}; rebuilt: the products changed since the last refresh")
     );
-    assert_eq!(lines_files(d), 1);
+    assert_eq!(lines_files(d, "lines-"), 1);
     std::thread::sleep(std::time::Duration::from_millis(20));
     write_orders(&ctx, d, "a", "order_ts < TIMESTAMP '2011-10-01'").await;
     assert_eq!(
@@ -253,7 +259,23 @@ async fn kept_lines_count_as_a_pass_over_every_line() {
         kept_equals_full(d, "2012-03-01", &more).await,
         format!("{read_all}; rebuilt: the calls, the columns or the purchase rule changed")
     );
-    assert_eq!(lines_files(d), 1);
+    // Past eight layers, the next new file merges them into one.
+    for k in 0..8 {
+        write_items(
+            &ctx,
+            d,
+            &format!("c{k}"),
+            &format!("order_ts >= TIMESTAMP '2011-11-20' AND line_no % 8 = {k}"),
+        )
+        .await;
+        let layers = if k < 7 { k + 2 } else { 1 };
+        assert_eq!(
+            kept_equals_full(d, "2012-03-01", &more).await,
+            format!("bought state: {layers} kept files read, 1 new source files read")
+        );
+    }
+    assert_eq!((lines_files(d, "lines-"), lines_files(d, "sums-")), (1, 1));
+    assert_eq!(lines_files(d, "split-"), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
