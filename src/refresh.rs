@@ -37,7 +37,7 @@ use crate::store::error::StoreError;
 use crate::store::read::{live_definitions, sizes};
 use crate::store::tables::{self, ChangeKind, Commit, Definition, SegmentKind, Size, StoreTable};
 use crate::store::{
-    MEMBERSHIP_PARTITION, Pinned, Snapshot, Store, StoreLock, read, write_parquet_file,
+    MEMBERSHIP_PARTITION, Pinned, Snapshot, Store, StoreLock, read, write_parquet_file_with,
 };
 use crate::time::{AsOf, format_micros, now_micros};
 use crate::{bought_state, events_state, order_state};
@@ -91,7 +91,7 @@ impl Scratch {
         let path = self
             .store
             .location(&format!("{}/{name}.parquet", self.name));
-        let rows = write_parquet_file(frame, &path).await? as i64;
+        let rows = write_parquet_file_with(frame, &path, Some(scratch_options(ctx))).await? as i64;
         let table = ctx
             .read_parquet(&path, ParquetReadOptions::default())
             .await?
@@ -157,6 +157,18 @@ impl Scratch {
             size,
         })
     }
+}
+
+/// How scratch files are written: the session's options (its
+/// compression), without dictionaries or statistics. A scratch file is
+/// read whole, once or a few times, soon after: statistics prune nothing
+/// in it, and its columns are mostly customer ids, each once (a
+/// dictionary of them only costs time).
+fn scratch_options(ctx: &SessionContext) -> datafusion::config::TableParquetOptions {
+    let mut options = ctx.state().default_table_options().parquet;
+    options.global.dictionary_enabled = Some(false);
+    options.global.statistics_enabled = Some("none".into());
+    options
 }
 
 impl Drop for Scratch {
@@ -651,6 +663,22 @@ pub fn timing(step: &str, since: std::time::Instant) {
     }
 }
 
+/// The plan of a pass from what the store keeps when it could use it
+/// (`kept`, whose report goes to `report`), else `full`, over every row.
+fn kept_or<T>(
+    kept: Option<(LogicalPlan, T)>,
+    report: &mut Option<T>,
+    full: impl FnOnce() -> datafusion::common::Result<LogicalPlan>,
+) -> datafusion::common::Result<LogicalPlan> {
+    match kept {
+        Some((plan, kept)) => {
+            *report = Some(kept);
+            Ok(plan)
+        }
+        None => full(),
+    }
+}
+
 /// What `segql refresh` was asked to do.
 #[derive(Debug, Clone)]
 pub struct RefreshOptions {
@@ -795,13 +823,10 @@ pub async fn refresh(
         let folded = order_state::order_metrics(ctx, store, &catalog, options.as_of, &scopes)
             .await
             .map_err(in_step(|| step.clone()))?;
-        let plan = match folded {
-            Some((plan, fold)) => {
-                orders_fold = Some(fold);
-                Ok(plan)
-            }
-            None => order_metrics_plan(&catalog, options.as_of, &scopes),
-        };
+        timing("order state folded", started);
+        let plan = kept_or(folded, &mut orders_fold, || {
+            order_metrics_plan(&catalog, options.as_of, &scopes)
+        });
         let table = scratch.pass(ctx, "__order_metrics", plan, &step).await?;
         orders_scans += 1;
         timing("order metrics", started);
@@ -823,13 +848,9 @@ pub async fn refresh(
         let kept = events_state::events_pass(ctx, store, &catalog, options.as_of, &tests)
             .await
             .map_err(in_step(|| step.to_string()))?;
-        let plan = match kept {
-            Some((plan, kept)) => {
-                events_kept = Some(kept);
-                Ok(plan)
-            }
-            None => events_pass_plan(&catalog, options.as_of, &tests),
-        };
+        let plan = kept_or(kept, &mut events_kept, || {
+            events_pass_plan(&catalog, options.as_of, &tests)
+        });
         let table = scratch.pass(ctx, "__events", plan, step).await?;
         events_scans += 1;
         timing("events pass", started);
@@ -851,13 +872,9 @@ pub async fn refresh(
         let kept = bought_state::bought_pass(ctx, store, &catalog, options.as_of, &calls)
             .await
             .map_err(in_step(|| step.to_string()))?;
-        let plan = match kept {
-            Some((plan, kept)) => {
-                bought_kept = Some(kept);
-                Ok(plan)
-            }
-            None => bought_pass_plan(&catalog, options.as_of, &calls),
-        };
+        let plan = kept_or(kept, &mut bought_kept, || {
+            bought_pass_plan(&catalog, options.as_of, &calls)
+        });
         let table = scratch.pass(ctx, "__bought", plan, step).await?;
         items_scans += 1;
         timing("bought pass", started);
@@ -883,11 +900,13 @@ pub async fn refresh(
                 plan_resolved(condition, &catalog, options.as_of).map_err(SegmentError::from)?;
             let (scratch, catalog, definition) = (&scratch, &catalog, definitions.get(code));
             runs.push(async move {
+                let own = std::time::Instant::now();
                 let members = scratch
                     .members(ctx, catalog, code, plan, definition)
                     .await
                     .map_err(in_step(|| format!("while evaluating segment `{code}`")))?;
                 timing(&format!("segment {code}"), started);
+                timing(&format!("segment {code} alone"), own);
                 Ok::<_, Error>((i, members))
             });
         }
