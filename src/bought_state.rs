@@ -287,7 +287,7 @@ pub async fn bought_pass(
             let mut layers = m.layers.clone();
             if let Some(plan) = union_all(plans)? {
                 layers.push(
-                    write_layer(ctx, &folder, plan, as_of, calls)
+                    write_layer(ctx, &folder, plan, as_of, calls, Split::Whole)
                         .await
                         .map_err(in_step(step))?,
                 );
@@ -310,7 +310,7 @@ pub async fn bought_pass(
                 .map(|(call, from)| widened(call, *from))
                 .collect();
             let plan = bought_lines_plan(catalog, as_of, &widened)?;
-            let layer = write_layer(ctx, &folder, plan, as_of, calls)
+            let layer = write_layer(ctx, &folder, plan, as_of, calls, Split::Twice)
                 .await
                 .map_err(in_step(step))?;
             (from, vec![layer])
@@ -340,23 +340,45 @@ pub async fn bought_pass(
     Ok(Some((plan, kept)))
 }
 
+/// How a new layer reads its lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Split {
+    /// Its plan runs twice, once for the lines kept and once for the
+    /// partial counts: for a build from every line, where writing every
+    /// line (millions at scale 1) to read it back twice costs more than
+    /// reading the sources again.
+    Twice,
+    /// Its plan runs once into a file of every line, which is then split:
+    /// for the lines of new files, which may join the kept item files
+    /// with a few new orders (reading those twice would cost more).
+    Whole,
+}
+
 /// Writes the lines of `plan` (rows of [`bought_lines_plan`] for `calls`
 /// kept from their first days) as a new layer of the state on `as_of`:
-/// written whole first, then split into the lines kept and the partial
-/// counts of the calls summed.
+/// the lines kept and the partial counts of the calls summed.
 async fn write_layer(
     ctx: &SessionContext,
     folder: &StateFolder,
     plan: LogicalPlan,
     as_of: AsOf,
     calls: &[Bought],
+    split: Split,
 ) -> Result<Layer, Error> {
-    let (whole, size) = folder
-        .write_file(ctx, SPLIT_PREFIX, ".parquet", plan)
-        .await?;
-    let whole = KeptFile { file: whole, size };
+    let mut whole = None;
+    let lines = match split {
+        Split::Twice => plan,
+        Split::Whole => {
+            let (file, size) = folder
+                .write_file(ctx, SPLIT_PREFIX, ".parquet", plan)
+                .await?;
+            let file = KeptFile { file, size };
+            let lines = scan(ctx, folder, std::slice::from_ref(&file)).await?;
+            whole = Some(file);
+            lines
+        }
+    };
     let summed: Vec<bool> = calls.iter().map(summed).collect();
-    let lines = scan(ctx, folder, std::slice::from_ref(&whole)).await?;
     let (lines, sums) = bought_kept_plans(lines, as_of, calls, &summed)?;
     let (lines, size) = folder
         .write_file(ctx, LINES_PREFIX, ".parquet", lines)
@@ -365,7 +387,9 @@ async fn write_layer(
     let (sums, size) = folder
         .write_file(ctx, SUMS_PREFIX, ".parquet", sums)
         .await?;
-    folder.remove(&whole.file);
+    if let Some(whole) = whole {
+        folder.remove(&whole.file);
+    }
     Ok(Layer {
         lines,
         sums: KeptFile { file: sums, size },

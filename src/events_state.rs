@@ -4,16 +4,16 @@
 //! A refresh answers every `did` / `last_did` / `first_did` of its
 //! segments in one pass over `events` ([`events_pass_plan`]). The tests
 //! name a few events, mostly in windows of days: the state keeps the rows
-//! of the names tested (every column, as the event files have them) from
-//! some weeks before the earliest day a window needs (or all of them when
-//! a test has no first day), and the pass reads those instead of every
-//! event. They live in `<store>/events_state/`: files of rows in layers
+//! of the names tested (the customer, the name, the time and the columns
+//! the tests filter on, as the event files have them) from some weeks
+//! before the earliest day a window needs (or all of them when a test has
+//! no first day), and the pass reads those instead of every event. They live in `<store>/events_state/`: files of rows in layers
 //! and `manifest.json` listing them with the event files they were read
 //! from, each by location, size and modification time.
 //!
 //! New event files add their rows as a layer (past eight, the layers are
 //! merged into one); an event file that changed or disappeared, other
-//! names tested, other columns, or a window starting before the kept rows
+//! names tested, other columns tested or in the files, or a window starting before the kept rows
 //! (or long after them) reads them again from every file. The pass over
 //! the kept rows is the pass over every event, with the same plan: it
 //! tests every row again, and every row it can count is kept.
@@ -21,15 +21,16 @@
 use std::sync::Arc;
 
 use datafusion::catalog::TableProvider;
-use datafusion::datasource::listing::{ListingTable, ListingTableConfig, ListingTableUrl};
-use datafusion::logical_expr::LogicalPlan;
-use datafusion::prelude::SessionContext;
+use datafusion::common::Column;
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder};
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, in_step};
 use crate::segment::SegmentCatalog;
+use crate::segment::columns::{Role, SourceTable};
 use crate::segment::planner::{events_of, events_pass_plan, first_day};
-use crate::segment::resolve::EventTest;
+use crate::segment::resolve::{CallFilter, EventTest};
 use crate::state_folder::{
     Kept, KeptFile, MARGIN, SeenFile, Source, StateFolder, days_problem, listing_of,
 };
@@ -41,14 +42,14 @@ pub const FOLDER: &str = "events_state";
 /// How the names of the files of kept events begin.
 const ROWS_PREFIX: &str = "events-";
 /// The manifest's layout; another one is rebuilt.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 
 /// What `manifest.json` records.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Manifest {
     format: u32,
-    /// The names kept, the column mapping, the zone and the events'
-    /// columns.
+    /// The names and columns kept, the column mapping, the zone and the
+    /// events' columns.
     fingerprint: String,
     /// The first day of the kept rows (`None`: every day).
     from: Option<i32>,
@@ -84,8 +85,9 @@ pub async fn events_pass(
         .map(|t| first_day(&t.filters))
         .collect::<Option<Vec<i32>>>()
         .and_then(|days| days.into_iter().min());
+    let columns = kept_columns(catalog, tests);
     let fingerprint = format!(
-        "names {names:?}; zone {:?}; columns {:?}; events {}",
+        "names {names:?}; kept {columns:?}; zone {:?}; columns {:?}; events {}",
         as_of.zone(),
         catalog.columns,
         source.columns()
@@ -123,10 +125,14 @@ pub async fn events_pass(
         }
     };
 
-    let extension = listing.options().file_extension.clone();
     let step = || "while keeping the events did(...) tests".to_string();
     let rows = |table: Arc<dyn TableProvider>, from: Option<i32>| {
-        Ok::<_, Error>(events_of(catalog, table, as_of, &names, from)?)
+        let kept = columns
+            .iter()
+            .map(|c| Expr::Column(Column::new_unqualified(c)))
+            .collect::<Vec<_>>();
+        let plan = events_of(catalog, table, as_of, &names, from)?;
+        Ok::<_, Error>(LogicalPlanBuilder::from(plan).project(kept)?.build()?)
     };
     let (from, layers) = match usable {
         Some(m) => {
@@ -136,10 +142,10 @@ pub async fn events_pass(
             if !new.is_empty() {
                 plans.push(rows(source.table(&new)?, m.from)?);
             }
-            let all = scan(listing, &folder, &m.layers)?;
+            let all = scan(ctx, &folder, &m.layers).await?;
             let all = rows(all, None)?;
             let layers = folder
-                .add_layer(ctx, m.layers.clone(), all, plans, ROWS_PREFIX, &extension)
+                .add_layer(ctx, m.layers.clone(), all, plans, ROWS_PREFIX, ".parquet")
                 .await
                 .map_err(in_step(step))?;
             (m.from, layers)
@@ -149,7 +155,7 @@ pub async fn events_pass(
             let from = need.map(|day| day - MARGIN);
             let plan = rows(Arc::clone(events), from)?;
             let (file, size) = folder
-                .write_file(ctx, ROWS_PREFIX, &extension, plan)
+                .write_file(ctx, ROWS_PREFIX, ".parquet", plan)
                 .await
                 .map_err(in_step(step))?;
             (from, vec![KeptFile { file, size }])
@@ -168,23 +174,39 @@ pub async fn events_pass(
     });
     kept.layers = manifest.layers.len();
     let mut catalog = catalog.clone();
-    catalog.events = Some(scan(listing, &folder, &manifest.layers)?);
+    catalog.events = Some(scan(ctx, &folder, &manifest.layers).await?);
     Ok(Some((events_pass_plan(&catalog, as_of, tests)?, kept)))
 }
 
-/// The kept events of `layers`, read as `listing` reads the event files
-/// (same options, same schema).
-fn scan(
-    listing: &ListingTable,
+/// The columns of the events kept for `tests`: the customer, the name,
+/// the time, then every column a test filters on, by name.
+fn kept_columns(catalog: &SegmentCatalog, tests: &[EventTest]) -> Vec<String> {
+    let mut columns: Vec<String> = [Role::CustomerId, Role::Event, Role::EventTs]
+        .into_iter()
+        .map(|role| catalog.column(SourceTable::Events, role).to_string())
+        .collect();
+    for test in tests {
+        for filter in &test.filters {
+            if let CallFilter::Column(f) = filter
+                && !columns.contains(&f.column)
+            {
+                columns.push(f.column.clone());
+            }
+        }
+    }
+    columns[3..].sort();
+    columns
+}
+
+/// The kept events of `layers` (Parquet files of the kept columns).
+async fn scan(
+    ctx: &SessionContext,
     folder: &StateFolder,
     layers: &[KeptFile],
 ) -> Result<Arc<dyn TableProvider>, Error> {
-    let urls = layers
-        .iter()
-        .map(|l| ListingTableUrl::parse(folder.location(&l.file)))
-        .collect::<datafusion::common::Result<Vec<_>>>()?;
-    let config = ListingTableConfig::new_with_multi_paths(urls)
-        .with_listing_options(listing.options().clone())
-        .with_schema(listing.schema());
-    Ok(Arc::new(ListingTable::try_new(config)?))
+    let paths: Vec<String> = layers.iter().map(|l| folder.location(&l.file)).collect();
+    Ok(ctx
+        .read_parquet(paths, ParquetReadOptions::default())
+        .await?
+        .into_view())
 }

@@ -408,4 +408,34 @@ async fn kept_events_answer_as_a_pass_over_every_event() {
         kept_events_equal_all(d, "2011-12-09", &more).await,
         format!("{read_all}; rebuilt: the events tested or their columns changed")
     );
+    // A test on a column keeps that column too (the others are not kept).
+    more.push((
+        "on_sale",
+        "did('page_view', url: '/sale', date: -30d..today)",
+    ));
+    assert_eq!(
+        kept_events_equal_all(d, "2011-12-09", &more).await,
+        format!("{read_all}; rebuilt: the events tested or their columns changed")
+    );
+    assert_eq!(
+        kept_events_equal_all(d, "2011-12-09", &more).await,
+        "events state: 1 kept files read, 0 new source files read"
+    );
+    let kept_columns = fs::read_dir(d.join("segql_store/events_state"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".parquet"))
+        .map(|e| {
+            let file = fs::File::open(e.path()).unwrap();
+            let reader =
+                datafusion::parquet::file::reader::SerializedFileReader::new(file).unwrap();
+            use datafusion::parquet::file::reader::FileReader;
+            let schema = reader.metadata().file_metadata().schema_descr_ptr();
+            (0..schema.num_columns())
+                .map(|i| schema.column(i).name().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .collect::<Vec<_>>();
+    assert_eq!(kept_columns, ["customer_id, event, event_ts, url"]);
 }
