@@ -49,7 +49,8 @@ use crate::error::{Error, in_step};
 use crate::segment::SegmentCatalog;
 use crate::segment::columns::{Role, SourceTable};
 use crate::segment::planner::{
-    bought_kept_plans, bought_lines_plan, bought_merged_plan, bought_partials_plan, first_day,
+    bought_added_plan, bought_kept_plans, bought_lines_plan, bought_merged_plan,
+    bought_partials_plan, first_day,
 };
 use crate::segment::resolve::{Bought, CallFilter, DayTest, ItemFilter, ItemTable};
 use crate::state_folder::{
@@ -294,7 +295,7 @@ pub async fn bought_pass(
             }
             if layers.len() > MAX_LAYERS {
                 layers = vec![
-                    merge_layers(ctx, &folder, &layers)
+                    merge_layers(ctx, &folder, &layers, calls)
                         .await
                         .map_err(in_step(step))?,
                 ];
@@ -380,6 +381,22 @@ async fn write_layer(
     };
     let summed: Vec<bool> = calls.iter().map(summed).collect();
     let (lines, sums) = bought_kept_plans(lines, as_of, calls, &summed)?;
+    let layer = write_pair(ctx, folder, lines, sums, as_of.micros()).await?;
+    if let Some(whole) = whole {
+        folder.remove(&whole.file);
+    }
+    Ok(layer)
+}
+
+/// A layer of the lines of `lines` and the partial counts of `sums`,
+/// counted before `before_micros`.
+async fn write_pair(
+    ctx: &SessionContext,
+    folder: &StateFolder,
+    lines: LogicalPlan,
+    sums: LogicalPlan,
+    before_micros: i64,
+) -> Result<Layer, Error> {
     let (lines, size) = folder
         .write_file(ctx, LINES_PREFIX, ".parquet", lines)
         .await?;
@@ -387,47 +404,27 @@ async fn write_layer(
     let (sums, size) = folder
         .write_file(ctx, SUMS_PREFIX, ".parquet", sums)
         .await?;
-    if let Some(whole) = whole {
-        folder.remove(&whole.file);
-    }
     Ok(Layer {
         lines,
         sums: KeptFile { file: sums, size },
-        before_micros: as_of.micros(),
+        before_micros,
     })
 }
 
 /// Every layer of `layers` as one: their lines in one file, their partial
-/// counts in another (partials of disjoint lines add up when counted).
+/// counts added up per customer in another.
 async fn merge_layers(
     ctx: &SessionContext,
     folder: &StateFolder,
     layers: &[Layer],
+    calls: &[Bought],
 ) -> Result<Layer, Error> {
     let lines: Vec<KeptFile> = layers.iter().map(|l| l.lines.clone()).collect();
     let sums: Vec<KeptFile> = layers.iter().map(|l| l.sums.clone()).collect();
-    let (lines, size) = folder
-        .write_file(
-            ctx,
-            LINES_PREFIX,
-            ".parquet",
-            scan(ctx, folder, &lines).await?,
-        )
-        .await?;
-    let lines = KeptFile { file: lines, size };
-    let (sums, size) = folder
-        .write_file(
-            ctx,
-            SUMS_PREFIX,
-            ".parquet",
-            scan(ctx, folder, &sums).await?,
-        )
-        .await?;
-    Ok(Layer {
-        lines,
-        sums: KeptFile { file: sums, size },
-        before_micros: layers.iter().map(|l| l.before_micros).max().unwrap_or(0),
-    })
+    let lines = scan(ctx, folder, &lines).await?;
+    let sums = bought_added_plan(vec![scan(ctx, folder, &sums).await?], calls)?;
+    let before = layers.iter().map(|l| l.before_micros).max().unwrap_or(0);
+    write_pair(ctx, folder, lines, sums, before).await
 }
 
 /// A plan reading the rows of every file of `files`.

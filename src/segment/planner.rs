@@ -1635,11 +1635,7 @@ pub fn bought_partials_plan(
     days: bool,
 ) -> Result<LogicalPlan> {
     use datafusion::logical_expr::ExprFunctionExt;
-    let ts_type = lines
-        .schema()
-        .field_with_unqualified_name(LINE_TS)?
-        .data_type()
-        .clone();
+    let ts_type = line_ts_type(&lines)?;
     let ts = col(LINE_TS);
     let order_id = col(LINE_ORDER);
     let tests: Vec<Expr> = calls
@@ -1715,11 +1711,7 @@ pub fn bought_kept_plans(
     calls: &[Bought],
     summed: &[bool],
 ) -> Result<(LogicalPlan, LogicalPlan)> {
-    let ts_type = lines
-        .schema()
-        .field_with_unqualified_name(LINE_TS)?
-        .data_type()
-        .clone();
+    let ts_type = line_ts_type(&lines)?;
     let ts = col(LINE_TS);
     let before = before_expr(ts.clone(), &ts_type, as_of);
     let base = || vec![col(LINE_CUSTOMER), ts.clone(), col(LINE_ORDER)];
@@ -1752,6 +1744,14 @@ pub fn bought_kept_plans(
 /// over disjoint sets of lines) added up per customer and finished into
 /// [`bought_pass_plan`]'s columns.
 pub fn bought_merged_plan(parts: Vec<LogicalPlan>, calls: &[Bought]) -> Result<LogicalPlan> {
+    LogicalPlanBuilder::from(bought_added_plan(parts, calls)?)
+        .project(bought_finish(calls)?)?
+        .build()
+}
+
+/// The partials of `parts` (as in [`bought_merged_plan`]) added up per
+/// customer: partials again, one row per customer.
+pub fn bought_added_plan(parts: Vec<LogicalPlan>, calls: &[Bought]) -> Result<LogicalPlan> {
     let mut parts = parts.into_iter();
     let first = parts
         .next()
@@ -1784,8 +1784,16 @@ pub fn bought_merged_plan(parts: Vec<LogicalPlan>, calls: &[Bought]) -> Result<L
     }
     builder
         .aggregate(vec![col("__bought_customer")], aggregates)?
-        .project(bought_finish(calls)?)?
         .build()
+}
+
+/// The type of the order time of purchase lines `lines`.
+fn line_ts_type(lines: &LogicalPlan) -> Result<DataType> {
+    Ok(lines
+        .schema()
+        .field_with_unqualified_name(LINE_TS)?
+        .data_type()
+        .clone())
 }
 
 /// `__bought_pass_{i}` from the partials: the count, for `count: 2` capped
