@@ -67,8 +67,9 @@ pub const FOLDER: &str = "bought_state";
 const LINES_PREFIX: &str = "lines-";
 const SUMS_PREFIX: &str = "sums-";
 const SPLIT_PREFIX: &str = "split-";
-/// The manifest's layout; another one is rebuilt.
-const FORMAT: u32 = 1;
+/// The manifest's layout; another one is rebuilt. (2: layers of lines
+/// and partial counts.)
+const FORMAT: u32 = 2;
 
 /// What `manifest.json` records.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

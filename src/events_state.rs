@@ -7,14 +7,16 @@
 //! of the names tested (the customer, the name, the time and the columns
 //! the tests filter on, as the event files have them) from some weeks
 //! before the earliest day a window needs (or all of them when a test has
-//! no first day), and the pass reads those instead of every event. They live in `<store>/events_state/`: files of rows in layers
-//! and `manifest.json` listing them with the event files they were read
-//! from, each by location, size and modification time.
+//! no first day), and the pass reads those instead of every event. They
+//! live in `<store>/events_state/`: files of rows in layers and
+//! `manifest.json` listing them with the event files they were read from,
+//! each by location, size and modification time.
 //!
 //! New event files add their rows as a layer (past eight, the layers are
 //! merged into one); an event file that changed or disappeared, other
-//! names tested, other columns tested or in the files, or a window starting before the kept rows
-//! (or long after them) reads them again from every file. The pass over
+//! names tested, other columns tested or in the files, or a window
+//! starting before the kept rows (or long after them) reads them again
+//! from every file. The pass over
 //! the kept rows is the pass over every event, with the same plan: it
 //! tests every row again, and every row it can count is kept.
 

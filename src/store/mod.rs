@@ -742,12 +742,6 @@ impl Store {
         }
     }
 
-    /// A Delta session on `ctx`'s runtime, for writes that plan a query:
-    /// Delta Lake needs its own query planner, and the runtime carries the
-    /// project's memory pool and spill folder, so the limit holds for
-    /// store writes too.
-    /// The sort's merge reservation follows the project's session (it
-    /// shrinks under a small limit, see `exec::session_with`).
     /// How the rows a change streams into the store (events, stays) are
     /// written: zstd's fastest level, and no dictionary for the id columns
     /// (each id about once per file: a dictionary of them only costs
@@ -765,6 +759,12 @@ impl Store {
         builder.build()
     }
 
+    /// A Delta session on `ctx`'s runtime, for writes that plan a query:
+    /// Delta Lake needs its own query planner, and the runtime carries the
+    /// project's memory pool and spill folder, so the limit holds for
+    /// store writes too.
+    /// The sort's merge reservation follows the project's session (it
+    /// shrinks under a small limit, see `exec::session_with`).
     fn delta_session(ctx: &SessionContext) -> Arc<dyn datafusion::catalog::Session> {
         let mut state =
             deltalake::delta_datafusion::DeltaSessionContext::with_runtime_env(ctx.runtime_env())

@@ -494,20 +494,7 @@ async fn one_pass_over_events_and_one_over_orders() {
             .await
             .unwrap();
     }
-    let outcome = segql::refresh::refresh(
-        project.ctx(),
-        project.store(),
-        project.catalog("refresh").unwrap(),
-        &segql::refresh::RefreshOptions {
-            codes: Vec::new(),
-            as_of: project.as_of(),
-            // Another test's child process can hold a copy of the lock's
-            // descriptor for a moment (between its fork and exec).
-            wait: true,
-        },
-    )
-    .await
-    .unwrap();
+    let outcome = crate::refresh_project(&project).await;
     assert_eq!(outcome.events_scans, 1);
     assert_eq!(outcome.orders_scans, 1);
     project.sync_store().await.unwrap();

@@ -215,7 +215,11 @@ pub async fn open(dir: &Path, as_of: &str) -> segql::Project {
 
 /// Refreshes every segment of the project in `dir` on `day`.
 pub async fn refresh_on(dir: &Path, day: &str) -> segql::refresh::RefreshOutcome {
-    let project = open(dir, day).await;
+    refresh_project(&open(dir, day).await).await
+}
+
+/// Refreshes every segment of `project` on its as-of instant.
+pub async fn refresh_project(project: &segql::Project) -> segql::refresh::RefreshOutcome {
     segql::refresh::refresh(
         project.ctx(),
         project.store(),
