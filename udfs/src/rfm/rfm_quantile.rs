@@ -228,6 +228,71 @@ fn ntile(position: usize, n: usize, bins: usize) -> i32 {
 
 /// Scores one partition: see the function's documentation for the rule.
 fn score_partition(values: &Float64Array, options: Options) -> Int32Array {
+    match options.ties {
+        Ties::Share => score_shared(values, options),
+        Ties::Ntile => score_sorted(values, options),
+    }
+}
+
+/// The sort key of `value`: worst values (the first bucket) lowest.
+fn worst_first_key(value: f64, direction: Direction) -> u64 {
+    match direction {
+        Direction::High => total_order_key(value),
+        Direction::Low => !total_order_key(value),
+    }
+}
+
+/// Scores with shared ties without sorting. A value's score is the
+/// `ntile` of its first row in sorted order, that is of how many values
+/// are worse than it; that count reaches bucket `k`'s first position `s`
+/// exactly when the value at sorted position `s - 1` is worse. So the
+/// scores need only those (at most `bins - 1`) order statistics, found by
+/// selection (linear) instead of a sort of every row, then one comparison
+/// per row with each.
+fn score_shared(values: &Float64Array, options: Options) -> Int32Array {
+    let direction = options.direction;
+    let mut keys: Vec<u64> = values
+        .iter()
+        .flatten()
+        .map(|v| worst_first_key(v, direction))
+        .collect();
+    let (n, bins) = (keys.len(), options.bins);
+    // The first position of buckets 2..=bins, as `ntile` fills them.
+    let (base, remainder) = (n / bins, n % bins);
+    let starts = (1..bins)
+        .map(|k| {
+            if k <= remainder {
+                k * (base + 1)
+            } else {
+                remainder * (base + 1) + (k - remainder) * base
+            }
+        })
+        .filter(|&start| start > 0 && start < n);
+    // Each bucket's threshold: the value just before its first position.
+    // The first positions rise strictly (every bucket before the last
+    // non-empty one has a row), so each selection searches only the rows
+    // after the previous one.
+    let mut thresholds = Vec::with_capacity(bins);
+    let mut done = 0;
+    for start in starts {
+        let (_, nth, _) = keys[done..].select_nth_unstable(start - 1 - done);
+        thresholds.push(*nth);
+        done = start;
+    }
+    let scores: Vec<i32> = values
+        .values()
+        .iter()
+        .map(|&v| {
+            let key = worst_first_key(v, direction);
+            1 + thresholds.iter().filter(|&&t| t < key).count() as i32
+        })
+        .collect();
+    // NULL values keep their NULL: the scores of their rows are masked.
+    Int32Array::new(scores.into(), values.nulls().cloned())
+}
+
+/// Scores by a sort of every row (ties broken by row, as `ntile`).
+fn score_sorted(values: &Float64Array, options: Options) -> Int32Array {
     // Each value's row sorted worst first, as one integer per row: the
     // value's key (flipped for 'low', where high values are worst) above
     // the row number, which keeps equal values in input order and makes
@@ -236,10 +301,7 @@ fn score_partition(values: &Float64Array, options: Options) -> Int32Array {
     let mut order: Vec<u128> = Vec::with_capacity(values.len() - values.null_count());
     for (row, value) in values.iter().enumerate() {
         if let Some(value) = value {
-            let key = match options.direction {
-                Direction::High => total_order_key(value),
-                Direction::Low => !total_order_key(value),
-            };
+            let key = worst_first_key(value, options.direction);
             order.push((u128::from(key) << 64) | row as u128);
         }
     }
@@ -370,6 +432,40 @@ mod tests {
             });
         }
         scores
+    }
+
+    #[test]
+    fn shared_scores_by_selection_equal_a_sort_for_every_size() {
+        // Sizes around the bin count (empty buckets, one row per bucket),
+        // few distinct values (long ties across bucket starts) and many.
+        let mut state = 7u64;
+        for n in 0..60 {
+            for distinct in [1, 2, 3, 1000] {
+                let values: Vec<Option<f64>> = (0..n)
+                    .map(|_| {
+                        state = state
+                            .wrapping_mul(6364136223846793005)
+                            .wrapping_add(1442695040888963407);
+                        let r = state >> 33;
+                        (r % 11 != 0).then_some((r % distinct) as f64)
+                    })
+                    .collect();
+                for bins in [2, 3, 5, 10] {
+                    for direction in [Direction::High, Direction::Low] {
+                        let options = Options {
+                            bins,
+                            direction,
+                            ties: Ties::Share,
+                        };
+                        assert_eq!(
+                            run(&values, bins, direction, Ties::Share),
+                            reference(&values, options),
+                            "{n} rows, {distinct} distinct, {options:?}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]
