@@ -23,7 +23,7 @@ use crate::lang::error::did_you_mean;
 use crate::output::{Format, Printer};
 use crate::project::Project;
 use crate::refresh::{EventSinks, RefreshOptions, emit_events};
-use crate::rfm_grid::RfmGrid;
+use crate::rfm_grid::{GridCounter, RfmGrid};
 use crate::segment::AsOf;
 use crate::segment::columns::{Role, SourceTable};
 use crate::statements::lifecycle::{StoreStatement, check_code, refresh_table};
@@ -297,29 +297,49 @@ pub async fn rfm(
     let as_of = project.as_of();
     let spinner = crate::progress::spinner(format!("scoring RFM as of {as_of}"));
     let config = project.config();
-    // Scores to Parquet (total spend as monetary): written first, then the
-    // grid counted from that file, so the orders are read once.
+    // Scores to a file: with total spend as the monetary measure, the grid
+    // is counted from the scores on their way to the file, so the orders
+    // are read once.
     let mut written = None;
+    let mut counted = None;
     if let Some((path, format)) = scores {
         let catalog = project.catalog("segql rfm --out")?;
         let plan = crate::segment::planner::rfm_scores_plan(catalog, as_of)?;
-        let frame = project.ctx().execute_logical_plan(plan).await?;
+        let mut frame = project.ctx().execute_logical_plan(plan).await?;
+        if !config.rfm.average_monetary {
+            let counter = Arc::new(std::sync::Mutex::new(GridCounter::new(&config.rfm)));
+            let seen = Arc::clone(&counter);
+            let observer: crate::observe::Observer = Arc::new(move |batch| {
+                seen.lock()
+                    .map_err(|_| {
+                        datafusion::error::DataFusionError::Internal(
+                            "the RFM grid's counter was poisoned".into(),
+                        )
+                    })?
+                    .add(batch)
+            });
+            frame = crate::observe::observed(project.ctx(), frame, observer).await?;
+            counted = Some(counter);
+            let p = frame.clone().create_physical_plan().await?;
+            eprintln!(
+                "OUTER\n{}",
+                datafusion::physical_plan::displayable(p.as_ref()).indent(true)
+            );
+        }
         let rows = write_frame(frame, format, Some(path)).await;
         if rows.is_err() {
             spinner.finish_and_clear();
         }
-        written = Some((path, format, rows?));
+        written = Some((path, rows?));
     }
-    let grid = match written {
-        Some((path, Format::Parquet, _)) if !config.rfm.average_monetary => {
-            let scores = project
-                .ctx()
-                .read_parquet(&*path.to_string_lossy(), Default::default())
-                .await?
-                .into_view();
-            RfmGrid::from_scores(project.ctx(), scores, &config.rfm, as_of).await
-        }
-        _ => {
+    let grid = match counted {
+        Some(counter) => counter.lock().map(|c| c.grid(as_of)).map_err(|_| {
+            datafusion::error::DataFusionError::Internal(
+                "the RFM grid's counter was poisoned".into(),
+            )
+            .into()
+        }),
+        None => {
             RfmGrid::compute(
                 project.ctx(),
                 &config.columns,
@@ -333,7 +353,7 @@ pub async fn rfm(
     spinner.finish_and_clear();
     let grid = grid?;
     print!("{}", grid.to_text());
-    if let Some((path, _, rows)) = written {
+    if let Some((path, rows)) = written {
         println!("scores of {rows} customers written to {}", path.display());
     }
     if let Some(path) = svg {

@@ -42,6 +42,7 @@ pub mod exec;
 pub mod generate;
 pub mod history_chart;
 pub mod lang;
+pub mod observe;
 pub mod order_state;
 pub mod output;
 pub mod progress;

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::compute::cast as arrow_cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
+use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::functions_aggregate::expr_fn::{avg, count};
 use datafusion::logical_expr::{LogicalPlanBuilder, cast, col, lit};
 use datafusion::prelude::SessionContext;
@@ -38,6 +39,85 @@ pub struct RfmGrid {
     pub cells: Vec<Vec<Cell>>,
 }
 
+/// Counts scored customers per cell from batches of `segql rfm --out`
+/// (columns `r`, `f` and `monetary`) as they are written, so the grid
+/// needs no second read of the orders or of the written file.
+#[derive(Debug)]
+pub struct GridCounter {
+    bins: usize,
+    /// Per cell (`r - 1`, `f - 1`): customers, spend summed and customers
+    /// with a spend.
+    cells: Vec<(i64, f64, i64)>,
+}
+
+impl GridCounter {
+    pub fn new(scheme: &RfmScheme) -> Self {
+        let bins = usize::from(scheme.bins);
+        Self {
+            bins,
+            cells: vec![(0, 0.0, 0); bins * bins],
+        }
+    }
+
+    /// Adds the customers of `batch`: rows without both scores (no
+    /// purchase) are in no cell.
+    pub fn add(&mut self, batch: &RecordBatch) -> datafusion::common::Result<()> {
+        let column = |name: &str, to: &DataType| {
+            let index = batch.schema().index_of(name)?;
+            Ok::<_, datafusion::error::DataFusionError>(arrow_cast(batch.column(index), to)?)
+        };
+        let (r, f) = (
+            column("r", &DataType::Int64)?,
+            column("f", &DataType::Int64)?,
+        );
+        let spend = column("monetary", &DataType::Float64)?;
+        let (r, f) = (r.as_primitive::<Int64Type>(), f.as_primitive::<Int64Type>());
+        let spend = spend.as_primitive::<Float64Type>();
+        let bins = self.bins as i64;
+        for row in 0..batch.num_rows() {
+            if r.is_null(row) || f.is_null(row) {
+                continue;
+            }
+            let (r, f) = (r.value(row), f.value(row));
+            if !((1..=bins).contains(&r) && (1..=bins).contains(&f)) {
+                continue;
+            }
+            let cell = &mut self.cells[(r - 1) as usize * self.bins + (f - 1) as usize];
+            cell.0 += 1;
+            if spend.is_valid(row) {
+                cell.1 += spend.value(row);
+                cell.2 += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// The grid counted so far, as of `as_of`.
+    pub fn grid(&self, as_of: AsOf) -> RfmGrid {
+        let cells = self
+            .cells
+            .chunks(self.bins.max(1))
+            .map(|row| {
+                row.iter()
+                    .map(|&(customers, spent, with_spend)| Cell {
+                        customers,
+                        avg_spend: if with_spend == 0 {
+                            0.0
+                        } else {
+                            spent / with_spend as f64
+                        },
+                    })
+                    .collect()
+            })
+            .collect();
+        RfmGrid {
+            as_of,
+            bins: self.bins,
+            cells,
+        }
+    }
+}
+
 impl RfmGrid {
     /// Scores every purchasing customer (orders `purchases` admits, with a
     /// customer id, before `as_of`, read through `columns`) and counts
@@ -64,25 +144,6 @@ impl RfmGrid {
             col("__amount_spent").alias("spend"),
         ])?;
         Self::count_cells(ctx, plan.build()?, bins, as_of).await
-    }
-
-    /// The grid of customers already scored: `scores` is a table of
-    /// `segql rfm --out` (columns `r`, `f` and, with total spend as the
-    /// monetary measure, `monetary`), so the orders are not read again.
-    pub async fn from_scores(
-        ctx: &SessionContext,
-        scores: std::sync::Arc<dyn datafusion::catalog::TableProvider>,
-        scheme: &RfmScheme,
-        as_of: AsOf,
-    ) -> Result<Self, Error> {
-        let plan = LogicalPlanBuilder::scan(
-            "scores",
-            datafusion::datasource::provider_as_source(scores),
-            None,
-        )?
-        .project(vec![col("r"), col("f"), col("monetary").alias("spend")])?
-        .build()?;
-        Self::count_cells(ctx, plan, usize::from(scheme.bins), as_of).await
     }
 
     /// Counts the rows of `plan` (`r`, `f`, `spend`) per cell.

@@ -212,6 +212,7 @@ async fn rfm_out_writes_every_customer_by_the_scheme() {
         "{}",
         run.stdout
     );
+    let parquet_stdout = run.stdout;
     // Each group's count in the file is the language's member count.
     let ctx = SessionContext::new();
     ctx.register_parquet(
@@ -258,6 +259,31 @@ async fn rfm_out_writes_every_customer_by_the_scheme() {
         Some("customer_id,recency_days,frequency,monetary,r,f,m,code,group")
     );
     assert_eq!(lines.next(), Some("12346,326,1,77183.600,1,1,4,114,Gone"));
+    // Every customer once, by id; the grid counted on the way to the file
+    // is the one `segql rfm` computes from the orders.
+    let ids: Vec<i64> = text
+        .lines()
+        .skip(1)
+        .map(|line| line.split(',').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 4372);
+    assert!(ids.windows(2).all(|w| w[0] < w[1]));
+    let grid = segql_in(dir.path(), &["--as-of", "2011-12-10", "rfm"]);
+    assert_eq!(grid.code, Some(0), "{}", grid.stderr);
+    assert_eq!(
+        run.stdout,
+        format!(
+            "{}scores of 4372 customers written to scores.csv\n",
+            grid.stdout
+        )
+    );
+    assert_eq!(
+        parquet_stdout,
+        format!(
+            "{}scores of 4372 customers written to scores.parquet\n",
+            grid.stdout
+        )
+    );
     let run = segql_in(dir.path(), &["rfm", "--out", "scores.xlsx"]);
     assert_eq!(run.code, Some(1));
     assert_eq!(

@@ -1,0 +1,302 @@
+//! A plan's batches seen on their way to a writer: [`observed`] turns a
+//! [`DataFrame`] into one whose every batch is first shown to a callback,
+//! so a command can sum what it writes (`segql rfm --out` counts its grid
+//! this way) without reading the written file back.
+
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{Result, internal_err};
+use datafusion::datasource::TableType;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::Expr;
+use datafusion::physical_expr::{LexOrdering, OrderingRequirements, PhysicalExpr};
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, ExecutionPlanProperties,
+    PlanProperties,
+};
+use datafusion::prelude::{DataFrame, SessionContext};
+use futures::StreamExt;
+
+/// What sees each batch; an error fails the query with it.
+pub type Observer = Arc<dyn Fn(&RecordBatch) -> Result<()> + Send + Sync>;
+
+/// `frame`, planned now, with `observer` called on every batch it yields
+/// (in each output partition's order; from several threads when the plan
+/// has several partitions).
+pub async fn observed(
+    ctx: &SessionContext,
+    frame: DataFrame,
+    observer: Observer,
+) -> Result<DataFrame> {
+    let plan = frame.create_physical_plan().await?;
+    ctx.read_table(Arc::new(ObservedTable { plan, observer }))
+}
+
+struct ObservedTable {
+    plan: Arc<dyn ExecutionPlan>,
+    observer: Observer,
+}
+
+impl fmt::Debug for ObservedTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ObservedTable").finish_non_exhaustive()
+    }
+}
+
+#[async_trait::async_trait]
+impl TableProvider for ObservedTable {
+    fn schema(&self) -> SchemaRef {
+        self.plan.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Temporary
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        // The observer sees whole batches: the projection is applied after.
+        let input: Arc<dyn ExecutionPlan> = Arc::new(ObserveExec {
+            input: Arc::clone(&self.plan),
+            observer: Arc::clone(&self.observer),
+            keeps: Keeps::of(&self.plan),
+        });
+        let Some(projection) = projection else {
+            return Ok(input);
+        };
+        let schema = input.schema();
+        let exprs = projection
+            .iter()
+            .map(|&i| {
+                let field = schema.field(i);
+                let column: Arc<dyn PhysicalExpr> = Arc::new(
+                    datafusion::physical_expr::expressions::Column::new(field.name(), i),
+                );
+                (column, field.name().clone())
+            })
+            .collect::<Vec<_>>();
+        Ok(Arc::new(ProjectionExec::try_new(exprs, input)?))
+    }
+}
+
+/// Passes its input's batches through, showing each to the observer.
+struct ObserveExec {
+    input: Arc<dyn ExecutionPlan>,
+    observer: Observer,
+    keeps: Keeps,
+}
+
+/// What the observed plan was planned with, and keeps when planned again
+/// inside another (where the physical optimizer could otherwise split a
+/// sorted stream to compute its last steps in parallel, losing its order).
+#[derive(Debug, Clone)]
+struct Keeps {
+    single: bool,
+    ordering: Option<LexOrdering>,
+}
+
+impl Keeps {
+    fn of(plan: &Arc<dyn ExecutionPlan>) -> Self {
+        Self {
+            single: plan.output_partitioning().partition_count() == 1,
+            ordering: plan.output_ordering().cloned(),
+        }
+    }
+}
+
+impl fmt::Debug for ObserveExec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ObserveExec").finish_non_exhaustive()
+    }
+}
+
+impl DisplayAs for ObserveExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ObserveExec")
+    }
+}
+
+impl ExecutionPlan for ObserveExec {
+    fn name(&self) -> &str {
+        "ObserveExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        self.input.properties()
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    // Rows pass in their order, and the input keeps the partitions and
+    // order it was planned with.
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![true]
+    }
+
+    fn required_input_distribution(&self) -> Vec<Distribution> {
+        vec![if self.keeps.single {
+            Distribution::SinglePartition
+        } else {
+            Distribution::UnspecifiedDistribution
+        }]
+    }
+
+    fn required_input_ordering(&self) -> Vec<Option<OrderingRequirements>> {
+        vec![self.keeps.ordering.clone().map(OrderingRequirements::from)]
+    }
+
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        vec![false]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let [input] = <[_; 1]>::try_from(children).or_else(|children| {
+            internal_err!("ObserveExec takes one input, got {}", children.len())
+        })?;
+        Ok(Arc::new(Self {
+            input,
+            observer: Arc::clone(&self.observer),
+            keeps: self.keeps.clone(),
+        }))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let stream = self.input.execute(partition, context)?;
+        let schema = stream.schema();
+        let observer = Arc::clone(&self.observer);
+        let seen = stream.map(move |batch| {
+            let batch = batch?;
+            observer(&batch)?;
+            Ok(batch)
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, seen)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use datafusion::arrow::array::{AsArray, Int64Array};
+    use datafusion::arrow::datatypes::Int64Type;
+    use datafusion::common::DataFusionError;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn every_batch_is_seen_once_and_passed_on() -> Result<()> {
+        let ctx = SessionContext::new();
+        let frame = ctx
+            .sql("SELECT value AS v FROM generate_series(1, 10000)")
+            .await?;
+        let total = Arc::new(Mutex::new((0_i64, 0_usize)));
+        let seen = Arc::clone(&total);
+        let observer: Observer = Arc::new(move |batch| {
+            let sum: i64 = batch
+                .column(0)
+                .as_primitive::<Int64Type>()
+                .iter()
+                .flatten()
+                .sum();
+            let mut total = seen
+                .lock()
+                .map_err(|_| DataFusionError::Internal("poisoned".into()))?;
+            total.0 += sum;
+            total.1 += batch.num_rows();
+            Ok(())
+        });
+        let out = observed(&ctx, frame, observer)
+            .await?
+            .aggregate(
+                vec![],
+                vec![
+                    datafusion::functions_aggregate::expr_fn::sum(datafusion::prelude::col("v"))
+                        .alias("s"),
+                ],
+            )?
+            .collect()
+            .await?;
+        let written = out[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .map(|a| a.value(0));
+        assert_eq!(written, Some(50_005_000));
+        assert_eq!(
+            *total
+                .lock()
+                .map_err(|_| DataFusionError::Internal("poisoned".into()))?,
+            (50_005_000, 10_000)
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_sorted_plan_stays_sorted_and_whole() -> Result<()> {
+        // Two partitions, sorted, then a function over the sorted rows: the
+        // observed plan is planned again inside the outer one and must
+        // come out in one stream, in order.
+        let ctx = SessionContext::new_with_config(
+            datafusion::prelude::SessionConfig::new()
+                .with_target_partitions(2)
+                .with_batch_size(1000),
+        );
+        let frame = ctx
+            .sql(
+                "SELECT a.v, upper(CAST(b.w AS VARCHAR)) AS s FROM \
+                 (SELECT value % 7919 * 100000 + value AS v FROM generate_series(1, 50000)) a \
+                 LEFT JOIN (SELECT value * 2 AS w FROM generate_series(1, 50000)) b ON a.v = b.w \
+                 ORDER BY a.v DESC",
+            )
+            .await?;
+        let observer: Observer = Arc::new(|_| Ok(()));
+        let batches = observed(&ctx, frame, observer).await?.collect().await?;
+        let values: Vec<i64> = batches
+            .iter()
+            .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+            .collect();
+        assert_eq!(values.len(), 50_000);
+        assert!(values.windows(2).all(|w| w[0] > w[1]));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn an_observer_error_fails_the_query() -> Result<()> {
+        let ctx = SessionContext::new();
+        let frame = ctx.sql("SELECT value FROM generate_series(1, 10)").await?;
+        let observer: Observer =
+            Arc::new(|_| Err(DataFusionError::Execution("counted too much".into())));
+        let result = observed(&ctx, frame, observer).await?.collect().await;
+        let error = result.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(error.contains("counted too much"), "{error}");
+        Ok(())
+    }
+}
