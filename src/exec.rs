@@ -57,14 +57,11 @@ pub fn session_config() -> Result<SessionConfig, Error> {
     // and order state) are written once and read soon: zstd's fastest level
     // spends less time encoding than DataFusion's default (level 3), for
     // files a few percent larger.
-    if std::env::var_os(COMPRESSION_VARIABLE).is_none() {
+    if !crate::store::compression_set() {
         config.options_mut().execution.parquet.compression = Some("zstd(1)".into());
     }
     Ok(config)
 }
-
-/// The variable that sets the compression of the Parquet files written.
-const COMPRESSION_VARIABLE: &str = "DATAFUSION_EXECUTION_PARQUET_COMPRESSION";
 
 /// [`session`] with `config`.
 pub fn session_with(

@@ -159,15 +159,21 @@ impl Scratch {
     }
 }
 
-/// How scratch files are written: the session's options (its
-/// compression), without dictionaries or statistics. A scratch file is
-/// read whole, once or a few times, soon after: statistics prune nothing
-/// in it, and its columns are mostly customer ids, each once (a
-/// dictionary of them only costs time).
+/// How scratch files are written: the session's options, without
+/// dictionaries or statistics, and LZ4 unless a compression is set in the
+/// environment. A scratch file is read whole, once or many times (the
+/// order metrics, by every segment), soon after, and then removed:
+/// statistics prune nothing in it, its columns are mostly customer ids,
+/// each once (a dictionary of them only costs time), and LZ4 decodes
+/// faster than zstd for files that live seconds (R2 at scale 1: 3.78 ->
+/// 3.50 s, medians of three).
 fn scratch_options(ctx: &SessionContext) -> datafusion::config::TableParquetOptions {
     let mut options = ctx.state().default_table_options().parquet;
     options.global.dictionary_enabled = Some(false);
     options.global.statistics_enabled = Some("none".into());
+    if !crate::store::compression_set() {
+        options.global.compression = Some("lz4_raw".into());
+    }
     options
 }
 

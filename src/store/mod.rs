@@ -1012,6 +1012,13 @@ fn injected_failure(table: StoreTable) -> Result<()> {
     Ok(())
 }
 
+/// Whether the compression of the Parquet files segql writes is set in
+/// the environment, as datafusion-cli reads DataFusion's settings (then it
+/// holds for every file, scratch files too).
+pub fn compression_set() -> bool {
+    std::env::var_os("DATAFUSION_EXECUTION_PARQUET_COMPRESSION").is_some()
+}
+
 /// Writes the rows of `frame` to the one Parquet file at `location` (a
 /// local path, or a URL of a registered object store), streamed (batches
 /// are encoded as they come, spilling under the session's memory limit);
