@@ -447,7 +447,7 @@ mod tests {
                             .wrapping_mul(6364136223846793005)
                             .wrapping_add(1442695040888963407);
                         let r = state >> 33;
-                        (r % 11 != 0).then_some((r % distinct) as f64)
+                        (!r.is_multiple_of(11)).then_some((r % distinct) as f64)
                     })
                     .collect();
                 for bins in [2, 3, 5, 10] {
