@@ -317,11 +317,6 @@ pub async fn rfm(
             });
             frame = crate::observe::observed(project.ctx(), frame, observer).await?;
             counted = Some(counter);
-            let p = frame.clone().create_physical_plan().await?;
-            eprintln!(
-                "OUTER\n{}",
-                datafusion::physical_plan::displayable(p.as_ref()).indent(true)
-            );
         }
         let rows = write_frame(frame, format, Some(path)).await;
         if rows.is_err() {
