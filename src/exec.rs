@@ -304,17 +304,9 @@ pub async fn rfm(
         let plan = crate::segment::planner::rfm_scores_plan(catalog, as_of)?;
         let mut frame = project.ctx().execute_logical_plan(plan).await?;
         if !config.rfm.average_monetary {
-            let counter = Arc::new(std::sync::Mutex::new(GridCounter::new(&config.rfm)));
+            let counter = Arc::new(GridCounter::new(&config.rfm));
             let seen = Arc::clone(&counter);
-            let observer: crate::observe::Observer = Arc::new(move |batch| {
-                seen.lock()
-                    .map_err(|_| {
-                        datafusion::error::DataFusionError::Internal(
-                            "the RFM grid's counter was poisoned".into(),
-                        )
-                    })?
-                    .add(batch)
-            });
+            let observer: crate::observe::Observer = Arc::new(move |batch| seen.add(batch));
             frame = crate::observe::observed(project.ctx(), frame, observer).await?;
             counted = Some(counter);
         }
@@ -325,12 +317,7 @@ pub async fn rfm(
         written = Some((path, rows?));
     }
     let grid = match counted {
-        Some(counter) => counter.lock().map(|c| c.grid(as_of)).map_err(|_| {
-            datafusion::error::DataFusionError::Internal(
-                "the RFM grid's counter was poisoned".into(),
-            )
-            .into()
-        }),
+        Some(counter) => counter.grid(as_of).map_err(Error::from),
         None => {
             RfmGrid::compute(
                 project.ctx(),

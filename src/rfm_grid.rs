@@ -3,13 +3,15 @@
 //! as a heat map (PNG or SVG, one picture; see [`crate::chart`]).
 
 use std::fmt::Write as _;
+use std::sync::{Mutex, MutexGuard};
+
+use futures::StreamExt;
 
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::compute::cast as arrow_cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::functions_aggregate::expr_fn::{avg, count};
-use datafusion::logical_expr::{LogicalPlanBuilder, cast, col, lit};
+use datafusion::logical_expr::{LogicalPlanBuilder, col};
 use datafusion::prelude::SessionContext;
 
 use plotters::coord::Shift;
@@ -42,12 +44,14 @@ pub struct RfmGrid {
 /// Counts scored customers per cell from batches of `segql rfm --out`
 /// (columns `r`, `f` and `monetary`) as they are written, so the grid
 /// needs no second read of the orders or of the written file.
+/// Batches may come from several partitions at once, so the cells sit
+/// behind a lock.
 #[derive(Debug)]
 pub struct GridCounter {
     bins: usize,
     /// Per cell (`r - 1`, `f - 1`): customers, spend summed and customers
     /// with a spend.
-    cells: Vec<(i64, f64, i64)>,
+    cells: Mutex<Vec<(i64, f64, i64)>>,
 }
 
 impl GridCounter {
@@ -55,13 +59,21 @@ impl GridCounter {
         let bins = usize::from(scheme.bins);
         Self {
             bins,
-            cells: vec![(0, 0.0, 0); bins * bins],
+            cells: Mutex::new(vec![(0, 0.0, 0); bins * bins]),
         }
+    }
+
+    fn cells(&self) -> datafusion::common::Result<MutexGuard<'_, Vec<(i64, f64, i64)>>> {
+        self.cells.lock().map_err(|_| {
+            datafusion::error::DataFusionError::Internal(
+                "the RFM grid's counter was poisoned by a panic while counting".into(),
+            )
+        })
     }
 
     /// Adds the customers of `batch`: rows without both scores (no
     /// purchase) are in no cell.
-    pub fn add(&mut self, batch: &RecordBatch) -> datafusion::common::Result<()> {
+    pub fn add(&self, batch: &RecordBatch) -> datafusion::common::Result<()> {
         let column = |name: &str, to: &DataType| {
             let index = batch.schema().index_of(name)?;
             Ok::<_, datafusion::error::DataFusionError>(arrow_cast(batch.column(index), to)?)
@@ -74,6 +86,7 @@ impl GridCounter {
         let (r, f) = (r.as_primitive::<Int64Type>(), f.as_primitive::<Int64Type>());
         let spend = spend.as_primitive::<Float64Type>();
         let bins = self.bins as i64;
+        let mut cells = self.cells()?;
         for row in 0..batch.num_rows() {
             if r.is_null(row) || f.is_null(row) {
                 continue;
@@ -82,7 +95,7 @@ impl GridCounter {
             if !((1..=bins).contains(&r) && (1..=bins).contains(&f)) {
                 continue;
             }
-            let cell = &mut self.cells[(r - 1) as usize * self.bins + (f - 1) as usize];
+            let cell = &mut cells[(r - 1) as usize * self.bins + (f - 1) as usize];
             cell.0 += 1;
             if spend.is_valid(row) {
                 cell.1 += spend.value(row);
@@ -93,9 +106,9 @@ impl GridCounter {
     }
 
     /// The grid counted so far, as of `as_of`.
-    pub fn grid(&self, as_of: AsOf) -> RfmGrid {
+    pub fn grid(&self, as_of: AsOf) -> datafusion::common::Result<RfmGrid> {
         let cells = self
-            .cells
+            .cells()?
             .chunks(self.bins.max(1))
             .map(|row| {
                 row.iter()
@@ -110,11 +123,11 @@ impl GridCounter {
                     .collect()
             })
             .collect();
-        RfmGrid {
+        Ok(RfmGrid {
             as_of,
             bins: self.bins,
             cells,
-        }
+        })
     }
 }
 
@@ -129,7 +142,6 @@ impl RfmGrid {
         scheme: &RfmScheme,
         as_of: AsOf,
     ) -> Result<Self, Error> {
-        let bins = usize::from(scheme.bins);
         let orders = ctx
             .table_provider("orders")
             .await
@@ -141,60 +153,18 @@ impl RfmGrid {
         let plan = LogicalPlanBuilder::from(plan).project(vec![
             col("__rfm_r").alias("r"),
             col("__rfm_f").alias("f"),
-            col("__amount_spent").alias("spend"),
+            col("__amount_spent").alias("monetary"),
         ])?;
-        Self::count_cells(ctx, plan.build()?, bins, as_of).await
-    }
-
-    /// Counts the rows of `plan` (`r`, `f`, `spend`) per cell.
-    async fn count_cells(
-        ctx: &SessionContext,
-        plan: datafusion::logical_expr::LogicalPlan,
-        bins: usize,
-        as_of: AsOf,
-    ) -> Result<Self, Error> {
-        let batches = LogicalPlanBuilder::from(plan)
-            .aggregate(
-                vec![
-                    cast(col("r"), DataType::Int64).alias("r"),
-                    cast(col("f"), DataType::Int64).alias("f"),
-                ],
-                vec![
-                    count(lit(1)).alias("customers"),
-                    avg(cast(col("spend"), DataType::Float64)).alias("avg_spend"),
-                ],
-            )?
-            .build()
-            .map(|plan| ctx.execute_logical_plan(plan))?
+        let counter = GridCounter::new(scheme);
+        let mut batches = ctx
+            .execute_logical_plan(plan.build()?)
             .await?
-            .collect()
+            .execute_stream()
             .await?;
-        let mut cells = vec![vec![Cell::default(); bins]; bins];
-        for batch in batches {
-            let r = batch.column(0).as_primitive::<Int64Type>();
-            let f = batch.column(1).as_primitive::<Int64Type>();
-            let n = arrow_cast(batch.column(2), &DataType::Int64)
-                .map_err(datafusion::error::DataFusionError::from)?;
-            let n = n.as_primitive::<Int64Type>();
-            let spend = batch.column(3).as_primitive::<Float64Type>();
-            for row in 0..batch.num_rows() {
-                if r.is_null(row) || f.is_null(row) {
-                    continue;
-                }
-                let (r, f) = (r.value(row) as usize, f.value(row) as usize);
-                if (1..=bins).contains(&r) && (1..=bins).contains(&f) {
-                    cells[r - 1][f - 1] = Cell {
-                        customers: n.value(row),
-                        avg_spend: if spend.is_null(row) {
-                            0.0
-                        } else {
-                            spend.value(row)
-                        },
-                    };
-                }
-            }
+        while let Some(batch) = batches.next().await {
+            counter.add(&batch?)?;
         }
-        Ok(Self { as_of, bins, cells })
+        Ok(counter.grid(as_of)?)
     }
 
     fn max_customers(&self) -> i64 {
