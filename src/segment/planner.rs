@@ -1687,9 +1687,14 @@ pub fn bought_partials_plan(
             ),
         }
     }
+    // Lines were kept by their calls' tests; only re-applied day tests
+    // drop more of them. (Filtering on the flags again would let the
+    // optimizer factor a test common to every flag, such as the status,
+    // out of them and below the products join, onto every line.)
     let before = before_expr(ts, &ts_type, as_of);
+    let keep = if days { before.and(any) } else { before };
     LogicalPlanBuilder::from(lines)
-        .filter(before.and(any))?
+        .filter(keep)?
         .aggregate(
             vec![col(LINE_CUSTOMER).alias("__bought_customer")],
             aggregates,
@@ -1727,16 +1732,21 @@ pub fn bought_kept_plans(
         later.push(on_later.alias(line_flag(i)));
         earlier.push(on_earlier.alias(line_flag(i)));
     }
+    let any = || {
+        (0..calls.len())
+            .map(|i| col(line_flag(i)))
+            .reduce(Expr::or)
+            .unwrap_or(lit(false))
+    };
     let kept = LogicalPlanBuilder::from(lines.clone())
         .project(later)?
-        .filter(
-            (0..calls.len())
-                .map(|i| col(line_flag(i)))
-                .reduce(Expr::or)
-                .unwrap_or(lit(false)),
-        )?
+        .filter(any())?
         .build()?;
-    let sums = LogicalPlanBuilder::from(lines).project(earlier)?.build()?;
+    // Only lines of a summed call count here.
+    let sums = LogicalPlanBuilder::from(lines)
+        .project(earlier)?
+        .filter(any())?
+        .build()?;
     Ok((kept, bought_partials_plan(sums, as_of, calls, false)?))
 }
 
