@@ -97,6 +97,23 @@ impl Terminal {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Waits until the prompt is back after the last `text` on the screen.
+    fn wait_for_prompt_after(&self, text: &str) {
+        let start = Instant::now();
+        loop {
+            let screen = self.screen();
+            let after = screen.rfind(text).map(|at| &screen[at + text.len()..]);
+            if after.is_some_and(|after| after.contains("segql>")) {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the prompt never came back after {text:?}:\n{screen}"
+            );
+            sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Waits until the screen shows `text`, or fails with the screen.
     fn wait_for(&self, text: &str) -> String {
         let start = Instant::now();
@@ -178,6 +195,9 @@ fn interactive_session_in_a_terminal() {
     term.wait_for("cancelled");
     term.keys(&["SELECT 6 * 7 + 1000 AS after_cancel;", "Enter"]);
     term.wait_for("1042");
+    // Keys typed before the prompt is back reach the terminal in line mode,
+    // where Ctrl-C would not drop the line: wait for the new prompt.
+    term.wait_for_prompt_after("1042");
 
     // Ctrl-C while typing drops the line; \q quits and saves history.
     term.keys(&["SELECT 'never", "C-c"]);
