@@ -247,12 +247,13 @@ fn utc(micros: i64) -> Expr {
 /// Writes the membership changes of `changes` (and any definition rows)
 /// as one change of kind `kind` on the `as_of` instant `at`.
 ///
-/// The difference between each segment's new members and its open stays
-/// is computed by joins and streamed into `segment_events` (entered and
-/// exited, numbered in segment order, then by customer); the stays are
-/// then derived from those events: the exits close open stays, the
-/// entries open new ones, and only the open stays are rewritten (closed
-/// ones land in this change's partition of `segment_membership`).
+/// Each segment's new members meet its open stays in one full join whose
+/// rows are the stays after the change, streamed into
+/// `segment_membership`: only the open stays are rewritten (those closed
+/// now land in this change's partition). The stays the change opened and
+/// closed are then read back as its `segment_events` (entered and exited,
+/// numbered in segment order, then by customer). With differences
+/// computed on a cluster, the events come first and the stays from them.
 #[allow(clippy::too_many_arguments)]
 pub async fn apply(
     ctx: &SessionContext,
@@ -280,32 +281,48 @@ pub async fn apply(
     let mut sizes = Vec::new();
     if !changes.is_empty() {
         let next_event = read::next_event_id(ctx, snapshot).await?;
-        let events = events_plan(
-            ctx,
-            snapshot,
-            &changes,
-            moved,
-            refresh_id,
-            next_event,
-            at,
-            recorded_at,
-        )?;
         let started = std::time::Instant::now();
-        tx.append_plan(StoreTable::Events, events).await?;
-        timing("events written", started);
-        let written = ctx
-            .read_table(tx.provider(StoreTable::Events).await?)?
-            .filter(col("refresh_id").eq(lit(refresh_id)))?;
-        let counts = event_counts(&written).await?;
-        timing("events counted", started);
-        let moved = counts
-            .values()
-            .any(|&(entered, exited)| entered + exited > 0);
-        if moved {
-            let (current, history) = stays_plans(ctx, snapshot, &written, refresh_id, at)?;
-            tx.write_stays(current, history).await?;
-            timing("stays written", started);
-        }
+        let counts = match moved {
+            // Here the stays come first, from one join of the new members
+            // with the open stays, and the events are the stays this
+            // change opened and closed.
+            Moved::Here => {
+                let (current, history) =
+                    stays_from_members(ctx, snapshot, &changes, refresh_id, at)?;
+                tx.write_stays(current, history).await?;
+                timing("stays written", started);
+                let stays = ctx.read_table(tx.provider(StoreTable::Membership).await?)?;
+                let moved = moved_in_stays(stays, &changes, refresh_id)?;
+                let events = number_events(moved, refresh_id, next_event, at, recorded_at)?;
+                tx.append_plan(StoreTable::Events, events).await?;
+                timing("events written", started);
+                event_counts(&events_of(&tx, ctx, refresh_id).await?).await?
+            }
+            // Differences computed on a cluster: the events first, then
+            // the stays they close and open.
+            Moved::Computed(table) => {
+                let events = number_events(
+                    ctx.read_table(table)?,
+                    refresh_id,
+                    next_event,
+                    at,
+                    recorded_at,
+                )?;
+                tx.append_plan(StoreTable::Events, events).await?;
+                timing("events written", started);
+                let written = events_of(&tx, ctx, refresh_id).await?;
+                let counts = event_counts(&written).await?;
+                let moved = counts
+                    .values()
+                    .any(|&(entered, exited)| entered + exited > 0);
+                if moved {
+                    let (current, history) = stays_plans(ctx, snapshot, &written, refresh_id, at)?;
+                    tx.write_stays(current, history).await?;
+                    timing("stays written", started);
+                }
+                counts
+            }
+        };
         for change in &changes {
             let (entered, exited) = counts.get(&change.code).copied().unwrap_or((0, 0));
             sizes.push(Size {
@@ -384,18 +401,18 @@ fn members_and_open_stays(
     if none_open {
         return Ok((new, None));
     }
-    let codes = changes.iter().map(|c| lit(c.code.clone())).collect();
     let open = ctx
         .read_table(membership)?
         .filter(
             col(MEMBERSHIP_PARTITION)
                 .is_null()
-                .and(col("exited_at").is_null())
-                .and(col("segment").in_list(codes, false)),
+                .and(open_stay_of(changes)),
         )?
         .select(vec![
             cast(col("segment"), DataType::Utf8).alias("o_segment"),
             col("customer_id").alias("o_customer"),
+            col("entered_at").alias("o_entered_at"),
+            col("entered_refresh").alias("o_entered_refresh"),
         ])?;
     Ok((new, Some(open)))
 }
@@ -478,54 +495,132 @@ pub async fn moved_on_cluster(
     Ok(Moved::Computed(table))
 }
 
-/// The `segment_events` rows of a change: who entered (new members without
-/// an open stay) and who exited (open stays no longer members) each
-/// segment of `changes`, numbered from `next_event` in the order of
-/// `changes`, entries before exits, by customer id.
-#[allow(clippy::too_many_arguments)]
-fn events_plan(
+/// The stays after a change whose differences are computed here: (the
+/// open stays of every segment and the stays this change closes; the
+/// stays closed before). One full join of each segment's new members
+/// with its open stays gives them all: a member with an open stay keeps
+/// it, a new member opens one on `at`, an open stay without a member
+/// closes on `at` (in this change's partition). The open stays of
+/// segments the change leaves alone are kept as they are.
+fn stays_from_members(
     ctx: &SessionContext,
     snapshot: &Snapshot,
     changes: &[NewMembers],
-    moved: Moved,
     refresh_id: i64,
-    next_event: i64,
     at: i64,
-    recorded_at: i64,
-) -> Result<LogicalPlan, Error> {
-    if let Moved::Computed(table) = moved {
-        return number_events(
-            ctx.read_table(table)?,
-            refresh_id,
-            next_event,
-            at,
-            recorded_at,
-        );
-    }
+) -> Result<(LogicalPlan, LogicalPlan), Error> {
     let (new, open) = members_and_open_stays(ctx, snapshot, changes)?;
-    // No file of open stays (the store's first refresh): every new member
-    // entered, and there is nothing to join with.
-    let Some(open) = open else {
-        return number_events(all_entered(new)?, refresh_id, next_event, at, recorded_at);
+    let null_time = || lit(ScalarValue::TimestampMicrosecond(None, Some("UTC".into())));
+    let null_id = || lit(ScalarValue::Int64(None));
+    let changed = match open {
+        // No open stay (the store's first refresh): every member enters.
+        None => new.select(vec![
+            col("n_segment").alias("segment"),
+            col("n_customer").alias("customer_id"),
+            utc(at).alias("entered_at"),
+            null_time().alias("exited_at"),
+            lit(refresh_id).alias("entered_refresh"),
+            null_id().alias(MEMBERSHIP_PARTITION),
+        ])?,
+        Some(open) => {
+            let entered = col("o_customer").is_null();
+            let exited = col("n_customer").is_null();
+            new.join(
+                open,
+                JoinType::Full,
+                &["n_segment", "n_customer"],
+                &["o_segment", "o_customer"],
+                None,
+            )?
+            .select(vec![
+                coalesce(vec![col("n_segment"), col("o_segment")]).alias("segment"),
+                coalesce(vec![col("n_customer"), col("o_customer")]).alias("customer_id"),
+                when(entered.clone(), utc(at))
+                    .otherwise(col("o_entered_at"))?
+                    .alias("entered_at"),
+                when(exited.clone(), utc(at))
+                    .otherwise(null_time())?
+                    .alias("exited_at"),
+                when(entered, lit(refresh_id))
+                    .otherwise(col("o_entered_refresh"))?
+                    .alias("entered_refresh"),
+                when(exited, lit(refresh_id))
+                    .otherwise(null_id())?
+                    .alias(MEMBERSHIP_PARTITION),
+            ])?
+        }
     };
-    // One full join finds both: a new member without an open stay
-    // entered, an open stay without a new member exited (one hash table
-    // instead of the two of a pair of anti joins).
-    let keys_new = ["n_segment", "n_customer"];
-    let keys_open = ["o_segment", "o_customer"];
-    let entered = col("o_customer").is_null();
-    let moved = new
-        .join(open, JoinType::Full, &keys_new, &keys_open, None)?
-        .filter(entered.clone().or(col("n_customer").is_null()))?
+    let membership = ctx.read_table(snapshot.provider(StoreTable::Membership)?)?;
+    let columns = || {
+        vec![
+            cast(col("segment"), DataType::Utf8).alias("segment"),
+            col("customer_id"),
+            col("entered_at"),
+            col("exited_at"),
+            col("entered_refresh"),
+            col(MEMBERSHIP_PARTITION),
+        ]
+    };
+    let others = membership
+        .clone()
+        .filter(
+            col(MEMBERSHIP_PARTITION)
+                .is_null()
+                .and(Expr::Not(Box::new(open_stay_of(changes)))),
+        )?
+        .select(columns())?;
+    let current = changed.union(others)?.into_unoptimized_plan();
+    let history = membership
+        .filter(col(MEMBERSHIP_PARTITION).is_not_null())?
+        .select(columns())?
+        .into_unoptimized_plan();
+    Ok((current, history))
+}
+
+/// An open stay in a segment of `changes` (the stays a change replaces).
+fn open_stay_of(changes: &[NewMembers]) -> Expr {
+    let codes = changes.iter().map(|c| lit(c.code.clone())).collect();
+    col("exited_at")
+        .is_null()
+        .and(col("segment").in_list(codes, false))
+}
+
+/// The membership differences of a change among `stays` (the
+/// `segment_membership` rows it wrote, see [`stays_from_members`]): the
+/// stays it opened (entered) and closed (exited), as rows of rank,
+/// segment, customer_id and event for [`number_events`].
+fn moved_in_stays(
+    stays: DataFrame,
+    changes: &[NewMembers],
+    refresh_id: i64,
+) -> Result<DataFrame, Error> {
+    let open = col(MEMBERSHIP_PARTITION).is_null();
+    let segment = || cast(col("segment"), DataType::Utf8);
+    Ok(stays
+        .filter(
+            open.clone()
+                .and(col("entered_refresh").eq(lit(refresh_id)))
+                .or(col(MEMBERSHIP_PARTITION).eq(lit(refresh_id))),
+        )?
         .select(vec![
-            rank_of(changes, col("n_rank"), col("o_segment"))?.alias("rank"),
-            coalesce(vec![col("n_segment"), col("o_segment")]).alias("segment"),
-            coalesce(vec![col("n_customer"), col("o_customer")]).alias("customer_id"),
-            when(entered, lit("entered"))
+            rank_of(changes, lit(ScalarValue::Int64(None)), segment())?.alias("rank"),
+            segment().alias("segment"),
+            col("customer_id"),
+            when(open, lit("entered"))
                 .otherwise(lit("exited"))?
                 .alias("event"),
-        ])?;
-    number_events(moved, refresh_id, next_event, at, recorded_at)
+        ])?)
+}
+
+/// The `segment_events` rows written by the change `refresh_id` of `tx`.
+async fn events_of(
+    tx: &crate::store::Transaction<'_>,
+    ctx: &SessionContext,
+    refresh_id: i64,
+) -> Result<DataFrame, Error> {
+    Ok(ctx
+        .read_table(tx.provider(StoreTable::Events).await?)?
+        .filter(col("refresh_id").eq(lit(refresh_id)))?)
 }
 
 /// The `segment_events` rows of `moved` (rank, segment, customer_id,
