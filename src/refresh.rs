@@ -252,8 +252,9 @@ fn utc(micros: i64) -> Expr {
 /// `segment_membership`: only the open stays are rewritten (those closed
 /// now land in this change's partition). The stays the change opened and
 /// closed are then read back as its `segment_events` (entered and exited,
-/// numbered in segment order, then by customer). With differences
-/// computed on a cluster, the events come first and the stays from them.
+/// numbered in segment order, then by customer). When every member
+/// enters (no open stay yet) or the differences were computed on a
+/// cluster, the events come first and the stays from them.
 #[allow(clippy::too_many_arguments)]
 pub async fn apply(
     ctx: &SessionContext,
@@ -282,13 +283,22 @@ pub async fn apply(
     if !changes.is_empty() {
         let next_event = read::next_event_id(ctx, snapshot).await?;
         let started = std::time::Instant::now();
+        // Here, with open stays, the stays come first, from one join of the
+        // new members with them, and the events are the stays this change
+        // opened and closed. Otherwise (every member enters, or the
+        // differences were computed on a cluster) the events come first
+        // and the stays from them.
+        let moved = match moved {
+            Moved::Here => match members_and_open_stays(ctx, snapshot, &changes)? {
+                (new, Some(open)) => Ok((new, open)),
+                (new, None) => Err(all_entered(new)?),
+            },
+            Moved::Computed(table) => Err(ctx.read_table(table)?),
+        };
         let counts = match moved {
-            // Here the stays come first, from one join of the new members
-            // with the open stays, and the events are the stays this
-            // change opened and closed.
-            Moved::Here => {
+            Ok((new, open)) => {
                 let (current, history) =
-                    stays_from_members(ctx, snapshot, &changes, refresh_id, at)?;
+                    stays_from_members(ctx, snapshot, &changes, new, open, refresh_id, at)?;
                 tx.write_stays(current, history).await?;
                 timing("stays written", started);
                 let stays = ctx.read_table(tx.provider(StoreTable::Membership).await?)?;
@@ -298,16 +308,8 @@ pub async fn apply(
                 timing("events written", started);
                 event_counts(&events_of(&tx, ctx, refresh_id).await?).await?
             }
-            // Differences computed on a cluster: the events first, then
-            // the stays they close and open.
-            Moved::Computed(table) => {
-                let events = number_events(
-                    ctx.read_table(table)?,
-                    refresh_id,
-                    next_event,
-                    at,
-                    recorded_at,
-                )?;
+            Err(moved) => {
+                let events = number_events(moved, refresh_id, next_event, at, recorded_at)?;
                 tx.append_plan(StoreTable::Events, events).await?;
                 timing("events written", started);
                 let written = events_of(&tx, ctx, refresh_id).await?;
@@ -497,8 +499,8 @@ pub async fn moved_on_cluster(
 
 /// The stays after a change whose differences are computed here: (the
 /// open stays of every segment and the stays this change closes; the
-/// stays closed before). One full join of each segment's new members
-/// with its open stays gives them all: a member with an open stay keeps
+/// stays closed before). One full join of each segment's `new` members
+/// with its `open` stays (of [`members_and_open_stays`]) gives them all: a member with an open stay keeps
 /// it, a new member opens one on `at`, an open stay without a member
 /// closes on `at` (in this change's partition). The open stays of
 /// segments the change leaves alone are kept as they are.
@@ -506,50 +508,38 @@ fn stays_from_members(
     ctx: &SessionContext,
     snapshot: &Snapshot,
     changes: &[NewMembers],
+    new: DataFrame,
+    open: DataFrame,
     refresh_id: i64,
     at: i64,
 ) -> Result<(LogicalPlan, LogicalPlan), Error> {
-    let (new, open) = members_and_open_stays(ctx, snapshot, changes)?;
-    let null_time = || lit(ScalarValue::TimestampMicrosecond(None, Some("UTC".into())));
-    let null_id = || lit(ScalarValue::Int64(None));
-    let changed = match open {
-        // No open stay (the store's first refresh): every member enters.
-        None => new.select(vec![
-            col("n_segment").alias("segment"),
-            col("n_customer").alias("customer_id"),
-            utc(at).alias("entered_at"),
-            null_time().alias("exited_at"),
-            lit(refresh_id).alias("entered_refresh"),
-            null_id().alias(MEMBERSHIP_PARTITION),
-        ])?,
-        Some(open) => {
-            let entered = col("o_customer").is_null();
-            let exited = col("n_customer").is_null();
-            new.join(
-                open,
-                JoinType::Full,
-                &["n_segment", "n_customer"],
-                &["o_segment", "o_customer"],
-                None,
-            )?
-            .select(vec![
-                coalesce(vec![col("n_segment"), col("o_segment")]).alias("segment"),
-                coalesce(vec![col("n_customer"), col("o_customer")]).alias("customer_id"),
-                when(entered.clone(), utc(at))
-                    .otherwise(col("o_entered_at"))?
-                    .alias("entered_at"),
-                when(exited.clone(), utc(at))
-                    .otherwise(null_time())?
-                    .alias("exited_at"),
-                when(entered, lit(refresh_id))
-                    .otherwise(col("o_entered_refresh"))?
-                    .alias("entered_refresh"),
-                when(exited, lit(refresh_id))
-                    .otherwise(null_id())?
-                    .alias(MEMBERSHIP_PARTITION),
-            ])?
-        }
-    };
+    let entered = col("o_customer").is_null();
+    let exited = col("n_customer").is_null();
+    let null_time = lit(ScalarValue::TimestampMicrosecond(None, Some("UTC".into())));
+    let changed = new
+        .join(
+            open,
+            JoinType::Full,
+            &["n_segment", "n_customer"],
+            &["o_segment", "o_customer"],
+            None,
+        )?
+        .select(vec![
+            coalesce(vec![col("n_segment"), col("o_segment")]).alias("segment"),
+            coalesce(vec![col("n_customer"), col("o_customer")]).alias("customer_id"),
+            when(entered.clone(), utc(at))
+                .otherwise(col("o_entered_at"))?
+                .alias("entered_at"),
+            when(exited.clone(), utc(at))
+                .otherwise(null_time)?
+                .alias("exited_at"),
+            when(entered, lit(refresh_id))
+                .otherwise(col("o_entered_refresh"))?
+                .alias("entered_refresh"),
+            when(exited, lit(refresh_id))
+                .otherwise(lit(ScalarValue::Int64(None)))?
+                .alias(MEMBERSHIP_PARTITION),
+        ])?;
     let membership = ctx.read_table(snapshot.provider(StoreTable::Membership)?)?;
     let columns = || {
         vec![
