@@ -321,6 +321,22 @@ fn lifecycle_from_the_command_line() {
         "segment,size,entered,exited,note\nbig,38,38,0,refresh 3\n\
          norway,,,,\"skipped: static: formed once, when created\"\n",
     );
+    // The refresh rewrote the open stays: those of the segment it skipped
+    // are still there, as they were.
+    assert_ok(
+        &run(
+            d,
+            &[
+                "--format",
+                "csv",
+                "-c",
+                "SELECT segment, count(*) AS open, min(entered_refresh) AS first, \
+                 max(entered_refresh) AS last FROM segment_membership \
+                 WHERE exited_at IS NULL GROUP BY segment ORDER BY segment",
+            ],
+        ),
+        "segment,open,first,last\nbig,38,3,3\nnorway,10,2,2\n",
+    );
     let events = d.join("events.jsonl");
     let refreshed = run(
         d,
