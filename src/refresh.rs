@@ -541,16 +541,6 @@ fn stays_from_members(
                 .alias(MEMBERSHIP_PARTITION),
         ])?;
     let membership = ctx.read_table(snapshot.provider(StoreTable::Membership)?)?;
-    let columns = || {
-        vec![
-            cast(col("segment"), DataType::Utf8).alias("segment"),
-            col("customer_id"),
-            col("entered_at"),
-            col("exited_at"),
-            col("entered_refresh"),
-            col(MEMBERSHIP_PARTITION),
-        ]
-    };
     let others = membership
         .clone()
         .filter(
@@ -558,13 +548,30 @@ fn stays_from_members(
                 .is_null()
                 .and(Expr::Not(Box::new(open_stay_of(changes)))),
         )?
-        .select(columns())?;
+        .select(stay_columns())?;
     let current = changed.union(others)?.into_unoptimized_plan();
-    let history = membership
+    Ok((current, closed_before(membership)?))
+}
+
+/// The columns of a stay as `segment_membership` has them, the segment as
+/// plain text.
+fn stay_columns() -> Vec<Expr> {
+    vec![
+        cast(col("segment"), DataType::Utf8).alias("segment"),
+        col("customer_id"),
+        col("entered_at"),
+        col("exited_at"),
+        col("entered_refresh"),
+        col(MEMBERSHIP_PARTITION),
+    ]
+}
+
+/// The stays of `membership` closed by earlier changes.
+fn closed_before(membership: DataFrame) -> Result<LogicalPlan, Error> {
+    Ok(membership
         .filter(col(MEMBERSHIP_PARTITION).is_not_null())?
-        .select(columns())?
-        .into_unoptimized_plan();
-    Ok((current, history))
+        .select(stay_columns())?
+        .into_unoptimized_plan())
 }
 
 /// An open stay in a segment of `changes` (the stays a change replaces).
@@ -727,18 +734,7 @@ fn stays_plans(
             lit(ScalarValue::Int64(None)).alias(MEMBERSHIP_PARTITION),
         ])?;
     let current = current.union(entries)?.into_unoptimized_plan();
-    let history = membership
-        .filter(col(MEMBERSHIP_PARTITION).is_not_null())?
-        .select(vec![
-            cast(col("segment"), DataType::Utf8).alias("segment"),
-            col("customer_id"),
-            col("entered_at"),
-            col("exited_at"),
-            col("entered_refresh"),
-            col(MEMBERSHIP_PARTITION),
-        ])?
-        .into_unoptimized_plan();
-    Ok((current, history))
+    Ok((current, closed_before(membership)?))
 }
 
 /// How many segments of one stage a refresh evaluates at a time: two keep
