@@ -915,7 +915,7 @@ impl<'a> Planner<'a> {
             )?;
         }
         if let Some(filter) = filters.into_iter().reduce(Expr::and) {
-            builder = builder.filter(without_defaults(filter)?)?;
+            builder = builder.filter(filter)?;
         }
         let columns: Vec<Expr> = customers
             .schema()
@@ -1887,72 +1887,6 @@ fn attribute_expr(
     })
 }
 
-/// `filter` with each test `coalesce(x, d) op c` whose default fails it
-/// (literals `d` and `c` with `d op c` false) written `x op c AND x IS NOT
-/// NULL`. Both say the same of every row, under NOT too: a customer
-/// without `x` fails both. But the second visibly rejects a missing `x`,
-/// so DataFusion turns the left join that brings `x` (a pass: order
-/// metrics, `bought`, events) into an inner one and tests its rows before
-/// the join (`amount_spent >= 1000` keeps 329 K of 861 K customers' sums
-/// at scale 1, instead of joining all of them to every customer first).
-fn without_defaults(filter: Expr) -> Result<Expr> {
-    use datafusion::common::tree_node::{Transformed, TreeNode};
-    use datafusion::logical_expr::{BinaryExpr, Operator, binary_expr};
-    filter
-        .transform_up(|expr| {
-            let Expr::BinaryExpr(BinaryExpr { left, op, right }) = &expr else {
-                return Ok(Transformed::no(expr));
-            };
-            let (Expr::ScalarFunction(call), Expr::Literal(c, _)) = (left.as_ref(), right.as_ref())
-            else {
-                return Ok(Transformed::no(expr));
-            };
-            let (x, default) = match call.args.as_slice() {
-                [x, Expr::Literal(d, _)] if call.name() == "coalesce" => (x, d),
-                _ => return Ok(Transformed::no(expr)),
-            };
-            let Some(order) = compare_literals(default, c) else {
-                return Ok(Transformed::no(expr));
-            };
-            let default_passes = match op {
-                Operator::Eq => order.is_eq(),
-                Operator::NotEq => order.is_ne(),
-                Operator::Lt => order.is_lt(),
-                Operator::LtEq => order.is_le(),
-                Operator::Gt => order.is_gt(),
-                Operator::GtEq => order.is_ge(),
-                _ => return Ok(Transformed::no(expr)),
-            };
-            if default_passes {
-                return Ok(Transformed::no(expr));
-            }
-            let test = binary_expr(x.clone(), *op, right.as_ref().clone());
-            Ok(Transformed::yes(test.and(x.clone().is_not_null())))
-        })
-        .map(|t| t.data)
-}
-
-/// How literal `a` compares with `b`: directly when of one type, as
-/// `f64` when both are numbers; `None` for NULLs and other mixes.
-fn compare_literals(a: &ScalarValue, b: &ScalarValue) -> Option<std::cmp::Ordering> {
-    if a.is_null() || b.is_null() {
-        return None;
-    }
-    if a.data_type() == b.data_type() {
-        return a.partial_cmp(b);
-    }
-    let number = |v: &ScalarValue| {
-        if !v.data_type().is_numeric() {
-            return None;
-        }
-        match v.cast_to(&DataType::Float64).ok()? {
-            ScalarValue::Float64(Some(f)) => Some(f),
-            _ => None,
-        }
-    };
-    number(a)?.partial_cmp(&number(b)?)
-}
-
 /// A metric's value from its pass column: customers without purchases
 /// (no row, or none in the scope) have 0 orders and 0 spent.
 fn metric_expr(metric: Metric, column: Expr) -> Expr {
@@ -1967,40 +1901,6 @@ fn metric_expr(metric: Metric, column: Expr) -> Expr {
 #[cfg(test)]
 mod tests {
     use super::like_literal;
-
-    #[test]
-    fn defaults_that_fail_a_test_are_dropped_and_the_others_kept() {
-        use super::without_defaults;
-        use datafusion::logical_expr::{col, lit};
-        use datafusion::prelude::coalesce;
-        let n = || coalesce(vec![col("n"), lit(0_i64)]);
-        // 0 >= 5 fails: the test needs a value.
-        assert_eq!(
-            without_defaults(n().gt_eq(lit(5_i64))).unwrap(),
-            col("n").gt_eq(lit(5_i64)).and(col("n").is_not_null())
-        );
-        // 0 < 0.5 holds (compared as numbers, not 0.5 cut to 0): kept.
-        let kept = n().lt(lit(0.5_f64));
-        assert_eq!(without_defaults(kept.clone()).unwrap(), kept);
-        // 0 <> 3 holds: kept; 0 = 3 fails: rewritten, also under NOT.
-        let kept = n().not_eq(lit(3_i64));
-        assert_eq!(without_defaults(kept.clone()).unwrap(), kept);
-        assert_eq!(
-            without_defaults(!n().eq(lit(3_i64))).unwrap(),
-            !col("n").eq(lit(3_i64)).and(col("n").is_not_null())
-        );
-        // Text: 'Prospects' = 'Champions' fails.
-        let group = coalesce(vec![col("g"), lit("Prospects")]);
-        assert_eq!(
-            without_defaults(group.eq(lit("Champions"))).unwrap(),
-            col("g").eq(lit("Champions")).and(col("g").is_not_null())
-        );
-        // A NULL literal or a column on the right: kept.
-        let kept = n().gt_eq(lit(datafusion::common::ScalarValue::Int64(None)));
-        assert_eq!(without_defaults(kept.clone()).unwrap(), kept);
-        let kept = n().gt_eq(col("m"));
-        assert_eq!(without_defaults(kept.clone()).unwrap(), kept);
-    }
 
     #[test]
     fn statuses_match_as_written() {
