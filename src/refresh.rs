@@ -283,20 +283,8 @@ pub async fn apply(
     if !changes.is_empty() {
         let next_event = read::next_event_id(ctx, snapshot).await?;
         let started = std::time::Instant::now();
-        // Here, with open stays, the stays come first, from one join of the
-        // new members with them, and the events are the stays this change
-        // opened and closed. Otherwise (every member enters, or the
-        // differences were computed on a cluster) the events come first
-        // and the stays from them.
-        let moved = match moved {
-            Moved::Here => match members_and_open_stays(ctx, snapshot, &changes)? {
-                (new, Some(open)) => Ok((new, open)),
-                (new, None) => Err(all_entered(new)?),
-            },
-            Moved::Computed(table) => Err(ctx.read_table(table)?),
-        };
-        let counts = match moved {
-            Ok((new, open)) => {
+        let counts = match Route::of(ctx, snapshot, &changes, moved)? {
+            Route::StaysFirst { new, open } => {
                 let (current, history) =
                     stays_from_members(ctx, snapshot, &changes, new, open, refresh_id, at)?;
                 tx.write_stays(current, history).await?;
@@ -308,7 +296,7 @@ pub async fn apply(
                 timing("events written", started);
                 event_counts(&events_of(&tx, ctx, refresh_id).await?).await?
             }
-            Err(moved) => {
+            Route::EventsFirst(moved) => {
                 let events = number_events(moved, refresh_id, next_event, at, recorded_at)?;
                 tx.append_plan(StoreTable::Events, events).await?;
                 timing("events written", started);
@@ -363,6 +351,36 @@ pub async fn apply(
 pub enum Moved {
     Here,
     Computed(Arc<dyn TableProvider>),
+}
+
+/// In which order [`apply`] writes a change's stays and events.
+enum Route {
+    /// Computed here, with open stays: the stays first, from one join of
+    /// the `new` members with the `open` stays (of
+    /// [`members_and_open_stays`]); the events are the stays the change
+    /// opened and closed.
+    StaysFirst { new: DataFrame, open: DataFrame },
+    /// Every member enters (no open stay yet), or the differences were
+    /// computed on a cluster: the events (rows of rank, segment,
+    /// customer_id and event) first, the stays from them.
+    EventsFirst(DataFrame),
+}
+
+impl Route {
+    fn of(
+        ctx: &SessionContext,
+        snapshot: &Snapshot,
+        changes: &[NewMembers],
+        moved: Moved,
+    ) -> Result<Self, Error> {
+        Ok(match moved {
+            Moved::Here => match members_and_open_stays(ctx, snapshot, changes)? {
+                (new, Some(open)) => Self::StaysFirst { new, open },
+                (new, None) => Self::EventsFirst(all_entered(new)?),
+            },
+            Moved::Computed(table) => Self::EventsFirst(ctx.read_table(table)?),
+        })
+    }
 }
 
 /// The new members of every change (`n_rank`, its place in `changes`;
@@ -500,9 +518,10 @@ pub async fn moved_on_cluster(
 /// The stays after a change whose differences are computed here: (the
 /// open stays of every segment and the stays this change closes; the
 /// stays closed before). One full join of each segment's `new` members
-/// with its `open` stays (of [`members_and_open_stays`]) gives them all: a member with an open stay keeps
-/// it, a new member opens one on `at`, an open stay without a member
-/// closes on `at` (in this change's partition). The open stays of
+/// with its `open` stays (of [`members_and_open_stays`]) gives them all:
+/// a member with an open stay keeps it, a new member opens one on `at`,
+/// an open stay without a member closes on `at` (in this change's
+/// partition). The open stays of
 /// segments the change leaves alone are kept as they are.
 fn stays_from_members(
     ctx: &SessionContext,
