@@ -19,7 +19,7 @@ use datafusion::catalog::TableProvider;
 use datafusion::common::{Column, JoinType, ScalarValue};
 use datafusion::dataframe::DataFrame;
 use datafusion::functions::expr_fn::coalesce;
-use datafusion::functions_aggregate::expr_fn::count;
+use datafusion::functions_aggregate::expr_fn::{count, count_distinct};
 use datafusion::functions_window::expr_fn::row_number;
 use datafusion::logical_expr::{Expr, ExprFunctionExt, LogicalPlan, cast, col, lit, when};
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
@@ -119,6 +119,9 @@ impl Scratch {
 
     /// The distinct customer ids of a segment plan (its `customers` rows),
     /// with `definition`'s pinned lists applied, written as `<code>`.
+    /// `unique` says the plan cannot repeat an id (its `customers` has
+    /// each id once): no pass removes duplicates then, unless an include
+    /// list may add them.
     pub async fn members(
         &self,
         ctx: &SessionContext,
@@ -126,14 +129,17 @@ impl Scratch {
         code: &str,
         plan: LogicalPlan,
         definition: Option<&Definition>,
+        unique: bool,
     ) -> Result<NewMembers, Error> {
         let id = catalog.column(SourceTable::Customers, Role::CustomerId);
         let mut frame = ctx.execute_logical_plan(plan).await?.select(vec![
             cast(Expr::Column(Column::from_name(id)), DataType::Int64).alias("customer_id"),
         ])?;
         // Pinned lists: the included are members, the excluded never are.
+        let mut unique = unique;
         if let Some(definition) = definition {
             if !definition.include.is_empty() {
+                unique = false;
                 let rows: Vec<Vec<Expr>> =
                     definition.include.iter().map(|i| vec![lit(*i)]).collect();
                 let included = DataFrame::new(
@@ -149,7 +155,10 @@ impl Scratch {
                 frame = frame.filter(col("customer_id").in_list(excluded, true))?;
             }
         }
-        let frame = frame.filter(col("customer_id").is_not_null())?.distinct()?;
+        let mut frame = frame.filter(col("customer_id").is_not_null())?;
+        if !unique {
+            frame = frame.distinct()?;
+        }
         let (members, size) = self.write(ctx, code, frame).await?;
         Ok(NewMembers {
             code: code.to_string(),
@@ -209,7 +218,38 @@ pub async fn evaluate(
     as_of: AsOf,
 ) -> Result<NewMembers, Error> {
     let plan = crate::segment::plan_text(condition, catalog, as_of)?;
-    scratch.members(ctx, catalog, code, plan, None).await
+    scratch.members(ctx, catalog, code, plan, None, false).await
+}
+
+/// Whether the column `column` of `table` holds each value once (and no
+/// null).
+async fn ids_unique(
+    ctx: &SessionContext,
+    table: &Arc<dyn TableProvider>,
+    column: &str,
+) -> Result<bool, Error> {
+    let id = || Expr::Column(Column::from_name(column));
+    let batches = ctx
+        .read_table(Arc::clone(table))?
+        .aggregate(
+            Vec::new(),
+            vec![
+                count(lit(1)).alias("rows"),
+                count_distinct(id()).alias("ids"),
+            ],
+        )?
+        .collect()
+        .await?;
+    let count_of = |i: usize| {
+        batches.first().and_then(|b| {
+            b.column(i)
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::Int64Array>()
+                .filter(|a| !a.is_empty())
+                .map(|a| a.value(0))
+        })
+    };
+    Ok(matches!((count_of(0), count_of(1)), (Some(rows), Some(ids)) if rows == ids))
 }
 
 /// A change that leaves `code` with no members (a drop).
@@ -286,7 +326,7 @@ pub async fn apply(
         let counts = match Route::of(ctx, snapshot, &changes, moved)? {
             Route::StaysFirst { new, open } => {
                 let (current, history) =
-                    stays_from_members(ctx, snapshot, &changes, new, open, refresh_id, at)?;
+                    stays_from_members(ctx, snapshot, &changes, new, open, refresh_id, at).await?;
                 tx.write_stays(current, history).await?;
                 timing("stays written", started);
                 let stays = ctx.read_table(tx.provider(StoreTable::Membership).await?)?;
@@ -522,8 +562,9 @@ pub async fn moved_on_cluster(
 /// a member with an open stay keeps it, a new member opens one on `at`,
 /// an open stay without a member closes on `at` (in this change's
 /// partition). The open stays of
-/// segments the change leaves alone are kept as they are.
-fn stays_from_members(
+/// segments the change leaves alone are kept as they are (when it leaves
+/// any: a refresh of every segment reads no open stay twice).
+async fn stays_from_members(
     ctx: &SessionContext,
     snapshot: &Snapshot,
     changes: &[NewMembers],
@@ -560,15 +601,25 @@ fn stays_from_members(
                 .alias(MEMBERSHIP_PARTITION),
         ])?;
     let membership = ctx.read_table(snapshot.provider(StoreTable::Membership)?)?;
-    let others = membership
-        .clone()
-        .filter(
-            col(MEMBERSHIP_PARTITION)
-                .is_null()
-                .and(Expr::Not(Box::new(open_stay_of(changes)))),
-        )?
-        .select(stay_columns())?;
-    let current = changed.union(others)?.into_unoptimized_plan();
+    // Only live segments have open stays (a drop closes them all).
+    let live = live_definitions(ctx, snapshot).await?;
+    let current = if live
+        .keys()
+        .all(|code| changes.iter().any(|c| &c.code == code))
+    {
+        changed
+    } else {
+        let others = membership
+            .clone()
+            .filter(
+                col(MEMBERSHIP_PARTITION)
+                    .is_null()
+                    .and(Expr::Not(Box::new(open_stay_of(changes)))),
+            )?
+            .select(stay_columns())?;
+        changed.union(others)?
+    }
+    .into_unoptimized_plan();
     Ok((current, closed_before(membership)?))
 }
 
@@ -990,6 +1041,15 @@ pub async fn refresh(
         items_scans += calls.len();
     }
 
+    // When `customers` has each id once, no segment plan can repeat one
+    // (its joins are to per-customer passes and sets of ids), and the
+    // members need no pass to remove duplicates.
+    let id = catalog.column(SourceTable::Customers, Role::CustomerId);
+    let unique = ids_unique(ctx, &catalog.customers, id)
+        .await
+        .map_err(in_step(|| "while counting the customer ids".to_string()))?;
+    timing("customer ids counted", started);
+
     // Segments are evaluated in stages: those of a stage do not refer to
     // each other, so they run together (a small plan alone leaves a core
     // idle); a later stage reads the members of the earlier ones.
@@ -1008,7 +1068,7 @@ pub async fn refresh(
             runs.push(async move {
                 let own = std::time::Instant::now();
                 let members = scratch
-                    .members(ctx, catalog, code, plan, definition)
+                    .members(ctx, catalog, code, plan, definition, unique)
                     .await
                     .map_err(in_step(|| format!("while evaluating segment `{code}`")))?;
                 timing(&format!("segment {code}"), started);
