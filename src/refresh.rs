@@ -426,8 +426,9 @@ impl Route {
 /// The new members of every change (`n_rank`, its place in `changes`;
 /// `n_segment`; `n_customer`) and, unless the store has no open stay (its
 /// first refresh), the open stays of their segments (`o_segment`,
-/// `o_customer`; an exit's rank comes from [`rank_of`], on the few rows
-/// that moved rather than on every open stay).
+/// `o_rank`, the segment's place in `changes`, `o_customer`,
+/// `o_entered_at`, `o_entered_refresh`). The stays are joined on the
+/// ranks; a cluster, which groups instead, uses the codes.
 fn members_and_open_stays(
     ctx: &SessionContext,
     snapshot: &Snapshot,
@@ -470,6 +471,7 @@ fn members_and_open_stays(
         )?
         .select(vec![
             cast(col("segment"), DataType::Utf8).alias("o_segment"),
+            place_in(changes, col("segment"))?.alias("o_rank"),
             col("customer_id").alias("o_customer"),
             col("entered_at").alias("o_entered_at"),
             col("entered_refresh").alias("o_entered_refresh"),
@@ -480,11 +482,29 @@ fn members_and_open_stays(
 /// The rank of a change's row: `rank` when set (an entry), else the place
 /// in `changes` of its `segment` (an exit).
 fn rank_of(changes: &[NewMembers], rank: Expr, segment: Expr) -> Result<Expr, Error> {
+    Ok(when(rank.clone().is_not_null(), rank).otherwise(place_in(changes, segment)?)?)
+}
+
+/// The place in `changes` of the segment code `segment` (a text column of
+/// the store: literals of its view type, so the lookup casts no row).
+fn place_in(changes: &[NewMembers], segment: Expr) -> Result<Expr, Error> {
     let mut place = datafusion::logical_expr::case(segment);
     for (i, change) in changes.iter().enumerate() {
-        place.when(lit(change.code.clone()), lit(i as i64));
+        place.when(
+            lit(ScalarValue::Utf8View(Some(change.code.clone()))),
+            lit(i as i64),
+        );
     }
-    Ok(when(rank.clone().is_not_null(), rank).otherwise(place.end()?)?)
+    Ok(place.end()?)
+}
+
+/// The code of the change at place `rank` in `changes`.
+fn code_at(changes: &[NewMembers], rank: Expr) -> Result<Expr, Error> {
+    let mut code = datafusion::logical_expr::case(rank);
+    for (i, change) in changes.iter().enumerate() {
+        code.when(lit(i as i64), lit(change.code.clone()));
+    }
+    Ok(code.end()?)
 }
 
 /// Every new member as `entered` (when no stay is open).
@@ -576,16 +596,18 @@ async fn stays_from_members(
     let entered = col("o_customer").is_null();
     let exited = col("n_customer").is_null();
     let null_time = lit(ScalarValue::TimestampMicrosecond(None, Some("UTC".into())));
+    // Joined on the segment's place in `changes`: integers hash and
+    // compare faster than the codes.
     let changed = new
         .join(
             open,
             JoinType::Full,
-            &["n_segment", "n_customer"],
-            &["o_segment", "o_customer"],
+            &["n_rank", "n_customer"],
+            &["o_rank", "o_customer"],
             None,
         )?
         .select(vec![
-            coalesce(vec![col("n_segment"), col("o_segment")]).alias("segment"),
+            code_at(changes, coalesce(vec![col("n_rank"), col("o_rank")]))?.alias("segment"),
             coalesce(vec![col("n_customer"), col("o_customer")]).alias("customer_id"),
             when(entered.clone(), utc(at))
                 .otherwise(col("o_entered_at"))?
