@@ -28,7 +28,7 @@ use crate::error::{Error, in_step};
 use crate::segment::catalog::{Pass, SegmentCatalog, StoredSegments};
 use crate::segment::columns::{Role, SourceTable};
 use crate::segment::planner::{
-    bought_pass_plan, events_pass_plan, order_metrics_plan, plan_resolved,
+    bought_pass_plan, events_pass_plan, metrics_read, order_metrics_plan, plan_resolved,
 };
 use crate::segment::resolve::{EventTest, OrderScope, Resolved, resolve_text};
 use crate::segment::{SegmentError, SegmentGraph};
@@ -1006,6 +1006,8 @@ pub async fn refresh(
         let plan = kept_or(folded, &mut orders_fold, || {
             order_metrics_plan(&catalog, options.as_of, &scopes)
         });
+        let conditions: Vec<&Resolved> = resolved.iter().map(|(_, r)| r).collect();
+        let plan = plan.and_then(|plan| metrics_read(plan, &conditions, &scopes));
         let table = scratch.pass(ctx, "__order_metrics", plan, &step).await?;
         orders_scans += 1;
         timing("order metrics", started);

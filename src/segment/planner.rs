@@ -10,6 +10,7 @@
 //! `LogicalPlanBuilder`, never SQL text; names were looked up by the
 //! resolver, so nothing here can be unknown.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
@@ -392,6 +393,48 @@ pub fn metrics_from_sums(
         Some(&catalog.rfm),
         scopes.len(),
     )
+}
+
+/// `metrics` (a plan of [`order_metrics_plan`] or [`metrics_from_sums`]
+/// for `scopes`) with only the customer column and the metric columns
+/// `conditions` read (entering referenced segments): what a refresh keeps
+/// of them. Unread metrics are then neither computed nor written.
+pub fn metrics_read(
+    metrics: LogicalPlan,
+    conditions: &[&Resolved],
+    scopes: &[OrderScope],
+) -> Result<LogicalPlan> {
+    let mut columns = BTreeSet::new();
+    let mut missing = None;
+    for condition in conditions {
+        condition.visit_deep(&mut |r| match r.attribute() {
+            Some(Attribute::Metric(metric)) => {
+                columns.insert(format!("__{}", metric.name()));
+            }
+            Some(Attribute::Windowed { metric, scope }) => {
+                match scopes.iter().position(|s| s == scope) {
+                    Some(i) => {
+                        columns.insert(format!("__w{i}_{}", metric.name()));
+                    }
+                    None => missing = Some(scope.key()),
+                }
+            }
+            Some(Attribute::Rfm(_)) => {
+                columns.extend(["__rfm_r", "__rfm_f", "__rfm_m"].map(String::from));
+            }
+            _ => {}
+        });
+    }
+    if let Some(key) = missing {
+        return Err(DataFusionError::Internal(format!(
+            "no metrics computed for the scope {key}"
+        )));
+    }
+    let kept = std::iter::once("__m_customer_id".to_string())
+        .chain(columns)
+        .map(|name| Expr::Column(Column::from_name(name)))
+        .collect::<Vec<_>>();
+    LogicalPlanBuilder::from(metrics).project(kept)?.build()
 }
 
 /// The first day any of `scopes` admits orders from; `None` when one of

@@ -444,7 +444,7 @@ impl Resolved {
     }
 
     /// The attribute a predicate node tests.
-    fn attribute(&self) -> Option<&Attribute> {
+    pub fn attribute(&self) -> Option<&Attribute> {
         match self {
             Resolved::Compare { attribute, .. }
             | Resolved::Between { attribute, .. }

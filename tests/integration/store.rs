@@ -820,7 +820,7 @@ fn a_full_disk_fails_clearly_and_leaves_nothing_half_written() {
     let full = |args: &[&str]| {
         let output = Command::new("/bin/bash")
             .arg("-c")
-            .arg("trap '' XFSZ; ulimit -f 16; exec \"$0\" \"$@\"")
+            .arg("trap '' XFSZ; ulimit -f 8; exec \"$0\" \"$@\"")
             .arg(env!("CARGO_BIN_EXE_segql"))
             .args(args)
             .current_dir(d)
