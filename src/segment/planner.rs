@@ -1943,7 +1943,82 @@ fn metric_expr(metric: Metric, column: Expr) -> Expr {
 
 #[cfg(test)]
 mod tests {
-    use super::like_literal;
+    use std::sync::Arc;
+
+    use chrono::NaiveDate;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    use datafusion::datasource::MemTable;
+    use datafusion::prelude::SessionContext;
+
+    use super::{like_literal, metrics_read, order_metrics_plan};
+    use crate::segment::SegmentCatalog;
+    use crate::segment::resolve::{Resolved, resolve_text};
+    use crate::time::AsOf;
+
+    #[tokio::test]
+    async fn a_refresh_keeps_the_metric_columns_its_conditions_read() {
+        let ctx = SessionContext::new();
+        let table = |fields: Vec<Field>| {
+            Arc::new(MemTable::try_new(Arc::new(Schema::new(fields)), vec![vec![]]).unwrap())
+        };
+        let id = || Field::new("customer_id", DataType::Int64, true);
+        ctx.register_table(
+            "customers",
+            table(vec![id(), Field::new("country", DataType::Utf8, true)]),
+        )
+        .unwrap();
+        let ts = DataType::Timestamp(TimeUnit::Microsecond, None);
+        ctx.register_table(
+            "orders",
+            table(vec![
+                id(),
+                Field::new("order_id", DataType::Int64, false),
+                Field::new("order_ts", ts, false),
+                Field::new("amount", DataType::Float64, false),
+            ]),
+        )
+        .unwrap();
+        let as_of = AsOf::day(NaiveDate::from_ymd_opt(2011, 12, 10).unwrap());
+        let catalog = SegmentCatalog::from_session(&ctx, as_of).await.unwrap();
+        let conditions = [
+            "orders_count >= 5",
+            "orders_count(date: -90d..today) = 0 AND rfm_group = 'Champions'",
+            "country = 'Germany' OR days_since_last_order > 180",
+        ]
+        .map(|text| resolve_text(text, &catalog, as_of).unwrap());
+        let mut scopes = Vec::new();
+        for condition in &conditions {
+            condition.order_scopes(true, &mut scopes);
+        }
+        let plan = order_metrics_plan(&catalog, as_of, &scopes).unwrap();
+        let read: Vec<&Resolved> = conditions.iter().collect();
+        let kept = metrics_read(plan.clone(), &read, &scopes).unwrap();
+        let names: Vec<&str> = kept
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "__m_customer_id",
+                "__days_since_last_order",
+                "__orders_count",
+                "__rfm_f",
+                "__rfm_m",
+                "__rfm_r",
+                "__w0_orders_count"
+            ]
+        );
+        // A windowed metric of a scope the pass lacks is a planning bug,
+        // reported, never a silently missing column.
+        let error = metrics_read(plan, &read, &[]).unwrap_err().to_string();
+        assert!(
+            error.contains("no metrics computed for the scope"),
+            "{error}"
+        );
+    }
 
     #[test]
     fn statuses_match_as_written() {

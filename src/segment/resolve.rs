@@ -1742,48 +1742,4 @@ mod tests {
         // Customer columns alone need no orders.
         assert!(!resolved("country = 'France'", &catalog).reads_orders());
     }
-
-    #[test]
-    fn a_refresh_keeps_the_metric_columns_its_conditions_read() {
-        use crate::segment::planner::{metrics_read, order_metrics_plan};
-        let catalog = catalog(true);
-        let conditions = [
-            "orders_count >= 5",
-            "orders_count(date: -90d..today) = 0 AND rfm_group = 'Champions'",
-            "country = 'Germany' OR days_since_last_order > 180",
-        ]
-        .map(|text| resolved(text, &catalog));
-        let mut scopes = Vec::new();
-        for condition in &conditions {
-            condition.order_scopes(true, &mut scopes);
-        }
-        let plan = order_metrics_plan(&catalog, as_of(), &scopes).unwrap();
-        let read: Vec<&Resolved> = conditions.iter().collect();
-        let kept = metrics_read(plan.clone(), &read, &scopes).unwrap();
-        let names: Vec<&str> = kept
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.name().as_str())
-            .collect();
-        assert_eq!(
-            names,
-            [
-                "__m_customer_id",
-                "__days_since_last_order",
-                "__orders_count",
-                "__rfm_f",
-                "__rfm_m",
-                "__rfm_r",
-                "__w0_orders_count"
-            ]
-        );
-        // A windowed metric of a scope the pass lacks is a planning bug,
-        // reported, never a silently missing column.
-        let error = metrics_read(plan, &read, &[]).unwrap_err().to_string();
-        assert!(
-            error.contains("no metrics computed for the scope"),
-            "{error}"
-        );
-    }
 }
