@@ -129,14 +129,13 @@ impl Scratch {
         code: &str,
         plan: LogicalPlan,
         definition: Option<&Definition>,
-        unique: bool,
+        mut unique: bool,
     ) -> Result<NewMembers, Error> {
         let id = catalog.column(SourceTable::Customers, Role::CustomerId);
         let mut frame = ctx.execute_logical_plan(plan).await?.select(vec![
             cast(Expr::Column(Column::from_name(id)), DataType::Int64).alias("customer_id"),
         ])?;
         // Pinned lists: the included are members, the excluded never are.
-        let mut unique = unique;
         if let Some(definition) = definition {
             if !definition.include.is_empty() {
                 unique = false;

@@ -395,6 +395,20 @@ pub fn metrics_from_sums(
     )
 }
 
+/// The metrics pass's column of a lifetime metric.
+fn metric_column(metric: Metric) -> String {
+    format!("__{}", metric.name())
+}
+
+/// The metrics pass's column of `metric` over the purchases of its `i`-th
+/// scope.
+fn window_column(i: usize, metric: Metric) -> String {
+    format!("__w{i}_{}", metric.name())
+}
+
+/// The metrics pass's RFM score columns: recency, frequency, monetary.
+const RFM_SCORES: [&str; 3] = ["__rfm_r", "__rfm_f", "__rfm_m"];
+
 /// `metrics` (a plan of [`order_metrics_plan`] or [`metrics_from_sums`]
 /// for `scopes`) with only the customer column and the metric columns
 /// `conditions` read (entering referenced segments): what a refresh keeps
@@ -409,18 +423,18 @@ pub fn metrics_read(
     for condition in conditions {
         condition.visit_deep(&mut |r| match r.attribute() {
             Some(Attribute::Metric(metric)) => {
-                columns.insert(format!("__{}", metric.name()));
+                columns.insert(metric_column(*metric));
             }
             Some(Attribute::Windowed { metric, scope }) => {
                 match scopes.iter().position(|s| s == scope) {
                     Some(i) => {
-                        columns.insert(format!("__w{i}_{}", metric.name()));
+                        columns.insert(window_column(i, *metric));
                     }
                     None => missing = Some(scope.key()),
                 }
             }
             Some(Attribute::Rfm(_)) => {
-                columns.extend(["__rfm_r", "__rfm_f", "__rfm_m"].map(String::from));
+                columns.extend(RFM_SCORES.map(String::from));
             }
             _ => {}
         });
@@ -783,7 +797,7 @@ impl PassKeys {
     /// The column of `metric` over the purchases of `scope`.
     fn scope_column(&self, metric: Metric, scope: &OrderScope) -> Result<Expr> {
         let i = Self::position(&self.scopes, &scope.key())?;
-        Ok(col(format!("__w{i}_{}", metric.name())))
+        Ok(col(window_column(i, metric)))
     }
 
     /// Whether the bought pass answers `bought`.
@@ -1898,7 +1912,7 @@ fn attribute_expr(
                 expr
             }
         }
-        Attribute::Metric(metric) => metric_expr(*metric, col(format!("__{}", metric.name()))),
+        Attribute::Metric(metric) => metric_expr(*metric, col(metric_column(*metric))),
         Attribute::Windowed { metric, scope } => {
             metric_expr(*metric, keys.scope_column(*metric, scope)?)
         }
@@ -1906,7 +1920,7 @@ fn attribute_expr(
             keys.event_column(events, if *last { "last" } else { "first" })?
         }
         Attribute::Rfm(rfm) => {
-            let (r, f, m) = (col("__rfm_r"), col("__rfm_f"), col("__rfm_m"));
+            let [r, f, m] = RFM_SCORES.map(col);
             match rfm {
                 Rfm::Code => udf(RfmCodeFunc::new(), vec![r, f, m]),
                 // Customers without purchases have no scores: their group
