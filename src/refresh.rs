@@ -912,11 +912,13 @@ pub async fn refresh(
     catalog: &SegmentCatalog,
     options: &RefreshOptions,
 ) -> Result<RefreshOutcome, Error> {
+    let opening = std::time::Instant::now();
     store.check_format()?;
     let lock = store.lock(options.wait)?;
     let pinned = store.recover(ctx, &lock).await?;
-    let snapshot = store.snapshot(ctx).await?;
+    let snapshot = store.snapshot_of(pinned.clone()).await?;
     let definitions = live_definitions(ctx, &snapshot).await?;
+    timing("store opened", opening);
     let at = options.as_of.micros();
 
     let mut outcomes = Vec::new();

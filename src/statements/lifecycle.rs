@@ -481,7 +481,7 @@ async fn change(env: &StatementEnv<'_>, statement: StoreStatement) -> Result<Str
     store.create_if_missing().await?;
     let lock = store.lock(env.wait)?;
     let pinned = store.recover(ctx, &lock).await?;
-    let snapshot = store.snapshot(ctx).await?;
+    let snapshot = store.snapshot_of(pinned.clone()).await?;
     let history = read::definitions(ctx, &snapshot).await?;
     let live = read::newest(&history);
     let now = now_micros();

@@ -513,13 +513,13 @@ impl Store {
         result.map_err(delta_error(self, table))
     }
 
-    /// Writes `batches` to `table` and returns the version it reached.
+    /// Writes `batches` to `table` and returns the table as written.
     async fn write(
         &self,
         table: StoreTable,
         batches: Vec<RecordBatch>,
         mode: SaveMode,
-    ) -> Result<u64> {
+    ) -> Result<DeltaTable> {
         let url = self.table_url(table)?;
         if mode == SaveMode::ErrorIfExists && self.remote.is_none() {
             let path = self.table_path(table);
@@ -530,40 +530,40 @@ impl Store {
             .map_err(delta_error(self, table))?;
         // Appends may carry columns a store written by an older segql
         // lacks (the pinned lists of `segments`): they are added.
-        let written = delta
+        delta
             .write(batches)
             .with_save_mode(mode)
             .with_schema_mode(deltalake::operations::write::SchemaMode::Merge)
             .with_table_name(table.name())
             .await
-            .map_err(delta_error(self, table))?;
-        written
-            .version()
-            .ok_or_else(|| state_error(self, table, "no version after writing"))
+            .map_err(delta_error(self, table))
     }
 
     /// The newest version of the commit log, read from its log folder
     /// without opening the table: a cheap test of whether the store's
     /// committed state moved since a snapshot (`None` without a store).
     pub fn log_version_on_disk(&self) -> Option<u64> {
+        self.newest_version_on_disk(StoreTable::Refreshes)
+    }
+
+    /// The newest version of `table`, from the names of the commits in
+    /// its log folder (`None` when the folder cannot be listed).
+    fn newest_version_on_disk(&self, table: StoreTable) -> Option<u64> {
+        let version = |name: &str| name.strip_suffix(".json")?.parse::<u64>().ok();
         if let Some(remote) = &self.remote {
-            let log = format!("{}/_delta_log", StoreTable::Refreshes.name());
+            let log = format!("{}/_delta_log", table.name());
             return remote
                 .files(&log)
                 .ok()?
                 .into_iter()
-                .filter_map(|name| name.strip_suffix(".json")?.parse::<u64>().ok())
+                .filter_map(|name| version(&name))
                 .max();
         }
-        let log = self.table_path(StoreTable::Refreshes).join("_delta_log");
+        let log = self.table_path(table).join("_delta_log");
         std::fs::read_dir(log)
             .ok()?
             .flatten()
-            .filter_map(|entry| {
-                let name = entry.file_name();
-                let name = name.to_str()?;
-                name.strip_suffix(".json")?.parse::<u64>().ok()
-            })
+            .filter_map(|entry| version(entry.file_name().to_str()?))
             .max()
     }
 
@@ -629,6 +629,12 @@ impl Store {
     /// The tables at the newest committed state.
     pub async fn snapshot(&self, ctx: &SessionContext) -> Result<Snapshot> {
         let pinned = self.pinned(ctx).await?;
+        self.snapshot_of(pinned).await
+    }
+
+    /// The tables at the committed state `pinned` (as [`Store::pinned`] or
+    /// [`Store::recover`] read it).
+    pub async fn snapshot_of(&self, pinned: Pinned) -> Result<Snapshot> {
         let mut providers = BTreeMap::new();
         let mut membership_files = Vec::new();
         for table in StoreTable::ALL {
@@ -666,6 +672,14 @@ impl Store {
         let pinned = self.pinned(ctx).await?;
         for table in StoreTable::DATA {
             let version = pinned.versions.get(table);
+            // Most changes complete: a table whose log ends at the
+            // committed version needs no opening (a log replay) here.
+            if self
+                .newest_version_on_disk(table)
+                .is_some_and(|newest| newest <= version)
+            {
+                continue;
+            }
             let delta = self.open_table(table, None).await?;
             let latest = delta
                 .version()
@@ -739,6 +753,7 @@ impl Store {
             pinned,
             versions: pinned.versions,
             started_at: crate::time::now_micros(),
+            crowded: std::collections::BTreeSet::new(),
         }
     }
 
@@ -802,6 +817,8 @@ pub struct Transaction<'a> {
     pinned: &'a Pinned,
     versions: TableVersions,
     started_at: i64,
+    /// The tables written with [`COMPACT_AT`] small files or more.
+    crowded: std::collections::BTreeSet<StoreTable>,
 }
 
 impl std::fmt::Debug for Transaction<'_> {
@@ -822,9 +839,8 @@ impl Transaction<'_> {
     /// Appends `batches` to `table`.
     pub async fn append(&mut self, table: StoreTable, batches: Vec<RecordBatch>) -> Result<()> {
         injected_failure(table)?;
-        let v = self.store.write(table, batches, SaveMode::Append).await?;
-        self.versions.set(table, v);
-        Ok(())
+        let written = self.store.write(table, batches, SaveMode::Append).await?;
+        self.set_version(table, &written)
     }
 
     /// Appends the rows of `plan` (its tables already bound) to `table`,
@@ -900,7 +916,13 @@ impl Transaction<'_> {
     }
 
     /// Appends the commit record: the change is now committed.
-    pub async fn commit(self, kind: ChangeKind, as_of: i64, segments: String) -> Result<Commit> {
+    pub async fn commit(
+        mut self,
+        kind: ChangeKind,
+        as_of: i64,
+        segments: String,
+    ) -> Result<Commit> {
+        self.compact_written().await;
         injected_failure(StoreTable::Refreshes)?;
         self.lock.check()?;
         let commit = Commit {
@@ -912,7 +934,7 @@ impl Transaction<'_> {
             segments,
             versions: self.versions,
         };
-        let log_version = self
+        let log = self
             .store
             .write(
                 StoreTable::Refreshes,
@@ -920,19 +942,40 @@ impl Transaction<'_> {
                 SaveMode::Append,
             )
             .await?;
+        let mut log_version = log.version().ok_or_else(|| {
+            state_error(
+                self.store,
+                StoreTable::Refreshes,
+                "no version after writing",
+            )
+        })?;
+        // The commit log gets a file per change too. Merged after the
+        // commit, it holds the same records: a failure is only a warning.
+        if small_files(&log) >= COMPACT_AT {
+            match compact(self.store, self.ctx, StoreTable::Refreshes, log).await {
+                Ok(merged) => log_version = merged.version().unwrap_or(log_version),
+                Err(problem) => eprintln!(
+                    "warning: could not merge the small files of store table {} : {problem}; \
+                     the change is committed",
+                    StoreTable::Refreshes
+                ),
+            }
+        }
         // Every CHECKPOINT_EVERY versions a table gets a Delta checkpoint,
         // so opening it reads one Parquet file and a few JSON commits, not
         // every commit since the store began: the cost of opening the
         // store does not grow with its history. The change is committed
         // already; a checkpoint that cannot be written is only a warning.
-        let mut written: Vec<(StoreTable, u64)> = StoreTable::DATA
+        // A change can move a table by more than one version (a write,
+        // then a merge of small files): the checkpoint falls on the
+        // change's last version whenever it passes a multiple.
+        let mut written: Vec<(StoreTable, u64, u64)> = StoreTable::DATA
             .into_iter()
-            .map(|t| (t, self.versions.get(t)))
-            .filter(|(t, v)| *v != self.pinned.versions.get(*t))
+            .map(|t| (t, self.pinned.versions.get(t), self.versions.get(t)))
             .collect();
-        written.push((StoreTable::Refreshes, log_version));
-        for (table, version) in written {
-            if version > 0 && version % CHECKPOINT_EVERY == 0 {
+        written.push((StoreTable::Refreshes, self.pinned.log_version, log_version));
+        for (table, before, version) in written {
+            if version / CHECKPOINT_EVERY > before / CHECKPOINT_EVERY {
                 let checkpoint = match self.store.open_table(table, Some(version)).await {
                     Ok(delta) => deltalake::checkpoints::create_checkpoint(&delta, None)
                         .await
@@ -962,8 +1005,79 @@ impl Transaction<'_> {
             .version()
             .ok_or_else(|| state_error(self.store, table, "no version after writing"))?;
         self.versions.set(table, v);
+        // The open stays are replaced by every change and each closed
+        // partition is written once: only the other tables gather files.
+        if table != StoreTable::Membership && small_files(written) >= COMPACT_AT {
+            self.crowded.insert(table);
+        }
         Ok(())
     }
+
+    /// Merges the small files of the tables this change left with
+    /// [`COMPACT_AT`] or more of them, as part of the change (the commit
+    /// record names the merged versions). Merging changes no row, so a
+    /// failure leaves the change as it was written, with a warning; the
+    /// next change's recovery undoes a merge the commit does not name.
+    async fn compact_written(&mut self) {
+        let crowded = std::mem::take(&mut self.crowded);
+        for table in crowded {
+            let merged = match self.open_written(table).await {
+                Ok(delta) => compact(self.store, self.ctx, table, delta).await,
+                Err(problem) => Err(problem),
+            };
+            let recorded = merged.and_then(|delta| self.set_version(table, &delta));
+            if let Err(problem) = recorded {
+                eprintln!(
+                    "warning: could not merge the small files of store table {table}: {problem}; \
+                     the change goes on without it"
+                );
+            }
+        }
+    }
+}
+
+/// A store table file at most this big is small: it is merged with the
+/// other small files of its table (and partition) once there are
+/// [`COMPACT_AT`] of them.
+const SMALL_FILE: u64 = 8 << 20;
+
+/// How many small files a table may gather before a change merges them.
+/// Events, sizes, definitions and commit records get a file or more per
+/// change; merged every few changes, the files a refresh opens (and so
+/// its cost) stay bounded however long the history grows.
+const COMPACT_AT: usize = 10;
+
+/// How many of `delta`'s files are small (see [`SMALL_FILE`]); 0 when its
+/// file list is not loaded.
+fn small_files(delta: &DeltaTable) -> usize {
+    delta.snapshot().map_or(0, |state| {
+        state
+            .log_data()
+            .iter()
+            .filter(|file| u64::try_from(file.size()).is_ok_and(|size| size <= SMALL_FILE))
+            .count()
+    })
+}
+
+/// `delta` (a table of `store`) with its small files merged into files
+/// of up to [`SMALL_FILE`] (Delta Lake's OPTIMIZE: a new version with the
+/// same rows), run on `ctx`'s session so its memory limit applies.
+async fn compact(
+    store: &Store,
+    ctx: &SessionContext,
+    table: StoreTable,
+    delta: DeltaTable,
+) -> Result<DeltaTable> {
+    let target = std::num::NonZeroU64::new(SMALL_FILE)
+        .ok_or_else(|| state_error(store, table, "no size for merged files"))?;
+    let (merged, _metrics) = delta
+        .optimize()
+        .with_target_size(target)
+        .with_writer_properties(Store::writer_properties())
+        .with_session_state(Store::delta_session(ctx))
+        .await
+        .map_err(delta_error(store, table))?;
+    Ok(merged)
 }
 
 /// The files among `files` (of `segment_membership`) that may hold open

@@ -237,6 +237,28 @@ async fn a_year_of_monthly_history_adds_up() {
     );
     // Version 0 creates the table, version 1 is the first refresh.
     history_is_never_rewritten(&store.root().join("segment_membership"), 2, 10);
+    // Each of the 17 changes added a file to the commit log and most a
+    // file of events and of sizes; once a table holds 10 small files a
+    // change merges them, so none holds 10 now (and the rows read above,
+    // through the merged files, add up).
+    for table in ["segment_events", "segment_sizes", "segment_refreshes"] {
+        let path = store.root().join(table);
+        let url = url::Url::from_directory_path(&path).unwrap();
+        let delta = deltalake::open_table(url).await.unwrap();
+        let files = delta.get_file_uris().unwrap().count();
+        assert!((1..10).contains(&files), "{table}: {files} files");
+        let merges = std::fs::read_dir(path.join("_delta_log"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .filter(|e| {
+                std::fs::read_to_string(e.path())
+                    .unwrap()
+                    .contains("\"operation\":\"OPTIMIZE\"")
+            })
+            .count();
+        assert!(merges >= 1, "{table}: no merge in its log");
+    }
 }
 
 /// Every change to `segment_membership` (a Delta table) from log version
