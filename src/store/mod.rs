@@ -955,7 +955,7 @@ impl Transaction<'_> {
             match compact(self.store, self.ctx, StoreTable::Refreshes, log).await {
                 Ok(merged) => log_version = merged.version().unwrap_or(log_version),
                 Err(problem) => eprintln!(
-                    "warning: could not merge the small files of store table {} : {problem}; \
+                    "warning: could not merge the small files of store table {}: {problem}; \
                      the change is committed",
                     StoreTable::Refreshes
                 ),
