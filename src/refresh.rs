@@ -91,6 +91,7 @@ impl Scratch {
         let path = self
             .store
             .location(&format!("{}/{name}.parquet", self.name));
+        explain_step(name, &frame).await?;
         let rows = write_parquet_file_with(frame, &path, Some(scratch_options(ctx))).await? as i64;
         let table = ctx
             .read_parquet(&path, ParquetReadOptions::default())
@@ -832,6 +833,20 @@ fn stays_plans(
 /// both cores busy between a small plan's single-threaded steps (four were
 /// no faster at scale 1 and hold more hash tables at once).
 const SEGMENTS_AT_ONCE: usize = 2;
+
+/// With `SEGQL_EXPLAIN` set, runs `frame` once more under EXPLAIN ANALYZE
+/// and prints its plan with each operator's metrics on standard error,
+/// titled `step` (for profiling refreshes: doubles the step's work).
+async fn explain_step(step: &str, frame: &DataFrame) -> Result<(), Error> {
+    if std::env::var_os("SEGQL_EXPLAIN").is_none() {
+        return Ok(());
+    }
+    let batches = frame.clone().explain(false, true)?.collect().await?;
+    let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+        .map_err(datafusion::error::DataFusionError::from)?;
+    eprintln!("explain: {step}\n{text}");
+    Ok(())
+}
 
 /// Prints how long a step took, on standard error, when `SEGQL_TIMINGS` is
 /// set (for profiling refreshes).

@@ -753,7 +753,7 @@ impl Store {
             pinned,
             versions: pinned.versions,
             started_at: crate::time::now_micros(),
-            crowded: std::collections::BTreeSet::new(),
+            crowded: std::collections::BTreeMap::new(),
         }
     }
 
@@ -817,8 +817,9 @@ pub struct Transaction<'a> {
     pinned: &'a Pinned,
     versions: TableVersions,
     started_at: i64,
-    /// The tables written with [`COMPACT_AT`] small files or more.
-    crowded: std::collections::BTreeSet<StoreTable>,
+    /// The tables whose small files are to be merged (see
+    /// [`worth_merging`]), as this change wrote them.
+    crowded: std::collections::BTreeMap<StoreTable, DeltaTable>,
 }
 
 impl std::fmt::Debug for Transaction<'_> {
@@ -951,7 +952,7 @@ impl Transaction<'_> {
         })?;
         // The commit log gets a file per change too. Merged after the
         // commit, it holds the same records: a failure is only a warning.
-        if small_files(&log) >= COMPACT_AT {
+        if worth_merging(&log) {
             match compact(self.store, self.ctx, StoreTable::Refreshes, log).await {
                 Ok(merged) => log_version = merged.version().unwrap_or(log_version),
                 Err(problem) => eprintln!(
@@ -1007,24 +1008,24 @@ impl Transaction<'_> {
         self.versions.set(table, v);
         // The open stays are replaced by every change and each closed
         // partition is written once: only the other tables gather files.
-        if table != StoreTable::Membership && small_files(written) >= COMPACT_AT {
-            self.crowded.insert(table);
+        if table != StoreTable::Membership && worth_merging(written) {
+            self.crowded.insert(table, written.clone());
+        } else {
+            self.crowded.remove(&table);
         }
         Ok(())
     }
 
     /// Merges the small files of the tables this change left with
-    /// [`COMPACT_AT`] or more of them, as part of the change (the commit
+    /// [`COMPACT_AT`] or more of them (see [`worth_merging`]), as part of
+    /// the change (the commit
     /// record names the merged versions). Merging changes no row, so a
     /// failure leaves the change as it was written, with a warning; the
     /// next change's recovery undoes a merge the commit does not name.
     async fn compact_written(&mut self) {
         let crowded = std::mem::take(&mut self.crowded);
-        for table in crowded {
-            let merged = match self.open_written(table).await {
-                Ok(delta) => compact(self.store, self.ctx, table, delta).await,
-                Err(problem) => Err(problem),
-            };
+        for (table, delta) in crowded {
+            let merged = compact(self.store, self.ctx, table, delta).await;
             let recorded = merged.and_then(|delta| self.set_version(table, &delta));
             if let Err(problem) = recorded {
                 eprintln!(
@@ -1047,16 +1048,31 @@ const SMALL_FILE: u64 = 8 << 20;
 /// its cost) stay bounded however long the history grows.
 const COMPACT_AT: usize = 10;
 
-/// How many of `delta`'s files are small (see [`SMALL_FILE`]); 0 when its
-/// file list is not loaded.
-fn small_files(delta: &DeltaTable) -> usize {
-    delta.snapshot().map_or(0, |state| {
-        state
-            .log_data()
-            .iter()
-            .filter(|file| u64::try_from(file.size()).is_ok_and(|size| size <= SMALL_FILE))
-            .count()
+/// Whether `delta`'s small files are to be merged: false when its file
+/// list is not loaded (see [`merge_pays`]).
+fn worth_merging(delta: &DeltaTable) -> bool {
+    delta.snapshot().is_ok_and(|state| {
+        merge_pays(
+            state
+                .log_data()
+                .iter()
+                .filter_map(|file| u64::try_from(file.size()).ok()),
+        )
     })
+}
+
+/// Whether a table of files of `sizes` (in bytes) has [`COMPACT_AT`] small
+/// ones (see [`SMALL_FILE`]) of which two at least fit in one merged file:
+/// Delta Lake's OPTIMIZE leaves a file alone when no other fits beside it,
+/// so ten files of 5 MiB would otherwise ask for a merge, that merges
+/// nothing, on every change.
+fn merge_pays(sizes: impl Iterator<Item = u64>) -> bool {
+    let mut small: Vec<u64> = sizes.filter(|&size| size <= SMALL_FILE).collect();
+    if small.len() < COMPACT_AT {
+        return false;
+    }
+    small.sort_unstable();
+    small[0].saturating_add(small[1]) <= SMALL_FILE
 }
 
 /// `delta` (a table of `store`) with its small files merged into files
@@ -1068,6 +1084,7 @@ async fn compact(
     table: StoreTable,
     delta: DeltaTable,
 ) -> Result<DeltaTable> {
+    injected_failure(table)?;
     let target = std::num::NonZeroU64::new(SMALL_FILE)
         .ok_or_else(|| state_error(store, table, "no size for merged files"))?;
     let (merged, _metrics) = delta
@@ -1196,6 +1213,31 @@ fn parse_marker(text: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn merges_only_what_can_pair() {
+        const MIB: u64 = 1 << 20;
+        // Nine small files: not yet.
+        assert!(!merge_pays(std::iter::repeat_n(MIB, 9)));
+        assert!(merge_pays(std::iter::repeat_n(MIB, 10)));
+        // Big files do not count.
+        assert!(!merge_pays(
+            std::iter::repeat_n(MIB, 9).chain(std::iter::repeat_n(64 * MIB, 5))
+        ));
+        // Ten files of 5 MiB: no two fit in 8 MiB, nothing to merge.
+        assert!(!merge_pays(std::iter::repeat_n(5 * MIB, 10)));
+        // ... until two small ones join them.
+        assert!(merge_pays(
+            std::iter::repeat_n(5 * MIB, 10).chain([MIB / 2, MIB / 4])
+        ));
+        // Two that make exactly 8 MiB still fit in one.
+        assert!(merge_pays(
+            std::iter::repeat_n(6 * MIB, 8).chain([4 * MIB, 4 * MIB])
+        ));
+        assert!(!merge_pays(
+            std::iter::repeat_n(6 * MIB, 8).chain([4 * MIB, 4 * MIB + 1])
+        ));
+    }
 
     #[test]
     fn markers() {

@@ -821,6 +821,100 @@ fn a_change_stopped_at_any_write_leaves_the_store_whole() {
     }
 }
 
+/// The parquet files in the folder of store table `table` of the project
+/// `d` (every file a change added: nothing is vacuumed).
+fn table_files(d: &Path, table: &str) -> usize {
+    std::fs::read_dir(d.join("segql_store").join(table))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "parquet"))
+        .count()
+}
+
+/// Whether the Delta log of store table `table` of `d` has a merge.
+fn has_merge(d: &Path, table: &str) -> bool {
+    std::fs::read_dir(d.join("segql_store").join(table).join("_delta_log"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .any(|e| {
+            std::fs::read_to_string(e.path())
+                .unwrap()
+                .contains("\"operation\":\"OPTIMIZE\"")
+        })
+}
+
+/// Merging a table's small files changes no row: when the merge a change
+/// makes fails (the fault-injection hook stops it as a crash or a full
+/// disk would), the change still commits, with a warning naming the
+/// table, the store is whole, and the next change merges.
+#[test]
+fn a_failed_merge_warns_and_the_change_commits() {
+    let dir = project();
+    let d = dir.path();
+    create_segments(
+        d,
+        &[
+            ("big", "amount_spent > 1000"),
+            ("recent", "days_since_last_order <= 30"),
+        ],
+    );
+    // Weekly refreshes, each with events, until `segment_events` holds
+    // nine small files: the next change merges them.
+    let days: Vec<String> = (0..30)
+        .map(|week| {
+            (NaiveDate::from_ymd_opt(2011, 1, 2).unwrap() + chrono::Days::new(7 * week))
+                .format("%Y-%m-%d")
+                .to_string()
+        })
+        .collect();
+    let mut days = days.iter();
+    while table_files(d, "segment_events") < 9 {
+        let day = days.next().expect("a day left for the history");
+        let out = run(d, &["--as-of", day, "refresh"]);
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+    }
+    assert!(!has_merge(d, "segment_events"));
+    let day = days.next().unwrap();
+    let mut commits = check_whole(d);
+    let mut failed = None;
+    for n in 1..50 {
+        let out = run_failing_at(d, n, &["--as-of", day, "refresh"]);
+        if out.code == Some(0) {
+            // The failure fell on the merge: a warning, and the change
+            // is committed without it.
+            commits += 1;
+            assert_eq!(check_whole(d), commits);
+            let warning = "warning: could not merge the small files of store table ";
+            let table = out
+                .stderr
+                .strip_prefix(warning)
+                .and_then(|rest| rest.split_once(": store write "))
+                .map(|(table, _)| table.to_string());
+            assert!(
+                table.is_some()
+                    && out.stderr.contains("failed on purpose")
+                    && out.stderr.contains("the change goes on without it"),
+                "at {n}: {}",
+                out.stderr
+            );
+            failed = table;
+            break;
+        }
+        assert_eq!(out.code, Some(1), "at {n}: {}", out.stderr);
+        assert_eq!(check_whole(d), commits, "at {n}");
+    }
+    let table = failed.expect("no change committed with a failed merge");
+    assert!(!has_merge(d, &table), "{table}");
+    assert!(table_files(d, &table) >= 10, "{table}");
+    // The next change merges them.
+    let out = run(d, &["--as-of", days.next().unwrap(), "refresh"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(!out.stderr.contains("warning"), "{}", out.stderr);
+    assert_eq!(check_whole(d), commits + 1);
+    assert!(has_merge(d, &table), "{table}");
+}
+
 /// A full disk, as a file-size limit makes one (`ulimit -f`, with SIGXFSZ
 /// ignored so that writes fail with "File too large" instead of killing
 /// the process): refresh, `--output`, export and generate each fail with a
