@@ -378,26 +378,42 @@ class Row:
 def measure(work: str, segql: Side, duck: Side, runs: int, unit: str = "rows") -> Row:
     """Runs both sides alternately `runs` times and checks their results
     (`unit` names what the first value of a result tuple counts)."""
-    row = Row(work)
-    results = {"segql": [], "duck": []}
+    return measure_together([(work, segql, duck)], runs, unit)[0]
+
+
+def measure_together(works: list, runs: int, unit: str = "rows") -> list:
+    """`measure` for several works (tuples of work, segql side, DuckDB side)
+    whose times are compared with each other (R3's refresh no. 2 and no.
+    N): each run goes through all of them in turn, so that a slow spell of
+    the machine falls on all, not on the last one measured."""
+    rows = [Row(work) for work, _, _ in works]
+    results = [{"segql": [], "duck": []} for _ in works]
     for i in range(runs):
-        for name, side in (("segql", segql), ("duck", duck)):
-            if side.prepare:
-                side.prepare()
-            sample = run_child(side.cmd)
-            getattr(row, name).append(sample)
-            results[name].append(side.result(sample.stdout))
-        print(f"   {work}: run {i + 1}/{runs}: segql {row.segql[-1].wall:.3f} s, "
-              f"DuckDB {row.duck[-1].wall:.3f} s", file=sys.stderr)
+        for row, result, (work, segql, duck) in zip(rows, results, works):
+            for name, side in (("segql", segql), ("duck", duck)):
+                if side.prepare:
+                    side.prepare()
+                sample = run_child(side.cmd)
+                getattr(row, name).append(sample)
+                result[name].append(side.result(sample.stdout))
+            print(f"   {work}: run {i + 1}/{runs}: segql {row.segql[-1].wall:.3f} s, "
+                  f"DuckDB {row.duck[-1].wall:.3f} s", file=sys.stderr)
+    for row, result in zip(rows, results):
+        checked(row, result, unit)
+    return rows
+
+
+def checked(row: Row, results: dict, unit: str) -> None:
+    """Sets `row`'s check from each engine's results of its runs: all the
+    same within an engine, and the same on both."""
     for name in results:
         if any(r != results[name][0] for r in results[name]):
             row.ok = False
             row.check = f"MISMATCH: {name} differs between runs"
-            print(f"error: {work}: {name} gave different results between runs: "
+            print(f"error: {row.work}: {name} gave different results between runs: "
                   f"{results[name]}", file=sys.stderr)
-            return row
-    row.ok, row.check = compare(work, results["segql"][0], results["duck"][0], unit)
-    return row
+            return
+    row.ok, row.check = compare(row.work, results["segql"][0], results["duck"][0], unit)
 
 
 def compare(work: str, ours, theirs, unit: str = "rows") -> tuple:
@@ -599,13 +615,13 @@ class Bench:
             if k == 0:
                 st.save("history_1")
         st.save(f"history_{n - 1}")
-        rows = []
+        works = []
         for number in sorted({2, n}):
             before = f"history_{number - 1}"
             segql, duck = self.refresh_sides(before, days[number - 1])
-            rows.append(measure(f"R3 refresh no. {number} of a daily history", segql, duck,
-                                self.args.runs))
-        return rows
+            works.append((f"R3 refresh no. {number} of a daily history", segql, duck))
+        # No. 2 and no. N alternate, run by run: their ratio is the measure.
+        return measure_together(works, self.args.runs)
 
 
 # -- report ----------------------------------------------------------------------
