@@ -1800,15 +1800,10 @@ fn customers_listed_twice_are_members_once() {
             Some(0)
         );
     }
-    for day in ["2011-06-01", "2011-09-01"] {
-        let args = ["--format", "csv", "--as-of", day, "refresh"];
-        let (a, b) = (run(once.path(), &args), run(twice.path(), &args));
-        assert_eq!(b.code, Some(0), "{}", b.stderr);
-        assert_eq!(a.stdout, b.stdout);
-        assert!(b.stdout.contains("germans,"), "{}", b.stdout);
-        check_whole(twice.path());
+    let no_repeated_stays = |d: &Path| {
+        check_whole(d);
         let repeated = run(
-            twice.path(),
+            d,
             &[
                 "--format",
                 "csv",
@@ -1818,5 +1813,49 @@ fn customers_listed_twice_are_members_once() {
             ],
         );
         assert_eq!(repeated.stdout, "repeated\n0\n", "{}", repeated.stderr);
+    };
+    // A project whose customers file gains the repeated ids between its
+    // two refreshes: the store remembers whether the ids were unique only
+    // for the files it counted.
+    let later = project_with_big_and_mugs();
+    let own = later.path().join("customers.parquet");
+    std::fs::copy(data.join("customers.parquet"), &own).unwrap();
+    let config = later.path().join("segql.toml");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("{}/customers.parquet", data.display()),
+        own.to_str().unwrap(),
+    );
+    std::fs::write(&config, text).unwrap();
+    assert_eq!(
+        run(
+            later.path(),
+            &["segment", "create", "germans", "country = 'Germany'"]
+        )
+        .code,
+        Some(0)
+    );
+    let manifest = later
+        .path()
+        .join("segql_store/customers_state/manifest.json");
+    for (i, day) in ["2011-06-01", "2011-09-01"].into_iter().enumerate() {
+        let args = ["--format", "csv", "--as-of", day, "refresh"];
+        if i == 1 {
+            std::fs::copy(&doubled, &own).unwrap();
+        }
+        let (a, b, c) = (
+            run(once.path(), &args),
+            run(twice.path(), &args),
+            run(later.path(), &args),
+        );
+        assert_eq!(b.code, Some(0), "{}", b.stderr);
+        assert_eq!(c.code, Some(0), "{}", c.stderr);
+        assert_eq!(a.stdout, b.stdout);
+        assert_eq!(a.stdout, c.stdout);
+        assert!(b.stdout.contains("germans,"), "{}", b.stdout);
+        no_repeated_stays(twice.path());
+        no_repeated_stays(later.path());
+        let remembered = std::fs::read_to_string(&manifest).unwrap();
+        let unique = format!("\"unique\": {}", i == 0);
+        assert!(remembered.contains(&unique), "{remembered}");
     }
 }
