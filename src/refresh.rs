@@ -221,8 +221,6 @@ pub async fn evaluate(
     scratch.members(ctx, catalog, code, plan, None, false).await
 }
 
-/// Whether the column `column` of `table` holds each value once (and no
-/// null).
 /// The store folder that remembers whether `customers` has each id once,
 /// for the files it was counted over.
 pub const CUSTOMERS_FOLDER: &str = "customers_state";
@@ -271,6 +269,8 @@ async fn ids_unique_kept(
     Ok(unique)
 }
 
+/// Whether the column `column` of `table` holds each value once (and no
+/// null).
 async fn ids_unique(
     ctx: &SessionContext,
     table: &Arc<dyn TableProvider>,

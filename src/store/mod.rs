@@ -1018,10 +1018,10 @@ impl Transaction<'_> {
 
     /// Merges the small files of the tables this change left with
     /// [`COMPACT_AT`] or more of them (see [`worth_merging`]), as part of
-    /// the change (the commit
-    /// record names the merged versions). Merging changes no row, so a
-    /// failure leaves the change as it was written, with a warning; the
-    /// next change's recovery undoes a merge the commit does not name.
+    /// the change (the commit record names the merged versions). Merging
+    /// changes no row, so a failure leaves the change as it was written,
+    /// with a warning; the next change's recovery undoes a merge the
+    /// commit does not name.
     async fn compact_written(&mut self) {
         let crowded = std::mem::take(&mut self.crowded);
         for (table, delta) in crowded {
