@@ -753,7 +753,7 @@ impl Store {
             pinned,
             versions: pinned.versions,
             started_at: crate::time::now_micros(),
-            crowded: std::collections::BTreeMap::new(),
+            written: std::collections::BTreeMap::new(),
         }
     }
 
@@ -817,9 +817,9 @@ pub struct Transaction<'a> {
     pinned: &'a Pinned,
     versions: TableVersions,
     started_at: i64,
-    /// The tables whose small files are to be merged (see
-    /// [`worth_merging`]), as this change wrote them.
-    crowded: std::collections::BTreeMap<StoreTable, DeltaTable>,
+    /// Each table this change wrote, as it last left it (for its merge of
+    /// small files and its checkpoint, without opening it again).
+    written: std::collections::BTreeMap<StoreTable, DeltaTable>,
 }
 
 impl std::fmt::Debug for Transaction<'_> {
@@ -935,7 +935,7 @@ impl Transaction<'_> {
             segments,
             versions: self.versions,
         };
-        let log = self
+        let mut log = self
             .store
             .write(
                 StoreTable::Refreshes,
@@ -943,18 +943,16 @@ impl Transaction<'_> {
                 SaveMode::Append,
             )
             .await?;
-        let mut log_version = log.version().ok_or_else(|| {
-            state_error(
-                self.store,
-                StoreTable::Refreshes,
-                "no version after writing",
-            )
-        })?;
+        let mut log_version = version_of(self.store, StoreTable::Refreshes, &log)?;
         // The commit log gets a file per change too. Merged after the
         // commit, it holds the same records: a failure is only a warning.
         if worth_merging(&log) {
-            match compact(self.store, self.ctx, StoreTable::Refreshes, log).await {
-                Ok(merged) => log_version = merged.version().unwrap_or(log_version),
+            match compact(self.store, self.ctx, StoreTable::Refreshes, &log).await {
+                Ok(merged) => {
+                    if let Some(version) = merged.version() {
+                        (log, log_version) = (merged, version);
+                    }
+                }
                 Err(problem) => eprintln!(
                     "warning: could not merge the small files of store table {}: {problem}; \
                      the change is committed",
@@ -970,14 +968,21 @@ impl Transaction<'_> {
         // A change can move a table by more than one version (a write,
         // then a merge of small files): the checkpoint falls on the
         // change's last version whenever it passes a multiple.
-        let mut written: Vec<(StoreTable, u64, u64)> = StoreTable::DATA
+        // The tables as the change left them are at hand; any other is
+        // opened at its version.
+        self.written.insert(StoreTable::Refreshes, log);
+        let mut changed: Vec<(StoreTable, u64, u64)> = StoreTable::DATA
             .into_iter()
             .map(|t| (t, self.pinned.versions.get(t), self.versions.get(t)))
             .collect();
-        written.push((StoreTable::Refreshes, self.pinned.log_version, log_version));
-        for (table, before, version) in written {
+        changed.push((StoreTable::Refreshes, self.pinned.log_version, log_version));
+        for (table, before, version) in changed {
             if version / CHECKPOINT_EVERY > before / CHECKPOINT_EVERY {
-                let checkpoint = match self.store.open_table(table, Some(version)).await {
+                let delta = match self.written.remove(&table) {
+                    Some(delta) if delta.version() == Some(version) => Ok(delta),
+                    _ => self.store.open_table(table, Some(version)).await,
+                };
+                let checkpoint = match delta {
                     Ok(delta) => deltalake::checkpoints::create_checkpoint(&delta, None)
                         .await
                         .map_err(|e| e.to_string()),
@@ -1002,17 +1007,9 @@ impl Transaction<'_> {
     }
 
     fn set_version(&mut self, table: StoreTable, written: &DeltaTable) -> Result<()> {
-        let v = written
-            .version()
-            .ok_or_else(|| state_error(self.store, table, "no version after writing"))?;
-        self.versions.set(table, v);
-        // The open stays are replaced by every change and each closed
-        // partition is written once: only the other tables gather files.
-        if table != StoreTable::Membership && worth_merging(written) {
-            self.crowded.insert(table, written.clone());
-        } else {
-            self.crowded.remove(&table);
-        }
+        self.versions
+            .set(table, version_of(self.store, table, written)?);
+        self.written.insert(table, written.clone());
         Ok(())
     }
 
@@ -1023,9 +1020,16 @@ impl Transaction<'_> {
     /// with a warning; the next change's recovery undoes a merge the
     /// commit does not name.
     async fn compact_written(&mut self) {
-        let crowded = std::mem::take(&mut self.crowded);
+        // The open stays are replaced by every change and each closed
+        // partition is written once: only the other tables gather files.
+        let crowded: Vec<(StoreTable, DeltaTable)> = self
+            .written
+            .iter()
+            .filter(|(table, delta)| **table != StoreTable::Membership && worth_merging(delta))
+            .map(|(table, delta)| (*table, delta.clone()))
+            .collect();
         for (table, delta) in crowded {
-            let merged = compact(self.store, self.ctx, table, delta).await;
+            let merged = compact(self.store, self.ctx, table, &delta).await;
             let recorded = merged.and_then(|delta| self.set_version(table, &delta));
             if let Err(problem) = recorded {
                 eprintln!(
@@ -1035,6 +1039,13 @@ impl Transaction<'_> {
             }
         }
     }
+}
+
+/// The version `delta` (a table of `store` just written) is at.
+fn version_of(store: &Store, table: StoreTable, delta: &DeltaTable) -> Result<u64> {
+    delta
+        .version()
+        .ok_or_else(|| state_error(store, table, "no version after writing"))
 }
 
 /// A store table file at most this big is small: it is merged with the
@@ -1082,12 +1093,13 @@ async fn compact(
     store: &Store,
     ctx: &SessionContext,
     table: StoreTable,
-    delta: DeltaTable,
+    delta: &DeltaTable,
 ) -> Result<DeltaTable> {
     injected_failure(table)?;
     let target = std::num::NonZeroU64::new(SMALL_FILE)
         .ok_or_else(|| state_error(store, table, "no size for merged files"))?;
     let (merged, _metrics) = delta
+        .clone()
         .optimize()
         .with_target_size(target)
         .with_writer_properties(Store::writer_properties())
