@@ -375,6 +375,8 @@ pub async fn apply(
             Route::StaysFirst { new, open } => {
                 let (current, history) =
                     stays_from_members(ctx, snapshot, &changes, new, open, refresh_id, at).await?;
+                let stays = DataFrame::new(ctx.state(), current.clone());
+                explain_step("stays", &stays).await?;
                 tx.write_stays(current, history).await?;
                 timing("stays written", started);
                 let stays = ctx.read_table(tx.provider(StoreTable::Membership).await?)?;
