@@ -54,6 +54,9 @@ pub struct CaseBlindEquals {
     /// `expr` stands for `coalesce(expr, '')`: a null value is compared as
     /// the empty text (and the answer has no nulls).
     null_is_empty: bool,
+    /// A text of up to 12 bytes as a view compares with it (see
+    /// [`inline_text`]).
+    inline: Option<(u128, u128)>,
 }
 
 impl PartialEq for CaseBlindEquals {
@@ -119,6 +122,7 @@ impl CaseBlindEquals {
             text: text.clone(),
             negated: like.negated(),
             null_is_empty,
+            inline: inline_text(text),
         })
     }
 
@@ -141,23 +145,6 @@ impl CaseBlindEquals {
         let text = self.text.as_bytes();
         let views = values.views();
         let nulls = values.nulls();
-        // A short text is compared with a view in one step: its length and
-        // bytes as a view would hold them, lower case, against the view
-        // with the case bit (0x20) set on the bytes where the text has a
-        // letter. For a lower-case letter `l`, `b | 0x20 == l` holds only
-        // for `b` = `l` or its upper case; other bytes must be equal.
-        let inline_text = (text.len() <= 12).then(|| {
-            let mut target = text.len() as u128;
-            let mut case = 0u128;
-            for (i, byte) in text.iter().enumerate() {
-                let shift = 32 + 8 * i;
-                target |= u128::from(byte.to_ascii_lowercase()) << shift;
-                if byte.is_ascii_alphabetic() {
-                    case |= 0x20 << shift;
-                }
-            }
-            (target, case)
-        });
         let mut high_bits = 0u128;
         let mut ascii = true;
         let bits = BooleanBuffer::collect_bool(values.len(), |i| {
@@ -167,7 +154,8 @@ impl CaseBlindEquals {
                 // The bytes sit in the view, after the length, padded with
                 // zeros.
                 high_bits |= view >> 32;
-                inline_text.is_some_and(|(target, case)| view | case == target)
+                self.inline
+                    .is_some_and(|(target, case)| view | case == target)
             } else if nulls.is_some_and(|n| n.is_null(i)) {
                 false
             } else {
@@ -200,6 +188,27 @@ impl CaseBlindEquals {
         };
         BooleanArray::new(bits, None)
     }
+}
+
+/// A text of up to 12 bytes as a string view of it would hold its length
+/// and bytes, lower case, and the case bit (0x20) of the bytes where it has
+/// a letter: a view `v` holds the text, ignoring ASCII case, when `v | case
+/// == target`. For a lower-case letter `l`, `b | 0x20 == l` holds only for
+/// `b` = `l` or its upper case; other bytes must be equal.
+fn inline_text(text: &str) -> Option<(u128, u128)> {
+    let text = text.as_bytes();
+    (text.len() <= 12).then(|| {
+        let mut target = text.len() as u128;
+        let mut case = 0u128;
+        for (i, byte) in text.iter().enumerate() {
+            let shift = 32 + 8 * i;
+            target |= u128::from(byte.to_ascii_lowercase()) << shift;
+            if byte.is_ascii_alphabetic() {
+                case |= 0x20 << shift;
+            }
+        }
+        (target, case)
+    })
 }
 
 /// The high bit of each of the 12 inline bytes of a string view.
@@ -265,6 +274,7 @@ impl PhysicalExpr for CaseBlindEquals {
             text: self.text.clone(),
             negated: self.negated,
             null_is_empty: self.null_is_empty,
+            inline: self.inline,
         }))
     }
 

@@ -91,7 +91,7 @@ impl Scratch {
         let path = self
             .store
             .location(&format!("{}/{name}.parquet", self.name));
-        explain_step(name, &frame).await?;
+        explain_step(ctx, name, frame.logical_plan()).await?;
         let rows = write_parquet_file_with(frame, &path, Some(scratch_options(ctx))).await? as i64;
         let table = ctx
             .read_parquet(&path, ParquetReadOptions::default())
@@ -375,8 +375,7 @@ pub async fn apply(
             Route::StaysFirst { new, open } => {
                 let (current, history) =
                     stays_from_members(ctx, snapshot, &changes, new, open, refresh_id, at).await?;
-                let stays = DataFrame::new(ctx.state(), current.clone());
-                explain_step("stays", &stays).await?;
+                explain_step(ctx, "stays", &current).await?;
                 tx.write_stays(current, history).await?;
                 timing("stays written", started);
                 let stays = ctx.read_table(tx.provider(StoreTable::Membership).await?)?;
@@ -884,14 +883,15 @@ fn stays_plans(
 /// no faster at scale 1 and hold more hash tables at once).
 const SEGMENTS_AT_ONCE: usize = 2;
 
-/// With `SEGQL_EXPLAIN` set, runs `frame` once more under EXPLAIN ANALYZE
+/// With `SEGQL_EXPLAIN` set, runs `plan` once more under EXPLAIN ANALYZE
 /// and prints its plan with each operator's metrics on standard error,
 /// titled `step` (for profiling refreshes: doubles the step's work).
-async fn explain_step(step: &str, frame: &DataFrame) -> Result<(), Error> {
+async fn explain_step(ctx: &SessionContext, step: &str, plan: &LogicalPlan) -> Result<(), Error> {
     if std::env::var_os("SEGQL_EXPLAIN").is_none() {
         return Ok(());
     }
-    let batches = frame.clone().explain(false, true)?.collect().await?;
+    let frame = DataFrame::new(ctx.state(), plan.clone());
+    let batches = frame.explain(false, true)?.collect().await?;
     let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
         .map_err(datafusion::error::DataFusionError::from)?;
     eprintln!("explain: {step}\n{text}");

@@ -841,7 +841,7 @@ impl Transaction<'_> {
     pub async fn append(&mut self, table: StoreTable, batches: Vec<RecordBatch>) -> Result<()> {
         injected_failure(table)?;
         let written = self.store.write(table, batches, SaveMode::Append).await?;
-        self.set_version(table, &written)
+        self.set_version(table, written)
     }
 
     /// Appends the rows of `plan` (its tables already bound) to `table`,
@@ -858,7 +858,7 @@ impl Transaction<'_> {
             .with_schema_mode(deltalake::operations::write::SchemaMode::Merge)
             .await
             .map_err(delta_error(self.store, table))?;
-        self.set_version(table, &written)
+        self.set_version(table, written)
     }
 
     /// `table` as this change has written it so far.
@@ -913,7 +913,7 @@ impl Transaction<'_> {
                 .await
         }
         .map_err(delta_error(self.store, table))?;
-        self.set_version(table, &written)
+        self.set_version(table, written)
     }
 
     /// Appends the commit record: the change is now committed.
@@ -1006,10 +1006,10 @@ impl Transaction<'_> {
         self.store.open_table(table, None).await
     }
 
-    fn set_version(&mut self, table: StoreTable, written: &DeltaTable) -> Result<()> {
+    fn set_version(&mut self, table: StoreTable, written: DeltaTable) -> Result<()> {
         self.versions
-            .set(table, version_of(self.store, table, written)?);
-        self.written.insert(table, written.clone());
+            .set(table, version_of(self.store, table, &written)?);
+        self.written.insert(table, written);
         Ok(())
     }
 
@@ -1022,15 +1022,18 @@ impl Transaction<'_> {
     async fn compact_written(&mut self) {
         // The open stays are replaced by every change and each closed
         // partition is written once: only the other tables gather files.
-        let crowded: Vec<(StoreTable, DeltaTable)> = self
+        let crowded: Vec<StoreTable> = self
             .written
             .iter()
             .filter(|(table, delta)| **table != StoreTable::Membership && worth_merging(delta))
-            .map(|(table, delta)| (*table, delta.clone()))
+            .map(|(table, _)| *table)
             .collect();
-        for (table, delta) in crowded {
-            let merged = compact(self.store, self.ctx, table, &delta).await;
-            let recorded = merged.and_then(|delta| self.set_version(table, &delta));
+        for table in crowded {
+            let Some(delta) = self.written.get(&table) else {
+                continue;
+            };
+            let merged = compact(self.store, self.ctx, table, delta).await;
+            let recorded = merged.and_then(|delta| self.set_version(table, delta));
             if let Err(problem) = recorded {
                 eprintln!(
                     "warning: could not merge the small files of store table {table}: {problem}; \

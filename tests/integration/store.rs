@@ -1462,6 +1462,36 @@ fn project_with_big_and_mugs() -> tempfile::TempDir {
 }
 
 #[test]
+fn explain_shows_each_step_of_a_refresh_and_changes_nothing() {
+    let (plain, explained) = (project_with_big_and_mugs(), project_with_big_and_mugs());
+    // The second refresh meets open stays: its stays come from the join
+    // of the new members with them.
+    for day in ["2011-06-01", "2011-09-01"] {
+        let args = ["--format", "csv", "--as-of", day, "refresh"];
+        let a = run(plain.path(), &args);
+        let b = super::segql_in_env(explained.path(), &args, &[("SEGQL_EXPLAIN", "1")]);
+        assert_eq!(b.code, Some(0), "{}", b.stderr);
+        assert_eq!(a.stdout, b.stdout);
+        for step in ["__order_metrics", "big", "mugs"] {
+            assert!(
+                b.stderr.contains(&format!("explain: {step}\n")),
+                "{step}: {}",
+                b.stderr
+            );
+        }
+        assert_eq!(
+            b.stderr.contains("explain: stays\n"),
+            day == "2011-09-01",
+            "{}",
+            b.stderr
+        );
+        assert!(b.stderr.contains("Plan with Metrics"), "{}", b.stderr);
+        assert!(!a.stderr.contains("explain:"), "{}", a.stderr);
+    }
+    assert_eq!(check_whole(plain.path()), check_whole(explained.path()));
+}
+
+#[test]
 fn a_refresh_short_of_memory_says_so_and_changes_nothing() {
     let dir = project_with_big_and_mugs();
     let d = dir.path();
