@@ -18,6 +18,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::catalog::TableProvider;
 use datafusion::common::{Column, JoinType, ScalarValue};
 use datafusion::dataframe::DataFrame;
+use datafusion::datasource::MemTable;
 use datafusion::functions::expr_fn::coalesce;
 use datafusion::functions_aggregate::expr_fn::{count, count_distinct};
 use datafusion::functions_window::expr_fn::row_number;
@@ -25,6 +26,8 @@ use datafusion::logical_expr::{Expr, ExprFunctionExt, LogicalPlan, cast, col, li
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 
 use crate::error::{Error, in_step};
+use crate::held_rows::{self, Drained, HeldRows};
+use crate::moved_stays::MovedStays;
 use crate::segment::catalog::{Pass, SegmentCatalog, StoredSegments};
 use crate::segment::columns::{Role, SourceTable};
 use crate::segment::planner::{
@@ -40,7 +43,7 @@ use crate::store::{
     MEMBERSHIP_PARTITION, Pinned, Snapshot, Store, StoreLock, read, write_parquet_file_with,
 };
 use crate::time::{AsOf, format_micros, now_micros};
-use crate::{bought_state, events_state, order_state};
+use crate::{bought_state, events_state, order_state, segment_places};
 
 /// A segment's members after a change: the distinct customer ids
 /// (one `Int64` column `customer_id`, in a scratch file), and how many
@@ -60,14 +63,17 @@ pub struct Applied {
 }
 
 /// Where a change keeps what it computes before it writes (members, order
-/// metrics): Parquet files in a scratch folder of the store, so nothing
-/// per customer is held in memory. Removed when dropped; a folder left by
-/// a process that died is removed by the next change's recovery.
+/// metrics): held in memory under the session's memory pool while they fit
+/// its budget (see [`HeldRows`]), else Parquet files in a scratch folder of
+/// the store. Removed when dropped (the memory given back); a folder left
+/// by a process that died is removed by the next change's recovery.
 #[derive(Debug)]
 pub struct Scratch {
     store: Store,
     /// The folder's name in the store.
     name: String,
+    /// The rows held in memory, once a first write has a session.
+    held: std::sync::OnceLock<HeldRows>,
 }
 
 impl Scratch {
@@ -76,6 +82,7 @@ impl Scratch {
         Ok(Self {
             store: store.clone(),
             name: store.scratch(refresh_id)?,
+            held: std::sync::OnceLock::new(),
         })
     }
 
@@ -92,6 +99,29 @@ impl Scratch {
             .store
             .location(&format!("{}/{name}.parquet", self.name));
         explain_step(ctx, name, frame.logical_plan()).await?;
+        let frame_schema = frame.schema().clone();
+        // A cluster reads files only.
+        let frame = if crate::cluster::on_cluster(ctx) {
+            frame
+        } else {
+            match self
+                .held
+                .get_or_init(|| HeldRows::new(ctx))
+                .drain(ctx, frame)
+                .await?
+            {
+                Drained::Held(batches) => {
+                    let rows = batches.iter().map(|b| b.num_rows()).sum::<usize>() as i64;
+                    let partitions = ctx.copied_config().target_partitions();
+                    let table = MemTable::try_new(
+                        Arc::clone(frame_schema.inner()),
+                        held_rows::dealt(batches, partitions),
+                    )?;
+                    return Ok((Arc::new(table), rows));
+                }
+                Drained::Spilled(frame) => frame,
+            }
+        };
         let rows = write_parquet_file_with(frame, &path, Some(scratch_options(ctx))).await? as i64;
         let table = ctx
             .read_parquet(&path, ParquetReadOptions::default())
@@ -376,14 +406,48 @@ pub async fn apply(
                 let (current, history) =
                     stays_from_members(ctx, snapshot, &changes, new, open, refresh_id, at).await?;
                 explain_step(ctx, "stays", &current).await?;
-                tx.write_stays(current, history).await?;
+                let customer_id = current
+                    .schema()
+                    .field_with_unqualified_name("customer_id")?
+                    .data_type()
+                    .clone();
+                let taken = MovedStays::new(ctx, refresh_id, &customer_id);
+                let observed = crate::observe::observed(
+                    ctx,
+                    DataFrame::new(ctx.state(), current),
+                    taken.observer(),
+                )
+                .await?;
+                tx.write_stays(observed.into_unoptimized_plan(), history)
+                    .await?;
                 timing("stays written", started);
-                let stays = ctx.read_table(tx.provider(StoreTable::Membership).await?)?;
-                let moved = moved_in_stays(stays, &changes, refresh_id)?;
-                let events = number_events(moved, refresh_id, next_event, at, recorded_at)?;
+                // The moved stays as they went by or, when the memory pool
+                // had no room for them, read back.
+                let (moved, kept) = match taken.batches() {
+                    Some(batches) => {
+                        let table = MemTable::try_new(taken.schema(), vec![batches])?;
+                        let moved = ctx.read_table(Arc::new(table))?.select(vec![
+                            segment_places::place_of(codes_of(&changes), col("segment"))
+                                .alias("rank"),
+                            col("segment"),
+                            col("customer_id"),
+                            col("event"),
+                        ])?;
+                        (moved, true)
+                    }
+                    None => {
+                        let stays = ctx.read_table(tx.provider(StoreTable::Membership).await?)?;
+                        (moved_in_stays(stays, &changes, refresh_id)?, false)
+                    }
+                };
+                let events = number_events(moved.clone(), refresh_id, next_event, at, recorded_at)?;
                 tx.append_plan(StoreTable::Events, events).await?;
                 timing("events written", started);
-                event_counts(&events_of(&tx, ctx, refresh_id).await?).await?
+                if kept {
+                    event_counts(&moved).await?
+                } else {
+                    event_counts(&events_of(&tx, ctx, refresh_id).await?).await?
+                }
             }
             Route::EventsFirst(moved) => {
                 let events = number_events(moved, refresh_id, next_event, at, recorded_at)?;
@@ -474,10 +538,11 @@ impl Route {
 
 /// The new members of every change (`n_rank`, its place in `changes`;
 /// `n_segment`; `n_customer`) and, unless the store has no open stay (its
-/// first refresh), the open stays of their segments (`o_segment`,
-/// `o_rank`, the segment's place in `changes`, `o_customer`,
-/// `o_entered_at`, `o_entered_refresh`). The stays are joined on the
-/// ranks; a cluster, which groups instead, uses the codes.
+/// first refresh), the open stays (`o_code`, the segment as stored;
+/// `o_segment`, as plain text; `o_customer`, `o_entered_at`,
+/// `o_entered_refresh`) of every segment: the caller keeps those of
+/// `changes` (by code on a cluster, [`moved_on_cluster`]; by place here,
+/// [`stays_from_members`]).
 fn members_and_open_stays(
     ctx: &SessionContext,
     snapshot: &Snapshot,
@@ -516,16 +581,21 @@ fn members_and_open_stays(
         .filter(
             col(MEMBERSHIP_PARTITION)
                 .is_null()
-                .and(open_stay_of(changes)),
+                .and(col("exited_at").is_null()),
         )?
         .select(vec![
+            col("segment").alias("o_code"),
             cast(col("segment"), DataType::Utf8).alias("o_segment"),
-            place_in(changes, col("segment"))?.alias("o_rank"),
             col("customer_id").alias("o_customer"),
             col("entered_at").alias("o_entered_at"),
             col("entered_refresh").alias("o_entered_refresh"),
         ])?;
     Ok((new, Some(open)))
+}
+
+/// The codes of `changes`, in order.
+fn codes_of(changes: &[NewMembers]) -> Vec<String> {
+    changes.iter().map(|c| c.code.clone()).collect()
 }
 
 /// The rank of a change's row: `rank` when set (an entry), else the place
@@ -545,15 +615,6 @@ fn place_in(changes: &[NewMembers], segment: Expr) -> Result<Expr, Error> {
         );
     }
     Ok(place.end()?)
-}
-
-/// The code of the change at place `rank` in `changes`.
-fn code_at(changes: &[NewMembers], rank: Expr) -> Result<Expr, Error> {
-    let mut code = datafusion::logical_expr::case(rank);
-    for (i, change) in changes.iter().enumerate() {
-        code.when(lit(i as i64), lit(change.code.clone()));
-    }
-    Ok(code.end()?)
 }
 
 /// Every new member as `entered` (when no stay is open).
@@ -592,7 +653,15 @@ pub async fn moved_on_cluster(
             };
             let no_rank = lit(ScalarValue::Int64(None));
             side(new, "n", col("n_rank"), 1)?
-                .union(side(open, "o", no_rank, 0)?)?
+                .union(side(
+                    open.filter(
+                        col("o_code")
+                            .in_list(changes.iter().map(|c| lit(c.code.clone())).collect(), false),
+                    )?,
+                    "o",
+                    no_rank,
+                    0,
+                )?)?
                 .aggregate(
                     vec![col("segment"), col("customer_id")],
                     vec![
@@ -647,6 +716,13 @@ async fn stays_from_members(
     let null_time = lit(ScalarValue::TimestampMicrosecond(None, Some("UTC".into())));
     // Joined on the segment's place in `changes`: integers hash and
     // compare faster than the codes.
+    // The open stays of `changes`, by place.
+    let open = open
+        .with_column(
+            "o_rank",
+            segment_places::place_of(codes_of(changes), col("o_code")),
+        )?
+        .filter(col("o_rank").is_not_null())?;
     let changed = new
         .join(
             open,
@@ -656,7 +732,11 @@ async fn stays_from_members(
             None,
         )?
         .select(vec![
-            code_at(changes, coalesce(vec![col("n_rank"), col("o_rank")]))?.alias("segment"),
+            segment_places::code_at(
+                codes_of(changes),
+                coalesce(vec![col("n_rank"), col("o_rank")]),
+            )
+            .alias("segment"),
             coalesce(vec![col("n_customer"), col("o_customer")]).alias("customer_id"),
             when(entered.clone(), utc(at))
                 .otherwise(col("o_entered_at"))?
@@ -741,7 +821,7 @@ fn moved_in_stays(
                 .or(col(MEMBERSHIP_PARTITION).eq(lit(refresh_id))),
         )?
         .select(vec![
-            rank_of(changes, lit(ScalarValue::Int64(None)), segment())?.alias("rank"),
+            segment_places::place_of(codes_of(changes), col("segment")).alias("rank"),
             segment().alias("segment"),
             col("customer_id"),
             when(open, lit("entered"))
