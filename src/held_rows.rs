@@ -130,13 +130,19 @@ fn memory_of(batch: &RecordBatch) -> usize {
         .sum()
 }
 
-/// `batches` dealt into `partitions` partitions in turn, so a scan of them
-/// runs in parallel.
-pub fn dealt(batches: Vec<RecordBatch>, partitions: usize) -> Vec<Vec<RecordBatch>> {
+/// `batches` dealt into `partitions` partitions in turn, in slices of at
+/// most `rows` rows (a pass may yield all its rows as one batch), so a scan
+/// of them runs in parallel.
+pub fn dealt(batches: Vec<RecordBatch>, partitions: usize, rows: usize) -> Vec<Vec<RecordBatch>> {
     let mut dealt = vec![Vec::new(); partitions.max(1)];
-    let n = dealt.len();
-    for (i, batch) in batches.into_iter().enumerate() {
-        dealt[i % n].push(batch);
+    let (n, rows) = (dealt.len(), rows.max(1));
+    let slices = batches.into_iter().flat_map(|batch| {
+        (0..batch.num_rows())
+            .step_by(rows)
+            .map(move |start| batch.slice(start, rows.min(batch.num_rows() - start)))
+    });
+    for (i, slice) in slices.enumerate() {
+        dealt[i % n].push(slice);
     }
     dealt
 }
@@ -211,8 +217,16 @@ mod tests {
         assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 300);
         assert_eq!(held.size(), 3 * 100 * 8);
         assert_eq!(ctx.runtime_env().memory_pool.reserved(), 3 * 100 * 8);
-        let dealt = dealt(batches, 2);
-        assert_eq!(dealt.iter().map(Vec::len).collect::<Vec<_>>(), vec![2, 1]);
+        let dealt = dealt(batches, 2, 40);
+        // 100-row batches in slices of 40, 40 and 20 rows, dealt in turn.
+        let sizes = |p: &Vec<RecordBatch>| p.iter().map(|b| b.num_rows()).collect::<Vec<_>>();
+        assert_eq!(sizes(&dealt[0]), vec![40, 20, 40, 40, 20]);
+        assert_eq!(sizes(&dealt[1]), vec![40, 40, 20, 40]);
+        let first: Vec<i64> = dealt
+            .iter()
+            .map(|p| p[0].column(0).as_primitive::<Int64Type>().value(0))
+            .collect();
+        assert_eq!(first, vec![0, 40]);
         drop(held);
         assert_eq!(ctx.runtime_env().memory_pool.reserved(), 0);
     }

@@ -112,10 +112,10 @@ impl Scratch {
             {
                 Drained::Held(batches) => {
                     let rows = batches.iter().map(|b| b.num_rows()).sum::<usize>() as i64;
-                    let partitions = ctx.copied_config().target_partitions();
+                    let config = ctx.copied_config();
                     let table = MemTable::try_new(
                         Arc::clone(frame_schema.inner()),
-                        held_rows::dealt(batches, partitions),
+                        held_rows::dealt(batches, config.target_partitions(), config.batch_size()),
                     )?;
                     return Ok((Arc::new(table), rows));
                 }
