@@ -46,8 +46,8 @@ use crate::time::{AsOf, format_micros, now_micros};
 use crate::{bought_state, events_state, order_state, segment_places};
 
 /// A segment's members after a change: the distinct customer ids
-/// (one `Int64` column `customer_id`, in a scratch file), and how many
-/// there are.
+/// (one `Int64` column `customer_id`, held in memory or in a scratch file,
+/// see [`Scratch`]), and how many there are.
 #[derive(Debug, Clone)]
 pub struct NewMembers {
     pub code: String,
@@ -714,9 +714,8 @@ async fn stays_from_members(
     let entered = col("o_customer").is_null();
     let exited = col("n_customer").is_null();
     let null_time = lit(ScalarValue::TimestampMicrosecond(None, Some("UTC".into())));
-    // Joined on the segment's place in `changes`: integers hash and
-    // compare faster than the codes.
-    // The open stays of `changes`, by place.
+    // The open stays of `changes`, joined on the segment's place in
+    // `changes`: integers hash and compare faster than the codes.
     let open = open
         .with_column(
             "o_rank",
