@@ -98,6 +98,9 @@ impl ScalarUDFImpl for RfmSegmentFunc {
             .map(|a| a.as_primitive::<Int64Type>())
             .collect();
         let scale = self.map.scale();
+        // The group of every score combination, looked up once: a row's
+        // group is then one index (scores are checked to be in 1..=scale).
+        let groups = self.map.groups(scores.len() == 3);
         let mut out = StringBuilder::with_capacity(rows, rows * 12);
         for row in 0..rows {
             if scores.iter().any(|a| a.is_null(row)) {
@@ -114,8 +117,8 @@ impl ScalarUDFImpl for RfmSegmentFunc {
                     );
                 }
             }
-            let m = (scores.len() == 3).then(|| value(2));
-            match self.map.lookup(value(0), value(1), m) {
+            let place = (0..scores.len()).fold(0, |place, i| place * scale + value(i) - 1);
+            match groups.get(place as usize).copied().flatten() {
                 Some(name) => out.append_value(name),
                 None => out.append_null(),
             }
@@ -160,6 +163,34 @@ mod tests {
             out.into_array(4).unwrap().as_any().downcast_ref(),
             Some(&expected)
         );
+    }
+
+    #[test]
+    fn monetary_rules_and_every_cell() {
+        let map = SegmentMap::parse("scale 3\nBest: r 3, f 3, m 3\nLow: r 1, f 1-2").unwrap();
+        let func = RfmSegmentFunc::new(map.clone());
+        let cells: Vec<(i64, i64, i64)> = (1..=3)
+            .flat_map(|r| (1..=3).flat_map(move |f| (1..=3).map(move |m| (r, f, m))))
+            .collect();
+        let column = |pick: fn(&(i64, i64, i64)) -> i64| -> ArrayRef {
+            Arc::new(Int64Array::from_iter_values(cells.iter().map(pick)))
+        };
+        let args = vec![
+            ColumnarValue::Array(column(|c| c.0)),
+            ColumnarValue::Array(column(|c| c.1)),
+            ColumnarValue::Array(column(|c| c.2)),
+        ];
+        let out = invoke(&func, args, cells.len())
+            .unwrap()
+            .into_array(cells.len())
+            .unwrap();
+        let expected: StringArray = cells
+            .iter()
+            .map(|&(r, f, m)| map.lookup(r, f, Some(m)))
+            .collect();
+        assert_eq!(out.as_any().downcast_ref(), Some(&expected));
+        assert_eq!(expected.value(26), "Best");
+        assert_eq!(expected.null_count(), 20);
     }
 
     #[test]

@@ -151,6 +151,26 @@ impl SegmentMap {
     }
 
     /// The group of a customer, or `None` when no rule covers the scores.
+    /// The group of every combination of scores in `1..=scale`, r, then f
+    /// (then m, `with_m`) from 1 to the scale: the combination (r, f, m)
+    /// at `((r - 1) * scale + f - 1) * scale + m - 1`, as [`Self::lookup`]
+    /// gives it.
+    pub fn groups(&self, with_m: bool) -> Vec<Option<&str>> {
+        let scale = self.scale;
+        let scores = 1..=scale;
+        let mut groups = Vec::new();
+        for r in scores.clone() {
+            for f in scores.clone() {
+                if with_m {
+                    groups.extend(scores.clone().map(|m| self.lookup(r, f, Some(m))));
+                } else {
+                    groups.push(self.lookup(r, f, None));
+                }
+            }
+        }
+        groups
+    }
+
     pub fn lookup(&self, r: i64, f: i64, m: Option<i64>) -> Option<&str> {
         self.rules
             .iter()
@@ -226,6 +246,41 @@ mod tests {
         assert_eq!(map.lookup(1, 1, Some(5)), Some("Lost"));
         assert_eq!(map.lookup(2, 5, None), Some("Can't Lose"));
         assert_eq!(map.lookup(4, 1, None), Some("Promising"));
+    }
+
+    #[test]
+    fn groups_are_the_lookups_of_every_combination() {
+        let map = SegmentMap::parse("scale 3\nBest: r 3, f 3, m 3\nLow: r 1, f 1-2").unwrap();
+        let groups = map.groups(true);
+        assert_eq!(groups.len(), 27);
+        for (r, f, m) in
+            (1..=3).flat_map(|r| (1..=3).flat_map(move |f| (1..=3).map(move |m| (r, f, m))))
+        {
+            let place = (((r - 1) * 3 + f - 1) * 3 + m - 1) as usize;
+            assert_eq!(groups[place], map.lookup(r, f, Some(m)), "{r} {f} {m}");
+        }
+        assert_eq!(groups[26], Some("Best"));
+        assert_eq!(groups[25], None);
+        let groups = map.groups(false);
+        assert_eq!(groups.len(), 9);
+        assert_eq!(
+            groups,
+            vec![
+                Some("Low"),
+                Some("Low"),
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None
+            ]
+        );
+        let standard = SegmentMap::standard();
+        let groups = standard.groups(false);
+        assert_eq!(groups[4 * 5 + 4], Some("Champions"));
+        assert_eq!(groups[5 - 1], Some("Can't Lose"));
     }
 
     #[test]
