@@ -70,14 +70,16 @@ impl HeldRows {
         self.reservation.lock().map_or(0, |r| r.size())
     }
 
-    fn hold(&self, bytes: usize) -> bool {
+    /// Counts `bytes` more as held, if they fit the budget and the pool.
+    pub(crate) fn hold(&self, bytes: usize) -> bool {
         let Ok(reservation) = self.reservation.lock() else {
             return false;
         };
         reservation.size() + bytes <= self.budget && reservation.try_grow(bytes).is_ok()
     }
 
-    fn release(&self, bytes: usize) {
+    /// Gives back `bytes` of what is held.
+    pub(crate) fn release(&self, bytes: usize) {
         if let Ok(reservation) = self.reservation.lock() {
             reservation.shrink(bytes.min(reservation.size()));
         }

@@ -13,9 +13,9 @@ use datafusion::arrow::array::{ArrayRef, AsArray, BooleanArray, RecordBatch, Str
 use datafusion::arrow::compute::{filter, or};
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use datafusion::common::{DataFusionError, Result};
-use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::prelude::SessionContext;
 
+use crate::held_rows::HeldRows;
 use crate::observe::Observer;
 use crate::store::MEMBERSHIP_PARTITION;
 
@@ -27,12 +27,13 @@ pub struct MovedStays {
     refresh_id: i64,
     schema: SchemaRef,
     taken: Mutex<Taken>,
+    /// Their memory, under the pool (no budget of their own).
+    held: HeldRows,
 }
 
 #[derive(Debug)]
 struct Taken {
     batches: Vec<RecordBatch>,
-    reservation: MemoryReservation,
     /// The pool had no room for every moved stay: none are kept.
     given_up: bool,
 }
@@ -41,8 +42,6 @@ impl MovedStays {
     /// Moved stays of change `refresh_id`, held under `ctx`'s memory pool;
     /// `customer_id` is the type of the stays' customer ids.
     pub fn new(ctx: &SessionContext, refresh_id: i64, customer_id: &DataType) -> Arc<Self> {
-        let reservation =
-            MemoryConsumer::new("moved stays").register(&ctx.runtime_env().memory_pool);
         let schema = Arc::new(Schema::new(vec![
             Field::new("segment", DataType::Utf8, true),
             Field::new("customer_id", customer_id.clone(), true),
@@ -53,9 +52,9 @@ impl MovedStays {
             schema,
             taken: Mutex::new(Taken {
                 batches: Vec::new(),
-                reservation,
                 given_up: false,
             }),
+            held: HeldRows::with_budget(ctx, usize::MAX),
         })
     }
 
@@ -77,14 +76,11 @@ impl MovedStays {
         if taken.given_up {
             return Ok(());
         }
-        if taken
-            .reservation
-            .try_grow(moved.get_array_memory_size())
-            .is_err()
-        {
+        // Freshly filtered arrays: all their memory is theirs.
+        if !self.held.hold(moved.get_array_memory_size()) {
             taken.given_up = true;
             taken.batches = Vec::new();
-            taken.reservation.free();
+            self.held.release(self.held.size());
             return Ok(());
         }
         taken.batches.push(moved);
