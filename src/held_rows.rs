@@ -16,10 +16,14 @@ use std::sync::{Arc, Mutex};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::streaming::StreamingTable;
+use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::{DataFusionError, Result};
 use datafusion::dataframe::DataFrame;
+use datafusion::datasource::{MemTable, TableType};
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryLimit, MemoryReservation};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::prelude::SessionContext;
@@ -38,8 +42,10 @@ pub struct HeldRows {
 /// What [`HeldRows::drain`] made of a frame's rows.
 #[derive(Debug)]
 pub enum Drained {
-    /// Every row, held (in the budget).
-    Held(Vec<RecordBatch>),
+    /// Every row, held (in the budget), and the bytes counted for them
+    /// (given back by [`HeldRows::release`], or when a [`HeldTable`] of
+    /// them is dropped).
+    Held(Vec<RecordBatch>, usize),
     /// The rows did not fit: all of them (those read so far and the rest
     /// of the stream), as a frame that can be read once, to be written.
     Spilled(DataFrame),
@@ -114,7 +120,68 @@ impl HeldRows {
             let table = StreamingTable::try_new(schema, vec![Arc::new(once)])?;
             return Ok(Drained::Spilled(ctx.read_table(Arc::new(table))?));
         }
-        Ok(Drained::Held(held))
+        Ok(Drained::Held(held, bytes))
+    }
+}
+
+/// Held rows as a table: an in-memory table that gives its bytes back to
+/// the [`HeldRows`] that counted them when the last reader drops it (a
+/// refresh's passes, once joined to the customers, free their memory for
+/// the steps after).
+pub struct HeldTable {
+    table: MemTable,
+    bytes: usize,
+    held: Arc<HeldRows>,
+}
+
+impl HeldTable {
+    /// The table of `partitions`, `bytes` of them counted by `held`.
+    pub fn new(
+        schema: SchemaRef,
+        partitions: Vec<Vec<RecordBatch>>,
+        bytes: usize,
+        held: Arc<HeldRows>,
+    ) -> Result<Self> {
+        Ok(Self {
+            table: MemTable::try_new(schema, partitions)?,
+            bytes,
+            held,
+        })
+    }
+}
+
+impl fmt::Debug for HeldTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HeldTable")
+            .field("bytes", &self.bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for HeldTable {
+    fn drop(&mut self) {
+        self.held.release(self.bytes);
+    }
+}
+
+#[async_trait::async_trait]
+impl TableProvider for HeldTable {
+    fn schema(&self) -> SchemaRef {
+        self.table.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        self.table.table_type()
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.table.scan(state, projection, filters, limit).await
     }
 }
 
@@ -183,7 +250,6 @@ mod tests {
     use super::*;
     use datafusion::arrow::array::{AsArray, Int64Array};
     use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
-    use datafusion::datasource::MemTable;
 
     fn numbers(ctx: &SessionContext, batches: usize, rows: i64) -> DataFrame {
         let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
@@ -213,11 +279,12 @@ mod tests {
     async fn rows_in_the_budget_are_held() {
         let ctx = SessionContext::new();
         let held = HeldRows::with_budget(&ctx, 1 << 20);
-        let Drained::Held(batches) = held.drain(&ctx, numbers(&ctx, 3, 100)).await.unwrap() else {
+        let Drained::Held(batches, bytes) = held.drain(&ctx, numbers(&ctx, 3, 100)).await.unwrap()
+        else {
             panic!("3 x 100 numbers fit in 1 MiB");
         };
         assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 300);
-        assert_eq!(held.size(), 3 * 100 * 8);
+        assert_eq!((held.size(), bytes), (3 * 100 * 8, 3 * 100 * 8));
         assert_eq!(ctx.runtime_env().memory_pool.reserved(), 3 * 100 * 8);
         let dealt = dealt(batches, 2, 40);
         // 100-row batches in slices of 40, 40 and 20 rows, dealt in turn.
@@ -231,6 +298,38 @@ mod tests {
         assert_eq!(first, vec![0, 40]);
         drop(held);
         assert_eq!(ctx.runtime_env().memory_pool.reserved(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_held_table_gives_its_bytes_back_when_dropped() {
+        let ctx = SessionContext::new();
+        let held = Arc::new(HeldRows::with_budget(&ctx, 1 << 20));
+        let mut tables = Vec::new();
+        for rows in [100, 50] {
+            let Drained::Held(batches, bytes) =
+                held.drain(&ctx, numbers(&ctx, 1, rows)).await.unwrap()
+            else {
+                panic!("{rows} numbers fit in 1 MiB");
+            };
+            let schema = batches[0].schema();
+            let table = HeldTable::new(schema, vec![batches], bytes, Arc::clone(&held)).unwrap();
+            tables.push(Arc::new(table));
+        }
+        assert_eq!(held.size(), 150 * 8);
+        // Read through the table, all its rows.
+        let second = Arc::clone(&tables[1]);
+        assert_eq!(
+            sorted(ctx.read_table(second).unwrap()).await,
+            (0..50).collect::<Vec<i64>>()
+        );
+        tables.remove(0);
+        assert_eq!(held.size(), 50 * 8);
+        assert_eq!(ctx.runtime_env().memory_pool.reserved(), 50 * 8);
+        tables.clear();
+        assert_eq!(
+            (held.size(), ctx.runtime_env().memory_pool.reserved()),
+            (0, 0)
+        );
     }
 
     #[tokio::test]

@@ -45,6 +45,11 @@ pub struct SegmentCatalog {
     /// Event tests already computed (by a refresh, in one pass over
     /// `events` for all its segments).
     pub event_pass: Option<Arc<Pass>>,
+    /// Whether `customers` already holds the columns of the passes above
+    /// (a refresh's customers joined to its passes once, see
+    /// [`super::planner::customers_with_passes`]): a plan reading a pass
+    /// of the catalog then joins it no more.
+    pub passes_joined: bool,
 }
 
 /// Per-customer values computed once for many conditions: the order
@@ -93,6 +98,7 @@ impl SegmentCatalog {
             metrics: None,
             bought: None,
             event_pass: None,
+            passes_joined: false,
         })
     }
 

@@ -520,20 +520,26 @@ pub fn purchases_plan(
 }
 
 /// A pass computed once (by a refresh) when it has every key of `keys`,
-/// with its own keys; else the plan `compute` gives, with `keys`.
+/// with its own keys; else the plan `compute` gives, with `keys`. No plan
+/// (`None`) when the pass is the catalog's and `customers` already holds
+/// its columns ([`SegmentCatalog::passes_joined`]).
 fn pass_source(
+    catalog: &SegmentCatalog,
     pass: Option<&super::catalog::Pass>,
     name: &str,
     keys: Vec<String>,
     compute: impl FnOnce() -> Result<LogicalPlan>,
-) -> Result<(LogicalPlan, Vec<String>)> {
+) -> Result<(Option<LogicalPlan>, Vec<String>)> {
     match pass {
         Some(pass) if keys.iter().all(|k| pass.keys.contains(k)) => {
+            if catalog.passes_joined {
+                return Ok((None, pass.keys.clone()));
+            }
             let source = provider_as_source(Arc::clone(&pass.table));
             let plan = LogicalPlanBuilder::scan(name, source, None)?.build()?;
-            Ok((plan, pass.keys.clone()))
+            Ok((Some(plan), pass.keys.clone()))
         }
-        _ => Ok((compute()?, keys)),
+        _ => Ok((Some(compute()?), keys)),
     }
 }
 
@@ -708,6 +714,67 @@ fn like_literal(text: &str) -> String {
     pattern
 }
 
+/// `customers` (its customer id and `columns`) left-joined once to each
+/// pass of the catalog (order metrics, events, `bought`), every column of
+/// each pass but its customer id kept under its own name: with this as `customers` and
+/// [`SegmentCatalog::passes_joined`] set, a refresh's segments each filter
+/// one table instead of each joining `customers` to the passes again.
+/// `None` when the catalog has no pass.
+pub fn customers_with_passes(
+    catalog: &SegmentCatalog,
+    columns: &BTreeSet<String>,
+) -> Result<Option<LogicalPlan>> {
+    let passes = [
+        (catalog.metrics.as_deref(), "__metrics", "__m_customer_id"),
+        (catalog.event_pass.as_deref(), "__events", "__e_customer_id"),
+        (
+            catalog.bought.as_deref(),
+            "__bought_pass",
+            "__bought_customer",
+        ),
+    ];
+    if passes.iter().all(|(pass, _, _)| pass.is_none()) {
+        return Ok(None);
+    }
+    let id = catalog.column(SourceTable::Customers, Role::CustomerId);
+    let mut kept = vec![customer_col(id)];
+    kept.extend(
+        columns
+            .iter()
+            .filter(|c| c.as_str() != id)
+            .map(|c| customer_col(c)),
+    );
+    let mut builder = LogicalPlanBuilder::scan(
+        "customers",
+        provider_as_source(Arc::clone(&catalog.customers)),
+        None,
+    )?;
+    for (pass, name, key) in passes {
+        let Some(pass) = pass else { continue };
+        let scan =
+            LogicalPlanBuilder::scan(name, provider_as_source(Arc::clone(&pass.table)), None)?
+                .build()?;
+        kept.extend(
+            pass.table
+                .schema()
+                .fields()
+                .iter()
+                .filter(|f| f.name() != key)
+                .map(|f| Expr::Column(Column::new(Some(name), f.name()))),
+        );
+        builder = builder.join(
+            scan,
+            JoinType::Left,
+            (
+                vec![Column::new(Some("customers"), id)],
+                vec![Column::from_name(key)],
+            ),
+            None,
+        )?;
+    }
+    Ok(Some(builder.project(kept)?.build()?))
+}
+
 /// Every customer's RFM measures, scores, code and group on `as_of`, by
 /// the catalog's scheme: `customer_id` (the customers column's own name),
 /// `recency_days`, `frequency`, `monetary`, `r`, `f`, `m`, `code`, `group`
@@ -724,32 +791,35 @@ pub fn rfm_scores_plan(catalog: &SegmentCatalog, as_of: AsOf) -> Result<LogicalP
     };
     let keys = PassKeys::default();
     let rfm = |part| attribute_expr(&Attribute::Rfm(part), as_of, &catalog.rfm, &keys);
-    LogicalPlanBuilder::scan(
+    let mut builder = LogicalPlanBuilder::scan(
         "customers",
         provider_as_source(Arc::clone(&catalog.customers)),
         None,
-    )?
-    .join(
-        metrics,
-        JoinType::Left,
-        (vec![id.clone()], vec![Column::from_name("__m_customer_id")]),
-        None,
-    )?
-    .project(vec![
-        Expr::Column(id.clone()),
-        col("__days_since_last_order").alias("recency_days"),
-        col("__orders_count").alias("frequency"),
-        col(monetary).alias("monetary"),
-        rfm(Rfm::R)?.alias("r"),
-        rfm(Rfm::F)?.alias("f"),
-        rfm(Rfm::M)?.alias("m"),
-        rfm(Rfm::Code)?.alias("code"),
-        rfm(Rfm::Group)?.alias("group"),
-    ])?
-    .sort(vec![
-        Expr::Column(Column::from_name(id.name)).sort(true, false),
-    ])?
-    .build()
+    )?;
+    if let Some(metrics) = metrics {
+        builder = builder.join(
+            metrics,
+            JoinType::Left,
+            (vec![id.clone()], vec![Column::from_name("__m_customer_id")]),
+            None,
+        )?;
+    }
+    builder
+        .project(vec![
+            Expr::Column(id.clone()),
+            col("__days_since_last_order").alias("recency_days"),
+            col("__orders_count").alias("frequency"),
+            col(monetary).alias("monetary"),
+            rfm(Rfm::R)?.alias("r"),
+            rfm(Rfm::F)?.alias("f"),
+            rfm(Rfm::M)?.alias("m"),
+            rfm(Rfm::Code)?.alias("code"),
+            rfm(Rfm::Group)?.alias("group"),
+        ])?
+        .sort(vec![
+            Expr::Column(Column::from_name(id.name)).sort(true, false),
+        ])?
+        .build()
 }
 
 /// Plans a resolved condition.
@@ -872,14 +942,14 @@ impl<'a> Planner<'a> {
             resolved.order_scopes(false, &mut scopes);
             let (plan, keys) = self.metrics_source(needs.rfm, &scopes)?;
             self.keys.scopes = keys;
-            passes.push((plan, "__metrics", "__m_customer_id"));
+            passes.extend(plan.map(|plan| (plan, "__metrics", "__m_customer_id")));
         }
         if needs.events {
             let mut tests = Vec::new();
             resolved.event_tests(false, &mut tests);
             let (plan, keys) = self.events_source(&tests)?;
             self.keys.events = keys;
-            passes.push((plan, "__events", "__e_customer_id"));
+            passes.extend(plan.map(|plan| (plan, "__events", "__e_customer_id")));
         }
         // Several `bought(...)` of one condition (or any, when a refresh
         // computed them all): one pass over `order_items`, a filtered
@@ -894,13 +964,14 @@ impl<'a> Planner<'a> {
             .is_some_and(|pass| keys.iter().all(|k| pass.keys.contains(k)));
         if !calls.is_empty() && (calls.len() > 1 || computed) {
             let (plan, keys) = pass_source(
+                self.catalog,
                 self.catalog.bought.as_deref(),
                 "__bought_pass",
                 keys,
                 || bought_pass_plan(self.catalog, self.as_of, &calls),
             )?;
             self.keys.bought = keys;
-            passes.push((plan, "__bought_pass", "__bought_customer"));
+            passes.extend(plan.map(|plan| (plan, "__bought_pass", "__bought_customer")));
         }
         let conjuncts: Vec<&Resolved> = match resolved {
             Resolved::And(parts) => parts.iter().collect(),
@@ -998,9 +1069,10 @@ impl<'a> Planner<'a> {
         &self,
         rfm: bool,
         scopes: &[OrderScope],
-    ) -> Result<(LogicalPlan, Vec<String>)> {
+    ) -> Result<(Option<LogicalPlan>, Vec<String>)> {
         let keys = scopes.iter().map(OrderScope::key).collect();
-        pass_source(self.catalog.metrics.as_deref(), "__metrics", keys, || {
+        let metrics = self.catalog.metrics.as_deref();
+        pass_source(self.catalog, metrics, "__metrics", keys, || {
             metrics_from_orders(
                 orders_table(self.catalog)?,
                 &self.catalog.columns,
@@ -1013,9 +1085,10 @@ impl<'a> Planner<'a> {
     }
 
     /// The events pass of `tests`, with their keys in column order.
-    fn events_source(&self, tests: &[EventTest]) -> Result<(LogicalPlan, Vec<String>)> {
+    fn events_source(&self, tests: &[EventTest]) -> Result<(Option<LogicalPlan>, Vec<String>)> {
         let keys = tests.iter().map(EventTest::key).collect();
-        pass_source(self.catalog.event_pass.as_deref(), "__events", keys, || {
+        let events = self.catalog.event_pass.as_deref();
+        pass_source(self.catalog, events, "__events", keys, || {
             events_pass_plan(self.catalog, self.as_of, tests)
         })
     }
@@ -1964,7 +2037,7 @@ mod tests {
     use datafusion::datasource::MemTable;
     use datafusion::prelude::SessionContext;
 
-    use super::{like_literal, metrics_read, order_metrics_plan};
+    use super::{customers_with_passes, like_literal, metrics_read, order_metrics_plan};
     use crate::segment::SegmentCatalog;
     use crate::segment::resolve::{Resolved, resolve_text};
     use crate::time::AsOf;
@@ -2032,6 +2105,56 @@ mod tests {
             error.contains("no metrics computed for the scope"),
             "{error}"
         );
+    }
+
+    #[tokio::test]
+    async fn customers_are_joined_to_every_pass_once() {
+        let ctx = SessionContext::new();
+        let table = |fields: Vec<Field>| {
+            Arc::new(MemTable::try_new(Arc::new(Schema::new(fields)), vec![vec![]]).unwrap())
+        };
+        let int = |name: &str| Field::new(name, DataType::Int64, true);
+        ctx.register_table(
+            "customers",
+            table(vec![
+                int("customer_id"),
+                Field::new("country", DataType::Utf8, true),
+                Field::new("city", DataType::Utf8, true),
+            ]),
+        )
+        .unwrap();
+        let as_of = AsOf::day(NaiveDate::from_ymd_opt(2011, 12, 10).unwrap());
+        let mut catalog = SegmentCatalog::from_session(&ctx, as_of).await.unwrap();
+        let columns = ["country".to_string()].into_iter().collect();
+        assert!(customers_with_passes(&catalog, &columns).unwrap().is_none());
+        let pass = |fields| {
+            Some(Arc::new(crate::segment::catalog::Pass {
+                table: table(fields),
+                keys: vec![],
+            }))
+        };
+        catalog.metrics = pass(vec![int("__m_customer_id"), int("__orders_count")]);
+        catalog.bought = pass(vec![int("__bought_customer"), int("__bought_pass_0")]);
+        let plan = customers_with_passes(&catalog, &columns).unwrap().unwrap();
+        let names: Vec<&str> = plan
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        // The customer id, the columns asked for, each pass's columns but
+        // its key; `city`, read by no condition, is left out.
+        assert_eq!(
+            names,
+            [
+                "customer_id",
+                "country",
+                "__orders_count",
+                "__bought_pass_0"
+            ]
+        );
+        let joins = format!("{plan}").matches("Left Join").count();
+        assert_eq!(joins, 2, "{plan}");
     }
 
     #[test]

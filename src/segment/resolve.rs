@@ -6,6 +6,8 @@
 //! their own resolved conditions, with cycles refused. The planner then
 //! works on this alone, without text or names to match.
 
+use std::collections::BTreeSet;
+
 use chrono::{Datelike, Months, NaiveDate};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::DataFusionError;
@@ -432,6 +434,16 @@ impl Resolved {
             }
         };
         self.walk(deep, &mut add);
+    }
+
+    /// Every column of `customers` the condition tests, by name; `deep`
+    /// enters the saved segments the condition refers to.
+    pub fn customer_columns(&self, deep: bool, columns: &mut BTreeSet<String>) {
+        self.walk(deep, &mut |r| {
+            if let Some(Attribute::Customer { column, .. }) = r.attribute() {
+                columns.insert(column.clone());
+            }
+        });
     }
 
     /// [`Resolved::visit_deep`] when `deep`, else [`Resolved::visit`].
@@ -1408,6 +1420,7 @@ mod tests {
             metrics: None,
             bought: None,
             event_pass: None,
+            passes_joined: false,
             events: Some(table(vec![
                 Field::new("customer_id", DataType::Int64, true),
                 Field::new("event", DataType::Utf8, false),
