@@ -1163,9 +1163,15 @@ pub async fn refresh(
     }
     let scratch = Scratch::new(store, pinned.next_refresh_id())?;
     let started = std::time::Instant::now();
-    let mut orders_scans = 0;
-    let mut orders_fold = None;
-    if resolved.iter().any(|(_, r)| r.reads_orders()) {
+    // The passes read different sources: they run together (each has
+    // single-threaded steps, a window or a final merge, that would leave a
+    // core idle).
+    let catalog_now = &catalog;
+    let metrics = async {
+        let mut orders_fold = None;
+        if !resolved.iter().any(|(_, r)| r.reads_orders()) {
+            return Ok::<_, Error>((None, orders_fold));
+        }
         let mut scopes = Vec::new();
         for (_, condition) in &resolved {
             condition.order_scopes(true, &mut scopes);
@@ -1175,75 +1181,81 @@ pub async fn refresh(
         // else one pass over every order.
         let step = format!(
             "while computing the order metrics{}",
-            order_state::orders_at(&catalog)
+            order_state::orders_at(catalog_now)
                 .map(|at| format!(" (orders at {at})"))
                 .unwrap_or_default()
         );
-        let folded = order_state::order_metrics(ctx, store, &catalog, options.as_of, &scopes)
+        let folded = order_state::order_metrics(ctx, store, catalog_now, options.as_of, &scopes)
             .await
             .map_err(in_step(|| step.clone()))?;
         timing("order state folded", started);
         let plan = kept_or(folded, &mut orders_fold, || {
-            order_metrics_plan(&catalog, options.as_of, &scopes)
+            order_metrics_plan(catalog_now, options.as_of, &scopes)
         });
         let conditions: Vec<&Resolved> = resolved.iter().map(|(_, r)| r).collect();
         let plan = plan.and_then(|plan| metrics_read(plan, &conditions, &scopes));
         let table = scratch.pass(ctx, "__order_metrics", plan, &step).await?;
-        orders_scans += 1;
         timing("order metrics", started);
         let keys = scopes.iter().map(OrderScope::key).collect();
-        catalog.metrics = Some(Arc::new(Pass { table, keys }));
-    }
+        Ok((Some(Arc::new(Pass { table, keys })), orders_fold))
+    };
 
     // One pass over `events` answers every did / last_did / first_did.
-    let mut tests = Vec::new();
-    for (_, condition) in &resolved {
-        condition.event_tests(true, &mut tests);
-    }
-    let mut events_scans = 0;
-    let mut events_kept = None;
-    if !tests.is_empty() {
+    let events = async {
+        let mut tests = Vec::new();
+        for (_, condition) in &resolved {
+            condition.event_tests(true, &mut tests);
+        }
+        let mut events_kept = None;
+        if tests.is_empty() {
+            return Ok::<_, Error>((None, events_kept));
+        }
         // Through the events the store keeps when they are files it can
         // follow; else one pass over every event.
         let step = "while matching did(...) over events";
-        let kept = events_state::events_pass(ctx, store, &catalog, options.as_of, &tests)
+        let kept = events_state::events_pass(ctx, store, catalog_now, options.as_of, &tests)
             .await
             .map_err(in_step(|| step.to_string()))?;
         let plan = kept_or(kept, &mut events_kept, || {
-            events_pass_plan(&catalog, options.as_of, &tests)
+            events_pass_plan(catalog_now, options.as_of, &tests)
         });
         let table = scratch.pass(ctx, "__events", plan, step).await?;
-        events_scans += 1;
         timing("events pass", started);
         let keys = tests.iter().map(EventTest::key).collect();
-        catalog.event_pass = Some(Arc::new(Pass { table, keys }));
-    }
+        Ok((Some(Arc::new(Pass { table, keys })), events_kept))
+    };
 
     // One pass over `order_items` finds the matches of every `bought(...)`.
-    let mut calls = Vec::new();
-    for (_, condition) in &resolved {
-        condition.bought_calls(true, &mut calls);
-    }
-    let mut items_scans = 0;
-    let mut bought_kept = None;
-    if calls.len() > 1 {
+    let bought = async {
+        let mut calls = Vec::new();
+        for (_, condition) in &resolved {
+            condition.bought_calls(true, &mut calls);
+        }
+        let mut bought_kept = None;
+        if calls.len() <= 1 {
+            return Ok::<_, Error>((None, bought_kept, calls.len()));
+        }
         // Through the purchase lines the store keeps when the sources are
         // files it can follow; else one pass over every line.
         let step = "while matching bought(...) over order_items";
-        let kept = bought_state::bought_pass(ctx, store, &catalog, options.as_of, &calls)
+        let kept = bought_state::bought_pass(ctx, store, catalog_now, options.as_of, &calls)
             .await
             .map_err(in_step(|| step.to_string()))?;
         let plan = kept_or(kept, &mut bought_kept, || {
-            bought_pass_plan(&catalog, options.as_of, &calls)
+            bought_pass_plan(catalog_now, options.as_of, &calls)
         });
         let table = scratch.pass(ctx, "__bought", plan, step).await?;
-        items_scans += 1;
         timing("bought pass", started);
         let keys = calls.iter().map(|c| c.key()).collect();
-        catalog.bought = Some(Arc::new(Pass { table, keys }));
-    } else {
-        items_scans += calls.len();
-    }
+        Ok((Some(Arc::new(Pass { table, keys })), bought_kept, 1))
+    };
+    let ((metrics, orders_fold), (event_pass, events_kept), (bought, bought_kept, items_scans)) =
+        futures::try_join!(metrics, events, bought)?;
+    let orders_scans = usize::from(metrics.is_some());
+    let events_scans = usize::from(event_pass.is_some());
+    catalog.metrics = metrics;
+    catalog.event_pass = event_pass;
+    catalog.bought = bought;
 
     // When `customers` has each id once, no segment plan can repeat one
     // (its joins are to per-customer passes and sets of ids), and the
