@@ -1165,9 +1165,10 @@ pub async fn refresh(
     let started = std::time::Instant::now();
     // The passes read different sources: they run together (each has
     // single-threaded steps, a window or a final merge, that would leave a
-    // core idle).
+    // core idle). Each on the heap: together in place they make a future
+    // too big for a thread's stack in a debug build.
     let catalog_now = &catalog;
-    let metrics = async {
+    let metrics = Box::pin(async {
         let mut orders_fold = None;
         if !resolved.iter().any(|(_, r)| r.reads_orders()) {
             return Ok::<_, Error>((None, orders_fold));
@@ -1198,10 +1199,10 @@ pub async fn refresh(
         timing("order metrics", started);
         let keys = scopes.iter().map(OrderScope::key).collect();
         Ok((Some(Arc::new(Pass { table, keys })), orders_fold))
-    };
+    });
 
     // One pass over `events` answers every did / last_did / first_did.
-    let events = async {
+    let events = Box::pin(async {
         let mut tests = Vec::new();
         for (_, condition) in &resolved {
             condition.event_tests(true, &mut tests);
@@ -1223,10 +1224,10 @@ pub async fn refresh(
         timing("events pass", started);
         let keys = tests.iter().map(EventTest::key).collect();
         Ok((Some(Arc::new(Pass { table, keys })), events_kept))
-    };
+    });
 
     // One pass over `order_items` finds the matches of every `bought(...)`.
-    let bought = async {
+    let bought = Box::pin(async {
         let mut calls = Vec::new();
         for (_, condition) in &resolved {
             condition.bought_calls(true, &mut calls);
@@ -1248,7 +1249,7 @@ pub async fn refresh(
         timing("bought pass", started);
         let keys = calls.iter().map(|c| c.key()).collect();
         Ok((Some(Arc::new(Pass { table, keys })), bought_kept, 1))
-    };
+    });
     let ((metrics, orders_fold), (event_pass, events_kept), (bought, bought_kept, items_scans)) =
         futures::try_join!(metrics, events, bought)?;
     let orders_scans = usize::from(metrics.is_some());
