@@ -719,7 +719,8 @@ fn like_literal(text: &str) -> String {
 /// each pass but its customer id kept under its own name: with this as `customers` and
 /// [`SegmentCatalog::passes_joined`] set, a refresh's segments each filter
 /// one table instead of each joining `customers` to the passes again.
-/// `None` when the catalog has no pass.
+/// `None` when the catalog has no pass, or when a column of `customers`
+/// has the name of a pass column.
 pub fn customers_with_passes(
     catalog: &SegmentCatalog,
     columns: &BTreeSet<String>,
@@ -771,6 +772,15 @@ pub fn customers_with_passes(
             ),
             None,
         )?;
+    }
+    // A `customers` column named like a pass column would make the names
+    // of one table clash: each segment joins what it reads then.
+    let mut names = BTreeSet::new();
+    if !kept.iter().all(|e| match e {
+        Expr::Column(c) => names.insert(c.name.clone()),
+        _ => false,
+    }) {
+        return Ok(None);
     }
     Ok(Some(builder.project(kept)?.build()?))
 }
@@ -2120,6 +2130,7 @@ mod tests {
                 int("customer_id"),
                 Field::new("country", DataType::Utf8, true),
                 Field::new("city", DataType::Utf8, true),
+                int("__orders_count"),
             ]),
         )
         .unwrap();
@@ -2143,7 +2154,8 @@ mod tests {
             .map(|f| f.name().as_str())
             .collect();
         // The customer id, the columns asked for, each pass's columns but
-        // its key; `city`, read by no condition, is left out.
+        // its key; `city` and `__orders_count`, read by no condition, are
+        // left out.
         assert_eq!(
             names,
             [
@@ -2155,6 +2167,12 @@ mod tests {
         );
         let joins = format!("{plan}").matches("Left Join").count();
         assert_eq!(joins, 2, "{plan}");
+        // A customers column a condition tests named like a pass column:
+        // no joined table (its names would clash).
+        let clash = ["country".to_string(), "__orders_count".to_string()]
+            .into_iter()
+            .collect();
+        assert!(customers_with_passes(&catalog, &clash).unwrap().is_none());
     }
 
     #[test]
