@@ -1280,23 +1280,7 @@ pub async fn refresh(
     if let Some(plan) = customers_with_passes(&catalog, &columns).map_err(SegmentError::from)? {
         let step = "while joining the customers to the order metrics, events and purchases";
         if let Some(joined) = scratch.held(ctx, "__customers", plan, step).await? {
-            catalog.customers = joined;
-            catalog.passes_joined = true;
-            // The passes' own rows are read no more: their memory is given
-            // back (their keys still say what the joined columns hold).
-            for pass in [
-                &mut catalog.metrics,
-                &mut catalog.event_pass,
-                &mut catalog.bought,
-            ] {
-                if let Some(held) = pass.take() {
-                    let schema = held.table.schema();
-                    *pass = Some(Arc::new(Pass {
-                        table: Arc::new(MemTable::try_new(schema, vec![Vec::new()])?),
-                        keys: held.keys.clone(),
-                    }));
-                }
-            }
+            catalog = catalog.with_passes_joined(joined)?;
             timing("customers joined", started);
         }
     }

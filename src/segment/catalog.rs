@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use datafusion::catalog::TableProvider;
+use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 
 use super::columns::{ColumnMap, PurchaseRule, Role, SourceTable};
@@ -100,6 +101,29 @@ impl SegmentCatalog {
             event_pass: None,
             passes_joined: false,
         })
+    }
+
+    /// The catalog reading `customers`, the customers already joined to
+    /// its passes (see [`super::planner::customers_with_passes`]): the
+    /// passes keep their keys, which say what the joined columns hold, and
+    /// let go of their rows (their memory is given back when nothing else
+    /// holds them).
+    pub fn with_passes_joined(
+        mut self,
+        customers: Arc<dyn TableProvider>,
+    ) -> datafusion::common::Result<Self> {
+        self.customers = customers;
+        self.passes_joined = true;
+        for pass in [&mut self.metrics, &mut self.event_pass, &mut self.bought] {
+            if let Some(held) = pass.take() {
+                let rows = MemTable::try_new(held.table.schema(), vec![Vec::new()])?;
+                *pass = Some(Arc::new(Pass {
+                    table: Arc::new(rows),
+                    keys: held.keys.clone(),
+                }));
+            }
+        }
+        Ok(self)
     }
 
     /// The catalog with the store's segments.

@@ -714,6 +714,44 @@ fn like_literal(text: &str) -> String {
     pattern
 }
 
+/// How a per-customer pass is joined to `customers`: its table name and
+/// its customer column.
+#[derive(Debug, Clone, Copy)]
+struct PassName {
+    name: &'static str,
+    key: &'static str,
+}
+
+const METRICS_PASS: PassName = PassName {
+    name: "__metrics",
+    key: "__m_customer_id",
+};
+const EVENTS_PASS: PassName = PassName {
+    name: "__events",
+    key: "__e_customer_id",
+};
+const BOUGHT_PASS: PassName = PassName {
+    name: "__bought_pass",
+    key: "__bought_customer",
+};
+
+/// `builder` (rows of `customers`, whose customer column is
+/// `customer_id`) left-joined to the per-customer `pass`, a derived table
+/// named as `named` says.
+fn join_pass(
+    builder: LogicalPlanBuilder,
+    customer_id: Column,
+    pass: LogicalPlan,
+    named: PassName,
+) -> Result<LogicalPlanBuilder> {
+    builder.join(
+        LogicalPlanBuilder::from(pass).alias(named.name)?.build()?,
+        JoinType::Left,
+        (vec![customer_id], vec![Column::from_name(named.key)]),
+        None,
+    )
+}
+
 /// `customers` (its customer id and `columns`) left-joined once to each
 /// pass of the catalog (order metrics, events, `bought`), every column of
 /// each pass but its customer id kept under its own name: with this as `customers` and
@@ -726,15 +764,11 @@ pub fn customers_with_passes(
     columns: &BTreeSet<String>,
 ) -> Result<Option<LogicalPlan>> {
     let passes = [
-        (catalog.metrics.as_deref(), "__metrics", "__m_customer_id"),
-        (catalog.event_pass.as_deref(), "__events", "__e_customer_id"),
-        (
-            catalog.bought.as_deref(),
-            "__bought_pass",
-            "__bought_customer",
-        ),
+        (catalog.metrics.as_deref(), METRICS_PASS),
+        (catalog.event_pass.as_deref(), EVENTS_PASS),
+        (catalog.bought.as_deref(), BOUGHT_PASS),
     ];
-    if passes.iter().all(|(pass, _, _)| pass.is_none()) {
+    if passes.iter().all(|(pass, _)| pass.is_none()) {
         return Ok(None);
     }
     let id = catalog.column(SourceTable::Customers, Role::CustomerId);
@@ -750,28 +784,23 @@ pub fn customers_with_passes(
         provider_as_source(Arc::clone(&catalog.customers)),
         None,
     )?;
-    for (pass, name, key) in passes {
+    for (pass, named) in passes {
         let Some(pass) = pass else { continue };
-        let scan =
-            LogicalPlanBuilder::scan(name, provider_as_source(Arc::clone(&pass.table)), None)?
-                .build()?;
+        let scan = LogicalPlanBuilder::scan(
+            named.name,
+            provider_as_source(Arc::clone(&pass.table)),
+            None,
+        )?
+        .build()?;
         kept.extend(
             pass.table
                 .schema()
                 .fields()
                 .iter()
-                .filter(|f| f.name() != key)
-                .map(|f| Expr::Column(Column::new(Some(name), f.name()))),
+                .filter(|f| f.name() != named.key)
+                .map(|f| Expr::Column(Column::new(Some(named.name), f.name()))),
         );
-        builder = builder.join(
-            scan,
-            JoinType::Left,
-            (
-                vec![Column::new(Some("customers"), id)],
-                vec![Column::from_name(key)],
-            ),
-            None,
-        )?;
+        builder = join_pass(builder, Column::new(Some("customers"), id), scan, named)?;
     }
     // A `customers` column named like a pass column would make the names
     // of one table clash: each segment joins what it reads then.
@@ -810,7 +839,7 @@ pub fn rfm_scores_plan(catalog: &SegmentCatalog, as_of: AsOf) -> Result<LogicalP
         builder = builder.join(
             metrics,
             JoinType::Left,
-            (vec![id.clone()], vec![Column::from_name("__m_customer_id")]),
+            (vec![id.clone()], vec![Column::from_name(METRICS_PASS.key)]),
             None,
         )?;
     }
@@ -952,14 +981,14 @@ impl<'a> Planner<'a> {
             resolved.order_scopes(false, &mut scopes);
             let (plan, keys) = self.metrics_source(needs.rfm, &scopes)?;
             self.keys.scopes = keys;
-            passes.extend(plan.map(|plan| (plan, "__metrics", "__m_customer_id")));
+            passes.extend(plan.map(|plan| (plan, METRICS_PASS)));
         }
         if needs.events {
             let mut tests = Vec::new();
             resolved.event_tests(false, &mut tests);
             let (plan, keys) = self.events_source(&tests)?;
             self.keys.events = keys;
-            passes.extend(plan.map(|plan| (plan, "__events", "__e_customer_id")));
+            passes.extend(plan.map(|plan| (plan, EVENTS_PASS)));
         }
         // Several `bought(...)` of one condition (or any, when a refresh
         // computed them all): one pass over `order_items`, a filtered
@@ -976,12 +1005,12 @@ impl<'a> Planner<'a> {
             let (plan, keys) = pass_source(
                 self.catalog,
                 self.catalog.bought.as_deref(),
-                "__bought_pass",
+                BOUGHT_PASS.name,
                 keys,
                 || bought_pass_plan(self.catalog, self.as_of, &calls),
             )?;
             self.keys.bought = keys;
-            passes.extend(plan.map(|plan| (plan, "__bought_pass", "__bought_customer")));
+            passes.extend(plan.map(|plan| (plan, BOUGHT_PASS)));
         }
         let conjuncts: Vec<&Resolved> = match resolved {
             Resolved::And(parts) => parts.iter().collect(),
@@ -1019,7 +1048,7 @@ impl<'a> Planner<'a> {
     fn build(
         self,
         filters: Vec<Expr>,
-        passes: Vec<(LogicalPlan, &str, &str)>,
+        passes: Vec<(LogicalPlan, PassName)>,
     ) -> Result<LogicalPlan> {
         let customers = Arc::clone(&self.catalog.customers);
         let mut builder = LogicalPlanBuilder::scan(
@@ -1027,13 +1056,8 @@ impl<'a> Planner<'a> {
             provider_as_source(Arc::clone(&customers)),
             None,
         )?;
-        for (pass, name, key) in passes {
-            builder = builder.join(
-                LogicalPlanBuilder::from(pass).alias(name)?.build()?,
-                JoinType::Left,
-                (vec![self.customer_id()], vec![Column::from_name(key)]),
-                None,
-            )?;
+        for (pass, named) in passes {
+            builder = join_pass(builder, self.customer_id(), pass, named)?;
         }
         let customer_id = self.customer_id();
         for join in self.joins {
@@ -1082,7 +1106,7 @@ impl<'a> Planner<'a> {
     ) -> Result<(Option<LogicalPlan>, Vec<String>)> {
         let keys = scopes.iter().map(OrderScope::key).collect();
         let metrics = self.catalog.metrics.as_deref();
-        pass_source(self.catalog, metrics, "__metrics", keys, || {
+        pass_source(self.catalog, metrics, METRICS_PASS.name, keys, || {
             metrics_from_orders(
                 orders_table(self.catalog)?,
                 &self.catalog.columns,
@@ -1098,7 +1122,7 @@ impl<'a> Planner<'a> {
     fn events_source(&self, tests: &[EventTest]) -> Result<(Option<LogicalPlan>, Vec<String>)> {
         let keys = tests.iter().map(EventTest::key).collect();
         let events = self.catalog.event_pass.as_deref();
-        pass_source(self.catalog, events, "__events", keys, || {
+        pass_source(self.catalog, events, EVENTS_PASS.name, keys, || {
             events_pass_plan(self.catalog, self.as_of, tests)
         })
     }
