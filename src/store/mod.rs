@@ -42,6 +42,7 @@
 pub mod error;
 pub mod functions;
 pub mod kinds;
+mod open_stays;
 pub mod pinned;
 pub mod read;
 pub mod remote;
@@ -55,7 +56,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::catalog::TableProvider;
-use datafusion::logical_expr::{LogicalPlan, col};
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use deltalake::DeltaTable;
 use deltalake::protocol::SaveMode;
@@ -781,6 +782,11 @@ impl Store {
     /// The sort's merge reservation follows the project's session (it
     /// shrinks under a small limit, see `exec::session_with`).
     fn delta_session(ctx: &SessionContext) -> Arc<dyn datafusion::catalog::Session> {
+        Arc::new(Store::delta_state(ctx))
+    }
+
+    /// The session state of [`Store::delta_session`].
+    fn delta_state(ctx: &SessionContext) -> datafusion::execution::SessionState {
         let mut state =
             deltalake::delta_datafusion::DeltaSessionContext::with_runtime_env(ctx.runtime_env())
                 .state();
@@ -793,7 +799,7 @@ impl Store {
             .options()
             .execution
             .sort_spill_reservation_bytes;
-        Arc::new(state)
+        state
     }
 }
 
@@ -887,25 +893,23 @@ impl Transaction<'_> {
                     .any(|c| c == MEMBERSHIP_PARTITION)
             })
             .map_err(delta_error(self.store, table))?;
-        let write = delta
-            .write(Vec::new())
-            .with_session_state(Store::delta_session(self.ctx))
-            .with_writer_properties(Store::writer_properties());
         let written = if partitioned {
-            let this_change = datafusion::logical_expr::lit(self.refresh_id());
-            let predicate = col(MEMBERSHIP_PARTITION)
-                .is_null()
-                .or(col(MEMBERSHIP_PARTITION).eq(this_change));
-            write
-                .with_input_plan(current)
-                .with_save_mode(SaveMode::Overwrite)
-                .with_replace_where(predicate)
-                .await
+            open_stays::replace_open_stays(
+                Store::delta_state(self.ctx),
+                delta,
+                current,
+                self.refresh_id(),
+                Store::writer_properties(),
+            )
+            .await
         } else {
             let everything = datafusion::logical_expr::LogicalPlanBuilder::from(current)
                 .union(history)?
                 .build()?;
-            write
+            delta
+                .write(Vec::new())
+                .with_session_state(Store::delta_session(self.ctx))
+                .with_writer_properties(Store::writer_properties())
                 .with_input_plan(everything)
                 .with_save_mode(SaveMode::Overwrite)
                 .with_schema_mode(SchemaMode::Overwrite)
