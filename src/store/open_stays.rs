@@ -41,11 +41,12 @@ use tokio::task::JoinSet;
 use super::MEMBERSHIP_PARTITION;
 
 /// Replaces the open stays of `delta` (a `segment_membership` partitioned
-/// by [`MEMBERSHIP_PARTITION`]) and any stays already in change
-/// `refresh_id`'s partition by the rows of `stays` (its tables bound),
-/// planned on `state` (see `Store::delta_state`) and written by a writer per stream (at most
-/// the session's target partitions). Returns the table at the version
-/// committed.
+/// by [`MEMBERSHIP_PARTITION`], its files loaded) and any stays already in
+/// change `refresh_id`'s partition by the rows of `stays` (its tables
+/// bound), planned on `session` (see `Store::delta_state`) and written by
+/// a writer per stream (at most the session's target partitions). Returns
+/// the table at the version committed; on an error nothing is committed
+/// (files already written are referenced by no version).
 pub(super) async fn replace_open_stays(
     session: SessionState,
     mut delta: DeltaTable,
@@ -346,6 +347,156 @@ mod tests {
                 .to_string()
                 .contains("1 stays have no segment (segment_membership requires one)"),
             "{error}"
+        );
+    }
+
+    /// Stays as `(segment, customer, entered_refresh, exited_refresh)`,
+    /// under the table's schema (entered on day `entered_refresh`).
+    fn stay_rows(schema: &SchemaRef, rows: &[(&str, i64, i64, Option<i64>)]) -> RecordBatch {
+        use datafusion::arrow::array::TimestampMicrosecondArray;
+        let day = |refresh: i64| refresh * 86_400_000_000;
+        let at = |values: Vec<Option<i64>>| {
+            Arc::new(TimestampMicrosecondArray::from(values).with_timezone("UTC")) as _
+        };
+        RecordBatch::try_new(
+            Arc::clone(schema),
+            vec![
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
+                at(rows.iter().map(|r| Some(day(r.2))).collect()),
+                at(rows.iter().map(|r| r.3.map(day)).collect()),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2))),
+                Arc::new(Int64Array::from(
+                    rows.iter().map(|r| r.3).collect::<Vec<_>>(),
+                )),
+            ],
+        )
+        .unwrap()
+    }
+
+    /// Every stay of `delta` as `(segment, customer, entered_refresh,
+    /// exited_refresh)`, sorted.
+    async fn stays_of(store: &crate::store::Store, delta: &DeltaTable) -> Vec<String> {
+        let provider = store
+            .pinned_table(crate::store::tables::StoreTable::Membership, delta)
+            .await
+            .unwrap();
+        let batches = datafusion::prelude::SessionContext::new()
+            .read_table(provider)
+            .unwrap()
+            .select_columns(&[
+                "segment",
+                "customer_id",
+                "entered_refresh",
+                MEMBERSHIP_PARTITION,
+            ])
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+            .unwrap()
+            .to_string();
+        let mut rows: Vec<String> = text
+            .lines()
+            .filter(|l| l.starts_with("| ") && !l.contains("segment"))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect();
+        rows.sort();
+        rows
+    }
+
+    #[tokio::test]
+    async fn a_change_replaces_the_open_stays_in_one_version_or_not_at_all() {
+        use crate::store::Store;
+        use crate::store::tables::StoreTable;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path().join("store"));
+        store.create_if_missing().await.unwrap();
+        let ctx = datafusion::prelude::SessionContext::new();
+        let open = || async {
+            store
+                .open_table(StoreTable::Membership, None)
+                .await
+                .unwrap()
+        };
+        let delta = open().await;
+        let schema = delta.snapshot().unwrap().snapshot().arrow_schema();
+        let plan = |rows: &[(&str, i64, i64, Option<i64>)]| {
+            ctx.read_batch(stay_rows(&schema, rows))
+                .unwrap()
+                .into_unoptimized_plan()
+        };
+        let write = |delta, plan, id| {
+            replace_open_stays(
+                Store::delta_state(&ctx),
+                delta,
+                plan,
+                id,
+                Store::writer_properties(),
+            )
+        };
+
+        // Change 1 opens three stays and closes one, written as a store's
+        // first change is (by Delta Lake, the table partitioned then).
+        let first = stay_rows(
+            &schema,
+            &[
+                ("a", 1, 1, None),
+                ("a", 2, 1, None),
+                ("b", 1, 1, None),
+                ("b", 9, 1, Some(1)),
+            ],
+        );
+        let delta = open()
+            .await
+            .write(vec![first])
+            .with_save_mode(SaveMode::Overwrite)
+            .with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite)
+            .with_partition_columns([MEMBERSHIP_PARTITION])
+            .await
+            .unwrap();
+        let one = delta.version().unwrap();
+        assert_eq!(
+            stays_of(&store, &delta).await,
+            [
+                "| a | 1 | 1 | |",
+                "| a | 2 | 1 | |",
+                "| b | 1 | 1 | |",
+                "| b | 9 | 1 | 1 |"
+            ]
+        );
+
+        // A stay closed by another change fails the write: no version.
+        let wrong = plan(&[("a", 1, 1, None), ("a", 2, 1, Some(5))]);
+        let error = write(open().await, wrong, 2).await.unwrap_err();
+        assert!(
+            error.to_string().contains("closed by another change"),
+            "{error}"
+        );
+        let unchanged = open().await;
+        assert_eq!(unchanged.version(), Some(one));
+        assert_eq!(stays_of(&store, &unchanged).await.len(), 4);
+
+        // Change 2 keeps a stay, closes one and opens one: the open stays
+        // of change 1 are replaced, the stay it closed is kept.
+        let second = plan(&[
+            ("a", 1, 1, None),
+            ("a", 2, 1, Some(2)),
+            ("b", 1, 1, None),
+            ("c", 3, 2, None),
+        ]);
+        let delta = write(open().await, second, 2).await.unwrap();
+        assert_eq!(delta.version(), Some(one + 1));
+        assert_eq!(
+            stays_of(&store, &delta).await,
+            [
+                "| a | 1 | 1 | |",
+                "| a | 2 | 1 | 2 |",
+                "| b | 1 | 1 | |",
+                "| b | 9 | 1 | 1 |",
+                "| c | 3 | 2 | |"
+            ]
         );
     }
 
