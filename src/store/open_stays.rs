@@ -240,16 +240,20 @@ fn by_partition(batch: &RecordBatch, refresh_id: i64) -> DeltaResult<Vec<RecordB
             "{MEMBERSHIP_PARTITION} of the open stays is not a 64-bit integer"
         ))
     })?;
+    let open_rows = exited.null_count();
+    if batch.num_rows() == 0 {
+        return Ok(Vec::new());
+    }
+    // Nearly every batch holds open stays only: no exit to look at.
+    if open_rows == batch.num_rows() {
+        return Ok(vec![batch.clone()]);
+    }
     if exited.iter().flatten().any(|id| id != refresh_id) {
         return Err(DeltaTableError::Generic(format!(
             "a stay written by change {refresh_id} was closed by another change"
         )));
     }
-    let open_rows = exited.null_count();
-    if batch.num_rows() == 0 {
-        return Ok(Vec::new());
-    }
-    if open_rows == 0 || open_rows == batch.num_rows() {
+    if open_rows == 0 {
         return Ok(vec![batch.clone()]);
     }
     let open: BooleanArray = is_null(exited)?;
