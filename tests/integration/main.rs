@@ -198,19 +198,23 @@ pub fn assert_fails(run: &Run, code: i32, stderr: &str) {
 
 /// The project in `dir` (its `segql.toml`) as of `as_of`.
 pub async fn open(dir: &Path, as_of: &str) -> segql::Project {
+    open_in(dir, as_of, datafusion::prelude::SessionContext::new()).await
+}
+
+/// Opens the project in `dir` on `as_of` with `ctx` (its settings).
+pub async fn open_in(
+    dir: &Path,
+    as_of: &str,
+    ctx: datafusion::prelude::SessionContext,
+) -> segql::Project {
     let config = segql::Config::load(dir.join("segql.toml")).unwrap();
     let as_of = segql::time::AsOfArg::parse(as_of)
         .unwrap()
         .resolve(config.zone())
         .unwrap();
-    segql::Project::open(
-        config,
-        datafusion::prelude::SessionContext::new(),
-        as_of,
-        false,
-    )
-    .await
-    .unwrap()
+    segql::Project::open(config, ctx, as_of, false)
+        .await
+        .unwrap()
 }
 
 /// Refreshes every segment of the project in `dir` on `day`.

@@ -1493,6 +1493,70 @@ fn explain_shows_each_step_of_a_refresh_and_changes_nothing() {
     assert_eq!(check_whole(plain.path()), check_whole(explained.path()));
 }
 
+/// The stays join looks the members up in an array when their pairs
+/// (segment, customer) pack densely into one integer, else in a hash table
+/// on the two columns; both make the same changes. DataFusion's
+/// `perfect_hash_join_min_key_density` decides: at 0 every change packs,
+/// at 1 none does.
+#[tokio::test]
+async fn stays_joined_by_array_or_by_hash_table_make_the_same_changes() {
+    let (packed, paired) = (project_with_big_and_mugs(), project_with_big_and_mugs());
+    for dir in [&packed, &paired] {
+        // Members who leave: those who have not ordered for a while come
+        // back.
+        let args = ["segment", "create", "recent", "last_order_date >= -60d"];
+        assert_eq!(run(dir.path(), &args).code, Some(0));
+    }
+    for day in ["2011-06-01", "2011-09-01", "2011-12-01"] {
+        for (dir, density) in [(&packed, 0.0), (&paired, 1.0)] {
+            let mut config = datafusion::prelude::SessionConfig::new();
+            config
+                .options_mut()
+                .execution
+                .perfect_hash_join_min_key_density = density;
+            let project =
+                super::open_in(dir.path(), day, SessionContext::new_with_config(config)).await;
+            super::refresh_project(&project).await;
+        }
+    }
+    let rows = |d: &Path, sql: &str| run(d, &["--format", "csv", "-c", sql]).stdout;
+    for sql in [
+        "SELECT segment, customer_id, entered_at, exited_at, entered_refresh, exited_refresh \
+         FROM segment_membership ORDER BY 1, 2, 3",
+        "SELECT event_id, refresh_id, segment, customer_id, event, at FROM segment_events \
+         ORDER BY event_id",
+        "SELECT count(*) FROM segment_membership WHERE exited_refresh IS NOT NULL",
+    ] {
+        let (a, b) = (rows(packed.path(), sql), rows(paired.path(), sql));
+        assert!(a.lines().count() > 1, "{a}");
+        assert_eq!(a, b, "{sql}");
+    }
+    // Stays closed on the two later days, entered on every day.
+    let closed = rows(
+        packed.path(),
+        "SELECT DISTINCT exited_refresh FROM segment_membership \
+         WHERE exited_refresh IS NOT NULL ORDER BY 1",
+    );
+    assert_eq!(closed, "exited_refresh\n5\n6\n");
+    assert_eq!(check_whole(packed.path()), check_whole(paired.path()));
+    // With DataFusion's own setting these members pack: the stays plan
+    // builds every member once, into an array.
+    let args = ["--format", "csv", "--as-of", "2011-12-09", "refresh"];
+    let explained = super::segql_in_env(packed.path(), &args, &[("SEGQL_EXPLAIN", "1")]);
+    assert_eq!(explained.code, Some(0), "{}", explained.stderr);
+    let stays = explained
+        .stderr
+        .split("explain: stays\n")
+        .nth(1)
+        .unwrap_or_default();
+    for shown in [
+        "HashJoinExec: mode=CollectLeft, join_type=Full, on=[(n_key@",
+        "array_map_created_count=1",
+    ] {
+        assert!(stays.contains(shown), "{shown}: {stays}");
+    }
+}
+
 /// The passes' rows and the members held in memory, or written to scratch
 /// files (under 2 MiB a quarter of the limit does not hold the order
 /// metrics, see `a_full_disk_fails_clearly_and_leaves_nothing_half_written`),
