@@ -10,7 +10,7 @@
 //! `LogicalPlanBuilder`, never SQL text; names were looked up by the
 //! resolver, so nothing here can be unknown.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
@@ -472,23 +472,35 @@ pub fn orders_from_day(
 }
 
 /// The rows of `events` (a table of the catalog's events' columns) named
-/// one of `names` and, with `day`, placed on that day or later, every
-/// column kept: a superset of the rows [`events_pass_plan`] counts for
-/// tests of those names starting on `day` or later.
+/// one of `names`, each placed on its name's day or later (any day for a
+/// name without one), every column kept: a superset of the rows
+/// [`events_pass_plan`] counts for tests of each name starting on its day
+/// or later.
 pub fn events_of(
     catalog: &SegmentCatalog,
     events: Arc<dyn TableProvider>,
     as_of: AsOf,
-    names: &[String],
-    day: Option<i32>,
+    names: &[(String, Option<i32>)],
 ) -> Result<LogicalPlan> {
     let name = |role| catalog.column(SourceTable::Events, role);
     let ts_type = type_of(&events.schema(), name(Role::EventTs));
-    let names = names.iter().map(|n| lit(n.clone())).collect();
-    let mut filter = column(name(Role::Event)).in_list(names, false);
-    if let Some(day) = day {
-        filter = day_bound(column(name(Role::EventTs)), &ts_type, as_of, day, true).and(filter);
+    // The names from the same day (or every day) in one list each.
+    let mut days: BTreeMap<Option<i32>, Vec<Expr>> = BTreeMap::new();
+    for (event, day) in names {
+        days.entry(*day).or_default().push(lit(event.clone()));
     }
+    let filter =
+        days.into_iter()
+            .map(|(day, names)| {
+                let named = column(name(Role::Event)).in_list(names, false);
+                match day {
+                    Some(day) => day_bound(column(name(Role::EventTs)), &ts_type, as_of, day, true)
+                        .and(named),
+                    None => named,
+                }
+            })
+            .reduce(Expr::or)
+            .unwrap_or(lit(false));
     LogicalPlanBuilder::scan("events", provider_as_source(events), None)?
         .filter(filter)?
         .build()

@@ -438,4 +438,38 @@ async fn kept_events_answer_as_a_pass_over_every_event() {
         })
         .collect::<Vec<_>>();
     assert_eq!(kept_columns, ["customer_id, event, event_ts, url"]);
+    // Each name keeps its own days: 31 before the earliest day its tests
+    // need on 2011-12-09 (`login` 7 days, `cart_add` and `page_view` 30),
+    // `email_click` (no window) every day.
+    ctx.register_parquet(
+        "kept_events",
+        d.join("segql_store/events_state").to_str().unwrap(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let first = |sql: String| {
+        let ctx = ctx.clone();
+        async move {
+            let batches = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+            datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+                .unwrap()
+                .to_string()
+        }
+    };
+    let by_name = |from: &str| {
+        format!(
+            "SELECT event, min(event_ts) AS first, count(*) AS n FROM {from} \
+             GROUP BY event ORDER BY event"
+        )
+    };
+    let kept_rows = first(by_name("kept_events")).await;
+    let expected = first(by_name(
+        "bundled_events WHERE (event = 'login' AND event_ts >= TIMESTAMP '2011-11-01') \
+         OR (event IN ('cart_add', 'page_view') AND event_ts >= TIMESTAMP '2011-10-09') \
+         OR event = 'email_click'",
+    ))
+    .await;
+    assert_eq!(kept_rows, expected);
+    assert_eq!(kept_rows.lines().count(), 8, "{kept_rows}");
 }
