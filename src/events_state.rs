@@ -145,9 +145,7 @@ pub async fn events_pass(
             .iter()
             .map(|c| Expr::Column(Column::new_unqualified(c)))
             .collect::<Vec<_>>();
-        let named: Vec<(String, Option<i32>)> =
-            names.iter().cloned().zip(from.iter().copied()).collect();
-        let plan = events_of(catalog, table, as_of, &named)?;
+        let plan = events_of(catalog, table, as_of, &names, from)?;
         Ok::<_, Error>(LogicalPlanBuilder::from(plan).project(kept)?.build()?)
     };
     let (from, layers) = match usable {

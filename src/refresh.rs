@@ -100,7 +100,7 @@ impl Scratch {
         let path = self
             .store
             .location(&format!("{}/{name}.parquet", self.name));
-        explain_step(&ctx.state(), name, frame.logical_plan()).await?;
+        explain_step(ctx, name, frame.logical_plan()).await?;
         // A cluster reads files only.
         let frame = if crate::cluster::on_cluster(ctx) {
             frame
@@ -157,7 +157,7 @@ impl Scratch {
         if crate::cluster::on_cluster(ctx) {
             return Ok(None);
         }
-        explain_step(&ctx.state(), name, &plan).await?;
+        explain_step(ctx, name, &plan).await?;
         let frame = ctx.execute_logical_plan(plan).await?;
         let drained = self
             .drain(ctx, frame)
@@ -454,7 +454,7 @@ pub async fn apply(
                     // that is whole) probed by each stream of open stays.
                     state.config_mut().options_mut().optimizer.repartition_joins = false;
                 }
-                explain_step(&state, "stays", &current).await?;
+                explain_in(&state, "stays", &current).await?;
                 let observed =
                     crate::observe::observed(ctx, DataFrame::new(state, current), taken.observer())
                         .await?;
@@ -770,8 +770,7 @@ async fn stays_from_members(
         .filter(col("o_rank").is_not_null())?;
     let members = changes.iter().map(|c| c.size).sum();
     let density = ctx
-        .state()
-        .config()
+        .copied_config()
         .options()
         .execution
         .perfect_hash_join_min_key_density;
@@ -1166,7 +1165,16 @@ const SEGMENTS_AT_ONCE: usize = 2;
 /// With `SEGQL_EXPLAIN` set, runs `plan` once more under EXPLAIN ANALYZE
 /// and prints its plan with each operator's metrics on standard error,
 /// titled `step` (for profiling refreshes: doubles the step's work).
-async fn explain_step(state: &SessionState, step: &str, plan: &LogicalPlan) -> Result<(), Error> {
+async fn explain_step(ctx: &SessionContext, step: &str, plan: &LogicalPlan) -> Result<(), Error> {
+    if std::env::var_os("SEGQL_EXPLAIN").is_none() {
+        return Ok(());
+    }
+    explain_in(&ctx.state(), step, plan).await
+}
+
+/// [`explain_step`] planned in `state` (a session's, with settings of its
+/// own for the step).
+async fn explain_in(state: &SessionState, step: &str, plan: &LogicalPlan) -> Result<(), Error> {
     if std::env::var_os("SEGQL_EXPLAIN").is_none() {
         return Ok(());
     }
@@ -1802,11 +1810,8 @@ mod tests {
             )
             .unwrap()
         };
-        let text = frame(
-            "n_rank",
-            "n_customer",
-            Arc::new(datafusion::arrow::array::StringArray::from(vec!["a"])),
-        );
+        let text_ids = || Arc::new(datafusion::arrow::array::StringArray::from(vec!["a"])) as _;
+        let text = frame("n_rank", "n_customer", text_ids());
         let open = frame("o_rank", "o_customer", Arc::new(Int64Array::from(vec![1])));
         assert_eq!(Packing::of(&text, &open, 1).await.unwrap(), None);
         let none = frame(
@@ -1815,11 +1820,7 @@ mod tests {
             Arc::new(Int64Array::from(Vec::<i64>::new())),
         );
         assert_eq!(Packing::of(&none, &open, 1).await.unwrap(), None);
-        let open_text = frame(
-            "o_rank",
-            "o_customer",
-            Arc::new(datafusion::arrow::array::StringArray::from(vec!["a"])),
-        );
+        let open_text = frame("o_rank", "o_customer", text_ids());
         let one = frame("n_rank", "n_customer", Arc::new(Int64Array::from(vec![1])));
         assert_eq!(Packing::of(&one, &open_text, 1).await.unwrap(), None);
         assert!(Packing::of(&one, &open, 1).await.unwrap().is_some());

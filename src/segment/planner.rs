@@ -472,35 +472,37 @@ pub fn orders_from_day(
 }
 
 /// The rows of `events` (a table of the catalog's events' columns) named
-/// one of `names`, each placed on its name's day or later (any day for a
-/// name without one), every column kept: a superset of the rows
+/// one of `names`, each placed on its day of `days` (in the same order) or
+/// later (any day for `None`), every column kept: a superset of the rows
 /// [`events_pass_plan`] counts for tests of each name starting on its day
 /// or later.
 pub fn events_of(
     catalog: &SegmentCatalog,
     events: Arc<dyn TableProvider>,
     as_of: AsOf,
-    names: &[(String, Option<i32>)],
+    names: &[String],
+    days: &[Option<i32>],
 ) -> Result<LogicalPlan> {
     let name = |role| catalog.column(SourceTable::Events, role);
     let ts_type = type_of(&events.schema(), name(Role::EventTs));
     // The names from the same day (or every day) in one list each.
-    let mut days: BTreeMap<Option<i32>, Vec<Expr>> = BTreeMap::new();
-    for (event, day) in names {
-        days.entry(*day).or_default().push(lit(event.clone()));
+    let mut by_day: BTreeMap<Option<i32>, Vec<Expr>> = BTreeMap::new();
+    for (event, day) in names.iter().zip(days) {
+        by_day.entry(*day).or_default().push(lit(event.clone()));
     }
-    let filter =
-        days.into_iter()
-            .map(|(day, names)| {
-                let named = column(name(Role::Event)).in_list(names, false);
-                match day {
-                    Some(day) => day_bound(column(name(Role::EventTs)), &ts_type, as_of, day, true)
-                        .and(named),
-                    None => named,
+    let filter = by_day
+        .into_iter()
+        .map(|(day, names)| {
+            let named = column(name(Role::Event)).in_list(names, false);
+            match day {
+                Some(day) => {
+                    day_bound(column(name(Role::EventTs)), &ts_type, as_of, day, true).and(named)
                 }
-            })
-            .reduce(Expr::or)
-            .unwrap_or(lit(false));
+                None => named,
+            }
+        })
+        .reduce(Expr::or)
+        .unwrap_or(lit(false));
     LogicalPlanBuilder::scan("events", provider_as_source(events), None)?
         .filter(filter)?
         .build()
