@@ -336,9 +336,21 @@ pub async fn bought_pass(
     });
     kept.layers = manifest.layers.len();
     let lines: Vec<KeptFile> = manifest.layers.iter().map(|l| l.lines.clone()).collect();
-    let sums: Vec<KeptFile> = manifest.layers.iter().map(|l| l.sums.clone()).collect();
     let counted = bought_partials_plan(scan(ctx, &folder, &lines).await?, as_of, calls, true)?;
-    let plan = bought_merged_plan(vec![counted, scan(ctx, &folder, &sums).await?], calls)?;
+    // The oldest layer's partial counts (one row per customer, most of
+    // them at scale 1) are joined to the counts of the lines, added up
+    // with the newer layers' partial counts when there are some.
+    let sums: Vec<KeptFile> = manifest.layers.iter().map(|l| l.sums.clone()).collect();
+    let Some((oldest, newer)) = sums.split_first() else {
+        return Err(Error::Usage("the bought state kept no layer".into()));
+    };
+    let part = if newer.is_empty() {
+        counted
+    } else {
+        bought_added_plan(vec![counted, scan(ctx, &folder, newer).await?], calls)?
+    };
+    let whole = scan(ctx, &folder, std::slice::from_ref(oldest)).await?;
+    let plan = bought_merged_plan(whole, part, calls)?;
     Ok(Some((plan, kept)))
 }
 

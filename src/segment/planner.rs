@@ -246,10 +246,13 @@ pub fn order_sums_plan(
         .build()
 }
 
-/// The order sums of `parts` (each with the columns of [`ORDER_SUMS`])
-/// added up per customer, in the types of `reference` (a plan of
+/// The order sums of `parts` (each with the columns of [`ORDER_SUMS`] and
+/// one row per customer, as a plan of [`order_sums_plan`] has) added up
+/// per customer, in the types of `reference` (a plan of
 /// [`order_sums_plan`]): counts and amounts summed, first and last
-/// purchases the earliest and the latest.
+/// purchases the earliest and the latest. The first part is the
+/// largest (a store's oldest layer); the others, aggregated together
+/// when there are several, are joined to it ([`by_key_combined`]).
 pub fn merge_order_sums(reference: &LogicalPlan, parts: Vec<LogicalPlan>) -> Result<LogicalPlan> {
     let schema = reference.schema();
     let typed = |plan: LogicalPlan| -> Result<LogicalPlan> {
@@ -266,21 +269,22 @@ pub fn merge_order_sums(reference: &LogicalPlan, parts: Vec<LogicalPlan>) -> Res
     let Some(first) = parts.next() else {
         return Ok(reference.clone());
     };
-    let mut builder = LogicalPlanBuilder::from(typed(first)?);
-    let mut several = false;
-    for part in parts {
-        builder = builder.union(typed(part)?)?;
-        several = true;
+    let whole = typed(first)?;
+    let mut rest: Vec<LogicalPlan> = parts.map(typed).collect::<Result<_>>()?;
+    if rest.is_empty() {
+        return Ok(whole);
     }
-    if !several {
-        return builder.build();
+    let mut builder = LogicalPlanBuilder::from(rest.remove(0));
+    let several = !rest.is_empty();
+    for part in rest {
+        builder = builder.union(part)?;
     }
-    let as_before = |expr: Expr, name: &str| -> Result<Expr> {
-        let data_type = schema.field_with_unqualified_name(name)?.data_type();
-        Ok(cast(expr, data_type.clone()).alias(name))
-    };
-    builder
-        .aggregate(
+    if several {
+        let as_before = |expr: Expr, name: &str| -> Result<Expr> {
+            let data_type = schema.field_with_unqualified_name(name)?.data_type();
+            Ok(cast(expr, data_type.clone()).alias(name))
+        };
+        builder = builder.aggregate(
             vec![col(ORDER_SUMS[0])],
             vec![
                 as_before(sum(col(ORDER_SUMS[1])), ORDER_SUMS[1])?,
@@ -289,7 +293,79 @@ pub fn merge_order_sums(reference: &LogicalPlan, parts: Vec<LogicalPlan>) -> Res
                 min(col(ORDER_SUMS[4])).alias(ORDER_SUMS[4]),
                 max(col(ORDER_SUMS[5])).alias(ORDER_SUMS[5]),
             ],
+        )?;
+    }
+    let part = builder.build()?;
+    let combined = [
+        (ORDER_SUMS[1], Combine::Sum),
+        (ORDER_SUMS[2], Combine::Sum),
+        (ORDER_SUMS[3], Combine::Sum),
+        (ORDER_SUMS[4], Combine::Min),
+        (ORDER_SUMS[5], Combine::Max),
+    ];
+    by_key_combined(whole, part, ORDER_SUMS[0], &combined)
+}
+
+/// How [`by_key_combined`] makes one value of a key's two rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Combine {
+    Sum,
+    Min,
+    Max,
+}
+
+/// The rows of `whole` and `part` (the same columns, each with at most
+/// one row per `key`, a null key included) as one row per key, each
+/// column of `columns` combined as an aggregate of the key's rows in both
+/// would be (null only where both are null), in `whole`'s types: what
+/// aggregating their union by `key` gives, made by a full join built on
+/// `part`. When `part` is the smaller (a store's new layer against its
+/// kept sums), the join costs half the aggregation or less: R2 at scale 1,
+/// the order sums of 861 K and 86 K customers merged in 0.145 s of
+/// compute by the aggregation, 0.065 s by the join and its projection;
+/// the bought partial counts of 689 K and 119 K customers 0.16 against
+/// 0.09 s.
+fn by_key_combined(
+    whole: LogicalPlan,
+    part: LogicalPlan,
+    key: &str,
+    columns: &[(&str, Combine)],
+) -> Result<LogicalPlan> {
+    use datafusion::common::NullEquality;
+    use datafusion::functions::core::expr_fn::{greatest, least};
+
+    let schema = Arc::clone(whole.schema());
+    let (w, p) = ("__whole", "__part");
+    let side = |alias: &str, name: &str| Expr::Column(Column::new(Some(alias), name));
+    let typed = |expr: Expr, name: &str| -> Result<Expr> {
+        let data_type = schema.field_with_unqualified_name(name)?.data_type();
+        Ok(cast(expr, data_type.clone()).alias(name))
+    };
+    let mut projection = vec![typed(coalesce(vec![side(w, key), side(p, key)]), key)?];
+    for (name, how) in columns {
+        let (a, b) = (side(w, name), typed(side(p, name), name)?);
+        let combined = match how {
+            // The sum cast back at once (a decimal sum is a wider type),
+            // so the sides are not cast.
+            Combine::Sum => coalesce(vec![typed(a.clone() + b.clone(), name)?, a, b]),
+            Combine::Min => least(vec![a, b]),
+            Combine::Max => greatest(vec![a, b]),
+        };
+        projection.push(combined.alias(*name));
+    }
+    LogicalPlanBuilder::from(part)
+        .alias(p)?
+        .join_detailed(
+            LogicalPlanBuilder::from(whole).alias(w)?.build()?,
+            JoinType::Full,
+            (
+                vec![Column::new(Some(p), key)],
+                vec![Column::new(Some(w), key)],
+            ),
+            None,
+            NullEquality::NullEqualsNull,
         )?
+        .project(projection)?
         .build()
 }
 
@@ -1928,11 +2004,36 @@ pub fn bought_kept_plans(
     Ok((kept, bought_partials_plan(sums, as_of, calls, false)?))
 }
 
-/// The partials of `parts` (plans of [`bought_partials_plan`]'s columns,
-/// over disjoint sets of lines) added up per customer and finished into
-/// [`bought_pass_plan`]'s columns.
-pub fn bought_merged_plan(parts: Vec<LogicalPlan>, calls: &[Bought]) -> Result<LogicalPlan> {
-    LogicalPlanBuilder::from(bought_added_plan(parts, calls)?)
+/// The partials of `whole` and `part` (plans of [`bought_partials_plan`]'s
+/// columns, each with one row per customer, over disjoint sets of lines)
+/// added up per customer and finished into [`bought_pass_plan`]'s
+/// columns: `part` is joined to `whole` ([`by_key_combined`]), which is
+/// the larger (a store's oldest layer of partial counts).
+pub fn bought_merged_plan(
+    whole: LogicalPlan,
+    part: LogicalPlan,
+    calls: &[Bought],
+) -> Result<LogicalPlan> {
+    let names: Vec<(String, Combine)> = calls
+        .iter()
+        .enumerate()
+        .flat_map(|(i, call)| {
+            if call.min_count == 2 {
+                vec![
+                    (bought_low(i), Combine::Min),
+                    (bought_high(i), Combine::Max),
+                ]
+            } else {
+                vec![(bought_count(i), Combine::Sum)]
+            }
+        })
+        .collect();
+    let columns: Vec<(&str, Combine)> = names
+        .iter()
+        .map(|(name, how)| (name.as_str(), *how))
+        .collect();
+    let merged = by_key_combined(whole, part, "__bought_customer", &columns)?;
+    LogicalPlanBuilder::from(merged)
         .project(bought_finish(calls)?)?
         .build()
 }
@@ -2089,6 +2190,7 @@ mod tests {
     use crate::segment::SegmentCatalog;
     use crate::segment::resolve::{Resolved, resolve_text};
     use crate::time::AsOf;
+    use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
 
     #[tokio::test]
     async fn a_refresh_keeps_the_metric_columns_its_conditions_read() {
@@ -2218,5 +2320,115 @@ mod tests {
         assert_eq!(like_literal("cancelled"), "cancelled");
         assert_eq!(like_literal("50%_off\\x"), "50\\%\\_off\\\\x");
         assert_eq!(like_literal(""), "");
+    }
+
+    /// A row of order sums: customer, orders, cents spent, amounts, first
+    /// and last order (in seconds).
+    type SumsRow = (Option<i64>, i64, Option<i128>, i64, i64, i64);
+
+    /// Order sums as a plan of [`super::ORDER_SUMS`]' columns.
+    fn sums_plan(rows: &[SumsRow]) -> LogicalPlan {
+        use datafusion::arrow::array::{
+            Decimal128Array, Int64Array, RecordBatch, TimestampMicrosecondArray,
+        };
+        use datafusion::datasource::provider_as_source;
+        let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+        let names = super::ORDER_SUMS;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(names[0], DataType::Int64, true),
+            Field::new(names[1], DataType::Int64, false),
+            Field::new(names[2], DataType::Decimal128(20, 2), true),
+            Field::new(names[3], DataType::Int64, false),
+            Field::new(names[4], ts.clone(), false),
+            Field::new(names[5], ts, false),
+        ]));
+        let micros = |f: fn(&SumsRow) -> i64| {
+            TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| f(r) * 1_000_000))
+                .with_timezone("UTC")
+        };
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.0))),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
+                Arc::new(
+                    Decimal128Array::from_iter(rows.iter().map(|r| r.2))
+                        .with_precision_and_scale(20, 2)
+                        .unwrap(),
+                ),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.3))),
+                Arc::new(micros(|r| r.4)),
+                Arc::new(micros(|r| r.5)),
+            ],
+        )
+        .unwrap();
+        let table = MemTable::try_new(schema, vec![vec![batch]]).unwrap();
+        LogicalPlanBuilder::scan("sums", provider_as_source(Arc::new(table)), None)
+            .unwrap()
+            .build()
+            .unwrap()
+    }
+
+    /// Order sums of disjoint orders joined by customer give what an
+    /// aggregate of them all gives: counts and amounts added (a null
+    /// amount where both are null, the other where one is), the earliest
+    /// first and the latest last order, customers of one side kept, and
+    /// the null customer's rows of both sides one row; through the join
+    /// alone (two parts) and through an aggregate of the newer parts
+    /// joined to the first (three).
+    #[tokio::test]
+    async fn order_sums_merged_by_a_join_equal_an_aggregate_of_every_part() {
+        use datafusion::arrow::util::pretty::pretty_format_batches;
+        let ctx = SessionContext::new();
+        let whole = sums_plan(&[
+            (Some(1), 2, Some(1050), 2, 100, 200),
+            (Some(2), 1, None, 0, 50, 50),
+            (None, 1, Some(100), 1, 10, 10),
+        ]);
+        let newer = [
+            (Some(1), 1, Some(225), 1, 300, 300),
+            (None, 2, Some(200), 2, 5, 20),
+        ];
+        let newest = [
+            (Some(2), 1, Some(300), 1, 40, 40),
+            (Some(3), 1, Some(400), 1, 70, 70),
+        ];
+        let both: Vec<_> = newer.iter().chain(&newest).copied().collect();
+        let expected = [
+            "+-----------------+----------------+----------------+------------+----------------------+----------------------+",
+            "| __m_customer_id | __orders_count | __amount_spent | __amount_n | __first_order_ts     | __last_order_ts      |",
+            "+-----------------+----------------+----------------+------------+----------------------+----------------------+",
+            "| 1               | 3              | 12.75          | 3          | 1970-01-01T00:01:40Z | 1970-01-01T00:05:00Z |",
+            "| 2               | 2              | 3.00           | 1          | 1970-01-01T00:00:40Z | 1970-01-01T00:00:50Z |",
+            "| 3               | 1              | 4.00           | 1          | 1970-01-01T00:01:10Z | 1970-01-01T00:01:10Z |",
+            "|                 | 3              | 3.00           | 3          | 1970-01-01T00:00:05Z | 1970-01-01T00:00:20Z |",
+            "+-----------------+----------------+----------------+------------+----------------------+----------------------+",
+        ];
+        for parts in [
+            vec![whole.clone(), sums_plan(&both)],
+            vec![whole.clone(), sums_plan(&newer), sums_plan(&newest)],
+        ] {
+            let merged = super::merge_order_sums(&whole, parts).unwrap();
+            let batches = ctx
+                .execute_logical_plan(merged)
+                .await
+                .unwrap()
+                .sort(vec![
+                    datafusion::prelude::col("__m_customer_id").sort(true, false),
+                ])
+                .unwrap()
+                .collect()
+                .await
+                .unwrap();
+            let types = |fields: &datafusion::arrow::datatypes::Fields| -> Vec<DataType> {
+                fields.iter().map(|f| f.data_type().clone()).collect()
+            };
+            assert_eq!(
+                types(batches[0].schema().fields()),
+                types(whole.schema().fields())
+            );
+            let table = pretty_format_batches(&batches).unwrap().to_string();
+            assert_eq!(table.lines().collect::<Vec<_>>(), expected, "\n{table}");
+        }
     }
 }
