@@ -99,11 +99,17 @@ impl std::fmt::Display for ClusterUrl {
 
 /// segql's functions that plans may name and that are not in
 /// `segql-udfs`: the order state's average of sums (its type comes with
-/// the plan; this entry only makes the name known).
+/// the plan; this entry only makes the name known) and the passes' UTC
+/// day.
 fn planner_functions() -> Vec<Arc<ScalarUDF>> {
-    vec![Arc::new(ScalarUDF::new_from_impl(
-        AverageOfSums::with_output(datafusion::arrow::datatypes::DataType::Float64),
-    ))]
+    vec![
+        Arc::new(ScalarUDF::new_from_impl(AverageOfSums::with_output(
+            datafusion::arrow::datatypes::DataType::Float64,
+        ))),
+        Arc::new(ScalarUDF::new_from_impl(
+            crate::segment::utc_day::UtcDay::default(),
+        )),
+    ]
 }
 
 /// A node's runtime: its object stores (one [`NodeStores`] per process, so

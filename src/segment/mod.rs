@@ -14,6 +14,7 @@ pub mod planner;
 pub mod resolve;
 pub mod rfm;
 pub mod table_function;
+pub mod utc_day;
 
 pub use crate::time::AsOf;
 pub use catalog::SegmentCatalog;

@@ -165,13 +165,13 @@ fn finish_metrics(
     let day = date_lit(as_of.days());
     // Days from the instants, per set of purchases.
     let days = |prefix: &str| {
-        let last = day_of(col(format!("{prefix}last_order_ts")), ts_type, as_of);
+        let last = pass_day(col(format!("{prefix}last_order_ts")), ts_type, as_of);
         let since = cast(day.clone() - last.clone(), DataType::Int64);
         vec![
             col(format!("{prefix}orders_count")),
             col(format!("{prefix}amount_spent")),
             col(format!("{prefix}avg_order_value")),
-            day_of(col(format!("{prefix}first_order_ts")), ts_type, as_of)
+            pass_day(col(format!("{prefix}first_order_ts")), ts_type, as_of)
                 .alias(format!("{prefix}first_order_date")),
             last.alias(format!("{prefix}last_order_date")),
             since.alias(format!("{prefix}days_since_last_order")),
@@ -670,6 +670,21 @@ pub fn day_of(expr: Expr, data_type: &DataType, as_of: AsOf) -> Expr {
             cast(local, DataType::Date32)
         }
         _ => cast(expr, DataType::Date32),
+    }
+}
+
+/// [`day_of`] for the per-customer columns of a pass (the first and the
+/// last order or event): in UTC by [`UtcDay`](super::utc_day::UtcDay), the
+/// same days as the cast without a calendar date made of each value.
+/// Tests on columns of the sources keep the cast.
+fn pass_day(expr: Expr, data_type: &DataType, as_of: AsOf) -> Expr {
+    match data_type {
+        DataType::Timestamp(_, tz)
+            if as_of.zone() == Tz::UTC && tz.as_deref().is_none_or(is_utc) =>
+        {
+            ScalarUDF::new_from_impl(super::utc_day::UtcDay::default()).call(vec![expr])
+        }
+        _ => day_of(expr, data_type, as_of),
     }
 }
 
@@ -1699,10 +1714,11 @@ pub fn events_pass_plan(
     for i in 0..tests.len() {
         projection.push(col(format!("__e{i}_count")));
         projection.push(
-            day_of(col(format!("__e{i}_first_ts")), &ts_type, as_of).alias(format!("__e{i}_first")),
+            pass_day(col(format!("__e{i}_first_ts")), &ts_type, as_of)
+                .alias(format!("__e{i}_first")),
         );
         projection.push(
-            day_of(col(format!("__e{i}_last_ts")), &ts_type, as_of).alias(format!("__e{i}_last")),
+            pass_day(col(format!("__e{i}_last_ts")), &ts_type, as_of).alias(format!("__e{i}_last")),
         );
     }
     LogicalPlanBuilder::scan("events", provider_as_source(events), None)?

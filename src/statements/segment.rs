@@ -147,7 +147,9 @@ async fn explain(
 ) -> Result<Explain, Error> {
     let plan_of = |condition: &Condition| plan_condition(condition, source, catalog, as_of);
     let optimized = ctx.state().optimize(&plan)?;
-    let sql = plan_to_sql(&plan).map_err(|e| e.strip_backtrace());
+    let sql = crate::segment::utc_day::as_casts(plan.clone())
+        .and_then(|plan| plan_to_sql(&plan))
+        .map_err(|e| e.strip_backtrace());
     let customers = count(ctx, plan_of(&all_customers())?).await?;
     let conjuncts = match condition {
         Condition::And(parts) => parts.clone(),
