@@ -170,7 +170,7 @@ impl Fold {
 }
 
 /// The order metrics of `catalog` on `as_of` (with the windowed metrics of
-/// `scopes`) through the order state of the store at `root`, folding the
+/// `scopes`, and the RFM scores when `scores`) through the order state of the store at `root`, folding the
 /// settled files it has not seen into it first. `None` when the orders are
 /// not Parquet files segql can list (a warehouse table, a partitioned
 /// folder), their amounts have no exact average from sums, `as_of` is
@@ -183,6 +183,7 @@ pub async fn order_metrics(
     catalog: &SegmentCatalog,
     as_of: AsOf,
     scopes: &[OrderScope],
+    scores: bool,
 ) -> Result<Option<(LogicalPlan, Fold)>, Error> {
     let Some(orders) = catalog.orders.as_ref() else {
         return Ok(None);
@@ -469,7 +470,7 @@ pub async fn order_metrics(
         }
     };
     Ok(Some((
-        metrics_from_sums(sums, catalog, as_of, scopes, recent)?,
+        metrics_from_sums(sums, catalog, as_of, scopes, recent, scores)?,
         fold,
     )))
 }

@@ -33,10 +33,10 @@ use crate::segment::catalog::{Pass, SegmentCatalog, StoredSegments};
 use crate::segment::columns::{Role, SourceTable};
 use crate::segment::planner::{
     bought_pass_plan, customers_with_passes, events_pass_plan, metrics_read, order_metrics_plan,
-    plan_resolved,
+    plan_resolved, reads_rfm,
 };
 use crate::segment::resolve::{EventTest, OrderScope, Resolved, resolve_text};
-use crate::segment::{SegmentError, SegmentGraph};
+use crate::segment::{SegmentError, SegmentGraph, rfm_cuts};
 use crate::state_folder::Kept;
 use crate::store::error::StoreError;
 use crate::store::read::{live_definitions, sizes};
@@ -1360,16 +1360,29 @@ pub async fn refresh(
                 .map(|at| format!(" (orders at {at})"))
                 .unwrap_or_default()
         );
-        let folded = order_state::order_metrics(ctx, store, catalog_now, options.as_of, &scopes)
-            .await
-            .map_err(in_step(|| step.clone()))?;
+        // Quantile scores with shared ties come from the cuts of the
+        // metrics once they are computed, not from a window over the pass
+        // (see `rfm_cuts`); a cluster's plans cannot carry the cuts.
+        let conditions: Vec<&Resolved> = resolved.iter().map(|(_, r)| r).collect();
+        let rfm = &catalog_now.rfm;
+        let cuts =
+            rfm.shared_quantiles() && reads_rfm(&conditions) && !crate::cluster::on_cluster(ctx);
+        let folded =
+            order_state::order_metrics(ctx, store, catalog_now, options.as_of, &scopes, !cuts)
+                .await
+                .map_err(in_step(|| step.clone()))?;
         timing("order state folded", started);
         let plan = kept_or(folded, &mut orders_fold, || {
-            order_metrics_plan(catalog_now, options.as_of, &scopes)
+            order_metrics_plan(catalog_now, options.as_of, &scopes, !cuts)
         });
-        let conditions: Vec<&Resolved> = resolved.iter().map(|(_, r)| r).collect();
-        let plan = plan.and_then(|plan| metrics_read(plan, &conditions, &scopes));
-        let table = scratch.pass(ctx, "__order_metrics", plan, &step).await?;
+        let plan = plan.and_then(|plan| metrics_read(plan, &conditions, &scopes, rfm, !cuts));
+        let mut table = scratch.pass(ctx, "__order_metrics", plan, &step).await?;
+        if cuts {
+            table = rfm_cuts::with_scores(ctx, table, rfm)
+                .await
+                .map_err(Error::from)
+                .map_err(in_step(|| step.clone()))?;
+        }
         timing("order metrics", started);
         let keys = scopes.iter().map(OrderScope::key).collect();
         Ok((Some(Arc::new(Pass { table, keys })), orders_fold))

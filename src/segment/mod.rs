@@ -13,6 +13,7 @@ pub mod graph;
 pub mod planner;
 pub mod resolve;
 pub mod rfm;
+pub mod rfm_cuts;
 pub mod table_function;
 pub mod utc_day;
 

@@ -62,20 +62,22 @@ pub fn plan_text(
 }
 
 /// The order metrics of every customer with purchases before `as_of`,
-/// with RFM scores and the windowed metrics of `scopes`: what conditions
-/// on metrics join to `customers`. A refresh computes this once and hands
-/// it to every segment through [`SegmentCatalog::metrics`].
+/// with RFM scores (unless `scores` is false: see [`super::rfm_cuts`])
+/// and the windowed metrics of `scopes`: what conditions on metrics join
+/// to `customers`. A refresh computes this once and hands it to every
+/// segment through [`SegmentCatalog::metrics`].
 pub fn order_metrics_plan(
     catalog: &SegmentCatalog,
     as_of: AsOf,
     scopes: &[OrderScope],
+    scores: bool,
 ) -> Result<LogicalPlan> {
     metrics_from_orders(
         orders_table(catalog)?,
         &catalog.columns,
         &catalog.purchases,
         as_of,
-        Some(&catalog.rfm),
+        scores.then_some(&catalog.rfm),
         scopes,
     )
 }
@@ -371,7 +373,8 @@ fn by_key_combined(
 
 /// The order metrics of [`order_metrics_plan`] from per-customer order
 /// sums `sums` (of the catalog's orders before `as_of`) instead of a pass
-/// over every order: the same columns, the same values. The windowed
+/// over every order: the same columns (the RFM scores when `scores`), the
+/// same values. The windowed
 /// metrics of `scopes` read the purchases some scope admits from `recent`
 /// (rows with the columns and types of `orders`, holding at least every
 /// order on or after [`scopes_first_day`]), or from `orders` when `None`.
@@ -381,6 +384,7 @@ pub fn metrics_from_sums(
     as_of: AsOf,
     scopes: &[OrderScope],
     recent: Option<LogicalPlan>,
+    scores: bool,
 ) -> Result<LogicalPlan> {
     let orders = orders_table(catalog)?;
     let columns = &catalog.columns;
@@ -466,7 +470,7 @@ pub fn metrics_from_sums(
         builder,
         &purchase.ts_type,
         as_of,
-        Some(&catalog.rfm),
+        scores.then_some(&catalog.rfm),
         scopes.len(),
     )
 }
@@ -488,11 +492,16 @@ const RFM_SCORES: [&str; 3] = ["__rfm_r", "__rfm_f", "__rfm_m"];
 /// `metrics` (a plan of [`order_metrics_plan`] or [`metrics_from_sums`]
 /// for `scopes`) with only the customer column and the metric columns
 /// `conditions` read (entering referenced segments): what a refresh keeps
-/// of them. Unread metrics are then neither computed nor written.
+/// of them. Unread metrics are then neither computed nor written. RFM
+/// scores read are kept as they are when `scores` (the plan has them),
+/// else as the metric columns `rfm` scores (to be scored after, see
+/// [`super::rfm_cuts`]).
 pub fn metrics_read(
     metrics: LogicalPlan,
     conditions: &[&Resolved],
     scopes: &[OrderScope],
+    rfm: &RfmScheme,
+    scores: bool,
 ) -> Result<LogicalPlan> {
     let mut columns = BTreeSet::new();
     let mut missing = None;
@@ -509,8 +518,11 @@ pub fn metrics_read(
                     None => missing = Some(scope.key()),
                 }
             }
-            Some(Attribute::Rfm(_)) => {
+            Some(Attribute::Rfm(_)) if scores => {
                 columns.extend(RFM_SCORES.map(String::from));
+            }
+            Some(Attribute::Rfm(_)) => {
+                columns.extend(rfm.score_parts().map(|(column, _, _)| column.to_string()));
             }
             _ => {}
         });
@@ -525,6 +537,18 @@ pub fn metrics_read(
         .map(|name| Expr::Column(Column::from_name(name)))
         .collect::<Vec<_>>();
     LogicalPlanBuilder::from(metrics).project(kept)?.build()
+}
+
+/// Whether `conditions` (entering referenced segments) read an RFM score,
+/// code or group.
+pub fn reads_rfm(conditions: &[&Resolved]) -> bool {
+    let mut reads = false;
+    for condition in conditions {
+        condition.visit_deep(&mut |r| {
+            reads |= matches!(r.attribute(), Some(Attribute::Rfm(_)));
+        });
+    }
+    reads
 }
 
 /// The first day any of `scopes` admits orders from; `None` when one of
@@ -2243,17 +2267,21 @@ mod tests {
         for condition in &conditions {
             condition.order_scopes(true, &mut scopes);
         }
-        let plan = order_metrics_plan(&catalog, as_of, &scopes).unwrap();
         let read: Vec<&Resolved> = conditions.iter().collect();
-        let kept = metrics_read(plan.clone(), &read, &scopes).unwrap();
-        let names: Vec<&str> = kept
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.name().as_str())
-            .collect();
+        assert!(super::reads_rfm(&read));
+        assert!(!super::reads_rfm(&read[..1]));
+        let rfm = &catalog.rfm;
+        let names = |scores: bool| -> Vec<String> {
+            let plan = order_metrics_plan(&catalog, as_of, &scopes, scores).unwrap();
+            let kept = metrics_read(plan, &read, &scopes, rfm, scores).unwrap();
+            kept.schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect()
+        };
         assert_eq!(
-            names,
+            names(true),
             [
                 "__m_customer_id",
                 "__days_since_last_order",
@@ -2264,9 +2292,24 @@ mod tests {
                 "__w0_orders_count"
             ]
         );
+        // Without the scores, what they score (spend besides), scored
+        // after the pass (`rfm_cuts`).
+        assert_eq!(
+            names(false),
+            [
+                "__m_customer_id",
+                "__amount_spent",
+                "__days_since_last_order",
+                "__orders_count",
+                "__w0_orders_count"
+            ]
+        );
+        let plan = order_metrics_plan(&catalog, as_of, &scopes, true).unwrap();
         // A windowed metric of a scope the pass lacks is a planning bug,
         // reported, never a silently missing column.
-        let error = metrics_read(plan, &read, &[]).unwrap_err().to_string();
+        let error = metrics_read(plan, &read, &[], rfm, true)
+            .unwrap_err()
+            .to_string();
         assert!(
             error.contains("no metrics computed for the scope"),
             "{error}"

@@ -10,6 +10,7 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{Expr, ScalarUDF, WindowUDF, col, lit};
 use segql_udfs::SegmentMap;
+use segql_udfs::rfm::Direction;
 use segql_udfs::rfm::rfm_bucket::RfmBucketFunc;
 use segql_udfs::rfm::rfm_quantile::RfmQuantileFunc;
 
@@ -138,16 +139,13 @@ impl RfmScheme {
     /// `__amount_spent` (or `__avg_order_value`), and whether they are
     /// window expressions (quantiles) rather than plain ones (thresholds).
     pub fn scores(&self) -> (Vec<Expr>, bool) {
-        let monetary = if self.average_monetary {
-            "__avg_order_value"
-        } else {
-            "__amount_spent"
-        };
-        let parts = [
-            ("__days_since_last_order", "low", "__rfm_r"),
-            ("__orders_count", "high", "__rfm_f"),
-            (monetary, "high", "__rfm_m"),
-        ];
+        let parts = self.score_parts().map(|(column, direction, alias)| {
+            let direction = match direction {
+                Direction::High => "high",
+                Direction::Low => "low",
+            };
+            (column, direction, alias)
+        });
         match &self.scheme {
             Scheme::Quantile { ntile } => {
                 let quantile = Arc::new(WindowUDF::new_from_impl(RfmQuantileFunc::new()));
@@ -190,6 +188,28 @@ impl RfmScheme {
                 (exprs, false)
             }
         }
+    }
+
+    /// Per score, recency, frequency and monetary: the metric column it
+    /// scores, which end of it scores best, and the score's column.
+    pub fn score_parts(&self) -> [(&'static str, Direction, &'static str); 3] {
+        let monetary = if self.average_monetary {
+            "__avg_order_value"
+        } else {
+            "__amount_spent"
+        };
+        [
+            ("__days_since_last_order", Direction::Low, "__rfm_r"),
+            ("__orders_count", Direction::High, "__rfm_f"),
+            (monetary, Direction::High, "__rfm_m"),
+        ]
+    }
+
+    /// Whether the scores are quantiles with shared ties, which can be
+    /// given from the cuts of the scored metrics (see
+    /// [`super::rfm_cuts`]) instead of a window over them.
+    pub fn shared_quantiles(&self) -> bool {
+        matches!(self.scheme, Scheme::Quantile { ntile: false })
     }
 
     /// The group names conditions may compare `rfm_group` with.

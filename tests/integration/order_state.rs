@@ -16,6 +16,7 @@ use segql::Project;
 use segql::order_state::{Fold, order_metrics};
 use segql::segment::planner::order_metrics_plan;
 use segql::segment::resolve::resolve_text;
+use segql::segment::rfm_cuts::with_scores;
 
 use super::{condition_members, open, refresh_on, repo_root, sql_ids, write_parquet};
 
@@ -118,8 +119,28 @@ async fn folded_equals_full_for(
             .order_scopes(true, &mut scopes);
     }
     assert!(scopes.len() >= windows, "{scopes:?}");
-    let full = table(&ctx, order_metrics_plan(&catalog, as_of, &scopes).unwrap()).await;
-    let folded = order_metrics(&ctx, project.store(), &catalog, as_of, &scopes)
+    let full = table(
+        &ctx,
+        order_metrics_plan(&catalog, as_of, &scopes, true).unwrap(),
+    )
+    .await;
+    // A refresh scores quantiles with shared ties from the cuts of the
+    // metrics (the project's scheme): the same scores as the window's.
+    assert!(catalog.rfm.shared_quantiles());
+    let unscored = order_metrics_plan(&catalog, as_of, &scopes, false).unwrap();
+    let unscored = ctx
+        .execute_logical_plan(unscored)
+        .await
+        .unwrap()
+        .into_view();
+    let scored = with_scores(&ctx, unscored, &catalog.rfm).await.unwrap();
+    let scored = table(
+        &ctx,
+        ctx.read_table(scored).unwrap().into_unoptimized_plan(),
+    )
+    .await;
+    assert_eq!(scored, full, "as of {as_of:?}");
+    let folded = order_metrics(&ctx, project.store(), &catalog, as_of, &scopes, true)
         .await
         .unwrap();
     let (plan, fold) = folded?;

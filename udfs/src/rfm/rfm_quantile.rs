@@ -242,53 +242,76 @@ fn worst_first_key(value: f64, direction: Direction) -> u64 {
     }
 }
 
-/// Scores with shared ties without sorting. A value's score is the
-/// `ntile` of its first row in sorted order, that is of how many values
-/// are worse than it; that count reaches bucket `k`'s first position `s`
-/// exactly when the value at sorted position `s - 1` is worse. So the
-/// scores need only those (at most `bins - 1`) order statistics, found by
-/// selection (linear) instead of a sort of every row, then one comparison
-/// per row with each.
+/// Scores with shared ties without sorting, by the cuts of the values.
 fn score_shared(values: &Float64Array, options: Options) -> Int32Array {
-    let direction = options.direction;
-    let mut keys: Vec<u64> = values
-        .iter()
-        .flatten()
-        .map(|v| worst_first_key(v, direction))
-        .collect();
-    let (n, bins) = (keys.len(), options.bins);
-    // The first position of buckets 2..=bins, as `ntile` fills them.
-    let (base, remainder) = (n / bins, n % bins);
-    let starts = (1..bins)
-        .map(|k| {
-            if k <= remainder {
-                k * (base + 1)
-            } else {
-                remainder * (base + 1) + (k - remainder) * base
-            }
-        })
-        .filter(|&start| start > 0 && start < n);
-    // Each bucket's threshold: the value just before its first position.
-    // The first positions rise strictly (every bucket before the last
-    // non-empty one has a row), so each selection searches only the rows
-    // after the previous one.
-    let mut thresholds = Vec::with_capacity(bins);
-    let mut done = 0;
-    for start in starts {
-        let (_, nth, _) = keys[done..].select_nth_unstable(start - 1 - done);
-        thresholds.push(*nth);
-        done = start;
+    SharedCuts::of(values.iter().flatten(), options.bins, options.direction).scores(values)
+}
+
+/// The cuts of quantile scores with shared ties (`rfm_quantile`'s
+/// default) over a set of values: what scores any one value as the
+/// window function scores it among them, so the values can be scored
+/// where they are read, apart from the pass that counts them.
+///
+/// A value's score is the `ntile` of its first row in sorted order, that
+/// is of how many values are worse than it; that count reaches bucket
+/// `k`'s first position `s` exactly when the value at sorted position
+/// `s - 1` is worse. So the scores need only those (at most `bins - 1`)
+/// order statistics, found by selection (linear) instead of a sort of
+/// every row, then one comparison per value with each.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SharedCuts {
+    /// Sort keys (worst first) of the values just before each bucket's
+    /// first position.
+    thresholds: Vec<u64>,
+    direction: Direction,
+}
+
+impl SharedCuts {
+    /// The cuts of `bins` scores (2 to 10) over `values` (NULLs left out,
+    /// as the window function leaves them out).
+    pub fn of(values: impl Iterator<Item = f64>, bins: usize, direction: Direction) -> Self {
+        let mut keys: Vec<u64> = values.map(|v| worst_first_key(v, direction)).collect();
+        let n = keys.len();
+        let bins = bins.max(1);
+        // The first position of buckets 2..=bins, as `ntile` fills them.
+        let (base, remainder) = (n / bins, n % bins);
+        let starts = (1..bins)
+            .map(|k| {
+                if k <= remainder {
+                    k * (base + 1)
+                } else {
+                    remainder * (base + 1) + (k - remainder) * base
+                }
+            })
+            .filter(|&start| start > 0 && start < n);
+        // Each bucket's threshold: the value just before its first
+        // position. The first positions rise strictly (every bucket before
+        // the last non-empty one has a row), so each selection searches
+        // only the rows after the previous one.
+        let mut thresholds = Vec::with_capacity(bins);
+        let mut done = 0;
+        for start in starts {
+            let (_, nth, _) = keys[done..].select_nth_unstable(start - 1 - done);
+            thresholds.push(*nth);
+            done = start;
+        }
+        Self {
+            thresholds,
+            direction,
+        }
     }
-    let scores: Vec<i32> = values
-        .values()
-        .iter()
-        .map(|&v| {
-            let key = worst_first_key(v, direction);
-            1 + thresholds.iter().filter(|&&t| t < key).count() as i32
-        })
-        .collect();
-    // NULL values keep their NULL: the scores of their rows are masked.
-    Int32Array::new(scores.into(), values.nulls().cloned())
+
+    /// The score, 1 to `bins`, of `value`.
+    pub fn score(&self, value: f64) -> i32 {
+        let key = worst_first_key(value, self.direction);
+        1 + self.thresholds.iter().filter(|&&t| t < key).count() as i32
+    }
+
+    /// The scores of `values`; NULL values keep their NULL.
+    pub fn scores(&self, values: &Float64Array) -> Int32Array {
+        let scores: Vec<i32> = values.values().iter().map(|&v| self.score(v)).collect();
+        Int32Array::new(scores.into(), values.nulls().cloned())
+    }
 }
 
 /// Scores by a sort of every row (ties broken by row, as `ntile`).
