@@ -341,9 +341,9 @@ fn by_key_combined(
     let side = |alias: &str, name: &str| Expr::Column(Column::new(Some(alias), name));
     let typed = |expr: Expr, name: &str| -> Result<Expr> {
         let data_type = schema.field_with_unqualified_name(name)?.data_type();
-        Ok(cast(expr, data_type.clone()).alias(name))
+        Ok(cast(expr, data_type.clone()))
     };
-    let mut projection = vec![typed(coalesce(vec![side(w, key), side(p, key)]), key)?];
+    let mut projection = vec![typed(coalesce(vec![side(w, key), side(p, key)]), key)?.alias(key)];
     for (name, how) in columns {
         let (a, b) = (side(w, name), typed(side(p, name), name)?);
         let combined = match how {
