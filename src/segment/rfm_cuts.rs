@@ -18,7 +18,7 @@ use datafusion::arrow::array::{ArrayRef, AsArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type};
 use datafusion::catalog::TableProvider;
-use datafusion::common::{Column, Result, plan_err};
+use datafusion::common::{Column, Result, exec_err, plan_err};
 use datafusion::logical_expr::{
     ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
@@ -62,8 +62,10 @@ impl ScalarUDFImpl for CutScore {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
-        let values = cast(&arrays[0], &DataType::Float64)?;
+        let [value] = args.args.as_slice() else {
+            return exec_err!("__segql_rfm_cut_score takes one argument");
+        };
+        let values = cast(&value.to_array(args.number_rows)?, &DataType::Float64)?;
         let scores: ArrayRef = Arc::new(self.cuts.scores(values.as_primitive::<Float64Type>()));
         Ok(ColumnarValue::Array(scores))
     }

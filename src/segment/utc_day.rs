@@ -69,8 +69,10 @@ impl ScalarUDFImpl for UtcDay {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
-        let array = &arrays[0];
+        let [ts] = args.args.as_slice() else {
+            return exec_err!("{NAME} takes one argument");
+        };
+        let array = &ts.to_array(args.number_rows)?;
         let DataType::Timestamp(unit, _) = array.data_type() else {
             return exec_err!("{NAME} takes a timestamp, not {}", array.data_type());
         };
@@ -209,6 +211,35 @@ mod tests {
                 "|            |",
                 "+------------+"
             ]
+        );
+    }
+
+    /// A constant gives its day on every row.
+    #[test]
+    fn a_constant_gives_every_row_its_day() {
+        use datafusion::common::ScalarValue;
+        let args = ScalarFunctionArgs {
+            number_rows: 3,
+            args: vec![ColumnarValue::Scalar(ScalarValue::TimestampSecond(
+                Some(-1),
+                None,
+            ))],
+            arg_fields: vec![Arc::new(Field::new(
+                "ts",
+                DataType::Timestamp(TimeUnit::Second, None),
+                true,
+            ))],
+            return_field: Arc::new(Field::new("day", DataType::Date32, true)),
+            config_options: Arc::new(ConfigOptions::default()),
+        };
+        let days = UtcDay::default()
+            .invoke_with_args(args)
+            .unwrap()
+            .into_array(3)
+            .unwrap();
+        assert_eq!(
+            days.as_primitive::<Date32Type>().values().to_vec(),
+            [-1, -1, -1]
         );
     }
 
