@@ -1773,22 +1773,15 @@ mod tests {
             .await
             .unwrap();
         let batch = &keys[0];
-        assert_eq!(
+        let ints = |column: usize| {
             batch
-                .column(0)
+                .column(column)
                 .as_primitive::<Int64Type>()
                 .values()
-                .to_vec(),
-            [0, 8, 9, 26]
-        );
-        assert_eq!(
-            batch
-                .column(1)
-                .as_primitive::<Int64Type>()
-                .values()
-                .to_vec(),
-            [0, 0, 1, 2]
-        );
+                .to_vec()
+        };
+        assert_eq!(ints(0), [0, 8, 9, 26]);
+        assert_eq!(ints(1), [0, 0, 1, 2]);
         assert_eq!(batch.column(2).data_type(), &DataType::Int32);
         assert_eq!(
             batch

@@ -331,7 +331,7 @@ fn by_key_combined(
     whole: LogicalPlan,
     part: LogicalPlan,
     key: &str,
-    columns: &[(&str, Combine)],
+    columns: &[(impl AsRef<str>, Combine)],
 ) -> Result<LogicalPlan> {
     use datafusion::common::NullEquality;
     use datafusion::functions::core::expr_fn::{greatest, least};
@@ -345,6 +345,7 @@ fn by_key_combined(
     };
     let mut projection = vec![typed(coalesce(vec![side(w, key), side(p, key)]), key)?.alias(key)];
     for (name, how) in columns {
+        let name = name.as_ref();
         let (a, b) = (side(w, name), typed(side(p, name), name)?);
         let combined = match how {
             // The sum cast back at once (a decimal sum is a wider type),
@@ -353,7 +354,7 @@ fn by_key_combined(
             Combine::Min => least(vec![a, b]),
             Combine::Max => greatest(vec![a, b]),
         };
-        projection.push(combined.alias(*name));
+        projection.push(combined.alias(name));
     }
     LogicalPlanBuilder::from(part)
         .alias(p)?
@@ -2054,7 +2055,7 @@ pub fn bought_merged_plan(
     part: LogicalPlan,
     calls: &[Bought],
 ) -> Result<LogicalPlan> {
-    let names: Vec<(String, Combine)> = calls
+    let columns: Vec<(String, Combine)> = calls
         .iter()
         .enumerate()
         .flat_map(|(i, call)| {
@@ -2067,10 +2068,6 @@ pub fn bought_merged_plan(
                 vec![(bought_count(i), Combine::Sum)]
             }
         })
-        .collect();
-    let columns: Vec<(&str, Combine)> = names
-        .iter()
-        .map(|(name, how)| (name.as_str(), *how))
         .collect();
     let merged = by_key_combined(whole, part, "__bought_customer", &columns)?;
     LogicalPlanBuilder::from(merged)
