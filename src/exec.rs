@@ -15,6 +15,7 @@ use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::logical_expr::{Expr, LogicalPlanBuilder, col};
+use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::error::Error;
@@ -69,7 +70,7 @@ pub fn session_with(
     memory_limit: Option<usize>,
 ) -> Result<SessionContext, Error> {
     let Some(bytes) = memory_limit else {
-        return Ok(with_rules(config, Arc::new(RuntimeEnv::default())));
+        return Ok(with_rules(config, Arc::new(RuntimeEnv::default()), true));
     };
     // A sort sets memory aside for merging its spill files (10 MiB by
     // default); under a small limit that alone would exceed it, so the
@@ -86,16 +87,24 @@ pub fn session_with(
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_pool(Arc::new(pool))
         .build_arc()?;
-    Ok(with_rules(config, runtime))
+    Ok(with_rules(config, runtime, false))
 }
 
 /// A session with DataFusion's own features and segql's physical
-/// optimizer rule ([`crate::case_blind`]).
-fn with_rules(config: SessionConfig, runtime: Arc<RuntimeEnv>) -> SessionContext {
+/// optimizer rules: [`crate::case_blind`], and [`crate::dense_aggregate`]
+/// when `dense` (not under a memory limit: it cannot spill).
+fn with_rules(config: SessionConfig, runtime: Arc<RuntimeEnv>, dense: bool) -> SessionContext {
+    let rules = PhysicalOptimizer::new().rules;
+    let rules = if dense {
+        crate::dense_aggregate::with_rule(rules)
+    } else {
+        rules
+    };
     let state = SessionStateBuilder::new()
         .with_config(config)
         .with_runtime_env(runtime)
         .with_default_features()
+        .with_physical_optimizer_rules(rules)
         .with_physical_optimizer_rule(Arc::new(crate::case_blind::CaseBlindRule))
         .build();
     SessionContext::new_with_state(state)

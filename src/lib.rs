@@ -35,6 +35,7 @@ pub mod chart;
 pub mod cluster;
 pub mod config;
 pub mod demo;
+pub mod dense_aggregate;
 pub mod diagnostic;
 pub mod error;
 pub mod events_state;

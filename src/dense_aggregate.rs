@@ -1,0 +1,1342 @@
+//! Aggregation by a dense integer key.
+//!
+//! Most of segql's aggregates group rows by a customer id: small integers,
+//! nearly all of them used. DataFusion's aggregate hashes every key in each
+//! input partition, then repartitions the partial results by hash and
+//! hashes them again. [`DenseAggregateExec`] gives each key the slot
+//! `key - base` of plain vectors instead (counts, sums, minima, maxima): one
+//! set per input partition, filled on its own core, added together slot by
+//! slot at the end. A partition whose keys spread too thinly for slots (many
+//! more slots than rows) moves to a hash map from key to slot, so every
+//! input gives the result of the aggregate it replaces.
+//!
+//! [`DenseAggregateRule`] puts it in place of an aggregate (partial and
+//! final, or single) that groups by one integer column and computes only
+//! `count`, `sum`, `min` and `max` of integer, date, time or `Decimal128`
+//! values, with or without `FILTER`, without `DISTINCT` or `ORDER BY`. It
+//! runs before DataFusion distributes the plan, so whatever partitioning
+//! the operators above need is added as for any other operator. Sessions
+//! with a memory limit leave it out: the slots cannot spill, DataFusion's
+//! aggregate can.
+
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Int64Array, PrimitiveArray,
+};
+use datafusion::arrow::buffer::{BooleanBuffer, NullBuffer};
+use datafusion::arrow::compute::{can_cast_types, cast};
+use datafusion::arrow::datatypes::{DataType, Decimal128Type, Int64Type, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::runtime::SpawnedTask;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{DataFusionError, HashMap, Result, ScalarValue, internal_err};
+use datafusion::config::ConfigOptions;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::expressions::{Column, Literal};
+use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{
+    ExecutionPlanMetricsSet, MetricBuilder, MetricsSet, Time,
+};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::udaf::AggregateFunctionExpr;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties,
+    StatisticsArgs, StatisticsContext,
+};
+use futures::{StreamExt, TryStreamExt};
+
+/// Slots a partition may always use, whatever its row count (8 MiB a
+/// vector of 64-bit values).
+const FEW_SLOTS: usize = 1 << 20;
+/// Beyond [`FEW_SLOTS`], slots a partition may use per row it has read.
+const SLOTS_PER_ROW: usize = 4;
+/// Slots a partition never goes beyond.
+const MOST_SLOTS: usize = 1 << 28;
+
+/// Puts [`DenseAggregateExec`] in place of the aggregates it can compute.
+#[derive(Debug, Default)]
+pub struct DenseAggregateRule;
+
+impl PhysicalOptimizerRule for DenseAggregateRule {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        _config: &ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        plan.transform_up(|node| {
+            Ok(match DenseAggregateExec::replacing(&node) {
+                Some(dense) => Transformed::yes(Arc::new(dense) as Arc<dyn ExecutionPlan>),
+                None => Transformed::no(node),
+            })
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "segql_dense_aggregate"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
+/// DataFusion's physical optimizer rules with [`DenseAggregateRule`] just
+/// before the one that distributes the plan.
+pub fn with_rule(
+    mut rules: Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>>,
+) -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
+    let at = rules
+        .iter()
+        .position(|rule| rule.name() == "EnsureRequirements")
+        .unwrap_or(0);
+    rules.insert(at, Arc::new(DenseAggregateRule));
+    rules
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Count,
+    Sum,
+    Min,
+    Max,
+}
+
+/// How an aggregate's values are held: 64-bit integers (integers, dates,
+/// times) or 128-bit (`Decimal128`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Width {
+    I64,
+    I128,
+}
+
+/// One aggregate of the replaced operator.
+#[derive(Debug, Clone)]
+struct Aggregate {
+    op: Op,
+    width: Width,
+    /// `None`: every row counts (`count(*)` or a value that is never null).
+    arg: Option<Arc<dyn PhysicalExpr>>,
+    filter: Option<Arc<dyn PhysicalExpr>>,
+    output: DataType,
+    name: String,
+}
+
+impl Aggregate {
+    fn of(
+        agg: &AggregateFunctionExpr,
+        filter: Option<&Arc<dyn PhysicalExpr>>,
+        schema: &Schema,
+    ) -> Option<Self> {
+        if agg.is_distinct() || !agg.order_bys().is_empty() {
+            return None;
+        }
+        let op = match agg.fun().name() {
+            "count" => Op::Count,
+            "sum" => Op::Sum,
+            "min" => Op::Min,
+            "max" => Op::Max,
+            _ => return None,
+        };
+        let output = agg.field().data_type().clone();
+        let args = agg.expressions();
+        let (arg, width) = match (op, args.as_slice()) {
+            (Op::Count, []) if output == DataType::Int64 => (None, Width::I64),
+            (Op::Count, [arg]) if output == DataType::Int64 => {
+                let always = arg
+                    .downcast_ref::<Literal>()
+                    .is_some_and(|l| !l.value().is_null());
+                ((!always).then(|| Arc::clone(arg)), Width::I64)
+            }
+            (_, [arg]) => {
+                let input = arg.data_type(schema).ok()?;
+                let width = match (op, &input, &output) {
+                    (Op::Sum, i, DataType::Int64) if whole(i) && i.is_integer() => Width::I64,
+                    (Op::Sum, DataType::Decimal128(..), DataType::Decimal128(..)) => Width::I128,
+                    (Op::Min | Op::Max, i, o) if i == o && whole(i) => Width::I64,
+                    (Op::Min | Op::Max, DataType::Decimal128(..), o) if &input == o => Width::I128,
+                    _ => return None,
+                };
+                (Some(Arc::clone(arg)), width)
+            }
+            _ => return None,
+        };
+        Some(Self {
+            op,
+            width,
+            arg,
+            filter: filter.cloned(),
+            output,
+            name: agg.name().to_string(),
+        })
+    }
+
+    /// The value a slot starts from: what the operation leaves unchanged.
+    fn identity_i64(&self) -> i64 {
+        match self.op {
+            Op::Count | Op::Sum => 0,
+            Op::Min => i64::MAX,
+            Op::Max => i64::MIN,
+        }
+    }
+
+    fn identity_i128(&self) -> i128 {
+        match self.op {
+            Op::Count | Op::Sum => 0,
+            Op::Min => i128::MAX,
+            Op::Max => i128::MIN,
+        }
+    }
+}
+
+/// Types held as 64-bit integers that cast to `Int64` and back exactly.
+fn whole(data_type: &DataType) -> bool {
+    let held = matches!(
+        data_type,
+        DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::UInt8
+            | DataType::UInt16
+            | DataType::UInt32
+            | DataType::Date32
+            | DataType::Date64
+            | DataType::Timestamp(..)
+            | DataType::Duration(_)
+    );
+    held && can_cast_types(data_type, &DataType::Int64)
+        && can_cast_types(&DataType::Int64, data_type)
+}
+
+/// What the operator computes.
+#[derive(Debug)]
+struct Shape {
+    key: Arc<dyn PhysicalExpr>,
+    key_name: String,
+    key_type: DataType,
+    aggregates: Vec<Aggregate>,
+    /// The keys' range from the input's statistics, when it is dense
+    /// enough to take its slots at once.
+    hint: Option<(i64, i64)>,
+}
+
+/// An aggregate grouping by one integer key through slots indexed by the
+/// key (see the module's documentation). One output partition.
+pub struct DenseAggregateExec {
+    input: Arc<dyn ExecutionPlan>,
+    shape: Arc<Shape>,
+    schema: SchemaRef,
+    properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl fmt::Debug for DenseAggregateExec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DenseAggregateExec")
+            .field("shape", &self.shape)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DenseAggregateExec {
+    fn new(input: Arc<dyn ExecutionPlan>, shape: Arc<Shape>, schema: SchemaRef) -> Self {
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(Arc::clone(&schema)),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        );
+        Self {
+            input,
+            shape,
+            schema,
+            properties: Arc::new(properties),
+            metrics: ExecutionPlanMetricsSet::new(),
+        }
+    }
+
+    /// `node` as a dense aggregate, when it is an aggregate this operator
+    /// computes.
+    fn replacing(node: &Arc<dyn ExecutionPlan>) -> Option<Self> {
+        let top = node.downcast_ref::<AggregateExec>()?;
+        let first = match top.mode() {
+            AggregateMode::Final | AggregateMode::FinalPartitioned => {
+                let partial = top.input().downcast_ref::<AggregateExec>()?;
+                (*partial.mode() == AggregateMode::Partial).then_some(partial)?
+            }
+            AggregateMode::Single | AggregateMode::SinglePartitioned => top,
+            _ => return None,
+        };
+        if top.limit_options().is_some()
+            || first.limit_options().is_some()
+            || !first.dynamic_expressions_produced().is_empty()
+        {
+            return None;
+        }
+        let group = first.group_expr();
+        let [(key, key_name)] = group.expr() else {
+            return None;
+        };
+        if group.has_grouping_set() {
+            return None;
+        }
+        let column = key.downcast_ref::<Column>()?;
+        let input = first.input();
+        let schema = input.schema();
+        let key_type = key.data_type(&schema).ok()?;
+        if !(key_type.is_integer() && whole(&key_type)) {
+            return None;
+        }
+        let aggregates = first
+            .aggr_expr()
+            .iter()
+            .zip(first.filter_expr())
+            .map(|(agg, filter)| Aggregate::of(agg, filter.as_ref(), &schema))
+            .collect::<Option<Vec<_>>>()?;
+        let shape = Shape {
+            key: Arc::clone(key),
+            key_name: key_name.clone(),
+            key_type,
+            aggregates,
+            hint: key_hint(input, column.index()),
+        };
+        Some(Self::new(Arc::clone(input), Arc::new(shape), top.schema()))
+    }
+}
+
+/// The keys' range from `input`'s statistics, when its slots are few
+/// enough for the rows it gives.
+fn key_hint(input: &Arc<dyn ExecutionPlan>, column: usize) -> Option<(i64, i64)> {
+    let stats = StatisticsContext::new()
+        .compute(input.as_ref(), &StatisticsArgs::new())
+        .ok()?;
+    let column = stats.column_statistics.get(column)?;
+    let bound = |value: Option<&ScalarValue>| match value?.cast_to(&DataType::Int64).ok()? {
+        ScalarValue::Int64(Some(v)) => Some(v),
+        _ => None,
+    };
+    let low = bound(column.min_value.get_value())?;
+    let high = bound(column.max_value.get_value())?;
+    let span = usize::try_from(i128::from(high) - i128::from(low) + 1).ok()?;
+    let rows = stats.num_rows.get_value().copied().unwrap_or(0);
+    (span <= MOST_SLOTS && (span <= FEW_SLOTS || span <= rows.saturating_mul(SLOTS_PER_ROW)))
+        .then_some((low, high))
+}
+
+impl DisplayAs for DenseAggregateExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self
+            .shape
+            .aggregates
+            .iter()
+            .map(|a| a.name.as_str())
+            .collect();
+        write!(
+            f,
+            "DenseAggregateExec: gby=[{} as {}], aggr=[{}]",
+            self.shape.key,
+            self.shape.key_name,
+            names.join(", ")
+        )
+    }
+}
+
+impl ExecutionPlan for DenseAggregateExec {
+    fn name(&self) -> &str {
+        "DenseAggregateExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        let aggregates = self.shape.aggregates.iter();
+        let exprs = std::iter::once(&self.shape.key)
+            .chain(aggregates.flat_map(|a| a.arg.iter().chain(a.filter.iter())));
+        for expr in exprs {
+            if f(expr)? == TreeNodeRecursion::Stop {
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let [input] = <[_; 1]>::try_from(children).or_else(|children| {
+            internal_err!("DenseAggregateExec takes one input, got {}", children.len())
+        })?;
+        Ok(Arc::new(Self::new(
+            input,
+            Arc::clone(&self.shape),
+            Arc::clone(&self.schema),
+        )))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        if partition != 0 {
+            return internal_err!("DenseAggregateExec has one partition, asked for {partition}");
+        }
+        let elapsed = MetricBuilder::new(&self.metrics).elapsed_compute(0);
+        let output_rows = MetricBuilder::new(&self.metrics).output_rows(0);
+        let parts = self.input.output_partitioning().partition_count();
+        let mut tasks = Vec::with_capacity(parts);
+        for part in 0..parts {
+            let input = self.input.execute(part, Arc::clone(&context))?;
+            let shape = Arc::clone(&self.shape);
+            tasks.push(SpawnedTask::spawn(gather(input, shape, elapsed.clone())));
+        }
+        let shape = Arc::clone(&self.shape);
+        let schema = Arc::clone(&self.schema);
+        let batch_size = context.session_config().batch_size().max(1);
+        let output = futures::stream::once(async move {
+            let mut merged: Option<Slots> = None;
+            for task in tasks {
+                let slots = task
+                    .join_unwind()
+                    .await
+                    .map_err(|e| DataFusionError::ExecutionJoin(Box::new(e)))??;
+                match merged.as_mut() {
+                    Some(all) => {
+                        let _timer = elapsed.timer();
+                        all.merge(&shape, slots)?;
+                    }
+                    None => merged = Some(slots),
+                }
+            }
+            let batch = match merged {
+                Some(slots) => {
+                    let _timer = elapsed.timer();
+                    slots.finish(&shape, &schema)?
+                }
+                None => RecordBatch::new_empty(Arc::clone(&schema)),
+            };
+            output_rows.add(batch.num_rows());
+            let batches: Vec<Result<RecordBatch>> = (0..batch.num_rows())
+                .step_by(batch_size)
+                .map(|at| Ok(batch.slice(at, batch_size.min(batch.num_rows() - at))))
+                .collect();
+            Ok::<_, DataFusionError>(futures::stream::iter(batches))
+        })
+        .try_flatten();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&self.schema),
+            output,
+        )))
+    }
+}
+
+/// One input partition's slots.
+async fn gather(
+    mut input: SendableRecordBatchStream,
+    shape: Arc<Shape>,
+    elapsed: Time,
+) -> Result<Slots> {
+    let mut slots = Slots::new(&shape);
+    let mut scratch = Vec::new();
+    while let Some(batch) = input.next().await {
+        let batch = batch?;
+        let _timer = elapsed.timer();
+        slots.update(&shape, &batch, &mut scratch)?;
+    }
+    Ok(slots)
+}
+
+/// The values of one aggregate, one per slot.
+#[derive(Debug)]
+enum Values {
+    I64(Vec<i64>),
+    I128(Vec<i128>),
+}
+
+/// One aggregate's state: its value per slot and whether a row reached it
+/// (a sum, minimum or maximum of no value is null).
+#[derive(Debug)]
+struct Accumulator {
+    values: Values,
+    seen: Vec<bool>,
+}
+
+impl Accumulator {
+    fn new(aggregate: &Aggregate) -> Self {
+        let values = match aggregate.width {
+            Width::I64 => Values::I64(Vec::new()),
+            Width::I128 => Values::I128(Vec::new()),
+        };
+        Self {
+            values,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The slots in `from` moved to `to` (`to[i]` for `from[i]`), new
+    /// slots at the identity, `len` slots in all.
+    fn relocate(&mut self, aggregate: &Aggregate, len: usize, moves: &[(usize, usize)]) {
+        fn moved<V: Copy>(old: &[V], len: usize, fill: V, moves: &[(usize, usize)]) -> Vec<V> {
+            let mut new = vec![fill; len];
+            for &(from, to) in moves {
+                new[to] = old[from];
+            }
+            new
+        }
+        self.values = match &self.values {
+            Values::I64(old) => Values::I64(moved(old, len, aggregate.identity_i64(), moves)),
+            Values::I128(old) => Values::I128(moved(old, len, aggregate.identity_i128(), moves)),
+        };
+        self.seen = moved(&self.seen, len, false, moves);
+    }
+
+    /// Adds the rows of `batch` at `slots`.
+    fn update(
+        &mut self,
+        aggregate: &Aggregate,
+        batch: &RecordBatch,
+        slots: &[usize],
+    ) -> Result<()> {
+        let rows = batch.num_rows();
+        let arg = match &aggregate.arg {
+            Some(arg) => Some(arg.evaluate(batch)?.into_array(rows)?),
+            None => None,
+        };
+        let mut mask: Option<BooleanBuffer> = arg
+            .as_ref()
+            .and_then(|a| a.logical_nulls())
+            .map(|n| n.into_inner());
+        if let Some(filter) = &aggregate.filter {
+            let filter = filter.evaluate(batch)?.into_array(rows)?;
+            let Some(filter) = filter.as_boolean_opt() else {
+                return internal_err!("an aggregate's filter gave {}", filter.data_type());
+            };
+            let passes = passing(filter);
+            mask = Some(match mask {
+                Some(valid) => &valid & &passes,
+                None => passes,
+            });
+        }
+        let mask = mask.as_ref();
+        match (&mut self.values, aggregate.op) {
+            (Values::I64(counts), Op::Count) => match mask {
+                None => slots.iter().for_each(|&s| counts[s] += 1),
+                Some(mask) => slots
+                    .iter()
+                    .zip(mask.iter())
+                    .for_each(|(&s, pass)| counts[s] += i64::from(pass)),
+            },
+            (Values::I64(values), op) => {
+                let Some(arg) = arg else {
+                    return internal_err!("{} has no argument", aggregate.name);
+                };
+                let arg = cast(&arg, &DataType::Int64)?;
+                let arg = arg.as_primitive::<Int64Type>().values();
+                fold_by(op, values, &mut self.seen, slots, arg, mask);
+            }
+            (Values::I128(values), op) => {
+                let Some(arg) = arg else {
+                    return internal_err!("{} has no argument", aggregate.name);
+                };
+                let Some(arg) = arg.as_primitive_opt::<Decimal128Type>() else {
+                    return internal_err!(
+                        "{} expects a decimal, got {}",
+                        aggregate.name,
+                        arg.data_type()
+                    );
+                };
+                fold_by(op, values, &mut self.seen, slots, arg.values(), mask);
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds `other`'s slot `from` into this one's slot `to`, for each pair.
+    fn merge(&mut self, aggregate: &Aggregate, other: &Self, pairs: &[(usize, usize)]) {
+        let op = aggregate.op;
+        match (&mut self.values, &other.values) {
+            (Values::I64(mine), Values::I64(theirs)) => {
+                merge_by(op, mine, &mut self.seen, theirs, &other.seen, pairs);
+            }
+            (Values::I128(mine), Values::I128(theirs)) => {
+                merge_by(op, mine, &mut self.seen, theirs, &other.seen, pairs);
+            }
+            // Both sides are made from the same aggregate.
+            _ => {}
+        }
+    }
+
+    /// The values at `slots`, as the aggregate's output type.
+    fn finish(&self, aggregate: &Aggregate, slots: &[usize]) -> Result<ArrayRef> {
+        let nulls = (aggregate.op != Op::Count)
+            .then(|| NullBuffer::from(slots.iter().map(|&s| self.seen[s]).collect::<Vec<_>>()));
+        match &self.values {
+            Values::I64(values) => {
+                let values: Vec<i64> = slots.iter().map(|&s| values[s]).collect();
+                let array: ArrayRef = Arc::new(Int64Array::new(values.into(), nulls));
+                Ok(cast(&array, &aggregate.output)?)
+            }
+            Values::I128(values) => {
+                let values: Vec<i128> = slots.iter().map(|&s| values[s]).collect();
+                let array = PrimitiveArray::<Decimal128Type>::new(values.into(), nulls)
+                    .with_data_type(aggregate.output.clone());
+                Ok(Arc::new(array))
+            }
+        }
+    }
+}
+
+/// Where a filter is true (null counts as false).
+fn passing(filter: &BooleanArray) -> BooleanBuffer {
+    match filter.nulls() {
+        Some(nulls) => filter.values() & nulls.inner(),
+        None => filter.values().clone(),
+    }
+}
+
+trait Number: Copy + Ord {
+    fn wrapping_sum(self, other: Self) -> Self;
+}
+
+impl Number for i64 {
+    fn wrapping_sum(self, other: Self) -> Self {
+        self.wrapping_add(other)
+    }
+}
+
+impl Number for i128 {
+    fn wrapping_sum(self, other: Self) -> Self {
+        self.wrapping_add(other)
+    }
+}
+
+/// Combines `values[i]` into slot `slots[i]` for each row `mask` keeps, as
+/// `op` combines them (sums wrap around, as DataFusion's do).
+fn fold_by<V: Number>(
+    op: Op,
+    state: &mut [V],
+    seen: &mut [bool],
+    slots: &[usize],
+    values: &[V],
+    mask: Option<&BooleanBuffer>,
+) {
+    match op {
+        Op::Count | Op::Sum => fold(state, seen, slots, values, mask, V::wrapping_sum),
+        Op::Min => fold(state, seen, slots, values, mask, std::cmp::min),
+        Op::Max => fold(state, seen, slots, values, mask, std::cmp::max),
+    }
+}
+
+fn fold<V: Copy>(
+    state: &mut [V],
+    seen: &mut [bool],
+    slots: &[usize],
+    values: &[V],
+    mask: Option<&BooleanBuffer>,
+    f: impl Fn(V, V) -> V,
+) {
+    match mask {
+        None => {
+            for (&s, &v) in slots.iter().zip(values) {
+                state[s] = f(state[s], v);
+                seen[s] = true;
+            }
+        }
+        Some(mask) => {
+            for ((&s, &v), pass) in slots.iter().zip(values).zip(mask.iter()) {
+                if pass {
+                    state[s] = f(state[s], v);
+                    seen[s] = true;
+                }
+            }
+        }
+    }
+}
+
+/// Combines `theirs[from]` into `mine[to]` for each pair, as `op` does.
+fn merge_by<V: Number>(
+    op: Op,
+    mine: &mut [V],
+    seen: &mut [bool],
+    theirs: &[V],
+    their_seen: &[bool],
+    pairs: &[(usize, usize)],
+) {
+    fn pairwise<V: Copy>(
+        mine: &mut [V],
+        seen: &mut [bool],
+        theirs: &[V],
+        their_seen: &[bool],
+        pairs: &[(usize, usize)],
+        f: impl Fn(V, V) -> V,
+    ) {
+        for &(from, to) in pairs {
+            mine[to] = f(mine[to], theirs[from]);
+            seen[to] |= their_seen[from];
+        }
+    }
+    match op {
+        Op::Count | Op::Sum => pairwise(mine, seen, theirs, their_seen, pairs, V::wrapping_sum),
+        Op::Min => pairwise(mine, seen, theirs, their_seen, pairs, std::cmp::min),
+        Op::Max => pairwise(mine, seen, theirs, their_seen, pairs, std::cmp::max),
+    }
+}
+
+/// Where keys go: slot 0 is the null key; dense, key `k` is slot
+/// `k - base + 1`; sparse, a map gives each key its slot.
+#[derive(Debug)]
+enum Index {
+    Dense {
+        base: i64,
+    },
+    Sparse {
+        slot_of: HashMap<i64, usize>,
+        keys: Vec<i64>,
+    },
+}
+
+/// One partition's groups and aggregates.
+#[derive(Debug)]
+struct Slots {
+    index: Index,
+    /// Whether a row reached each slot.
+    used: Vec<bool>,
+    accumulators: Vec<Accumulator>,
+    /// Rows read so far (what the slots may grow to depends on it).
+    rows: usize,
+    hint: Option<(i64, i64)>,
+}
+
+impl Slots {
+    fn new(shape: &Shape) -> Self {
+        let mut slots = Self {
+            index: Index::Dense { base: 0 },
+            used: Vec::new(),
+            accumulators: shape.aggregates.iter().map(Accumulator::new).collect(),
+            rows: 0,
+            hint: shape.hint,
+        };
+        slots.resize(shape, 1, &[]);
+        slots
+    }
+
+    fn len(&self) -> usize {
+        self.used.len()
+    }
+
+    /// `len` slots, slot `from` moved to `to` for each pair.
+    fn resize(&mut self, shape: &Shape, len: usize, moves: &[(usize, usize)]) {
+        let mut used = vec![false; len];
+        for &(from, to) in moves {
+            used[to] = self.used[from];
+        }
+        self.used = used;
+        for (acc, aggregate) in self.accumulators.iter_mut().zip(&shape.aggregates) {
+            acc.relocate(aggregate, len, moves);
+        }
+    }
+
+    fn update(
+        &mut self,
+        shape: &Shape,
+        batch: &RecordBatch,
+        scratch: &mut Vec<usize>,
+    ) -> Result<()> {
+        let keys = shape.key.evaluate(batch)?.into_array(batch.num_rows())?;
+        let keys = cast(&keys, &DataType::Int64)?;
+        self.rows += keys.len();
+        self.place(shape, keys.as_primitive::<Int64Type>(), scratch);
+        for (acc, aggregate) in self.accumulators.iter_mut().zip(&shape.aggregates) {
+            acc.update(aggregate, batch, scratch)?;
+        }
+        Ok(())
+    }
+
+    /// The slot of each key in `slots`, slots made for new keys.
+    fn place(&mut self, shape: &Shape, keys: &Int64Array, slots: &mut Vec<usize>) {
+        slots.clear();
+        if keys.null_count() == keys.len() {
+            slots.resize(keys.len(), 0);
+            if !keys.is_empty() {
+                self.used[0] = true;
+            }
+            return;
+        }
+        if let Index::Dense { base } = self.index {
+            let low = datafusion::arrow::compute::min(keys).unwrap_or(base);
+            let high = datafusion::arrow::compute::max(keys).unwrap_or(base);
+            let len = self.len() as i128;
+            if i128::from(low) < i128::from(base) || i128::from(high) - i128::from(base) + 1 >= len
+            {
+                self.widen(shape, low, high);
+            }
+        }
+        match &mut self.index {
+            Index::Dense { base } => {
+                let base = *base;
+                let used = &mut self.used;
+                let slot = |k: i64| (k.wrapping_sub(base) as u64 as usize).wrapping_add(1);
+                match keys.nulls() {
+                    None => slots.extend(keys.values().iter().map(|&k| {
+                        let s = slot(k);
+                        used[s] = true;
+                        s
+                    })),
+                    Some(nulls) => {
+                        slots.extend(keys.values().iter().zip(nulls.iter()).map(|(&k, valid)| {
+                            let s = if valid { slot(k) } else { 0 };
+                            used[s] = true;
+                            s
+                        }))
+                    }
+                }
+            }
+            Index::Sparse {
+                slot_of,
+                keys: slot_keys,
+            } => {
+                for (i, &k) in keys.values().iter().enumerate() {
+                    let s = if keys.is_null(i) {
+                        0
+                    } else {
+                        *slot_of.entry(k).or_insert_with(|| {
+                            slot_keys.push(k);
+                            slot_keys.len() - 1
+                        })
+                    };
+                    slots.push(s);
+                }
+                let len = slot_keys.len();
+                if len > self.used.len() {
+                    self.grow(shape, len);
+                }
+                for &s in slots.iter() {
+                    self.used[s] = true;
+                }
+            }
+        }
+    }
+
+    /// `len` slots, the new ones empty.
+    fn grow(&mut self, shape: &Shape, len: usize) {
+        self.used.resize(len, false);
+        for (acc, aggregate) in self.accumulators.iter_mut().zip(&shape.aggregates) {
+            acc.seen.resize(len, false);
+            match &mut acc.values {
+                Values::I64(v) => v.resize(len, aggregate.identity_i64()),
+                Values::I128(v) => v.resize(len, aggregate.identity_i128()),
+            }
+        }
+    }
+
+    /// Makes room for the keys `low..=high` (dense), or moves to a map when
+    /// the slots would be too many.
+    fn widen(&mut self, shape: &Shape, low: i64, high: i64) {
+        let Index::Dense { base } = self.index else {
+            return;
+        };
+        let span = self.len() - 1;
+        let (old_low, old_high) = if span == 0 {
+            match self.hint {
+                Some((l, h)) => (i128::from(l), i128::from(h)),
+                None => (i128::from(low), i128::from(high)),
+            }
+        } else {
+            (i128::from(base), i128::from(base) + span as i128 - 1)
+        };
+        let new_low = old_low.min(i128::from(low));
+        let new_high = old_high.max(i128::from(high));
+        let needed = new_high - new_low + 1;
+        let hint_span = self
+            .hint
+            .map_or(0, |(l, h)| (i128::from(h) - i128::from(l) + 1) as usize);
+        let allowed = FEW_SLOTS
+            .max(self.rows.saturating_mul(SLOTS_PER_ROW))
+            .max(hint_span)
+            .min(MOST_SLOTS) as i128;
+        if needed > allowed {
+            self.make_sparse(shape);
+            return;
+        }
+        // Room to spare on the side that grew, so a steady drift of keys
+        // does not move the slots at every batch.
+        let target = allowed.min(needed.max(2 * span as i128));
+        let extra = target - needed;
+        let (new_low, new_high) = if i128::from(low) < old_low && span > 0 {
+            ((new_low - extra).max(i128::from(i64::MIN)), new_high)
+        } else {
+            (new_low, (new_high + extra).min(i128::from(i64::MAX)))
+        };
+        let len = (new_high - new_low + 2) as usize;
+        let shift = (i128::from(base) - new_low) as usize;
+        let moves: Vec<(usize, usize)> = std::iter::once((0, 0))
+            .chain((1..=span).map(|s| (s, s + shift)))
+            .collect();
+        self.resize(shape, len, &moves);
+        self.index = Index::Dense {
+            base: new_low as i64,
+        };
+    }
+
+    /// Moves from slots by key to a map from key to slot, keeping the used
+    /// slots only.
+    fn make_sparse(&mut self, shape: &Shape) {
+        let Index::Dense { base } = self.index else {
+            return;
+        };
+        let mut slot_of = HashMap::new();
+        let mut keys = vec![0];
+        let mut moves = vec![(0, 0)];
+        for s in 1..self.len() {
+            if self.used[s] {
+                let key = base.wrapping_add((s - 1) as i64);
+                moves.push((s, keys.len()));
+                slot_of.insert(key, keys.len());
+                keys.push(key);
+            }
+        }
+        let len = keys.len();
+        self.resize(shape, len, &moves);
+        self.index = Index::Sparse { slot_of, keys };
+    }
+
+    /// The used slots, and the key of each (null for slot 0).
+    fn used_keys(&self) -> (Vec<usize>, Int64Array) {
+        let slots: Vec<usize> = (0..self.len()).filter(|&s| self.used[s]).collect();
+        let keys: Int64Array = slots
+            .iter()
+            .map(|&s| match (&self.index, s) {
+                (_, 0) => None,
+                (Index::Dense { base }, s) => Some(base.wrapping_add((s - 1) as i64)),
+                (Index::Sparse { keys, .. }, s) => Some(keys[s]),
+            })
+            .collect();
+        (slots, keys)
+    }
+
+    /// Adds `other`'s groups to these.
+    fn merge(&mut self, shape: &Shape, other: Self) -> Result<()> {
+        let (theirs, keys) = other.used_keys();
+        let mut mine = Vec::with_capacity(theirs.len());
+        self.rows += theirs.len();
+        self.place(shape, &keys, &mut mine);
+        let pairs: Vec<(usize, usize)> = theirs.into_iter().zip(mine).collect();
+        for ((acc, aggregate), their) in self
+            .accumulators
+            .iter_mut()
+            .zip(&shape.aggregates)
+            .zip(&other.accumulators)
+        {
+            acc.merge(aggregate, their, &pairs);
+        }
+        Ok(())
+    }
+
+    /// The groups as one batch of `schema`.
+    fn finish(&self, shape: &Shape, schema: &SchemaRef) -> Result<RecordBatch> {
+        let (slots, keys) = self.used_keys();
+        let mut columns: Vec<ArrayRef> = vec![cast(&keys, &shape.key_type)?];
+        for (acc, aggregate) in self.accumulators.iter().zip(&shape.aggregates) {
+            columns.push(acc.finish(aggregate, &slots)?);
+        }
+        Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{
+        Date32Array, Decimal128Array, Int32Array, TimestampMicrosecondArray,
+    };
+    use datafusion::arrow::datatypes::{Field, TimeUnit};
+    use datafusion::arrow::util::pretty::pretty_format_batches;
+    use datafusion::datasource::MemTable;
+    use datafusion::execution::SessionStateBuilder;
+    use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
+    use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
+
+    use super::*;
+
+    /// Every aggregate the operator computes, with and without filters.
+    const QUERY: &str = "SELECT k, count(*) AS c, count(n) AS cn, sum(n) AS sn, \
+        min(n) AS mn, max(n) AS xn, min(ts) AS mts, max(ts) AS xts, sum(amount) AS sa, \
+        min(amount) AS ma, max(amount) AS xa, min(d) AS md, max(d) AS xd, \
+        count(*) FILTER (WHERE n > 0) AS cp, sum(amount) FILTER (WHERE n % 3 = 0) AS sf, \
+        max(ts) FILTER (WHERE d IS NULL) AS xf \
+        FROM t GROUP BY k";
+
+    fn context(dense: bool, partitions: usize) -> SessionContext {
+        let config = SessionConfig::new()
+            .with_target_partitions(partitions)
+            .with_batch_size(100);
+        let rules = PhysicalOptimizer::new().rules;
+        let rules = if dense { with_rule(rules) } else { rules };
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features()
+            .with_physical_optimizer_rules(rules)
+            .build();
+        SessionContext::new_with_state(state)
+    }
+
+    /// A small deterministic generator.
+    struct Numbers(u64);
+
+    impl Numbers {
+        fn next(&mut self) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            self.0 >> 33
+        }
+
+        /// `None` one time in `one_in`, else `f` of a number.
+        fn maybe<T>(&mut self, one_in: u64, f: impl Fn(u64) -> T) -> Option<T> {
+            let n = self.next();
+            (!n.is_multiple_of(one_in)).then(|| f(n / one_in))
+        }
+    }
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, true),
+            Field::new("n", DataType::Int32, true),
+            Field::new(
+                "ts",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                true,
+            ),
+            Field::new("amount", DataType::Decimal128(12, 2), true),
+            Field::new("d", DataType::Date32, true),
+        ]))
+    }
+
+    /// A batch with `keys` and made-up values, some null.
+    fn batch(keys: Vec<Option<i64>>, numbers: &mut Numbers) -> RecordBatch {
+        let rows = keys.len();
+        let mut column = |one_in, f: &dyn Fn(u64) -> i64| -> Vec<Option<i64>> {
+            (0..rows).map(|_| numbers.maybe(one_in, f)).collect()
+        };
+        let n = column(10, &|v| (v % 2001) as i64 - 1000);
+        let ts = column(10, &|v| 1_700_000_000_000_000 + (v % 1_000_000_000) as i64);
+        let amount = column(10, &|v| (v % 2_000_001) as i64 - 1_000_000);
+        let d = column(7, &|v| 19_000 + (v % 3000) as i64);
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from(keys)),
+            Arc::new(
+                n.iter()
+                    .map(|v| v.map(|v| v as i32))
+                    .collect::<Int32Array>(),
+            ),
+            Arc::new(TimestampMicrosecondArray::from(ts).with_timezone("UTC")),
+            Arc::new(
+                amount
+                    .iter()
+                    .map(|v| v.map(i128::from))
+                    .collect::<Decimal128Array>()
+                    .with_precision_and_scale(12, 2)
+                    .unwrap(),
+            ),
+            Arc::new(
+                d.iter()
+                    .map(|v| v.map(|v| v as i32))
+                    .collect::<Date32Array>(),
+            ),
+        ];
+        RecordBatch::try_new(schema(), columns).unwrap()
+    }
+
+    /// Batches of `rows` keys each from `key`, which is given the batch's
+    /// and the row's number.
+    fn batches(
+        count: usize,
+        rows: usize,
+        seed: u64,
+        key: impl Fn(&mut Numbers, usize, usize) -> Option<i64>,
+    ) -> Vec<RecordBatch> {
+        let mut numbers = Numbers(seed);
+        (0..count)
+            .map(|b| {
+                let keys = (0..rows).map(|r| key(&mut numbers, b, r)).collect();
+                batch(keys, &mut numbers)
+            })
+            .collect()
+    }
+
+    fn dense_keys(numbers: &mut Numbers, _: usize, _: usize) -> Option<i64> {
+        numbers.maybe(20, |v| 1 + (v % 300) as i64)
+    }
+
+    fn sparse_keys(numbers: &mut Numbers, _: usize, _: usize) -> Option<i64> {
+        numbers.maybe(20, |v| {
+            let v = (v % 400) as i64;
+            (v - 200) * 1_000_000_000_007
+        })
+    }
+
+    async fn rows_of(ctx: &SessionContext, sql: &str) -> Result<String> {
+        let batches = ctx.sql(sql).await?.collect().await?;
+        Ok(pretty_format_batches(&batches)?.to_string())
+    }
+
+    async fn plan_of(ctx: &SessionContext, sql: &str) -> Result<String> {
+        rows_of(ctx, &format!("EXPLAIN {sql}")).await
+    }
+
+    /// The query gives the same rows through the operator as through
+    /// DataFusion's aggregate, and is planned with the operator.
+    async fn same_rows(parts: Vec<Vec<RecordBatch>>, sql: &str) -> Result<String> {
+        let ordered = format!("SELECT * FROM ({sql}) ORDER BY 1 NULLS FIRST");
+        let mut seen = Vec::new();
+        for dense in [false, true] {
+            let ctx = context(dense, parts.len().max(1));
+            ctx.register_table("t", Arc::new(MemTable::try_new(schema(), parts.clone())?))?;
+            let plan = plan_of(&ctx, sql).await?;
+            assert_eq!(plan.contains("DenseAggregateExec"), dense, "{plan}");
+            seen.push(rows_of(&ctx, &ordered).await?);
+        }
+        assert_eq!(seen[0], seen[1]);
+        Ok(seen.swap_remove(1))
+    }
+
+    #[tokio::test]
+    async fn a_small_case_has_the_exact_groups() -> Result<()> {
+        let mut numbers = Numbers(1);
+        let mut one = batch(
+            vec![Some(3), Some(1), None, Some(3), Some(1), Some(1)],
+            &mut numbers,
+        );
+        // Known values: n = 1, 2, 3, null, 5, 6.
+        let mut columns = one.columns().to_vec();
+        columns[1] = Arc::new(Int32Array::from(vec![
+            Some(1),
+            Some(2),
+            Some(3),
+            None,
+            Some(5),
+            Some(6),
+        ]));
+        one = RecordBatch::try_new(schema(), columns)?;
+        let rows = same_rows(
+            vec![vec![one]],
+            "SELECT k, count(*) AS c, count(n) AS cn, sum(n) AS sn, min(n) AS mn, max(n) AS xn, \
+             count(*) FILTER (WHERE n > 1) AS cf FROM t GROUP BY k",
+        )
+        .await?;
+        let expected = "\
++---+---+----+----+----+----+----+
+| k | c | cn | sn | mn | xn | cf |
++---+---+----+----+----+----+----+
+|   | 1 | 1  | 3  | 3  | 3  | 1  |
+| 1 | 3 | 3  | 13 | 2  | 6  | 3  |
+| 3 | 2 | 1  | 1  | 1  | 1  | 0  |
++---+---+----+----+----+----+----+";
+        assert_eq!(rows, expected);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn dense_and_sparse_keys_give_datafusions_groups() -> Result<()> {
+        let dense = batches(12, 100, 7, dense_keys);
+        let sparse = batches(12, 100, 8, sparse_keys);
+        // Keys drifting down, then one far away: the slots grow at the
+        // bottom, then give way to a map in the middle of the input.
+        let drifting = batches(12, 100, 9, |n, b, r| {
+            if b == 8 && r == 50 {
+                Some(i64::MAX - 3)
+            } else {
+                n.maybe(20, |v| 100_000 - 1000 * b as i64 + (v % 1000) as i64)
+            }
+        });
+        for parts in [
+            vec![dense.clone()],
+            vec![sparse.clone()],
+            vec![drifting.clone()],
+            vec![dense.clone(), sparse.clone()],
+            vec![sparse, dense.clone()],
+            vec![dense.clone(), drifting, dense],
+        ] {
+            same_rows(parts, QUERY).await?;
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn empty_input_and_only_null_keys() -> Result<()> {
+        same_rows(vec![vec![]], QUERY).await?;
+        same_rows(vec![vec![], vec![]], QUERY).await?;
+        let nulls = batches(3, 50, 11, |_, _, _| None);
+        let rows = same_rows(
+            vec![nulls.clone(), nulls],
+            "SELECT k, count(*) AS c FROM t GROUP BY k",
+        )
+        .await?;
+        assert_eq!(
+            rows,
+            "+---+-----+\n| k | c   |\n+---+-----+\n|   | 300 |\n+---+-----+"
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn an_integer_key_of_another_width() -> Result<()> {
+        let parts = vec![
+            batches(5, 100, 12, dense_keys),
+            batches(5, 100, 13, dense_keys),
+        ];
+        same_rows(
+            parts.clone(),
+            "SELECT n, count(*) AS c, sum(amount) AS s, max(ts) AS x FROM t GROUP BY n",
+        )
+        .await?;
+        // DataFusion plans a distinct count as a grouping by both columns
+        // (its own aggregate), then a count by the key (this one).
+        same_rows(parts, "SELECT k, count(DISTINCT n) AS c FROM t GROUP BY k").await?;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn keys_ranged_by_the_files_statistics() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let path = dir.path().join("t.parquet");
+        let drifting = batches(20, 100, 14, |n, b, r| {
+            if b == 15 && r == 0 {
+                Some(-5)
+            } else {
+                n.maybe(20, |v| 5_000_000 + 1000 * b as i64 + (v % 1000) as i64)
+            }
+        });
+        let writer = context(false, 1);
+        writer.register_table("t", Arc::new(MemTable::try_new(schema(), vec![drifting])?))?;
+        writer
+            .sql("SELECT * FROM t")
+            .await?
+            .write_parquet(path.to_str().unwrap_or_default(), Default::default(), None)
+            .await?;
+        let mut seen = Vec::new();
+        for dense in [false, true] {
+            let ctx = context(dense, 2);
+            ctx.register_parquet(
+                "t",
+                path.to_str().unwrap_or_default(),
+                ParquetReadOptions::default(),
+            )
+            .await?;
+            let plan = plan_of(&ctx, QUERY).await?;
+            assert_eq!(plan.contains("DenseAggregateExec"), dense, "{plan}");
+            seen.push(
+                rows_of(
+                    &ctx,
+                    &format!("SELECT * FROM ({QUERY}) ORDER BY 1 NULLS FIRST"),
+                )
+                .await?,
+            );
+        }
+        assert_eq!(seen[0], seen[1]);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn what_it_does_not_compute_stays_with_datafusion() -> Result<()> {
+        let ctx = context(true, 2);
+        let parts = vec![batches(2, 10, 15, dense_keys)];
+        ctx.register_table("t", Arc::new(MemTable::try_new(schema(), parts)?))?;
+        for sql in [
+            "SELECT k, avg(n) FROM t GROUP BY k",
+            "SELECT k, n, count(*) FROM t GROUP BY k, n",
+            "SELECT CAST(k AS VARCHAR) AS s, count(*) FROM t GROUP BY s",
+            "SELECT ts, count(*) FROM t GROUP BY ts",
+            "SELECT k, array_agg(n ORDER BY d) FROM t GROUP BY k",
+            "SELECT count(*) FROM t",
+        ] {
+            let plan = plan_of(&ctx, sql).await?;
+            assert!(!plan.contains("DenseAggregateExec"), "{sql}: {plan}");
+        }
+        let plan = plan_of(&ctx, "SELECT k, count(*) FROM t GROUP BY k").await?;
+        assert!(
+            plan.contains("DenseAggregateExec: gby=[k@0 as k], aggr=[count(Int64(1))]"),
+            "{plan}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn slots_grow_down_then_give_way_to_a_map() -> Result<()> {
+        let shape = Shape {
+            key: Arc::new(Column::new("k", 0)),
+            key_name: "k".into(),
+            key_type: DataType::Int64,
+            aggregates: vec![Aggregate {
+                op: Op::Count,
+                width: Width::I64,
+                arg: None,
+                filter: None,
+                output: DataType::Int64,
+                name: "c".into(),
+            }],
+            hint: None,
+        };
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, true),
+            Field::new("c", DataType::Int64, false),
+        ]));
+        let keys = |keys: Vec<Option<i64>>| {
+            RecordBatch::try_new(
+                Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, true)])),
+                vec![Arc::new(Int64Array::from(keys))],
+            )
+        };
+        let mut slots = Slots::new(&shape);
+        let mut scratch = Vec::new();
+        slots.update(
+            &shape,
+            &keys(vec![Some(1000), Some(1001), Some(1000)])?,
+            &mut scratch,
+        )?;
+        slots.update(&shape, &keys(vec![Some(990), None])?, &mut scratch)?;
+        assert!(matches!(slots.index, Index::Dense { base } if base <= 990));
+        slots.update(
+            &shape,
+            &keys(vec![Some(i64::MIN), Some(1001)])?,
+            &mut scratch,
+        )?;
+        assert!(matches!(slots.index, Index::Sparse { .. }));
+        slots.update(&shape, &keys(vec![Some(990), Some(7)])?, &mut scratch)?;
+        let batch = slots.finish(&shape, &schema)?;
+        let rows = pretty_format_batches(&[batch])?.to_string();
+        let expected = "\
++----------------------+---+
+| k                    | c |
++----------------------+---+
+|                      | 1 |
+| 990                  | 2 |
+| 1000                 | 2 |
+| 1001                 | 2 |
+| -9223372036854775808 | 1 |
+| 7                    | 1 |
++----------------------+---+";
+        assert_eq!(rows, expected);
+        Ok(())
+    }
+}
