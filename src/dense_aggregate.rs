@@ -50,11 +50,12 @@ use datafusion::physical_plan::{
 };
 use futures::{StreamExt, TryStreamExt};
 
-/// Slots a partition may always use, whatever its row count (8 MiB a
-/// vector of 64-bit values).
-const FEW_SLOTS: usize = 1 << 20;
-/// Beyond [`FEW_SLOTS`], slots a partition may use per row it has read.
-const SLOTS_PER_ROW: usize = 4;
+/// Slots per group a partition may hold: keys indexed directly while at
+/// least a quarter of the slots between the least and the greatest key are
+/// used, through a map when fewer are.
+const SLOTS_PER_GROUP: usize = 4;
+/// Groups a partition reaches through a map before it considers slots.
+const FEW_GROUPS: usize = 1024;
 /// Slots a partition never goes beyond.
 const MOST_SLOTS: usize = 1 << 28;
 
@@ -310,8 +311,8 @@ impl DenseAggregateExec {
     }
 }
 
-/// The keys' range from `input`'s statistics, when its slots are few
-/// enough for the rows it gives.
+/// The keys' range from `input`'s statistics, when it has few enough
+/// slots for the rows the input gives.
 fn key_hint(input: &Arc<dyn ExecutionPlan>, column: usize) -> Option<(i64, i64)> {
     let stats = StatisticsContext::new()
         .compute(input.as_ref(), &StatisticsArgs::new())
@@ -325,8 +326,7 @@ fn key_hint(input: &Arc<dyn ExecutionPlan>, column: usize) -> Option<(i64, i64)>
     let high = bound(column.max_value.get_value())?;
     let span = usize::try_from(i128::from(high) - i128::from(low) + 1).ok()?;
     let rows = stats.num_rows.get_value().copied().unwrap_or(0);
-    (span <= MOST_SLOTS && (span <= FEW_SLOTS || span <= rows.saturating_mul(SLOTS_PER_ROW)))
-        .then_some((low, high))
+    (span <= MOST_SLOTS && span <= rows.saturating_mul(SLOTS_PER_GROUP)).then_some((low, high))
 }
 
 impl DisplayAs for DenseAggregateExec {
@@ -711,7 +711,10 @@ enum Index {
     },
     Sparse {
         slot_of: HashMap<i64, usize>,
+        /// The key of each slot (slot 0's unused).
         keys: Vec<i64>,
+        /// The least and the greatest key.
+        range: Option<(i64, i64)>,
     },
 }
 
@@ -722,18 +725,26 @@ struct Slots {
     /// Whether a row reached each slot.
     used: Vec<bool>,
     accumulators: Vec<Accumulator>,
-    /// Rows read so far (what the slots may grow to depends on it).
-    rows: usize,
+    /// The keys' range from the input's statistics.
     hint: Option<(i64, i64)>,
 }
 
 impl Slots {
+    /// Dense slots when the input's statistics give a dense enough range
+    /// (taken at the first row), else a map until the keys prove dense.
     fn new(shape: &Shape) -> Self {
+        let index = match shape.hint {
+            Some(_) => Index::Dense { base: 0 },
+            None => Index::Sparse {
+                slot_of: HashMap::new(),
+                keys: vec![0],
+                range: None,
+            },
+        };
         let mut slots = Self {
-            index: Index::Dense { base: 0 },
+            index,
             used: Vec::new(),
             accumulators: shape.aggregates.iter().map(Accumulator::new).collect(),
-            rows: 0,
             hint: shape.hint,
         };
         slots.resize(shape, 1, &[]);
@@ -744,7 +755,8 @@ impl Slots {
         self.used.len()
     }
 
-    /// `len` slots, slot `from` moved to `to` for each pair.
+    /// `len` slots, slot `from` moved to `to` for each pair, the others
+    /// empty.
     fn resize(&mut self, shape: &Shape, len: usize, moves: &[(usize, usize)]) {
         let mut used = vec![false; len];
         for &(from, to) in moves {
@@ -756,6 +768,18 @@ impl Slots {
         }
     }
 
+    /// `len` slots, the new ones (at the end) empty.
+    fn grow(&mut self, shape: &Shape, len: usize) {
+        self.used.resize(len, false);
+        for (acc, aggregate) in self.accumulators.iter_mut().zip(&shape.aggregates) {
+            acc.seen.resize(len, false);
+            match &mut acc.values {
+                Values::I64(v) => v.resize(len, aggregate.identity_i64()),
+                Values::I128(v) => v.resize(len, aggregate.identity_i128()),
+            }
+        }
+    }
+
     fn update(
         &mut self,
         shape: &Shape,
@@ -764,7 +788,6 @@ impl Slots {
     ) -> Result<()> {
         let keys = shape.key.evaluate(batch)?.into_array(batch.num_rows())?;
         let keys = cast(&keys, &DataType::Int64)?;
-        self.rows += keys.len();
         self.place(shape, keys.as_primitive::<Int64Type>(), scratch);
         for (acc, aggregate) in self.accumulators.iter_mut().zip(&shape.aggregates) {
             acc.update(aggregate, batch, scratch)?;
@@ -772,23 +795,16 @@ impl Slots {
         Ok(())
     }
 
-    /// The slot of each key in `slots`, slots made for new keys.
+    /// The slot of each key in `slots`, slots made for new keys; the slots
+    /// change from dense to sparse or back first when the keys call for it.
     fn place(&mut self, shape: &Shape, keys: &Int64Array, slots: &mut Vec<usize>) {
         slots.clear();
-        if keys.null_count() == keys.len() {
-            slots.resize(keys.len(), 0);
-            if !keys.is_empty() {
-                self.used[0] = true;
-            }
-            return;
-        }
-        if let Index::Dense { base } = self.index {
-            let low = datafusion::arrow::compute::min(keys).unwrap_or(base);
-            let high = datafusion::arrow::compute::max(keys).unwrap_or(base);
-            let len = self.len() as i128;
-            if i128::from(low) < i128::from(base) || i128::from(high) - i128::from(base) + 1 >= len
-            {
-                self.widen(shape, low, high);
+        let bounds = datafusion::arrow::compute::min(keys).zip(datafusion::arrow::compute::max(keys));
+        if let (Index::Dense { base }, Some((low, high))) = (&self.index, bounds) {
+            let outside = i128::from(low) < i128::from(*base)
+                || i128::from(high) - i128::from(*base) + 1 >= self.len() as i128;
+            if outside {
+                self.widen(shape, low, high, keys.len() - keys.null_count());
             }
         }
         match &mut self.index {
@@ -802,18 +818,19 @@ impl Slots {
                         used[s] = true;
                         s
                     })),
-                    Some(nulls) => {
-                        slots.extend(keys.values().iter().zip(nulls.iter()).map(|(&k, valid)| {
+                    Some(nulls) => slots.extend(keys.values().iter().zip(nulls.iter()).map(
+                        |(&k, valid)| {
                             let s = if valid { slot(k) } else { 0 };
                             used[s] = true;
                             s
-                        }))
-                    }
+                        },
+                    )),
                 }
             }
             Index::Sparse {
                 slot_of,
                 keys: slot_keys,
+                range,
             } => {
                 for (i, &k) in keys.values().iter().enumerate() {
                     let s = if keys.is_null(i) {
@@ -826,6 +843,12 @@ impl Slots {
                     };
                     slots.push(s);
                 }
+                if let Some((low, high)) = bounds {
+                    *range = Some(match *range {
+                        Some((l, h)) => (l.min(low), h.max(high)),
+                        None => (low, high),
+                    });
+                }
                 let len = slot_keys.len();
                 if len > self.used.len() {
                     self.grow(shape, len);
@@ -833,55 +856,41 @@ impl Slots {
                 for &s in slots.iter() {
                     self.used[s] = true;
                 }
+                self.densify(shape, slots);
             }
         }
     }
 
-    /// `len` slots, the new ones empty.
-    fn grow(&mut self, shape: &Shape, len: usize) {
-        self.used.resize(len, false);
-        for (acc, aggregate) in self.accumulators.iter_mut().zip(&shape.aggregates) {
-            acc.seen.resize(len, false);
-            match &mut acc.values {
-                Values::I64(v) => v.resize(len, aggregate.identity_i64()),
-                Values::I128(v) => v.resize(len, aggregate.identity_i128()),
-            }
-        }
-    }
-
-    /// Makes room for the keys `low..=high` (dense), or moves to a map when
-    /// the slots would be too many.
-    fn widen(&mut self, shape: &Shape, low: i64, high: i64) {
+    /// Makes room for the keys `low..=high` (dense, `new` keys at most not
+    /// seen yet), or moves to a map when the slots would be too many for
+    /// the groups.
+    fn widen(&mut self, shape: &Shape, low: i64, high: i64, new: usize) {
         let Index::Dense { base } = self.index else {
             return;
         };
         let span = self.len() - 1;
-        let (old_low, old_high) = if span == 0 {
-            match self.hint {
-                Some((l, h)) => (i128::from(l), i128::from(h)),
-                None => (i128::from(low), i128::from(high)),
-            }
-        } else {
-            (i128::from(base), i128::from(base) + span as i128 - 1)
+        let (old_low, old_high) = match (span, self.hint) {
+            (0, Some((l, h))) => (i128::from(l), i128::from(h)),
+            (0, None) => (i128::from(low), i128::from(high)),
+            _ => (i128::from(base), i128::from(base) + span as i128 - 1),
         };
         let new_low = old_low.min(i128::from(low));
         let new_high = old_high.max(i128::from(high));
         let needed = new_high - new_low + 1;
         let hint_span = self
             .hint
-            .map_or(0, |(l, h)| (i128::from(h) - i128::from(l) + 1) as usize);
-        let allowed = FEW_SLOTS
-            .max(self.rows.saturating_mul(SLOTS_PER_ROW))
+            .map_or(0, |(l, h)| i128::from(h) - i128::from(l) + 1);
+        let groups = self.used[1..].iter().filter(|&&u| u).count() + new;
+        let allowed = (groups.saturating_mul(SLOTS_PER_GROUP) as i128)
             .max(hint_span)
-            .min(MOST_SLOTS) as i128;
+            .min(MOST_SLOTS as i128);
         if needed > allowed {
             self.make_sparse(shape);
             return;
         }
-        // Room to spare on the side that grew, so a steady drift of keys
-        // does not move the slots at every batch.
-        let target = allowed.min(needed.max(2 * span as i128));
-        let extra = target - needed;
+        // Room to spare on the side that grew, so keys drifting one way do
+        // not move the slots at every batch.
+        let extra = allowed.min(needed.max(2 * span as i128)) - needed;
         let (new_low, new_high) = if i128::from(low) < old_low && span > 0 {
             ((new_low - extra).max(i128::from(i64::MIN)), new_high)
         } else {
@@ -907,17 +916,52 @@ impl Slots {
         let mut slot_of = HashMap::new();
         let mut keys = vec![0];
         let mut moves = vec![(0, 0)];
+        let mut range: Option<(i64, i64)> = None;
         for s in 1..self.len() {
             if self.used[s] {
                 let key = base.wrapping_add((s - 1) as i64);
                 moves.push((s, keys.len()));
                 slot_of.insert(key, keys.len());
                 keys.push(key);
+                range = Some(range.map_or((key, key), |(l, _)| (l, key)));
             }
         }
         let len = keys.len();
         self.resize(shape, len, &moves);
-        self.index = Index::Sparse { slot_of, keys };
+        self.index = Index::Sparse {
+            slot_of,
+            keys,
+            range,
+        };
+    }
+
+    /// Moves from a map to slots by key once the keys fill at least a
+    /// quarter of their range; `slots` (the last batch's) follow.
+    fn densify(&mut self, shape: &Shape, slots: &mut [usize]) {
+        let Index::Sparse { keys, range, .. } = &self.index else {
+            return;
+        };
+        let Some((low, high)) = *range else {
+            return;
+        };
+        let groups = keys.len() - 1;
+        let span = i128::from(high) - i128::from(low) + 1;
+        if groups < FEW_GROUPS
+            || span > (groups.saturating_mul(SLOTS_PER_GROUP)) as i128
+            || span > MOST_SLOTS as i128
+        {
+            return;
+        }
+        let to = |key: i64| (key.wrapping_sub(low) as u64 as usize).wrapping_add(1);
+        let moved: Vec<usize> = std::iter::once(0)
+            .chain(keys[1..].iter().map(|&k| to(k)))
+            .collect();
+        let moves: Vec<(usize, usize)> = moved.iter().copied().enumerate().collect();
+        self.resize(shape, span as usize + 1, &moves);
+        for s in slots.iter_mut() {
+            *s = moved[*s];
+        }
+        self.index = Index::Dense { base: low };
     }
 
     /// The used slots, and the key of each (null for slot 0).
@@ -938,7 +982,6 @@ impl Slots {
     fn merge(&mut self, shape: &Shape, other: Self) -> Result<()> {
         let (theirs, keys) = other.used_keys();
         let mut mine = Vec::with_capacity(theirs.len());
-        self.rows += theirs.len();
         self.place(shape, &keys, &mut mine);
         let pairs: Vec<(usize, usize)> = theirs.into_iter().zip(mine).collect();
         for ((acc, aggregate), their) in self
@@ -1085,7 +1128,7 @@ mod tests {
     }
 
     fn dense_keys(numbers: &mut Numbers, _: usize, _: usize) -> Option<i64> {
-        numbers.maybe(20, |v| 1 + (v % 300) as i64)
+        numbers.maybe(20, |v| 1 + (v % 3000) as i64)
     }
 
     fn sparse_keys(numbers: &mut Numbers, _: usize, _: usize) -> Option<i64> {
@@ -1158,11 +1201,11 @@ mod tests {
 
     #[tokio::test]
     async fn dense_and_sparse_keys_give_datafusions_groups() -> Result<()> {
-        let dense = batches(12, 100, 7, dense_keys);
-        let sparse = batches(12, 100, 8, sparse_keys);
+        let dense = batches(12, 500, 7, dense_keys);
+        let sparse = batches(12, 500, 8, sparse_keys);
         // Keys drifting down, then one far away: the slots grow at the
         // bottom, then give way to a map in the middle of the input.
-        let drifting = batches(12, 100, 9, |n, b, r| {
+        let drifting = batches(12, 500, 9, |n, b, r| {
             if b == 8 && r == 50 {
                 Some(i64::MAX - 3)
             } else {
@@ -1295,7 +1338,7 @@ mod tests {
                 output: DataType::Int64,
                 name: "c".into(),
             }],
-            hint: None,
+            hint: Some((1000, 1001)),
         };
         let schema = Arc::new(Schema::new(vec![
             Field::new("k", DataType::Int64, true),
@@ -1325,6 +1368,20 @@ mod tests {
         slots.update(&shape, &keys(vec![Some(990), Some(7)])?, &mut scratch)?;
         let batch = slots.finish(&shape, &schema)?;
         let rows = pretty_format_batches(&[batch])?.to_string();
+        // Without statistics: a map until the keys prove dense.
+        let shape = Shape { hint: None, ..shape };
+        let mut other = Slots::new(&shape);
+        other.update(&shape, &keys((1..=1000).map(Some).collect())?, &mut scratch)?;
+        assert!(matches!(other.index, Index::Sparse { .. }));
+        other.update(&shape, &keys((1..=3000).step_by(2).map(Some).collect())?, &mut scratch)?;
+        assert!(matches!(other.index, Index::Dense { base: 1 }));
+        let counts = other.finish(&shape, &schema)?;
+        assert_eq!(counts.num_rows(), 2000);
+        let counts = counts.column(1).as_primitive::<Int64Type>();
+        assert_eq!(counts.values().iter().sum::<i64>(), 2500);
+        let mut wide = Slots::new(&shape);
+        wide.update(&shape, &keys((0..5000).map(|k| Some(k * 7)).collect())?, &mut scratch)?;
+        assert!(matches!(wide.index, Index::Sparse { .. }));
         let expected = "\
 +----------------------+---+
 | k                    | c |

@@ -311,6 +311,7 @@ pub async fn rfm(
     if let Some((path, format)) = scores {
         let catalog = project.catalog("segql rfm --out")?;
         let plan = crate::segment::planner::rfm_scores_plan(catalog, as_of)?;
+        crate::refresh::explain_step(project.ctx(), "RFM scores", &plan).await?;
         let mut frame = project.ctx().execute_logical_plan(plan).await?;
         if !config.rfm.average_monetary {
             let counter = Arc::new(GridCounter::new(&config.rfm));
