@@ -274,9 +274,11 @@ impl DenseAggregateExec {
             AggregateMode::Single | AggregateMode::SinglePartitioned => top,
             _ => return None,
         };
+        // An endless input never ends the slots' gathering.
         if top.limit_options().is_some()
             || first.limit_options().is_some()
             || !first.dynamic_expressions_produced().is_empty()
+            || first.input().boundedness().is_unbounded()
         {
             return None;
         }
@@ -799,7 +801,8 @@ impl Slots {
     /// change from dense to sparse or back first when the keys call for it.
     fn place(&mut self, shape: &Shape, keys: &Int64Array, slots: &mut Vec<usize>) {
         slots.clear();
-        let bounds = datafusion::arrow::compute::min(keys).zip(datafusion::arrow::compute::max(keys));
+        let bounds =
+            datafusion::arrow::compute::min(keys).zip(datafusion::arrow::compute::max(keys));
         if let (Index::Dense { base }, Some((low, high))) = (&self.index, bounds) {
             let outside = i128::from(low) < i128::from(*base)
                 || i128::from(high) - i128::from(*base) + 1 >= self.len() as i128;
@@ -818,13 +821,13 @@ impl Slots {
                         used[s] = true;
                         s
                     })),
-                    Some(nulls) => slots.extend(keys.values().iter().zip(nulls.iter()).map(
-                        |(&k, valid)| {
+                    Some(nulls) => {
+                        slots.extend(keys.values().iter().zip(nulls.iter()).map(|(&k, valid)| {
                             let s = if valid { slot(k) } else { 0 };
                             used[s] = true;
                             s
-                        },
-                    )),
+                        }))
+                    }
                 }
             }
             Index::Sparse {
@@ -1369,18 +1372,29 @@ mod tests {
         let batch = slots.finish(&shape, &schema)?;
         let rows = pretty_format_batches(&[batch])?.to_string();
         // Without statistics: a map until the keys prove dense.
-        let shape = Shape { hint: None, ..shape };
+        let shape = Shape {
+            hint: None,
+            ..shape
+        };
         let mut other = Slots::new(&shape);
         other.update(&shape, &keys((1..=1000).map(Some).collect())?, &mut scratch)?;
         assert!(matches!(other.index, Index::Sparse { .. }));
-        other.update(&shape, &keys((1..=3000).step_by(2).map(Some).collect())?, &mut scratch)?;
+        other.update(
+            &shape,
+            &keys((1..=3000).step_by(2).map(Some).collect())?,
+            &mut scratch,
+        )?;
         assert!(matches!(other.index, Index::Dense { base: 1 }));
         let counts = other.finish(&shape, &schema)?;
         assert_eq!(counts.num_rows(), 2000);
         let counts = counts.column(1).as_primitive::<Int64Type>();
         assert_eq!(counts.values().iter().sum::<i64>(), 2500);
         let mut wide = Slots::new(&shape);
-        wide.update(&shape, &keys((0..5000).map(|k| Some(k * 7)).collect())?, &mut scratch)?;
+        wide.update(
+            &shape,
+            &keys((0..5000).map(|k| Some(k * 7)).collect())?,
+            &mut scratch,
+        )?;
         assert!(matches!(wide.index, Index::Sparse { .. }));
         let expected = "\
 +----------------------+---+

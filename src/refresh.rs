@@ -1165,7 +1165,11 @@ const SEGMENTS_AT_ONCE: usize = 2;
 /// With `SEGQL_EXPLAIN` set, runs `plan` once more under EXPLAIN ANALYZE
 /// and prints its plan with each operator's metrics on standard error,
 /// titled `step` (for profiling refreshes: doubles the step's work).
-pub(crate) async fn explain_step(ctx: &SessionContext, step: &str, plan: &LogicalPlan) -> Result<(), Error> {
+pub(crate) async fn explain_step(
+    ctx: &SessionContext,
+    step: &str,
+    plan: &LogicalPlan,
+) -> Result<(), Error> {
     if std::env::var_os("SEGQL_EXPLAIN").is_none() {
         return Ok(());
     }
