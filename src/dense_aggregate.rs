@@ -197,20 +197,13 @@ impl Aggregate {
 
 /// Types held as 64-bit integers that cast to `Int64` and back exactly.
 fn whole(data_type: &DataType) -> bool {
-    let held = matches!(
-        data_type,
-        DataType::Int8
-            | DataType::Int16
-            | DataType::Int32
-            | DataType::Int64
-            | DataType::UInt8
-            | DataType::UInt16
-            | DataType::UInt32
-            | DataType::Date32
-            | DataType::Date64
-            | DataType::Timestamp(..)
-            | DataType::Duration(_)
-    );
+    let held = match data_type {
+        DataType::UInt64 => false,
+        DataType::Date32 | DataType::Date64 | DataType::Timestamp(..) | DataType::Duration(_) => {
+            true
+        }
+        other => other.is_integer(),
+    };
     held && can_cast_types(data_type, &DataType::Int64)
         && can_cast_types(&DataType::Int64, data_type)
 }
