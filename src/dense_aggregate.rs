@@ -488,21 +488,27 @@ impl Accumulator {
         }
     }
 
-    /// The slots in `from` moved to `to` (`to[i]` for `from[i]`), new
-    /// slots at the identity, `len` slots in all.
-    fn relocate(&mut self, aggregate: &Aggregate, len: usize, moves: &[(usize, usize)]) {
-        fn moved<V: Copy>(old: &[V], len: usize, fill: V, moves: &[(usize, usize)]) -> Vec<V> {
-            let mut new = vec![fill; len];
-            for &(from, to) in moves {
-                new[to] = old[from];
-            }
-            new
-        }
+    /// `len` slots, slot `from` moved to `to` for each move, the others
+    /// at the identity.
+    fn relocate(&mut self, aggregate: &Aggregate, len: usize, moves: impl Moves) {
         self.values = match &self.values {
-            Values::I64(old) => Values::I64(moved(old, len, aggregate.identity_i64(), moves)),
-            Values::I128(old) => Values::I128(moved(old, len, aggregate.identity_i128(), moves)),
+            Values::I64(old) => {
+                Values::I64(moved(old, len, aggregate.identity_i64(), moves.clone()))
+            }
+            Values::I128(old) => {
+                Values::I128(moved(old, len, aggregate.identity_i128(), moves.clone()))
+            }
         };
         self.seen = moved(&self.seen, len, false, moves);
+    }
+
+    /// `len` slots, the new ones (at the end) at the identity.
+    fn grow(&mut self, aggregate: &Aggregate, len: usize) {
+        self.seen.resize(len, false);
+        match &mut self.values {
+            Values::I64(v) => v.resize(len, aggregate.identity_i64()),
+            Values::I128(v) => v.resize(len, aggregate.identity_i128()),
+        }
     }
 
     /// Adds the rows of `batch` at `slots`.
@@ -599,6 +605,22 @@ impl Accumulator {
             }
         }
     }
+}
+
+/// Slot moves: `(from, to)` pairs, given lazily so that a shift of every
+/// slot needs no list of them.
+trait Moves: Iterator<Item = (usize, usize)> + Clone {}
+
+impl<T: Iterator<Item = (usize, usize)> + Clone> Moves for T {}
+
+/// `old`'s values in a vector of `len`, slot `from` moved to `to` for each
+/// move, the others `fill`.
+fn moved<V: Copy>(old: &[V], len: usize, fill: V, moves: impl Moves) -> Vec<V> {
+    let mut new = vec![fill; len];
+    for (from, to) in moves {
+        new[to] = old[from];
+    }
+    new
 }
 
 /// Where a filter is true (null counts as false).
@@ -742,7 +764,7 @@ impl Slots {
             accumulators: shape.aggregates.iter().map(Accumulator::new).collect(),
             hint: shape.hint,
         };
-        slots.resize(shape, 1, &[]);
+        slots.resize(shape, 1, std::iter::empty());
         slots
     }
 
@@ -750,16 +772,12 @@ impl Slots {
         self.used.len()
     }
 
-    /// `len` slots, slot `from` moved to `to` for each pair, the others
+    /// `len` slots, slot `from` moved to `to` for each move, the others
     /// empty.
-    fn resize(&mut self, shape: &Shape, len: usize, moves: &[(usize, usize)]) {
-        let mut used = vec![false; len];
-        for &(from, to) in moves {
-            used[to] = self.used[from];
-        }
-        self.used = used;
+    fn resize(&mut self, shape: &Shape, len: usize, moves: impl Moves) {
+        self.used = moved(&self.used, len, false, moves.clone());
         for (acc, aggregate) in self.accumulators.iter_mut().zip(&shape.aggregates) {
-            acc.relocate(aggregate, len, moves);
+            acc.relocate(aggregate, len, moves.clone());
         }
     }
 
@@ -767,11 +785,7 @@ impl Slots {
     fn grow(&mut self, shape: &Shape, len: usize) {
         self.used.resize(len, false);
         for (acc, aggregate) in self.accumulators.iter_mut().zip(&shape.aggregates) {
-            acc.seen.resize(len, false);
-            match &mut acc.values {
-                Values::I64(v) => v.resize(len, aggregate.identity_i64()),
-                Values::I128(v) => v.resize(len, aggregate.identity_i128()),
-            }
+            acc.grow(aggregate, len);
         }
     }
 
@@ -894,10 +908,8 @@ impl Slots {
         };
         let len = (new_high - new_low + 2) as usize;
         let shift = (i128::from(base) - new_low) as usize;
-        let moves: Vec<(usize, usize)> = std::iter::once((0, 0))
-            .chain((1..=span).map(|s| (s, s + shift)))
-            .collect();
-        self.resize(shape, len, &moves);
+        let moves = std::iter::once((0, 0)).chain((1..=span).map(|s| (s, s + shift)));
+        self.resize(shape, len, moves);
         self.index = Index::Dense {
             base: new_low as i64,
         };
@@ -923,7 +935,7 @@ impl Slots {
             }
         }
         let len = keys.len();
-        self.resize(shape, len, &moves);
+        self.resize(shape, len, moves.iter().copied());
         self.index = Index::Sparse {
             slot_of,
             keys,
@@ -949,13 +961,12 @@ impl Slots {
             return;
         }
         let to = |key: i64| (key.wrapping_sub(low) as u64 as usize).wrapping_add(1);
-        let moved: Vec<usize> = std::iter::once(0)
+        let places: Vec<usize> = std::iter::once(0)
             .chain(keys[1..].iter().map(|&k| to(k)))
             .collect();
-        let moves: Vec<(usize, usize)> = moved.iter().copied().enumerate().collect();
-        self.resize(shape, span as usize + 1, &moves);
+        self.resize(shape, span as usize + 1, places.iter().copied().enumerate());
         for s in slots.iter_mut() {
-            *s = moved[*s];
+            *s = places[*s];
         }
         self.index = Index::Dense { base: low };
     }
