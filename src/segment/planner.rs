@@ -15,12 +15,15 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use datafusion::catalog::TableProvider;
-use datafusion::common::{Column, DataFusionError, JoinType, Result, ScalarValue};
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{Column, DFSchemaRef, DataFusionError, JoinType, Result, ScalarValue};
 use datafusion::datasource::provider_as_source;
 use datafusion::functions_aggregate::expr_fn::{avg, count, count_distinct, max, min, sum};
+use datafusion::logical_expr::simplify::SimplifyContext;
 use datafusion::logical_expr::{
     Expr, LogicalPlan, LogicalPlanBuilder, ScalarUDF, cast, col, lit, when,
 };
+use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use datafusion::prelude::coalesce;
 use segql_udfs::anniversary::anniversary_between::AnniversaryBetweenFunc;
 use segql_udfs::anniversary::in_yearly_window::InYearlyWindowFunc;
@@ -866,20 +869,53 @@ const BOUGHT_PASS: PassName = PassName {
 };
 
 /// `builder` (rows of `customers`, whose customer column is
-/// `customer_id`) left-joined to the per-customer `pass`, a derived table
-/// named as `named` says.
+/// `customer_id`) joined (`kind`: left, or inner) to the per-customer
+/// `pass`, a derived table named as `named` says.
 fn join_pass(
     builder: LogicalPlanBuilder,
     customer_id: Column,
     pass: LogicalPlan,
     named: PassName,
+    kind: JoinType,
 ) -> Result<LogicalPlanBuilder> {
     builder.join(
         LogicalPlanBuilder::from(pass).alias(named.name)?.build()?,
-        JoinType::Left,
+        kind,
         (vec![customer_id], vec![Column::from_name(named.key)]),
         None,
     )
+}
+
+/// Whether `filter` (over `schema`, the joined columns) is false or null
+/// for a customer the pass named `named` has no row for: every column of
+/// the pass null, the filter simplifies to a false or null constant.
+fn needs_a_row(filter: &Expr, named: PassName, schema: &DFSchemaRef) -> bool {
+    let absent = filter.clone().transform(|e| {
+        let Expr::Column(column) = &e else {
+            return Ok(Transformed::no(e));
+        };
+        match schema.qualified_field_from_column(column) {
+            Ok((Some(qualifier), field)) if qualifier.table() == named.name => {
+                Ok(Transformed::yes(Expr::Literal(
+                    ScalarValue::try_from(field.data_type())?,
+                    None,
+                )))
+            }
+            _ => Ok(Transformed::no(e)),
+        }
+    });
+    let Ok(absent) = absent else {
+        return false;
+    };
+    let context = SimplifyContext::builder()
+        .with_schema(Arc::clone(schema))
+        .build();
+    match ExprSimplifier::new(context).simplify(absent.data) {
+        Ok(Expr::Literal(value, _)) => {
+            value.is_null() || value == ScalarValue::Boolean(Some(false))
+        }
+        _ => false,
+    }
 }
 
 /// `customers` (its customer id and `columns`) left-joined once to each
@@ -930,7 +966,13 @@ pub fn customers_with_passes(
                 .filter(|f| f.name() != named.key)
                 .map(|f| Expr::Column(Column::new(Some(named.name), f.name()))),
         );
-        builder = join_pass(builder, Column::new(Some("customers"), id), scan, named)?;
+        builder = join_pass(
+            builder,
+            Column::new(Some("customers"), id),
+            scan,
+            named,
+            JoinType::Left,
+        )?;
     }
     // A `customers` column named like a pass column would make the names
     // of one table clash: each segment joins what it reads then.
@@ -1168,6 +1210,10 @@ impl<'a> Planner<'a> {
 
     /// `customers` left-joined to each per-customer pass (order metrics,
     /// events) on its customer column, joined to the subqueries, filtered.
+    /// A pass the filter needs a row of (the filter is false without one)
+    /// is inner-joined instead: the same rows, and DataFusion can then
+    /// filter the pass before the join and build the join on the fewer
+    /// rows.
     ///
     /// Each pass and subquery is a named derived table (a `SubqueryAlias`):
     /// the plan runs the same, and DataFusion's unparser then writes it as
@@ -1181,32 +1227,23 @@ impl<'a> Planner<'a> {
         passes: Vec<(LogicalPlan, PassName)>,
     ) -> Result<LogicalPlan> {
         let customers = Arc::clone(&self.catalog.customers);
-        let mut builder = LogicalPlanBuilder::scan(
-            "customers",
-            provider_as_source(Arc::clone(&customers)),
-            None,
-        )?;
-        for (pass, named) in passes {
-            builder = join_pass(builder, self.customer_id(), pass, named)?;
+        let filter = filters.into_iter().reduce(Expr::and);
+        let left = vec![JoinType::Left; passes.len()];
+        let mut builder = self.joined(&passes, &left)?;
+        if let Some(filter) = &filter {
+            let schema = Arc::clone(builder.schema());
+            let kinds: Vec<JoinType> = passes
+                .iter()
+                .map(|(_, named)| match needs_a_row(filter, *named, &schema) {
+                    true => JoinType::Inner,
+                    false => JoinType::Left,
+                })
+                .collect();
+            if kinds != left {
+                builder = self.joined(&passes, &kinds)?;
+            }
         }
-        let customer_id = self.customer_id();
-        for join in self.joins {
-            let (plan, join_type) = match join {
-                Join::Semi(plan) => (plan, JoinType::LeftSemi),
-                Join::Anti(plan) => (plan, JoinType::LeftAnti),
-                Join::Mark(plan) => (plan, JoinType::Left),
-            };
-            let key = plan.schema().field(0).name().clone();
-            builder = builder.join(
-                LogicalPlanBuilder::from(plan)
-                    .alias(key.as_str())?
-                    .build()?,
-                join_type,
-                (vec![customer_id.clone()], vec![Column::from_name(key)]),
-                None,
-            )?;
-        }
-        if let Some(filter) = filters.into_iter().reduce(Expr::and) {
+        if let Some(filter) = filter {
             builder = builder.filter(filter)?;
         }
         let columns: Vec<Expr> = customers
@@ -1216,6 +1253,41 @@ impl<'a> Planner<'a> {
             .map(|f| customer_col(f.name()))
             .collect();
         builder.project(columns)?.build()
+    }
+
+    /// `customers` joined to each pass as `kinds` says, then to the
+    /// subqueries.
+    fn joined(
+        &self,
+        passes: &[(LogicalPlan, PassName)],
+        kinds: &[JoinType],
+    ) -> Result<LogicalPlanBuilder> {
+        let mut builder = LogicalPlanBuilder::scan(
+            "customers",
+            provider_as_source(Arc::clone(&self.catalog.customers)),
+            None,
+        )?;
+        for ((pass, named), kind) in passes.iter().zip(kinds) {
+            builder = join_pass(builder, self.customer_id(), pass.clone(), *named, *kind)?;
+        }
+        let customer_id = self.customer_id();
+        for join in &self.joins {
+            let (plan, join_type) = match join {
+                Join::Semi(plan) => (plan, JoinType::LeftSemi),
+                Join::Anti(plan) => (plan, JoinType::LeftAnti),
+                Join::Mark(plan) => (plan, JoinType::Left),
+            };
+            let key = plan.schema().field(0).name().clone();
+            builder = builder.join(
+                LogicalPlanBuilder::from(plan.clone())
+                    .alias(key.as_str())?
+                    .build()?,
+                join_type,
+                (vec![customer_id.clone()], vec![Column::from_name(key)]),
+                None,
+            )?;
+        }
+        Ok(builder)
     }
 
     /// `customers`' customer id column.
@@ -2311,6 +2383,85 @@ mod tests {
             error.contains("no metrics computed for the scope"),
             "{error}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_pass_the_condition_needs_a_row_of_is_inner_joined() {
+        use datafusion::arrow::array::{Float64Array, Int64Array, StringArray};
+        use datafusion::arrow::record_batch::RecordBatch;
+        use datafusion::arrow::util::pretty::pretty_format_batches;
+        use datafusion::prelude::DataFrame;
+
+        let ctx = SessionContext::new();
+        let customers = Arc::new(Schema::new(vec![
+            Field::new("customer_id", DataType::Int64, true),
+            Field::new("country", DataType::Utf8, true),
+        ]));
+        let customers = RecordBatch::try_new(
+            customers,
+            vec![
+                Arc::new(Int64Array::from(vec![1, 2, 3, 4])),
+                Arc::new(StringArray::from(vec!["DE", "FR", "DE", "UK"])),
+            ],
+        )
+        .unwrap();
+        let ts = DataType::Timestamp(TimeUnit::Microsecond, None);
+        let orders = Arc::new(Schema::new(vec![
+            Field::new("customer_id", DataType::Int64, true),
+            Field::new("order_id", DataType::Int64, false),
+            Field::new("order_ts", ts, false),
+            Field::new("amount", DataType::Float64, false),
+        ]));
+        // Customer 1: three orders, 2: one, 3 and 4: none; 9 is no customer.
+        let day = 1_323_000_000_000_000_i64;
+        let orders = RecordBatch::try_new(
+            orders,
+            vec![
+                Arc::new(Int64Array::from(vec![1, 1, 1, 2, 9])),
+                Arc::new(Int64Array::from(vec![10, 11, 12, 13, 14])),
+                Arc::new(datafusion::arrow::array::TimestampMicrosecondArray::from(
+                    vec![day; 5],
+                )),
+                Arc::new(Float64Array::from(vec![5.0, 6.0, 7.0, 8.0, 9.0])),
+            ],
+        )
+        .unwrap();
+        for (name, batch) in [("customers", customers), ("orders", orders)] {
+            let table = MemTable::try_new(batch.schema(), vec![vec![batch]]).unwrap();
+            ctx.register_table(name, Arc::new(table)).unwrap();
+        }
+        let as_of = AsOf::day(NaiveDate::from_ymd_opt(2011, 12, 10).unwrap());
+        let catalog = SegmentCatalog::from_session(&ctx, as_of).await.unwrap();
+        for (condition, join, members) in [
+            ("orders_count >= 2", "Inner Join", "1"),
+            ("orders_count >= 1 AND country = 'DE'", "Inner Join", "1"),
+            ("orders_count >= 2 OR country = 'UK'", "Left Join", "1, 4"),
+            ("orders_count = 0", "Left Join", "3, 4"),
+            ("NOT orders_count >= 2", "Left Join", "2, 3, 4"),
+            ("country = 'FR'", "", "2"),
+        ] {
+            let plan = super::plan_text(condition, &catalog, as_of).unwrap();
+            let text = format!("{plan}");
+            let joins = ["Inner Join", "Left Join"].map(|kind| text.matches(kind).count());
+            let expected = ["Inner Join", "Left Join"].map(|kind| usize::from(kind == join));
+            assert_eq!(joins, expected, "{condition}: {text}");
+            let rows = DataFrame::new(ctx.state(), plan)
+                .sort_by(vec![datafusion::prelude::col("customer_id")])
+                .unwrap()
+                .collect()
+                .await
+                .unwrap();
+            let ids = pretty_format_batches(&rows)
+                .unwrap()
+                .to_string()
+                .lines()
+                .filter_map(|line| line.split('|').nth(1))
+                .map(str::trim)
+                .filter(|id| id.parse::<i64>().is_ok())
+                .collect::<Vec<_>>()
+                .join(", ");
+            assert_eq!(ids, members, "{condition}");
+        }
     }
 
     #[tokio::test]
