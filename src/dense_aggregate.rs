@@ -374,11 +374,8 @@ impl ExecutionPlan for DenseAggregateExec {
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let [input] = <[_; 1]>::try_from(children).or_else(|children| {
-            internal_err!("DenseAggregateExec takes one input, got {}", children.len())
-        })?;
         Ok(Arc::new(Self::new(
-            input,
+            crate::observe::only_input(children, "DenseAggregateExec")?,
             Arc::clone(&self.shape),
             Arc::clone(&self.schema),
         )))

@@ -174,11 +174,8 @@ impl ExecutionPlan for ObserveExec {
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let [input] = <[_; 1]>::try_from(children).or_else(|children| {
-            internal_err!("ObserveExec takes one input, got {}", children.len())
-        })?;
         Ok(Arc::new(Self {
-            input,
+            input: only_input(children, "ObserveExec")?,
             observer: Arc::clone(&self.observer),
             keeps: self.keeps.clone(),
         }))
@@ -199,6 +196,17 @@ impl ExecutionPlan for ObserveExec {
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, seen)))
     }
+}
+
+/// The one input of an operator that takes one (`with_new_children`'s
+/// `children`), or an internal error naming `operator`.
+pub(crate) fn only_input(
+    children: Vec<Arc<dyn ExecutionPlan>>,
+    operator: &str,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let [input] = <[_; 1]>::try_from(children)
+        .or_else(|children| internal_err!("{operator} takes one input, got {}", children.len()))?;
+    Ok(input)
 }
 
 #[cfg(test)]
