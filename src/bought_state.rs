@@ -6,7 +6,7 @@
 //! call: the calls test a few categories, or only recent days. The state
 //! keeps the lines some call may match ([`bought_lines_plan`]: customer,
 //! order time, order id and a flag per call), whenever they were placed,
-//! and a refresh counts them ([`bought_counts_plan`]) instead of joining
+//! and a refresh counts them ([`bought_partials_plan`]) instead of joining
 //! every line of `order_items` to `orders` and `products` again.
 //!
 //! The lines are kept for the calls as they are without their days; a
@@ -49,7 +49,7 @@ use crate::error::{Error, in_step};
 use crate::segment::SegmentCatalog;
 use crate::segment::columns::{Role, SourceTable};
 use crate::segment::planner::{
-    bought_added_plan, bought_kept_plans, bought_lines_plan, bought_merged_plan,
+    Counted, bought_added_plan, bought_kept_plans, bought_lines_plan, bought_merged_plan,
     bought_partials_plan, first_day,
 };
 use crate::segment::resolve::{Bought, CallFilter, DayTest, ItemFilter, ItemTable};
@@ -336,7 +336,12 @@ pub async fn bought_pass(
     });
     kept.layers = manifest.layers.len();
     let lines: Vec<KeptFile> = manifest.layers.iter().map(|l| l.lines.clone()).collect();
-    let counted = bought_partials_plan(scan(ctx, &folder, &lines).await?, as_of, calls, true)?;
+    let counted = bought_partials_plan(
+        scan(ctx, &folder, &lines).await?,
+        as_of,
+        calls,
+        Counted::Days,
+    )?;
     // The oldest layer's partial counts (one row per customer, most of
     // them at scale 1) are joined to the counts of the lines, added up
     // with the newer layers' partial counts when there are some.

@@ -1833,18 +1833,23 @@ pub fn events_pass_plan(
 /// with a matching purchase line, `__bought_pass_{i}` counts the distinct
 /// orders matching `calls[i]` (the lines for `count: 1`; capped at 2 for
 /// `count: 2`, which needs no more to decide). See
-/// [`Pass`](super::catalog::Pass).
+/// [`Pass`](super::catalog::Pass). When every call tests the product, the
+/// lines' flags test the placement before `as_of` after the products join
+/// (see [`lines_plan`]) rather than a filter on every line.
 pub fn bought_pass_plan(
     catalog: &SegmentCatalog,
     as_of: AsOf,
     calls: &[Bought],
 ) -> Result<LogicalPlan> {
-    bought_counts_plan(
-        bought_lines_plan(catalog, as_of, calls)?,
-        as_of,
-        calls,
-        false,
-    )
+    let (lines, flags_before) = lines_plan(catalog, as_of, calls, true)?;
+    let counted = if flags_before {
+        Counted::FlagsPlaced
+    } else {
+        Counted::Placed
+    };
+    LogicalPlanBuilder::from(bought_partials_plan(lines, as_of, calls, counted)?)
+        .project(bought_finish(calls)?)?
+        .build()
 }
 
 /// The columns of [`bought_lines_plan`]'s rows: the line's customer, its
@@ -1864,13 +1869,29 @@ pub fn line_flag(i: usize) -> String {
 /// whenever placed: each line's customer ([`LINE_CUSTOMER`]), order time
 /// ([`LINE_TS`]) and order id ([`LINE_ORDER`]), and per call whether the
 /// line passes its tests ([`line_flag`]). The purchase rule is applied;
-/// the `as_of` bound is left to [`bought_counts_plan`], so a store can
+/// the `as_of` bound is left to [`bought_partials_plan`], so a store can
 /// keep these lines for later days.
 pub fn bought_lines_plan(
     catalog: &SegmentCatalog,
     as_of: AsOf,
     calls: &[Bought],
 ) -> Result<LogicalPlan> {
+    lines_plan(catalog, as_of, calls, false).map(|(lines, _)| lines)
+}
+
+/// [`bought_lines_plan`]; with `before`, when the join with the products
+/// tested drops most lines, each flag also tests the rest of a purchase
+/// (a customer id, placed before `as_of`), and the answer says so: as a
+/// filter, those tests would go below the join, onto every line (a copy
+/// of nearly all of them, as most lines pass), while the flags test the
+/// few lines left. A line without a customer then counts for none (its
+/// customer, null, joins no customer).
+fn lines_plan(
+    catalog: &SegmentCatalog,
+    as_of: AsOf,
+    calls: &[Bought],
+    before: bool,
+) -> Result<(LogicalPlan, bool)> {
     let (mut lines, purchase, order_id) = bought_lines(catalog)?;
     let products = catalog.products.as_ref().map(Arc::clone);
     // A call's product test (category, brand, ...) is the same for every
@@ -1906,12 +1927,16 @@ pub fn bought_lines_plan(
     // status of the lines left instead of every line (a customer whose
     // lines all fail it then counts 0, as one without lines would).
     let mut purchase_filter = purchase.filter(&catalog.purchases, None);
-    if every_product
-        && products.is_some()
-        && let Some(status) = purchase.status_test(&catalog.purchases)
-    {
+    let joined_first = every_product && products.is_some();
+    if joined_first && let Some(status) = purchase.status_test(&catalog.purchases) {
         tests = tests.into_iter().map(|t| t.and(status.clone())).collect();
         purchase_filter = purchase.base_filter(None);
+    }
+    let flags_before = before && joined_first;
+    if flags_before {
+        let placed = purchase.base_filter(Some(as_of));
+        tests = tests.into_iter().map(|t| t.and(placed.clone())).collect();
+        purchase_filter = lit(true);
     }
     if let (false, Some(products)) = (product_tests.is_empty(), products) {
         let (line_keys, product_keys) = product_keys(catalog);
@@ -1953,26 +1978,25 @@ pub fn bought_lines_plan(
             .enumerate()
             .map(|(i, test)| test.alias(line_flag(i))),
     );
-    lines
+    let lines = lines
         .filter(purchase_filter.and(any))?
         .project(projection)?
-        .build()
+        .build()?;
+    Ok((lines, flags_before))
 }
 
-/// The counts of [`bought_pass_plan`] from `lines`, rows of
-/// [`bought_lines_plan`] for calls whose `i`-th flag tests the `i`-th call
-/// of `calls`: only the lines placed before `as_of` count, and with
-/// `days` each call's day tests are applied again (the lines were kept for
-/// wider days than `calls` have now).
-pub fn bought_counts_plan(
-    lines: LogicalPlan,
-    as_of: AsOf,
-    calls: &[Bought],
-    days: bool,
-) -> Result<LogicalPlan> {
-    LogicalPlanBuilder::from(bought_partials_plan(lines, as_of, calls, days)?)
-        .project(bought_finish(calls)?)?
-        .build()
+/// Which tests [`bought_partials_plan`] applies to the flags of `lines`
+/// before counting them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counted {
+    /// The flags of [`bought_lines_plan`]: only the lines placed before
+    /// `as_of` count.
+    Placed,
+    /// Flags that test the placement themselves (see [`bought_pass_plan`]).
+    FlagsPlaced,
+    /// Lines kept for wider days than the calls have now: the lines placed
+    /// before `as_of` count, each call's day tests applied again.
+    Days,
 }
 
 /// The column of a customer's partial count of the `i`-th call: lines
@@ -1990,7 +2014,8 @@ pub fn bought_high(i: usize) -> String {
     format!("__bought_high_{i}")
 }
 
-/// Per customer with a line in `lines` ([`bought_counts_plan`]'s rows),
+/// Per customer with a line in `lines` (rows of [`bought_lines_plan`],
+/// whose `i`-th flag tests the `i`-th call of `calls`, see [`Counted`]),
 /// the partial counts of every call (see [`bought_count`]), before they
 /// are finished into `__bought_pass_{i}`: partials of disjoint sets of
 /// lines add up (counts summed, lows the smallest, highs the largest) for
@@ -1999,7 +2024,7 @@ pub fn bought_partials_plan(
     lines: LogicalPlan,
     as_of: AsOf,
     calls: &[Bought],
-    days: bool,
+    counted: Counted,
 ) -> Result<LogicalPlan> {
     use datafusion::logical_expr::ExprFunctionExt;
     let ts_type = line_ts_type(&lines)?;
@@ -2010,7 +2035,7 @@ pub fn bought_partials_plan(
         .enumerate()
         .map(|(i, call)| {
             let flag = col(line_flag(i));
-            if !days {
+            if counted != Counted::Days {
                 return flag;
             }
             call.filters
@@ -2059,9 +2084,13 @@ pub fn bought_partials_plan(
     // optimizer factor a test common to every flag, such as the status,
     // out of them and below the products join, onto every line.)
     let before = before_expr(ts, &ts_type, as_of);
-    let keep = if days { before.and(any) } else { before };
-    LogicalPlanBuilder::from(lines)
-        .filter(keep)?
+    let lines = LogicalPlanBuilder::from(lines);
+    let lines = match counted {
+        Counted::Placed => lines.filter(before)?,
+        Counted::FlagsPlaced => lines,
+        Counted::Days => lines.filter(before.and(any))?,
+    };
+    lines
         .aggregate(
             vec![col(LINE_CUSTOMER).alias("__bought_customer")],
             aggregates,
@@ -2114,7 +2143,10 @@ pub fn bought_kept_plans(
         .project(earlier)?
         .filter(any())?
         .build()?;
-    Ok((kept, bought_partials_plan(sums, as_of, calls, false)?))
+    Ok((
+        kept,
+        bought_partials_plan(sums, as_of, calls, Counted::Placed)?,
+    ))
 }
 
 /// The partials of `whole` and `part` (plans of [`bought_partials_plan`]'s
@@ -2460,6 +2492,130 @@ mod tests {
                 .filter(|id| id.parse::<i64>().is_ok())
                 .collect::<Vec<_>>()
                 .join(", ");
+            assert_eq!(ids, members, "{condition}");
+        }
+    }
+
+    #[tokio::test]
+    async fn product_tested_flags_count_purchases_placed_before_the_day() {
+        use datafusion::arrow::array::{Int64Array, StringArray, TimestampMicrosecondArray};
+        use datafusion::arrow::record_batch::RecordBatch;
+        use datafusion::physical_plan::displayable;
+        use datafusion::prelude::DataFrame;
+
+        let ctx = SessionContext::new();
+        let batch = |fields: Vec<Field>, columns| {
+            RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
+        };
+        let customers = batch(
+            vec![Field::new("customer_id", DataType::Int64, true)],
+            vec![Arc::new(Int64Array::from(vec![1, 2, 3, 4]))],
+        );
+        let products = batch(
+            vec![
+                Field::new("product_id", DataType::Int64, false),
+                Field::new("category", DataType::Utf8, false),
+            ],
+            vec![
+                Arc::new(Int64Array::from(vec![100, 200])),
+                Arc::new(StringArray::from(vec!["Sofas", "Tables"])),
+            ],
+        );
+        // As of 2011-12-10: `day` is before it, `later` on it.
+        let (day, later) = (1_323_000_000_000_000_i64, 1_323_475_200_000_000_i64);
+        let ts = DataType::Timestamp(TimeUnit::Microsecond, None);
+        // Customer 1: a sofa before the day and one on it; 2: a sofa on the
+        // day only; 3: a cancelled sofa and a table; 4: a sofa in two
+        // orders; a sofa of no customer. (Two calls or more are counted in
+        // one pass over the lines, with a flag per call.)
+        let items = batch(
+            vec![
+                Field::new("customer_id", DataType::Int64, true),
+                Field::new("order_id", DataType::Int64, false),
+                Field::new("order_ts", ts, false),
+                Field::new("product_id", DataType::Int64, false),
+                Field::new("status", DataType::Utf8, true),
+            ],
+            vec![
+                Arc::new(Int64Array::from(vec![
+                    Some(1),
+                    Some(1),
+                    Some(2),
+                    Some(3),
+                    Some(3),
+                    Some(4),
+                    Some(4),
+                    None,
+                ])),
+                Arc::new(Int64Array::from(vec![10, 11, 12, 13, 14, 15, 16, 17])),
+                Arc::new(TimestampMicrosecondArray::from(vec![
+                    day, later, later, day, day, day, day, day,
+                ])),
+                Arc::new(Int64Array::from(vec![
+                    100, 100, 100, 100, 200, 100, 100, 100,
+                ])),
+                Arc::new(StringArray::from(vec![
+                    Some("paid"),
+                    Some("paid"),
+                    Some("paid"),
+                    Some("Cancelled"),
+                    None,
+                    Some("paid"),
+                    Some("paid"),
+                    Some("paid"),
+                ])),
+            ],
+        );
+        for (name, batch) in [
+            ("customers", customers),
+            ("products", products),
+            ("order_items", items),
+        ] {
+            let table = MemTable::try_new(batch.schema(), vec![vec![batch]]).unwrap();
+            ctx.register_table(name, Arc::new(table)).unwrap();
+        }
+        let as_of = AsOf::day(NaiveDate::from_ymd_opt(2011, 12, 10).unwrap());
+        let catalog = SegmentCatalog::from_session(&ctx, as_of).await.unwrap();
+        for (condition, members) in [
+            (
+                "bought(category: 'Sofas') AND NOT bought(category: 'Tables')",
+                vec![1, 4],
+            ),
+            (
+                "bought(category: 'Sofas', count: 2) OR bought(category: 'Tables')",
+                vec![3, 4],
+            ),
+            (
+                "bought(category: 'Tables') AND NOT bought(category: 'Sofas')",
+                vec![3],
+            ),
+            (
+                "NOT bought(category: 'Sofas') AND NOT bought(category: 'Tables')",
+                vec![2],
+            ),
+        ] {
+            let plan = super::plan_text(condition, &catalog, as_of).unwrap();
+            let frame = DataFrame::new(ctx.state(), plan)
+                .sort_by(vec![datafusion::prelude::col("customer_id")])
+                .unwrap();
+            // No filter on the lines below the products join: the
+            // purchase's tests are in the flags the join's output sets.
+            let physical = frame.clone().create_physical_plan().await.unwrap();
+            let text = displayable(physical.as_ref()).indent(false).to_string();
+            let below_join = text.split("HashJoinExec").last().unwrap_or_default();
+            assert!(!below_join.contains("IS NOT NULL"), "{condition}: {text}");
+            let rows = frame.collect().await.unwrap();
+            let ids: Vec<i64> = rows
+                .iter()
+                .flat_map(|b| {
+                    let column = b.column_by_name("customer_id").unwrap();
+                    datafusion::arrow::array::AsArray::as_primitive::<
+                        datafusion::arrow::datatypes::Int64Type,
+                    >(column)
+                    .values()
+                    .to_vec()
+                })
+                .collect();
             assert_eq!(ids, members, "{condition}");
         }
     }
