@@ -1742,29 +1742,39 @@ pub fn events_pass_plan(
     let ts_type = type_of(&events.schema(), name(Role::EventTs));
     let ts = column(name(Role::EventTs));
     let event = column(name(Role::Event));
-    let matches: Vec<Expr> = tests
+    // Each test's days, its name, its other columns.
+    let parts: Vec<[Option<Expr>; 3]> = tests
         .iter()
         .map(|test| {
-            // Its days, its name, its other columns.
             let (days, columns) = scope_parts(&test.filters, &ts, &ts_type, as_of);
-            let named = event.clone().eq(lit(test.event.clone()));
-            let test = match days {
-                Some(days) => days.and(named),
-                None => named,
-            };
-            match columns {
-                Some(columns) => test.and(columns),
-                None => test,
-            }
+            [
+                days,
+                Some(event.clone().eq(lit(test.event.clone()))),
+                columns,
+            ]
         })
         .collect();
+    let matches: Vec<Expr> = parts
+        .iter()
+        .map(|part| part.iter().flatten().cloned().reduce(Expr::and))
+        .map(|test| test.unwrap_or(lit(true)))
+        .collect();
     // Time bounds first: they are cheap, and DataFusion tests each later
-    // conjunct only on the rows the earlier ones kept, so a window of days
-    // spares the text compares of every older event. With several tests,
-    // the earliest day and the names tested prune the rows first; one
-    // test is its own prefilter (repeating its terms would let the
+    // conjunct only on the rows the earlier ones kept (when few are), so a
+    // window of days spares the text compares of every older event, and
+    // its first day, tested before the bound of `as_of` that nearly every
+    // event passes, spares that compare too. With several tests, the
+    // earliest day and the names tested prune the rows first; one test is
+    // its own prefilter, its days first (repeating its terms would let the
     // simplifier fold them and put the name test first).
     let mut filter = before_expr(ts.clone(), &ts_type, as_of);
+    let mut matched = matches.iter().cloned().reduce(Expr::or);
+    if let [[days, named, columns]] = parts.as_slice() {
+        if let Some(days) = days {
+            filter = days.clone().and(filter);
+        }
+        matched = named.iter().chain(columns).cloned().reduce(Expr::and);
+    }
     if tests.len() > 1 {
         if let Some(first) = earliest_day(tests.iter().map(|t| t.filters.as_slice())) {
             filter = day_bound(ts.clone(), &ts_type, as_of, first, true).and(filter);
@@ -1778,14 +1788,9 @@ pub fn events_pass_plan(
         }
         filter = filter.and(event.in_list(names, false));
     }
-    filter = filter.and(column(name(Role::CustomerId)).is_not_null());
-    filter = filter.and(
-        matches
-            .iter()
-            .cloned()
-            .reduce(Expr::or)
-            .unwrap_or(lit(false)),
-    );
+    filter = filter
+        .and(column(name(Role::CustomerId)).is_not_null())
+        .and(matched.unwrap_or(lit(false)));
     let mut aggregates = Vec::new();
     for (i, test) in matches.into_iter().enumerate() {
         aggregates.push(
