@@ -1514,6 +1514,13 @@ impl<'a> Planner<'a> {
             purchase.filter(&self.catalog.purchases, Some(self.as_of)),
             Expr::and,
         );
+        if let (Some(product_filter), Some(products)) = (
+            product_filter.clone(),
+            self.catalog.products.as_ref().map(Arc::clone),
+        ) {
+            let lines = (lines, purchase, order_id);
+            return self.bought_products(bought, lines, (product_filter, products), filter);
+        }
         let mut lines = lines.filter(filter)?;
         // Product attributes (category, brand, ...) come from `products`,
         // joined on the product id only when a filter names one.
@@ -1545,6 +1552,60 @@ impl<'a> Planner<'a> {
                 vec![count_distinct(order_id).alias("__n")],
             )?
             .filter(col("__n").gt_eq(lit(bought.min_count)))?
+            .project(vec![col(&alias)])?
+            .build()
+    }
+
+    /// [`Self::bought`] of a call that tests the product (`lines`: those of
+    /// [`bought_lines`]): the lines are joined to the few products it
+    /// matches first, and the purchase's
+    /// tests (`tests`: a customer id, the status, placed before the day,
+    /// the call's own) count the lines left. As a filter, DataFusion would
+    /// move those tests below the join, onto every line (the status a text
+    /// compare on each, and a copy of nearly all of them); only the call's
+    /// first day stays there, where Parquet statistics can skip older row
+    /// groups and most lines of a short window drop before the join.
+    fn bought_products(
+        &self,
+        bought: &Bought,
+        (mut lines, purchase, order_id): (LogicalPlanBuilder, PurchaseColumns, Expr),
+        (product_filter, products): (Expr, Arc<dyn TableProvider>),
+        tests: Expr,
+    ) -> Result<LogicalPlan> {
+        use datafusion::logical_expr::ExprFunctionExt;
+        let alias = format!("__bought_{}", self.joins.len());
+        if let Some(first) = earliest_day(std::iter::once(bought.filters.as_slice())) {
+            lines = lines.filter(day_bound(
+                purchase.ts.clone(),
+                &purchase.ts_type,
+                self.as_of,
+                first,
+                true,
+            ))?;
+        }
+        let products = LogicalPlanBuilder::scan("products", provider_as_source(products), None)?
+            .filter(product_filter)?
+            .build()?;
+        // `count: 1` counts lines; larger counts, distinct orders. (The
+        // builder sets DISTINCT itself: it would drop the flag of a
+        // `count_distinct`.)
+        let counted = if bought.min_count <= 1 {
+            count(lit(1)).filter(tests).build()?
+        } else {
+            count(order_id).distinct().filter(tests).build()?
+        };
+        lines
+            .join(
+                products,
+                JoinType::LeftSemi,
+                product_keys(self.catalog),
+                None,
+            )?
+            .aggregate(
+                vec![purchase.customer.alias(&alias)],
+                vec![counted.alias("__n")],
+            )?
+            .filter(col("__n").gt_eq(lit(bought.min_count.max(1))))?
             .project(vec![col(&alias)])?
             .build()
     }
@@ -2502,7 +2563,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn product_tested_flags_count_purchases_placed_before_the_day() {
+    async fn product_tested_bought_counts_purchases_placed_before_the_day() {
         use datafusion::arrow::array::{Int64Array, StringArray, TimestampMicrosecondArray};
         use datafusion::arrow::record_batch::RecordBatch;
         use datafusion::physical_plan::displayable;
@@ -2532,7 +2593,8 @@ mod tests {
         // Customer 1: a sofa before the day and one on it; 2: a sofa on the
         // day only; 3: a cancelled sofa and a table; 4: a sofa in two
         // orders; a sofa of no customer. (Two calls or more are counted in
-        // one pass over the lines, with a flag per call.)
+        // one pass over the lines, with a flag per call; a call alone is a
+        // set of customers.)
         let items = batch(
             vec![
                 Field::new("customer_id", DataType::Int64, true),
@@ -2598,13 +2660,19 @@ mod tests {
                 "NOT bought(category: 'Sofas') AND NOT bought(category: 'Tables')",
                 vec![2],
             ),
+            // One call alone: its customers, joined to `customers`.
+            ("bought(category: 'Sofas')", vec![1, 4]),
+            ("bought(category: 'Sofas', count: 2)", vec![4]),
+            ("bought(category: 'Tables')", vec![3]),
+            ("NOT bought(category: 'Sofas')", vec![2, 3]),
         ] {
             let plan = super::plan_text(condition, &catalog, as_of).unwrap();
             let frame = DataFrame::new(ctx.state(), plan)
                 .sort_by(vec![datafusion::prelude::col("customer_id")])
                 .unwrap();
             // No filter on the lines below the products join: the
-            // purchase's tests are in the flags the join's output sets.
+            // purchase's tests count the lines it keeps (the flags of a
+            // pass, or the count of a call alone).
             let physical = frame.clone().create_physical_plan().await.unwrap();
             let text = displayable(physical.as_ref()).indent(false).to_string();
             let below_join = text.split("HashJoinExec").last().unwrap_or_default();
