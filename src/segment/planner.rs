@@ -1514,31 +1514,16 @@ impl<'a> Planner<'a> {
             purchase.filter(&self.catalog.purchases, Some(self.as_of)),
             Expr::and,
         );
-        if let (Some(product_filter), Some(products)) = (
-            product_filter.clone(),
-            self.catalog.products.as_ref().map(Arc::clone),
-        ) {
-            let lines = (lines, purchase, order_id);
-            return self.bought_products(bought, lines, (product_filter, products), filter);
-        }
-        let mut lines = lines.filter(filter)?;
         // Product attributes (category, brand, ...) come from `products`,
         // joined on the product id only when a filter names one.
         if let (Some(product_filter), Some(products)) = (
             product_filter,
             self.catalog.products.as_ref().map(Arc::clone),
         ) {
-            let products =
-                LogicalPlanBuilder::scan("products", provider_as_source(products), None)?
-                    .filter(product_filter)?
-                    .build()?;
-            lines = lines.join(
-                products,
-                JoinType::LeftSemi,
-                product_keys(self.catalog),
-                None,
-            )?;
+            let lines = (lines, purchase, order_id);
+            return self.bought_products(bought, lines, (product_filter, products), filter);
         }
+        let lines = lines.filter(filter)?;
         // One matching line is enough for the default `count: 1`: the
         // customers, each once, without counting orders.
         if bought.min_count <= 1 {
@@ -1558,13 +1543,13 @@ impl<'a> Planner<'a> {
 
     /// [`Self::bought`] of a call that tests the product (`lines`: those of
     /// [`bought_lines`]): the lines are joined to the few products it
-    /// matches first, and the purchase's
-    /// tests (`tests`: a customer id, the status, placed before the day,
-    /// the call's own) count the lines left. As a filter, DataFusion would
-    /// move those tests below the join, onto every line (the status a text
-    /// compare on each, and a copy of nearly all of them); only the call's
-    /// first day stays there, where Parquet statistics can skip older row
-    /// groups and most lines of a short window drop before the join.
+    /// matches first, and the purchase's tests (`tests`: a customer id, the
+    /// status, placed before the day, the call's own) count the lines left.
+    /// As a filter, DataFusion would move those tests below the join, onto
+    /// every line (the status a text compare on each, and a copy of nearly
+    /// all of them); only the call's first day stays there, where Parquet
+    /// statistics can skip older row groups and most lines of a short
+    /// window drop before the join.
     fn bought_products(
         &self,
         bought: &Bought,
