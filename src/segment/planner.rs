@@ -1514,14 +1514,17 @@ impl<'a> Planner<'a> {
             purchase.filter(&self.catalog.purchases, Some(self.as_of)),
             Expr::and,
         );
-        // Product attributes (category, brand, ...) come from `products`,
-        // joined on the product id only when a filter names one.
-        if let (Some(product_filter), Some(products)) = (
-            product_filter,
-            self.catalog.products.as_ref().map(Arc::clone),
-        ) {
-            let lines = (lines, purchase, order_id);
-            return self.bought_products(bought, lines, (product_filter, products), filter);
+        // A call that tests the product (category, brand, ...) counts its
+        // lines as the pass of several calls does: joined to the few
+        // products it matches first, the purchase's tests applied to the
+        // lines the join keeps (as a filter here, DataFusion would move
+        // them below the join, onto every line).
+        if product_filter.is_some() && self.catalog.products.is_some() {
+            let pass = bought_pass_plan(self.catalog, self.as_of, std::slice::from_ref(bought))?;
+            return LogicalPlanBuilder::from(pass)
+                .filter(col("__bought_pass_0").gt_eq(lit(bought.min_count.max(1))))?
+                .project(vec![col(BOUGHT_PASS.key).alias(&alias)])?
+                .build();
         }
         let lines = lines.filter(filter)?;
         // One matching line is enough for the default `count: 1`: the
@@ -1537,60 +1540,6 @@ impl<'a> Planner<'a> {
                 vec![count_distinct(order_id).alias("__n")],
             )?
             .filter(col("__n").gt_eq(lit(bought.min_count)))?
-            .project(vec![col(&alias)])?
-            .build()
-    }
-
-    /// [`Self::bought`] of a call that tests the product (`lines`: those of
-    /// [`bought_lines`]): the lines are joined to the few products it
-    /// matches first, and the purchase's tests (`tests`: a customer id, the
-    /// status, placed before the day, the call's own) count the lines left.
-    /// As a filter, DataFusion would move those tests below the join, onto
-    /// every line (the status a text compare on each, and a copy of nearly
-    /// all of them); only the call's first day stays there, where Parquet
-    /// statistics can skip older row groups and most lines of a short
-    /// window drop before the join.
-    fn bought_products(
-        &self,
-        bought: &Bought,
-        (mut lines, purchase, order_id): (LogicalPlanBuilder, PurchaseColumns, Expr),
-        (product_filter, products): (Expr, Arc<dyn TableProvider>),
-        tests: Expr,
-    ) -> Result<LogicalPlan> {
-        use datafusion::logical_expr::ExprFunctionExt;
-        let alias = format!("__bought_{}", self.joins.len());
-        if let Some(first) = earliest_day(std::iter::once(bought.filters.as_slice())) {
-            lines = lines.filter(day_bound(
-                purchase.ts.clone(),
-                &purchase.ts_type,
-                self.as_of,
-                first,
-                true,
-            ))?;
-        }
-        let products = LogicalPlanBuilder::scan("products", provider_as_source(products), None)?
-            .filter(product_filter)?
-            .build()?;
-        // `count: 1` counts lines; larger counts, distinct orders. (The
-        // builder sets DISTINCT itself: it would drop the flag of a
-        // `count_distinct`.)
-        let counted = if bought.min_count <= 1 {
-            count(lit(1)).filter(tests).build()?
-        } else {
-            count(order_id).distinct().filter(tests).build()?
-        };
-        lines
-            .join(
-                products,
-                JoinType::LeftSemi,
-                product_keys(self.catalog),
-                None,
-            )?
-            .aggregate(
-                vec![purchase.customer.alias(&alias)],
-                vec![counted.alias("__n")],
-            )?
-            .filter(col("__n").gt_eq(lit(bought.min_count.max(1))))?
             .project(vec![col(&alias)])?
             .build()
     }
