@@ -53,11 +53,11 @@ use futures::{StreamExt, TryStreamExt};
 /// Slots per group a partition may hold: keys indexed directly while at
 /// least a quarter of the slots between the least and the greatest key are
 /// used, through a map when fewer are.
-const SLOTS_PER_GROUP: usize = 4;
+pub(crate) const SLOTS_PER_GROUP: usize = 4;
 /// Groups a partition reaches through a map before it considers slots.
-const FEW_GROUPS: usize = 1024;
+pub(crate) const FEW_GROUPS: usize = 1024;
 /// Slots a partition never goes beyond.
-const MOST_SLOTS: usize = 1 << 28;
+pub(crate) const MOST_SLOTS: usize = 1 << 28;
 
 /// Puts [`DenseAggregateExec`] in place of the aggregates it can compute.
 #[derive(Debug, Default)]

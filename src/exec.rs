@@ -12,7 +12,7 @@ use datafusion::common::{Column, JoinType};
 use datafusion::dataframe::DataFrame;
 use datafusion::datasource::provider_as_source;
 use datafusion::execution::SessionStateBuilder;
-use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
+use datafusion::execution::memory_pool::{FairSpillPool, MemoryLimit, TrackConsumersPool};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::logical_expr::{Expr, LogicalPlanBuilder, col};
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
@@ -90,9 +90,10 @@ pub fn session_with(
     Ok(with_rules(config, runtime, false))
 }
 
-/// A session with DataFusion's own features and segql's physical
-/// optimizer rules: [`crate::case_blind`], and [`crate::dense_aggregate`]
-/// when `dense` (not under a memory limit: it cannot spill).
+/// A session with DataFusion's own features, segql's physical optimizer
+/// rules ([`crate::case_blind`], and [`crate::dense_aggregate`] when
+/// `dense`: not under a memory limit, it cannot spill) and segql's logical
+/// nodes ([`crate::ordered_lookup`]).
 fn with_rules(config: SessionConfig, runtime: Arc<RuntimeEnv>, dense: bool) -> SessionContext {
     let rules = PhysicalOptimizer::new().rules;
     let rules = if dense {
@@ -106,6 +107,7 @@ fn with_rules(config: SessionConfig, runtime: Arc<RuntimeEnv>, dense: bool) -> S
         .with_default_features()
         .with_physical_optimizer_rules(rules)
         .with_physical_optimizer_rule(Arc::new(crate::case_blind::CaseBlindRule))
+        .with_query_planner(Arc::new(crate::ordered_lookup::SegqlQueryPlanner))
         .build();
     SessionContext::new_with_state(state)
 }
@@ -310,9 +312,24 @@ pub async fn rfm(
     let mut counted = None;
     if let Some((path, format)) = scores {
         let catalog = project.catalog("segql rfm --out")?;
-        let plan = crate::segment::planner::rfm_scores_plan(catalog, as_of)?;
-        crate::refresh::explain_step(project.ctx(), "RFM scores", &plan).await?;
-        let mut frame = project.ctx().execute_logical_plan(plan).await?;
+        // Without a memory limit the scores come in customer order from one
+        // partition; spreading them over several again for the projections
+        // above would take a merge to put them back in order.
+        let mut state = project.ctx().state();
+        let in_memory = matches!(
+            state.runtime_env().memory_pool.memory_limit(),
+            MemoryLimit::Infinite
+        );
+        if in_memory {
+            state
+                .config_mut()
+                .options_mut()
+                .optimizer
+                .enable_round_robin_repartition = false;
+        }
+        let plan = crate::segment::planner::rfm_scores_plan(catalog, as_of, in_memory)?;
+        crate::refresh::explain_in(&state, "RFM scores", &plan).await?;
+        let mut frame = DataFrame::new(state, plan);
         if !config.rfm.average_monetary {
             let counter = Arc::new(GridCounter::new(&config.rfm));
             let seen = Arc::clone(&counter);

@@ -47,6 +47,7 @@ pub mod lang;
 pub mod moved_stays;
 pub mod observe;
 pub mod order_state;
+pub mod ordered_lookup;
 pub mod output;
 pub mod progress;
 pub mod project;

@@ -1178,7 +1178,11 @@ pub(crate) async fn explain_step(
 
 /// [`explain_step`] planned in `state` (a session's, with settings of its
 /// own for the step).
-async fn explain_in(state: &SessionState, step: &str, plan: &LogicalPlan) -> Result<(), Error> {
+pub(crate) async fn explain_in(
+    state: &SessionState,
+    step: &str,
+    plan: &LogicalPlan,
+) -> Result<(), Error> {
     if std::env::var_os("SEGQL_EXPLAIN").is_none() {
         return Ok(());
     }

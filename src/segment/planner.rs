@@ -39,6 +39,7 @@ use super::resolve::{
 };
 use super::rfm::RfmScheme;
 use crate::lang::ast::{CompareOp, Condition};
+use crate::ordered_lookup::OrderedLookup;
 use crate::time::{AsOf, Tz};
 
 /// Plans `condition` (parsed from `source`) against `catalog` on the day
@@ -990,8 +991,15 @@ pub fn customers_with_passes(
 /// the catalog's scheme: `customer_id` (the customers column's own name),
 /// `recency_days`, `frequency`, `monetary`, `r`, `f`, `m`, `code`, `group`
 /// (customers without purchases: no measures, no scores, the prospects
-/// group), ordered by customer.
-pub fn rfm_scores_plan(catalog: &SegmentCatalog, as_of: AsOf) -> Result<LogicalPlan> {
+/// group), ordered by customer. With `in_memory` (a session without a
+/// memory limit) customers find their metrics through
+/// [`OrderedLookup`](crate::ordered_lookup::OrderedLookup), already in
+/// customer order, instead of a join and a sort that can spill.
+pub fn rfm_scores_plan(
+    catalog: &SegmentCatalog,
+    as_of: AsOf,
+    in_memory: bool,
+) -> Result<LogicalPlan> {
     let planner = Planner::new(catalog, as_of);
     let (metrics, _) = planner.metrics_source(true, &[])?;
     let id = planner.customer_id();
@@ -1002,19 +1010,31 @@ pub fn rfm_scores_plan(catalog: &SegmentCatalog, as_of: AsOf) -> Result<LogicalP
     };
     let keys = PassKeys::default();
     let rfm = |part| attribute_expr(&Attribute::Rfm(part), as_of, &catalog.rfm, &keys);
-    let mut builder = LogicalPlanBuilder::scan(
+    let customers = LogicalPlanBuilder::scan(
         "customers",
         provider_as_source(Arc::clone(&catalog.customers)),
         None,
-    )?;
-    if let Some(metrics) = metrics {
-        builder = builder.join(
-            metrics,
-            JoinType::Left,
-            (vec![id.clone()], vec![Column::from_name(METRICS_PASS.key)]),
-            None,
-        )?;
-    }
+    )?
+    .build()?;
+    let builder = match metrics {
+        None => LogicalPlanBuilder::from(customers),
+        Some(metrics) => {
+            let metrics_key = Column::from_name(METRICS_PASS.key);
+            let lookup = match in_memory {
+                true => OrderedLookup::plan(customers.clone(), metrics.clone(), &id, &metrics_key)?,
+                false => None,
+            };
+            match lookup {
+                Some(lookup) => LogicalPlanBuilder::from(lookup),
+                None => LogicalPlanBuilder::from(customers).join(
+                    metrics,
+                    JoinType::Left,
+                    (vec![id.clone()], vec![metrics_key]),
+                    None,
+                )?,
+            }
+        }
+    };
     builder
         .project(vec![
             Expr::Column(id.clone()),
