@@ -108,8 +108,9 @@ impl OrderedLookup {
     }
 }
 
-/// Whether a key of `data_type` converts to `i64` without loss.
-fn is_lookup_key(data_type: &DataType) -> bool {
+/// Whether a key of `data_type` converts to `i64` without loss (and so
+/// can index a vector or a map of `i64`).
+pub(crate) fn is_lookup_key(data_type: &DataType) -> bool {
     matches!(
         data_type,
         DataType::Int8

@@ -873,19 +873,8 @@ impl Packing {
     /// integer, there is no member, or the keys would overflow 64 bits.
     async fn of(new: &DataFrame, open: &DataFrame, places: usize) -> Result<Option<Self>, Error> {
         let integer = |frame: &DataFrame, column: &str| -> Result<bool, Error> {
-            Ok(matches!(
-                frame
-                    .schema()
-                    .field_with_unqualified_name(column)?
-                    .data_type(),
-                DataType::Int8
-                    | DataType::Int16
-                    | DataType::Int32
-                    | DataType::Int64
-                    | DataType::UInt8
-                    | DataType::UInt16
-                    | DataType::UInt32
-            ))
+            let field = frame.schema().field_with_unqualified_name(column)?;
+            Ok(crate::ordered_lookup::is_lookup_key(field.data_type()))
         };
         if !integer(new, "n_customer")? || !integer(open, "o_customer")? {
             return Ok(None);

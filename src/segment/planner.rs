@@ -1020,9 +1020,10 @@ pub fn rfm_scores_plan(
         None => LogicalPlanBuilder::from(customers),
         Some(metrics) => {
             let metrics_key = Column::from_name(METRICS_PASS.key);
-            let lookup = match in_memory {
-                true => OrderedLookup::plan(customers.clone(), metrics.clone(), &id, &metrics_key)?,
-                false => None,
+            let lookup = if in_memory {
+                OrderedLookup::plan(customers.clone(), metrics.clone(), &id, &metrics_key)?
+            } else {
+                None
             };
             match lookup {
                 Some(lookup) => LogicalPlanBuilder::from(lookup),
