@@ -73,14 +73,16 @@ impl OrderedLookup {
         left_key: &Column,
         right_key: &Column,
     ) -> Result<Option<LogicalPlan>> {
-        let left_key = Column::from(left.schema().qualified_field_from_column(left_key)?);
-        let right_key = Column::from(right.schema().qualified_field_from_column(right_key)?);
-        for (plan, key) in [(&left, &left_key), (&right, &right_key)] {
-            let (_, field) = plan.schema().qualified_field_from_column(key)?;
-            if !is_lookup_key(field.data_type()) {
-                return Ok(None);
-            }
-        }
+        // Each key qualified as its side names it.
+        let resolve = |plan: &LogicalPlan, key: &Column| -> Result<Option<Column>> {
+            let (qualifier, field) = plan.schema().qualified_field_from_column(key)?;
+            Ok(is_lookup_key(field.data_type()).then(|| Column::from((qualifier, field))))
+        };
+        let (Some(left_key), Some(right_key)) =
+            (resolve(&left, left_key)?, resolve(&right, right_key)?)
+        else {
+            return Ok(None);
+        };
         let node = Self::new(Arc::new(left), Arc::new(right), left_key, right_key)?;
         Ok(Some(LogicalPlan::Extension(Extension {
             node: Arc::new(node),

@@ -1531,10 +1531,6 @@ impl<'a> Planner<'a> {
         let alias = format!("__bought_{}", self.joins.len());
         let (lines, purchase, order_id) = bought_lines(self.catalog)?;
         let (tests, product_filter) = bought_filter(bought, &purchase, self.as_of);
-        let filter = tests.into_iter().fold(
-            purchase.filter(&self.catalog.purchases, Some(self.as_of)),
-            Expr::and,
-        );
         // A call that tests the product (category, brand, ...) counts its
         // lines as the pass of several calls does: joined to the few
         // products it matches first, the purchase's tests applied to the
@@ -1547,6 +1543,10 @@ impl<'a> Planner<'a> {
                 .project(vec![col(BOUGHT_PASS.key).alias(&alias)])?
                 .build();
         }
+        let filter = tests.into_iter().fold(
+            purchase.filter(&self.catalog.purchases, Some(self.as_of)),
+            Expr::and,
+        );
         let lines = lines.filter(filter)?;
         // One matching line is enough for the default `count: 1`: the
         // customers, each once, without counting orders.
@@ -1784,13 +1784,15 @@ pub fn events_pass_plan(
     // its own prefilter, its days first (repeating its terms would let the
     // simplifier fold them and put the name test first).
     let mut filter = before_expr(ts.clone(), &ts_type, as_of);
-    let mut matched = matches.iter().cloned().reduce(Expr::or);
-    if let [[days, named, columns]] = parts.as_slice() {
-        if let Some(days) = days {
-            filter = days.clone().and(filter);
+    let matched = match parts.as_slice() {
+        [[days, named, columns]] => {
+            if let Some(days) = days {
+                filter = days.clone().and(filter);
+            }
+            named.iter().chain(columns).cloned().reduce(Expr::and)
         }
-        matched = named.iter().chain(columns).cloned().reduce(Expr::and);
-    }
+        _ => matches.iter().cloned().reduce(Expr::or),
+    };
     if tests.len() > 1 {
         if let Some(first) = earliest_day(tests.iter().map(|t| t.filters.as_slice())) {
             filter = day_bound(ts.clone(), &ts_type, as_of, first, true).and(filter);
