@@ -334,7 +334,7 @@ pub async fn rfm(
             let counter = Arc::new(GridCounter::new(&config.rfm));
             let seen = Arc::clone(&counter);
             let observer: crate::observe::Observer = Arc::new(move |batch| seen.add(batch));
-            frame = crate::observe::observed(project.ctx(), frame, observer).await?;
+            frame = crate::observe::observed(frame, observer).await?;
             counted = Some(counter);
         }
         let rows = write_frame(frame, format, Some(path)).await;

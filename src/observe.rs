@@ -30,13 +30,14 @@ pub type Observer = Arc<dyn Fn(&RecordBatch) -> Result<()> + Send + Sync>;
 /// `frame`, planned now, with `observer` called on every batch it yields
 /// (in each output partition's order; from several threads when the plan
 /// has several partitions).
-pub async fn observed(
-    ctx: &SessionContext,
-    frame: DataFrame,
-    observer: Observer,
-) -> Result<DataFrame> {
-    let plan = frame.create_physical_plan().await?;
-    ctx.read_table(Arc::new(ObservedTable { plan, observer }))
+///
+/// The returned frame has `frame`'s session: its plan is optimized again
+/// when it runs, under the same options (a step that turned round-robin
+/// repartitioning off keeps it off above the observer too).
+pub async fn observed(frame: DataFrame, observer: Observer) -> Result<DataFrame> {
+    let (state, logical) = frame.into_parts();
+    let plan = state.create_physical_plan(&logical).await?;
+    SessionContext::new_with_state(state).read_table(Arc::new(ObservedTable { plan, observer }))
 }
 
 struct ObservedTable {
@@ -241,7 +242,7 @@ mod tests {
             total.1 += batch.num_rows();
             Ok(())
         });
-        let out = observed(&ctx, frame, observer)
+        let out = observed(frame, observer)
             .await?
             .aggregate(
                 vec![],
@@ -286,7 +287,7 @@ mod tests {
             )
             .await?;
         let observer: Observer = Arc::new(|_| Ok(()));
-        let batches = observed(&ctx, frame, observer).await?.collect().await?;
+        let batches = observed(frame, observer).await?.collect().await?;
         let values: Vec<i64> = batches
             .iter()
             .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
@@ -297,12 +298,53 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_observed_frame_keeps_its_session_options() -> Result<()> {
+        // One sorted partition under a projection worth spreading: with
+        // round-robin repartitioning off in the frame's session, the plan
+        // that runs (planned again above the observer) neither splits it
+        // nor merges it back.
+        let ctx = SessionContext::new_with_config(
+            datafusion::prelude::SessionConfig::new().with_target_partitions(2),
+        );
+        let frame = ctx
+            .sql("SELECT upper(CAST(value AS VARCHAR)) AS s FROM generate_series(1, 10) ORDER BY value")
+            .await?;
+        let (mut state, plan) = frame.into_parts();
+        let options = state.config_mut().options_mut();
+        options.optimizer.enable_round_robin_repartition = false;
+        options.optimizer.repartition_sorts = false;
+        let observer: Observer = Arc::new(|_| Ok(()));
+        let frame = observed(DataFrame::new(state, plan), observer).await?;
+        let physical = frame.clone().create_physical_plan().await?;
+        let shown = datafusion::physical_plan::displayable(physical.as_ref())
+            .indent(false)
+            .to_string();
+        assert!(shown.contains("ObserveExec"), "{shown}");
+        assert!(!shown.contains("RepartitionExec"), "{shown}");
+        assert!(!shown.contains("SortPreservingMergeExec"), "{shown}");
+        let batches = frame.collect().await?;
+        let values: Vec<String> = batches
+            .iter()
+            .flat_map(|b| {
+                b.column(0)
+                    .as_string_view()
+                    .iter()
+                    .flatten()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(values, (1..=10).map(|v| v.to_string()).collect::<Vec<_>>());
+        Ok(())
+    }
+
+    #[tokio::test]
     async fn an_observer_error_fails_the_query() -> Result<()> {
         let ctx = SessionContext::new();
         let frame = ctx.sql("SELECT value FROM generate_series(1, 10)").await?;
         let observer: Observer =
             Arc::new(|_| Err(DataFusionError::Execution("counted too much".into())));
-        let result = observed(&ctx, frame, observer).await?.collect().await;
+        let result = observed(frame, observer).await?.collect().await;
         let error = result.err().map(|e| e.to_string()).unwrap_or_default();
         assert!(error.contains("counted too much"), "{error}");
         Ok(())

@@ -456,7 +456,7 @@ pub async fn apply(
                 }
                 explain_in(&state, "stays", &current).await?;
                 let observed =
-                    crate::observe::observed(ctx, DataFrame::new(state, current), taken.observer())
+                    crate::observe::observed(DataFrame::new(state, current), taken.observer())
                         .await?;
                 tx.write_stays(observed.into_unoptimized_plan(), history)
                     .await?;
