@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef, TimeUnit};
 use datafusion::catalog::TableProvider;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Column, DFSchemaRef, DataFusionError, JoinType, Result, ScalarValue};
@@ -109,11 +109,12 @@ pub fn metrics_from_orders(
     scopes: &[OrderScope],
 ) -> Result<LogicalPlan> {
     let name = |role| columns.column(SourceTable::Orders, role);
-    let purchase = PurchaseColumns::of(&orders.schema(), columns, SourceTable::Orders);
+    let orders_schema = orders.schema();
+    let purchase = PurchaseColumns::of(&orders_schema, columns, SourceTable::Orders);
     let ts_type = purchase.ts_type.clone();
     let source = provider_as_source(orders);
     let (amount, ts) = (column(name(Role::Amount)), column(name(Role::OrderTs)));
-    let order_id = column(name(Role::OrderId));
+    let order_id = counted_order_id(&orders_schema, name(Role::OrderId));
     let aggregates =
         |prefix: &str, scope| purchase_aggregates(&order_id, &amount, &ts, prefix, scope);
     let mut measures = aggregates("__", None)?;
@@ -128,6 +129,17 @@ pub fn metrics_from_orders(
             measures,
         )?;
     finish_metrics(builder, &ts_type, as_of, rfm, scopes.len())
+}
+
+/// What a customer's orders are counted by: the order id column, or a
+/// literal (`count(*)`) when the table declares that column never null,
+/// which counts the same rows without reading it (at scale 1 the order
+/// ids are the largest column a metrics pass would decode).
+fn counted_order_id(orders: &Schema, order_id: &str) -> Expr {
+    match orders.field_with_name(order_id) {
+        Ok(field) if !field.is_nullable() => lit(1i64),
+        _ => column(order_id),
+    }
 }
 
 /// The five aggregates of one set of purchases (all of them, or those
@@ -237,12 +249,13 @@ pub fn order_sums_plan(
     let name = |role| columns.column(SourceTable::Orders, role);
     let purchase = PurchaseColumns::of(&orders.schema(), columns, SourceTable::Orders);
     let (amount, ts) = (column(name(Role::Amount)), column(name(Role::OrderTs)));
+    let order_id = counted_order_id(&orders.schema(), name(Role::OrderId));
     LogicalPlanBuilder::scan("orders", provider_as_source(orders), None)?
         .filter(purchase.filter(purchases, before))?
         .aggregate(
             vec![column(name(Role::CustomerId)).alias(ORDER_SUMS[0])],
             vec![
-                count(column(name(Role::OrderId))).alias(ORDER_SUMS[1]),
+                count(order_id).alias(ORDER_SUMS[1]),
                 sum(amount.clone()).alias(ORDER_SUMS[2]),
                 count(amount).alias(ORDER_SUMS[3]),
                 min(ts.clone()).alias(ORDER_SUMS[4]),
@@ -409,7 +422,10 @@ pub fn metrics_from_sums(
     ])?;
     if !scopes.is_empty() {
         let (amount, ts) = (column(name(Role::Amount)), column(name(Role::OrderTs)));
-        let order_id = column(name(Role::OrderId));
+        let order_id = match &recent {
+            Some(recent) => counted_order_id(recent.schema().as_arrow(), name(Role::OrderId)),
+            None => counted_order_id(&orders.schema(), name(Role::OrderId)),
+        };
         let tests: Vec<Expr> = scopes
             .iter()
             .map(|scope| scope_filter(&scope.filters, &purchase.ts, &purchase.ts_type, as_of))
@@ -2706,6 +2722,123 @@ mod tests {
             .into_iter()
             .collect();
         assert!(customers_with_passes(&catalog, &clash).unwrap().is_none());
+    }
+
+    /// Orders are counted by `count(order_id)`: a row without an id is
+    /// not an order. When the table declares the column never null, the
+    /// count is `count(*)` and the passes do not read the column; both
+    /// give the counts of the rows.
+    #[tokio::test]
+    async fn orders_are_counted_without_reading_an_id_that_cannot_be_null() {
+        use datafusion::arrow::array::{
+            Decimal128Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+        };
+        use datafusion::arrow::util::pretty::pretty_format_batches;
+        use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+        use datafusion::logical_expr::TableScan;
+
+        use super::{ColumnMap, PurchaseRule, metrics_from_orders, order_sums_plan};
+
+        let orders = |ids: Vec<Option<i64>>| {
+            let nullable = ids.iter().any(Option::is_none);
+            let schema = Arc::new(Schema::new(vec![
+                Field::new("order_id", DataType::Int64, nullable),
+                Field::new("customer_id", DataType::Int64, true),
+                Field::new(
+                    "order_ts",
+                    DataType::Timestamp(TimeUnit::Microsecond, None),
+                    true,
+                ),
+                Field::new("amount", DataType::Decimal128(18, 2), true),
+                Field::new("status", DataType::Utf8, true),
+            ]));
+            let day = 86_400_000_000_i64;
+            let batch = RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![
+                    Arc::new(Int64Array::from(ids)),
+                    Arc::new(Int64Array::from(vec![1, 1, 2, 2])),
+                    Arc::new(TimestampMicrosecondArray::from(vec![
+                        day,
+                        2 * day,
+                        3 * day,
+                        4 * day,
+                    ])),
+                    Arc::new(
+                        Decimal128Array::from(vec![1000, 2000, 3000, 4000])
+                            .with_precision_and_scale(18, 2)
+                            .unwrap(),
+                    ),
+                    Arc::new(StringArray::from(vec!["paid", "paid", "paid", "paid"])),
+                ],
+            )
+            .unwrap();
+            let table: Arc<dyn datafusion::catalog::TableProvider> =
+                Arc::new(MemTable::try_new(schema, vec![vec![batch]]).unwrap());
+            table
+        };
+        let as_of = AsOf::day(NaiveDate::from_ymd_opt(1970, 2, 1).unwrap());
+        let (columns, purchases) = (ColumnMap::default(), PurchaseRule::default());
+        let ctx = SessionContext::new();
+        let counted = async |table: Arc<dyn datafusion::catalog::TableProvider>| {
+            let mut lines = Vec::new();
+            for plan in [
+                order_sums_plan(Arc::clone(&table), &columns, &purchases, None).unwrap(),
+                metrics_from_orders(Arc::clone(&table), &columns, &purchases, as_of, None, &[])
+                    .unwrap(),
+            ] {
+                let frame = ctx.execute_logical_plan(plan).await.unwrap();
+                let optimized = frame.clone().into_optimized_plan().unwrap();
+                let mut read = Vec::new();
+                optimized
+                    .apply(|node| {
+                        if let LogicalPlan::TableScan(TableScan {
+                            projected_schema, ..
+                        }) = node
+                        {
+                            read.extend(projected_schema.fields().iter().map(|f| f.name().clone()));
+                        }
+                        Ok(TreeNodeRecursion::Continue)
+                    })
+                    .unwrap();
+                let batches = frame
+                    .select_columns(&["__m_customer_id", "__orders_count"])
+                    .unwrap()
+                    .sort(vec![
+                        datafusion::prelude::col("__m_customer_id").sort(true, false),
+                    ])
+                    .unwrap()
+                    .collect()
+                    .await
+                    .unwrap();
+                lines.push((
+                    read.contains(&"order_id".to_string()),
+                    pretty_format_batches(&batches).unwrap().to_string(),
+                ));
+            }
+            lines
+        };
+        let table = |counts: [&str; 2]| {
+            format!(
+                "+-----------------+----------------+\n\
+                 | __m_customer_id | __orders_count |\n\
+                 +-----------------+----------------+\n\
+                 | 1               | {}              |\n\
+                 | 2               | {}              |\n\
+                 +-----------------+----------------+",
+                counts[0], counts[1]
+            )
+        };
+        let never_null = counted(orders(vec![Some(1), Some(2), Some(3), Some(4)])).await;
+        assert_eq!(
+            never_null,
+            vec![(false, table(["2", "2"])), (false, table(["2", "2"]))]
+        );
+        let one_null = counted(orders(vec![Some(1), Some(2), None, Some(4)])).await;
+        assert_eq!(
+            one_null,
+            vec![(true, table(["2", "1"])), (true, table(["2", "1"]))]
+        );
     }
 
     #[test]
