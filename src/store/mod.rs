@@ -636,35 +636,58 @@ impl Store {
     /// The tables at the committed state `pinned` (as [`Store::pinned`] or
     /// [`Store::recover`] read it).
     pub async fn snapshot_of(&self, pinned: Pinned) -> Result<Snapshot> {
-        let mut providers = BTreeMap::new();
-        let mut membership_files = Vec::new();
-        for table in StoreTable::ALL {
+        // Each table's log is read on its own (their file reads overlap):
+        // a store of five tables opened in one after the other cost every
+        // command that reads it about 35 ms at scale 1.
+        let opened = futures::future::try_join_all(StoreTable::ALL.map(|table| {
             let version = match table {
                 StoreTable::Refreshes => pinned.log_version,
                 data => pinned.versions.get(data),
             };
-            let delta = self.open_table(table, Some(version)).await?;
-            if table == StoreTable::Membership {
-                for uri in delta.get_file_uris().map_err(delta_error(self, table))? {
-                    let path = match url::Url::parse(&uri) {
-                        Ok(url) if url.scheme() == "file" => url.to_file_path().ok(),
-                        // A store in an object store names its files by URL.
-                        Ok(url) if self.remote.is_some() => Some(PathBuf::from(url.as_str())),
-                        Ok(_) => None,
-                        Err(_) => Some(self.table_path(table).join(&uri)),
-                    }
-                    .ok_or_else(|| state_error(self, table, "a data file is not a local path"))?;
-                    membership_files.push(path);
-                }
-                membership_files = open_stay_files(membership_files);
+            self.open_pinned(table, version)
+        }))
+        .await?;
+        let mut providers = BTreeMap::new();
+        let mut membership_files = Vec::new();
+        for (table, provider, files) in opened {
+            providers.insert(table, provider);
+            if let Some(files) = files {
+                membership_files = files;
             }
-            providers.insert(table, self.pinned_table(table, &delta).await?);
         }
         Ok(Snapshot {
             pinned,
             providers,
             membership_files,
         })
+    }
+
+    /// `table` at `version` as a provider, with, for `segment_membership`,
+    /// the files that may hold open stays.
+    async fn open_pinned(
+        &self,
+        table: StoreTable,
+        version: u64,
+    ) -> Result<(StoreTable, Arc<dyn TableProvider>, Option<Vec<PathBuf>>)> {
+        let delta = self.open_table(table, Some(version)).await?;
+        let files = if table == StoreTable::Membership {
+            let mut files = Vec::new();
+            for uri in delta.get_file_uris().map_err(delta_error(self, table))? {
+                let path = match url::Url::parse(&uri) {
+                    Ok(url) if url.scheme() == "file" => url.to_file_path().ok(),
+                    // A store in an object store names its files by URL.
+                    Ok(url) if self.remote.is_some() => Some(PathBuf::from(url.as_str())),
+                    Ok(_) => None,
+                    Err(_) => Some(self.table_path(table).join(&uri)),
+                }
+                .ok_or_else(|| state_error(self, table, "a data file is not a local path"))?;
+                files.push(path);
+            }
+            Some(open_stay_files(files))
+        } else {
+            None
+        };
+        Ok((table, self.pinned_table(table, &delta).await?, files))
     }
 
     /// Undoes what an interrupted change wrote: every data table newer than
