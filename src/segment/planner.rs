@@ -2801,16 +2801,12 @@ mod tests {
                         Ok(TreeNodeRecursion::Continue)
                     })
                     .unwrap();
-                let batches = frame
-                    .select_columns(&["__m_customer_id", "__orders_count"])
-                    .unwrap()
-                    .sort(vec![
-                        datafusion::prelude::col("__m_customer_id").sort(true, false),
-                    ])
-                    .unwrap()
-                    .collect()
-                    .await
-                    .unwrap();
+                let batches = by_customer(
+                    frame
+                        .select_columns(&["__m_customer_id", "__orders_count"])
+                        .unwrap(),
+                )
+                .await;
                 lines.push((
                     read.contains(&"order_id".to_string()),
                     pretty_format_batches(&batches).unwrap().to_string(),
@@ -2846,6 +2842,20 @@ mod tests {
         assert_eq!(like_literal("cancelled"), "cancelled");
         assert_eq!(like_literal("50%_off\\x"), "50\\%\\_off\\\\x");
         assert_eq!(like_literal(""), "");
+    }
+
+    /// The rows of `frame`, ordered by `__m_customer_id` (nulls last).
+    async fn by_customer(
+        frame: datafusion::dataframe::DataFrame,
+    ) -> Vec<datafusion::arrow::array::RecordBatch> {
+        frame
+            .sort(vec![
+                datafusion::prelude::col("__m_customer_id").sort(true, false),
+            ])
+            .unwrap()
+            .collect()
+            .await
+            .unwrap()
     }
 
     /// A row of order sums: customer, orders, cents spent, amounts, first
@@ -2935,17 +2945,7 @@ mod tests {
             vec![whole.clone(), sums_plan(&newer), sums_plan(&newest)],
         ] {
             let merged = super::merge_order_sums(&whole, parts).unwrap();
-            let batches = ctx
-                .execute_logical_plan(merged)
-                .await
-                .unwrap()
-                .sort(vec![
-                    datafusion::prelude::col("__m_customer_id").sort(true, false),
-                ])
-                .unwrap()
-                .collect()
-                .await
-                .unwrap();
+            let batches = by_customer(ctx.execute_logical_plan(merged).await.unwrap()).await;
             let types = |fields: &datafusion::arrow::datatypes::Fields| -> Vec<DataType> {
                 fields.iter().map(|f| f.data_type().clone()).collect()
             };
