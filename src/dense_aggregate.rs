@@ -30,7 +30,6 @@ use datafusion::arrow::buffer::{BooleanBuffer, NullBuffer};
 use datafusion::arrow::compute::{can_cast_types, cast};
 use datafusion::arrow::datatypes::{DataType, Decimal128Type, Int64Type, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::common::runtime::SpawnedTask;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{DataFusionError, HashMap, Result, ScalarValue, internal_err};
 use datafusion::config::ConfigOptions;
@@ -376,7 +375,7 @@ impl ExecutionPlan for DenseAggregateExec {
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         Ok(Arc::new(Self::new(
-            crate::observe::only_input(children, "DenseAggregateExec")?,
+            crate::operator::only_input(children, "DenseAggregateExec")?,
             Arc::clone(&self.shape),
             Arc::clone(&self.schema),
         )))
@@ -391,28 +390,19 @@ impl ExecutionPlan for DenseAggregateExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        if partition != 0 {
-            return internal_err!("DenseAggregateExec has one partition, asked for {partition}");
-        }
+        crate::operator::only_partition("DenseAggregateExec", partition)?;
         let elapsed = MetricBuilder::new(&self.metrics).elapsed_compute(0);
         let output_rows = MetricBuilder::new(&self.metrics).output_rows(0);
-        let parts = self.input.output_partitioning().partition_count();
-        let mut tasks = Vec::with_capacity(parts);
-        for part in 0..parts {
-            let input = self.input.execute(part, Arc::clone(&context))?;
-            let shape = Arc::clone(&self.shape);
-            tasks.push(SpawnedTask::spawn(gather(input, shape, elapsed.clone())));
-        }
+        let tasks = crate::operator::each_partition(&self.input, &context, |input| {
+            gather(input, Arc::clone(&self.shape), elapsed.clone())
+        })?;
         let shape = Arc::clone(&self.shape);
         let schema = Arc::clone(&self.schema);
         let batch_size = context.session_config().batch_size().max(1);
         let output = futures::stream::once(async move {
             let mut merged: Option<Slots> = None;
             for task in tasks {
-                let slots = task
-                    .join_unwind()
-                    .await
-                    .map_err(|e| DataFusionError::ExecutionJoin(Box::new(e)))??;
+                let slots = crate::operator::joined(task).await?;
                 match merged.as_mut() {
                     Some(all) => {
                         let _timer = elapsed.timer();

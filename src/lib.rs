@@ -46,6 +46,7 @@ pub mod history_chart;
 pub mod lang;
 pub mod moved_stays;
 pub mod observe;
+pub(crate) mod operator;
 pub mod order_state;
 pub mod ordered_lookup;
 pub mod output;

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::Result;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{Result, internal_err};
 use datafusion::datasource::TableType;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::Expr;
@@ -176,7 +176,7 @@ impl ExecutionPlan for ObserveExec {
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         Ok(Arc::new(Self {
-            input: only_input(children, "ObserveExec")?,
+            input: crate::operator::only_input(children, "ObserveExec")?,
             observer: Arc::clone(&self.observer),
             keeps: self.keeps.clone(),
         }))
@@ -197,17 +197,6 @@ impl ExecutionPlan for ObserveExec {
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, seen)))
     }
-}
-
-/// The one input of an operator that takes one (`with_new_children`'s
-/// `children`), or an internal error naming `operator`.
-pub(crate) fn only_input(
-    children: Vec<Arc<dyn ExecutionPlan>>,
-    operator: &str,
-) -> Result<Arc<dyn ExecutionPlan>> {
-    let [input] = <[_; 1]>::try_from(children)
-        .or_else(|children| internal_err!("{operator} takes one input, got {}", children.len()))?;
-    Ok(input)
 }
 
 #[cfg(test)]

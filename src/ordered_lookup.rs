@@ -349,15 +349,13 @@ impl ExecutionPlan for OrderedLookupExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        if partition != 0 {
-            return internal_err!("OrderedLookupExec has one partition, asked for {partition}");
-        }
+        crate::operator::only_partition("OrderedLookupExec", partition)?;
         let elapsed = MetricBuilder::new(&self.metrics).elapsed_compute(0);
         let output_rows = MetricBuilder::new(&self.metrics).output_rows(0);
         let mut reservation =
             MemoryConsumer::new("OrderedLookupExec").register(context.memory_pool());
-        let left = gather(&self.left, &context)?;
-        let right = gather(&self.right, &context)?;
+        let left = crate::operator::each_partition(&self.left, &context, collected)?;
+        let right = crate::operator::each_partition(&self.right, &context, collected)?;
         let (left_schema, right_schema) = (self.left.schema(), self.right.schema());
         let (left_key, right_key) = (self.left_key, self.right_key);
         let schema = Arc::clone(&self.schema);
@@ -405,18 +403,9 @@ impl ExecutionPlan for OrderedLookupExec {
     }
 }
 
-/// Every partition of `input`, each read on its own task.
-fn gather(
-    input: &Arc<dyn ExecutionPlan>,
-    context: &Arc<TaskContext>,
-) -> Result<Vec<SpawnedTask<Result<Vec<RecordBatch>>>>> {
-    let parts = input.properties().partitioning.partition_count();
-    (0..parts)
-        .map(|part| {
-            let stream = input.execute(part, Arc::clone(context))?;
-            Ok(SpawnedTask::spawn(stream.try_collect::<Vec<_>>()))
-        })
-        .collect()
+/// A partition's rows.
+async fn collected(stream: SendableRecordBatchStream) -> Result<Vec<RecordBatch>> {
+    stream.try_collect().await
 }
 
 /// One side's rows in one batch, counted against the memory pool.
@@ -427,10 +416,7 @@ async fn concat_side(
 ) -> Result<RecordBatch> {
     let mut batches = Vec::new();
     for task in tasks {
-        let part = task
-            .join_unwind()
-            .await
-            .map_err(|e| DataFusionError::ExecutionJoin(Box::new(e)))??;
+        let part = crate::operator::joined(task).await?;
         for batch in &part {
             reservation.try_grow(batch.get_array_memory_size())?;
         }
