@@ -43,6 +43,7 @@ pub mod exec;
 pub mod generate;
 pub mod held_rows;
 pub mod history_chart;
+pub mod key_set_join;
 pub mod lang;
 pub mod moved_stays;
 pub mod observe;

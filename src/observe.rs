@@ -6,22 +6,17 @@
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::Result;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::datasource::TableType;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::logical_expr::Expr;
 use datafusion::physical_expr::{LexOrdering, OrderingRequirements, PhysicalExpr};
-use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, ExecutionPlanProperties,
     PlanProperties,
 };
-use datafusion::prelude::{DataFrame, SessionContext};
+use datafusion::prelude::DataFrame;
 use futures::StreamExt;
 
 /// What sees each batch; an error fails the query with it.
@@ -36,60 +31,16 @@ pub type Observer = Arc<dyn Fn(&RecordBatch) -> Result<()> + Send + Sync>;
 /// repartitioning off keeps it off above the observer too).
 pub async fn observed(frame: DataFrame, observer: Observer) -> Result<DataFrame> {
     let (state, logical) = frame.into_parts();
-    let plan = state.create_physical_plan(&logical).await?;
-    SessionContext::new_with_state(state).read_table(Arc::new(ObservedTable { plan, observer }))
-}
-
-struct ObservedTable {
-    plan: Arc<dyn ExecutionPlan>,
-    observer: Observer,
-}
-
-impl fmt::Debug for ObservedTable {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ObservedTable").finish_non_exhaustive()
-    }
-}
-
-#[async_trait::async_trait]
-impl TableProvider for ObservedTable {
-    fn schema(&self) -> SchemaRef {
-        self.plan.schema()
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::Temporary
-    }
-
-    async fn scan(
-        &self,
-        _state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        // The observer sees whole batches: the projection is applied after.
-        let input: Arc<dyn ExecutionPlan> = Arc::new(ObserveExec {
-            input: Arc::clone(&self.plan),
-            observer: Arc::clone(&self.observer),
-            keeps: Keeps::of(&self.plan),
-        });
-        let Some(projection) = projection else {
-            return Ok(input);
-        };
-        let schema = input.schema();
-        let exprs = projection
-            .iter()
-            .map(|&i| {
-                let field = schema.field(i);
-                let column: Arc<dyn PhysicalExpr> = Arc::new(
-                    datafusion::physical_expr::expressions::Column::new(field.name(), i),
-                );
-                (column, field.name().clone())
-            })
-            .collect::<Vec<_>>();
-        Ok(Arc::new(ProjectionExec::try_new(exprs, input)?))
-    }
+    let input = state.create_physical_plan(&logical).await?;
+    let keeps = Keeps::of(&input);
+    crate::operator::frame_of(
+        state,
+        Arc::new(ObserveExec {
+            input,
+            observer,
+            keeps,
+        }),
+    )
 }
 
 /// Passes its input's batches through, showing each to the observer.
@@ -206,6 +157,8 @@ mod tests {
     use datafusion::arrow::array::{AsArray, Int64Array};
     use datafusion::arrow::datatypes::Int64Type;
     use datafusion::common::DataFusionError;
+
+    use datafusion::prelude::SessionContext;
 
     use super::*;
 

@@ -1,14 +1,24 @@
 //! What segql's physical operators share: those that read every partition
-//! of their input at once (`DenseAggregateExec`, `OrderedLookupExec`) and
-//! those with one input (`ObserveExec`).
+//! of their input at once (`DenseAggregateExec`, `OrderedLookupExec`,
+//! `KeySetJoinExec`'s keys), those with one input (`ObserveExec`), and
+//! those planned by hand and read as a table ([`frame_of`]).
 
 use std::future::Future;
 use std::sync::Arc;
 
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::runtime::SpawnedTask;
 use datafusion::common::{DataFusionError, Result, internal_err};
-use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::datasource::TableType;
+use datafusion::execution::{SendableRecordBatchStream, SessionState, TaskContext};
+use datafusion::logical_expr::Expr;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_plan::execution_plan::reset_plan_states;
+use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
+use datafusion::prelude::{DataFrame, SessionContext};
 
 /// The one input of an operator that takes one (`with_new_children`'s
 /// `children`), or an internal error naming `operator`.
@@ -57,4 +67,51 @@ pub(crate) async fn joined<T: Send + 'static>(task: SpawnedTask<Result<T>>) -> R
     task.join_unwind()
         .await
         .map_err(|e| DataFusionError::ExecutionJoin(Box::new(e)))?
+}
+
+/// A frame of `state`'s session that reads `plan`, already planned: each
+/// scan runs a fresh copy of it (its operators' states reset), so the
+/// frame can run more than once (under EXPLAIN ANALYZE, then for real).
+pub(crate) fn frame_of(state: SessionState, plan: Arc<dyn ExecutionPlan>) -> Result<DataFrame> {
+    SessionContext::new_with_state(state).read_table(Arc::new(PlannedTable { plan }))
+}
+
+/// A physical plan as a table (see [`frame_of`]).
+#[derive(Debug)]
+struct PlannedTable {
+    plan: Arc<dyn ExecutionPlan>,
+}
+
+#[async_trait::async_trait]
+impl TableProvider for PlannedTable {
+    fn schema(&self) -> SchemaRef {
+        self.plan.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Temporary
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let plan = reset_plan_states(Arc::clone(&self.plan))?;
+        let Some(projection) = projection else {
+            return Ok(plan);
+        };
+        let schema = plan.schema();
+        let exprs = projection
+            .iter()
+            .map(|&i| {
+                let name = schema.field(i).name();
+                let column: Arc<dyn PhysicalExpr> = Arc::new(Column::new(name, i));
+                (column, name.clone())
+            })
+            .collect::<Vec<_>>();
+        Ok(Arc::new(ProjectionExec::try_new(exprs, plan)?))
+    }
 }

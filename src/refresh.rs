@@ -439,7 +439,7 @@ pub async fn apply(
         let started = std::time::Instant::now();
         let counts = match Route::of(ctx, snapshot, &changes, moved)? {
             Route::StaysFirst { new, open } => {
-                let (current, history, by_array) =
+                let (current, history) =
                     stays_from_members(ctx, snapshot, &changes, new, open, refresh_id, at).await?;
                 let customer_id = current
                     .schema()
@@ -447,13 +447,7 @@ pub async fn apply(
                     .data_type()
                     .clone();
                 let taken = MovedStays::new(ctx, refresh_id, &customer_id);
-                let mut state = ctx.state();
-                if by_array {
-                    // One build of every member (DataFusion builds the
-                    // array of a perfect hash join only from a build side
-                    // that is whole) probed by each stream of open stays.
-                    state.config_mut().options_mut().optimizer.repartition_joins = false;
-                }
+                let state = ctx.state();
                 explain_in(&state, "stays", &current).await?;
                 let observed =
                     crate::observe::observed(DataFrame::new(state, current), taken.observer())
@@ -743,11 +737,12 @@ pub async fn moved_on_cluster(
 /// segments the change leaves alone are kept as they are (when it leaves
 /// any: a refresh of every segment reads no open stay twice).
 ///
-/// Also says whether the join is by an array: when the pairs (segment,
-/// customer) of the members pack densely into one integer ([`Packing`]),
-/// the stays are best planned with one build of every member (no
-/// repartitioned join), which DataFusion then looks up in an array; else
-/// they are joined on the two columns, each side repartitioned.
+/// When the pairs (segment, customer) of the members pack densely into
+/// one integer ([`Packing`]), the join is a
+/// [`key_set_join`](crate::key_set_join::key_set_join) on the packed key
+/// (a bit per key); else (or with DataFusion's
+/// `perfect_hash_join_min_key_density` above 1) a hash join on the two
+/// columns.
 async fn stays_from_members(
     ctx: &SessionContext,
     snapshot: &Snapshot,
@@ -756,7 +751,7 @@ async fn stays_from_members(
     open: DataFrame,
     refresh_id: i64,
     at: i64,
-) -> Result<(LogicalPlan, LogicalPlan, bool), Error> {
+) -> Result<(LogicalPlan, LogicalPlan), Error> {
     let entered = col("o_customer").is_null();
     let exited = col("n_customer").is_null();
     let null_time = lit(ScalarValue::TimestampMicrosecond(None, Some("UTC".into())));
@@ -769,33 +764,37 @@ async fn stays_from_members(
         )?
         .filter(col("o_rank").is_not_null())?;
     let members = changes.iter().map(|c| c.size).sum();
-    let density = ctx
+    // DataFusion's least density for a join by direct address: above 1
+    // (no keys fill more than their range) it turns such joins off.
+    let direct = ctx
         .copied_config()
         .options()
         .execution
-        .perfect_hash_join_min_key_density;
+        .perfect_hash_join_min_key_density
+        <= 1.0;
     let packing = Packing::of(&new, &open, changes.len())
         .await?
-        .filter(|p| p.density(members) > density);
-    let by_array = packing.is_some();
+        .filter(|p| direct && p.dense_for(members));
     let joined = match packing {
         Some(packing) => {
-            // The members' side holds the key alone (the build side is
-            // held whole, and so is its array): the place and the id are
-            // unpacked after the join.
+            // The members' side holds the key alone: the place and the id
+            // are unpacked after the join.
             let customer = new
                 .schema()
                 .field_with_unqualified_name("n_customer")?
                 .data_type()
                 .clone();
-            new.select(vec![packing.new_key().alias("n_key")])?
-                .join(
-                    open.with_column("o_key", packing.open_key()?)?,
-                    JoinType::Full,
-                    &["n_key"],
-                    &["o_key"],
-                    None,
-                )?
+            let keys = new.select(vec![packing.new_key().alias("n_key")])?;
+            // Planned before the join: only the columns used above it.
+            let stays = open.select(vec![
+                col("o_rank"),
+                col("o_customer"),
+                col("o_entered_at"),
+                col("o_entered_refresh"),
+                packing.open_key()?.alias("o_key"),
+            ])?;
+            crate::key_set_join::key_set_join(keys, stays, "n_key", "o_key", packing.keys())
+                .await?
                 .with_column("n_rank", packing.place_of(col("n_key")))?
                 .with_column("n_customer", packing.customer_of(col("n_key"), customer))?
         }
@@ -847,18 +846,21 @@ async fn stays_from_members(
         changed.union(others)?
     }
     .into_unoptimized_plan();
-    Ok((current, closed_before(membership)?, by_array))
+    Ok((current, closed_before(membership)?))
 }
+
+/// The most keys per member a [`Packing`] spans for its stays join to
+/// keep a bit per key: two bits a key, 16 bytes a member at most, less
+/// than a hash table's entry.
+const KEYS_PER_MEMBER: u64 = 64;
 
 /// The pair (place in `changes`, customer id) of a member or an open stay
 /// packed into one integer, `place * width + (customer_id - low)`, where
 /// `low..=high` holds every new member's id and `width` is the range's
 /// length. When the members fill enough of the keys' range, the stays
-/// join looks them up in an array (DataFusion's perfect hash join)
-/// instead of a hash table: at scale 1 its time in the join fell from
-/// about 0.31 s to 0.15 s, and neither side is repartitioned. Open stays
-/// of customers outside the range, who are no new member, get no key and
-/// close.
+/// join keeps a bit per key ([`key_set_join`](crate::key_set_join::key_set_join))
+/// instead of a hash table. Open stays of customers outside the range,
+/// who are no new member, get no key and close.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Packing {
     low: i64,
@@ -922,10 +924,17 @@ impl Packing {
         })
     }
 
-    /// The share of the keys' range that `members` pairs fill.
-    fn density(&self, members: i64) -> f64 {
-        // Both fit 64 bits (`over`); the ratio needs no more precision.
-        members as f64 / (self.places as f64 * self.width as f64)
+    /// How many keys the packing spans (every key is below it).
+    fn keys(&self) -> u64 {
+        // Both are positive and their product fits 64 bits (`over`).
+        (self.places * self.width).unsigned_abs()
+    }
+
+    /// Whether `members` pairs fill enough of the keys' range for a bit
+    /// per key (two: member, found) to cost less than a hash table's
+    /// entry per member: at least one key in [`KEYS_PER_MEMBER`].
+    fn dense_for(&self, members: i64) -> bool {
+        self.keys() <= members.unsigned_abs().saturating_mul(KEYS_PER_MEMBER)
     }
 
     fn key(&self, place: Expr, customer: Expr) -> Expr {
@@ -1718,7 +1727,14 @@ mod tests {
     fn packing_spans_the_ids_in_every_place_or_refuses_an_overflow() {
         let p = Packing::over(10, 19, 3).unwrap();
         assert_eq!((p.low, p.high, p.width, p.places), (10, 19, 10, 3));
-        assert_eq!(p.density(15), 0.5);
+        assert_eq!(p.keys(), 30);
+        // 30 keys: dense enough from one member on (64 keys a member).
+        assert!(p.dense_for(1));
+        assert!(!p.dense_for(0));
+        let wide = Packing::over(0, 999_999, 22).unwrap();
+        assert_eq!(wide.keys(), 22_000_000);
+        assert!(wide.dense_for(343_750));
+        assert!(!wide.dense_for(343_749));
         assert_eq!(Packing::over(7, 7, 1).unwrap().width, 1);
         // Every id of i64: the width does not fit.
         assert_eq!(Packing::over(i64::MIN, i64::MAX, 1), None);
