@@ -45,6 +45,7 @@ pub mod held_rows;
 pub mod history_chart;
 pub mod key_set_join;
 pub mod lang;
+pub mod lookup_join;
 pub mod moved_stays;
 pub mod observe;
 pub(crate) mod operator;

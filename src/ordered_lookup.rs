@@ -436,7 +436,7 @@ async fn concat_side(
 
 /// `keys` as `i64`s (every key type [`is_lookup_key`] allows converts
 /// exactly).
-fn int64_keys(keys: &ArrayRef) -> Result<datafusion::arrow::array::Int64Array> {
+pub(crate) fn int64_keys(keys: &ArrayRef) -> Result<datafusion::arrow::array::Int64Array> {
     Ok(cast(keys, &DataType::Int64)?
         .as_primitive::<Int64Type>()
         .clone())
@@ -454,8 +454,8 @@ fn dense_range(keys: &datafusion::arrow::array::Int64Array) -> Option<(i64, usiz
     (span <= allowed).then_some((least, span))
 }
 
-/// The row of each key on the right side.
-enum KeyIndex {
+/// The row of each key on the right side (of any one-row-per-key side).
+pub(crate) enum KeyIndex {
     /// Slot `key - least` holds the row, or [`KeyIndex::NONE`].
     Dense {
         least: i64,
@@ -467,9 +467,8 @@ enum KeyIndex {
 impl KeyIndex {
     const NONE: u32 = u32::MAX;
 
-    fn new(keys: &datafusion::arrow::array::Int64Array) -> Result<Self> {
-        let duplicate =
-            |key: i64| exec_err!("OrderedLookupExec: the right side holds key {key} twice");
+    pub(crate) fn new(keys: &datafusion::arrow::array::Int64Array) -> Result<Self> {
+        let duplicate = |key: i64| exec_err!("the right side of a lookup holds key {key} twice");
         let rows = keys
             .iter()
             .enumerate()
@@ -498,7 +497,7 @@ impl KeyIndex {
         }
     }
 
-    fn get(&self, key: i64) -> Option<u32> {
+    pub(crate) fn get(&self, key: i64) -> Option<u32> {
         match self {
             Self::Dense { least, rows } => {
                 let slot = usize::try_from(key.checked_sub(*least)?).ok()?;
@@ -731,7 +730,7 @@ mod tests {
             register(&ctx, vec![Some(1)], right, 2);
             let error = run(&ctx).await.expect_err("duplicate").to_string();
             assert!(
-                error.contains(&format!("the right side holds key {key} twice")),
+                error.contains(&format!("the right side of a lookup holds key {key} twice")),
                 "{error}"
             );
         }

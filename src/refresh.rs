@@ -32,8 +32,8 @@ use crate::moved_stays::MovedStays;
 use crate::segment::catalog::{Pass, SegmentCatalog, StoredSegments};
 use crate::segment::columns::{Role, SourceTable};
 use crate::segment::planner::{
-    bought_pass_plan, customers_with_passes, events_pass_plan, metrics_read, order_metrics_plan,
-    plan_resolved, reads_rfm,
+    PassesToJoin, bought_pass_plan, events_pass_plan, metrics_read, order_metrics_plan,
+    passes_to_join, plan_resolved, reads_rfm,
 };
 use crate::segment::resolve::{EventTest, OrderScope, Resolved, resolve_text};
 use crate::segment::{SegmentError, SegmentGraph, rfm_cuts};
@@ -1155,6 +1155,30 @@ fn stays_plans(
     Ok((current, closed_before(membership)?))
 }
 
+/// The customers (their id and the columns the segments read) with
+/// each pass's row: looked up by id in every pass at once when the ids
+/// are integers ([`lookup_join`](crate::lookup_join::lookup_join): no
+/// repartition, no hash table; R2 at scale 1 ran 19.6 -> 19.2 G
+/// instructions, the step about 0.30 -> 0.24 s), else left-joined to one
+/// pass after the other.
+async fn customers_looked_up(
+    ctx: &SessionContext,
+    parts: PassesToJoin,
+) -> Result<LogicalPlan, Error> {
+    let sides = parts
+        .passes
+        .iter()
+        .map(|(pass, key)| (DataFrame::new(ctx.state(), pass.clone()), key.clone()))
+        .collect();
+    let customers = DataFrame::new(ctx.state(), parts.customers.clone());
+    Ok(
+        match crate::lookup_join::lookup_join(customers, &parts.id, sides).await? {
+            Some(frame) => frame.into_unoptimized_plan(),
+            None => parts.joined()?,
+        },
+    )
+}
+
 /// How many segments of one stage a refresh evaluates at a time: two keep
 /// both cores busy between a small plan's single-threaded steps (four were
 /// no faster at scale 1 and hold more hash tables at once).
@@ -1470,8 +1494,11 @@ pub async fn refresh(
     for (_, condition) in &resolved {
         condition.customer_columns(true, &mut columns);
     }
-    if let Some(plan) = customers_with_passes(&catalog, &columns).map_err(SegmentError::from)? {
+    if let Some(parts) = passes_to_join(&catalog, &columns).map_err(SegmentError::from)? {
         let step = "while joining the customers to the order metrics, events and purchases";
+        let plan = customers_looked_up(ctx, parts)
+            .await
+            .map_err(in_step(|| step.to_string()))?;
         if let Some(joined) = scratch.held(ctx, "__customers", plan, step).await? {
             catalog = catalog.with_passes_joined(joined)?;
             timing("customers joined", started);

@@ -941,11 +941,70 @@ fn needs_a_row(filter: &Expr, named: PassName, schema: &DFSchemaRef) -> bool {
 /// [`SegmentCatalog::passes_joined`] set, a refresh's segments each filter
 /// one table instead of each joining `customers` to the passes again.
 /// `None` when the catalog has no pass, or when a column of `customers`
-/// has the name of a pass column.
+/// has the name of a pass column. (The joins of [`passes_to_join`]'s
+/// parts, as hash joins.)
 pub fn customers_with_passes(
     catalog: &SegmentCatalog,
     columns: &BTreeSet<String>,
 ) -> Result<Option<LogicalPlan>> {
+    passes_to_join(catalog, columns)?
+        .map(PassesToJoin::joined)
+        .transpose()
+}
+
+/// What [`customers_with_passes`] joins: the customers' columns and the
+/// passes, each by its customer id.
+#[derive(Debug)]
+pub struct PassesToJoin {
+    /// `customers` read for its customer id (named `id`) and the columns
+    /// asked for, in that order.
+    pub customers: LogicalPlan,
+    pub id: String,
+    /// Each pass and the name of its customer id, in the joined table's
+    /// order of columns.
+    pub passes: Vec<(LogicalPlan, String)>,
+}
+
+impl PassesToJoin {
+    /// The customers left-joined to each pass, each pass's columns but its
+    /// key kept.
+    pub fn joined(self) -> Result<LogicalPlan> {
+        let mut kept: Vec<Expr> = self
+            .customers
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| customer_col(f.name()))
+            .collect();
+        let mut builder = LogicalPlanBuilder::from(self.customers).alias("customers")?;
+        for (i, (pass, key)) in self.passes.into_iter().enumerate() {
+            let name = format!("__pass_{i}");
+            kept.extend(
+                pass.schema()
+                    .fields()
+                    .iter()
+                    .filter(|f| f.name() != &key)
+                    .map(|f| Expr::Column(Column::new(Some(name.as_str()), f.name()))),
+            );
+            builder = builder.join(
+                LogicalPlanBuilder::from(pass).alias(&name)?.build()?,
+                JoinType::Left,
+                (
+                    vec![Column::new(Some("customers"), &self.id)],
+                    vec![Column::new(Some(name.as_str()), &key)],
+                ),
+                None,
+            )?;
+        }
+        builder.project(kept)?.build()
+    }
+}
+
+/// The parts of [`customers_with_passes`], for the caller to join them.
+pub fn passes_to_join(
+    catalog: &SegmentCatalog,
+    columns: &BTreeSet<String>,
+) -> Result<Option<PassesToJoin>> {
     let passes = [
         (catalog.metrics.as_deref(), METRICS_PASS),
         (catalog.event_pass.as_deref(), EVENTS_PASS),
@@ -955,52 +1014,50 @@ pub fn customers_with_passes(
         return Ok(None);
     }
     let id = catalog.column(SourceTable::Customers, Role::CustomerId);
-    let mut kept = vec![customer_col(id)];
-    kept.extend(
+    let mut read = vec![customer_col(id)];
+    read.extend(
         columns
             .iter()
             .filter(|c| c.as_str() != id)
             .map(|c| customer_col(c)),
     );
-    let mut builder = LogicalPlanBuilder::scan(
+    // A `customers` column named like a pass column would make the names
+    // of one table clash: each segment joins what it reads then.
+    let mut names: BTreeSet<String> = read
+        .iter()
+        .filter_map(|e| match e {
+            Expr::Column(c) => Some(c.name.clone()),
+            _ => None,
+        })
+        .collect();
+    let customers = LogicalPlanBuilder::scan(
         "customers",
         provider_as_source(Arc::clone(&catalog.customers)),
         None,
-    )?;
+    )?
+    .project(read)?
+    .build()?;
+    let mut joined = Vec::new();
     for (pass, named) in passes {
         let Some(pass) = pass else { continue };
+        for field in pass.table.schema().fields() {
+            if field.name() != named.key && !names.insert(field.name().clone()) {
+                return Ok(None);
+            }
+        }
         let scan = LogicalPlanBuilder::scan(
             named.name,
             provider_as_source(Arc::clone(&pass.table)),
             None,
         )?
         .build()?;
-        kept.extend(
-            pass.table
-                .schema()
-                .fields()
-                .iter()
-                .filter(|f| f.name() != named.key)
-                .map(|f| Expr::Column(Column::new(Some(named.name), f.name()))),
-        );
-        builder = join_pass(
-            builder,
-            Column::new(Some("customers"), id),
-            scan,
-            named,
-            JoinType::Left,
-        )?;
+        joined.push((scan, named.key.to_string()));
     }
-    // A `customers` column named like a pass column would make the names
-    // of one table clash: each segment joins what it reads then.
-    let mut names = BTreeSet::new();
-    if !kept.iter().all(|e| match e {
-        Expr::Column(c) => names.insert(c.name.clone()),
-        _ => false,
-    }) {
-        return Ok(None);
-    }
-    Ok(Some(builder.project(kept)?.build()?))
+    Ok(Some(PassesToJoin {
+        customers,
+        id: id.to_string(),
+        passes: joined,
+    }))
 }
 
 /// Every customer's RFM measures, scores, code and group on `as_of`, by
