@@ -438,24 +438,16 @@ impl Probe {
 
 #[cfg(test)]
 mod tests {
-    use datafusion::arrow::array::{Int64Array, StringArray};
     use datafusion::arrow::util::pretty::pretty_format_batches;
     use datafusion::common::JoinType;
     use datafusion::dataframe::DataFrame;
     use datafusion::datasource::MemTable;
-    use datafusion::logical_expr::col;
+    use datafusion::logical_expr::{col, lit};
     use datafusion::physical_plan::displayable;
-    use datafusion::prelude::{SessionConfig, SessionContext};
+    use datafusion::prelude::SessionContext;
 
     use super::*;
-
-    fn context() -> SessionContext {
-        SessionContext::new_with_config(
-            SessionConfig::new()
-                .with_target_partitions(3)
-                .with_batch_size(4),
-        )
-    }
+    use crate::test_tables::{context, keyed_rows, sorted_lines};
 
     /// A table of `key` values in the given partitions.
     fn keys(ctx: &SessionContext, parts: Vec<Vec<i64>>) -> DataFrame {
@@ -476,53 +468,16 @@ mod tests {
             .unwrap()
     }
 
-    /// A table of rows `(key, name, unused)` in the given partitions.
+    /// A table of rows `(rk, name, unused)` in the given partitions.
     fn rows(ctx: &SessionContext, parts: Vec<Vec<(Option<i64>, &str)>>) -> DataFrame {
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("rk", DataType::Int64, true),
-            Field::new("name", DataType::Utf8, false),
-            Field::new("unused", DataType::Int64, false),
-        ]));
-        let parts = parts
-            .into_iter()
-            .map(|rows| {
-                let n = rows.len() as i64;
-                vec![
-                    RecordBatch::try_new(
-                        Arc::clone(&schema),
-                        vec![
-                            Arc::new(Int64Array::from(
-                                rows.iter().map(|r| r.0).collect::<Vec<_>>(),
-                            )),
-                            Arc::new(StringArray::from(
-                                rows.iter().map(|r| r.1).collect::<Vec<_>>(),
-                            )),
-                            Arc::new(Int64Array::from_iter_values(0..n)),
-                        ],
-                    )
-                    .unwrap(),
-                ]
-            })
-            .collect();
-        ctx.read_table(Arc::new(MemTable::try_new(schema, parts).unwrap()))
+        keyed_rows(ctx, ["rk", "name"], parts)
+            .with_column("unused", lit(0_i64))
             .unwrap()
     }
 
     /// The frame's rows of `k` and `name`, sorted, as text.
     async fn sorted(frame: DataFrame) -> Result<Vec<String>> {
-        let batches = frame
-            .select(vec![col("k"), col("name")])?
-            .sort(vec![
-                col("k").sort(true, false),
-                col("name").sort(true, false),
-            ])?
-            .collect()
-            .await?;
-        Ok(pretty_format_batches(&batches)?
-            .to_string()
-            .lines()
-            .map(str::to_string)
-            .collect())
+        sorted_lines(frame.select(vec![col("k"), col("name")])?).await
     }
 
     async fn joined(keys: DataFrame, rows: DataFrame, range: u64) -> DataFrame {

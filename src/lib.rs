@@ -65,6 +65,8 @@ pub mod state_folder;
 pub mod statements;
 pub mod storage;
 pub mod store;
+#[cfg(test)]
+pub(crate) mod test_tables;
 pub mod time;
 
 pub use config::Config;

@@ -342,79 +342,20 @@ fn looked_up(
 
 #[cfg(test)]
 mod tests {
-    use datafusion::arrow::array::{Int32Array, Int64Array, StringArray};
+    use datafusion::arrow::array::{Int32Array, StringArray};
     use datafusion::arrow::datatypes::DataType;
-    use datafusion::arrow::util::pretty::pretty_format_batches;
     use datafusion::common::JoinType;
-    use datafusion::datasource::MemTable;
     use datafusion::logical_expr::col;
-    use datafusion::prelude::{SessionConfig, SessionContext};
+    use datafusion::prelude::SessionContext;
 
     use super::*;
-
-    fn context() -> SessionContext {
-        SessionContext::new_with_config(
-            SessionConfig::new()
-                .with_target_partitions(3)
-                .with_batch_size(4),
-        )
-    }
-
-    /// A table of rows `(key, text)` named `key_name` and `text_name`, in
-    /// the given partitions.
-    fn table(
-        ctx: &SessionContext,
-        names: (&str, &str),
-        parts: Vec<Vec<(Option<i64>, &str)>>,
-    ) -> DataFrame {
-        let schema = Arc::new(Schema::new(vec![
-            Field::new(names.0, DataType::Int64, true),
-            Field::new(names.1, DataType::Utf8, false),
-        ]));
-        let parts = parts
-            .into_iter()
-            .map(|rows| {
-                vec![
-                    RecordBatch::try_new(
-                        Arc::clone(&schema),
-                        vec![
-                            Arc::new(Int64Array::from(
-                                rows.iter().map(|r| r.0).collect::<Vec<_>>(),
-                            )),
-                            Arc::new(StringArray::from(
-                                rows.iter().map(|r| r.1).collect::<Vec<_>>(),
-                            )),
-                        ],
-                    )
-                    .unwrap(),
-                ]
-            })
-            .collect();
-        ctx.read_table(Arc::new(MemTable::try_new(schema, parts).unwrap()))
-            .unwrap()
-    }
-
-    /// The frame's rows, sorted, as text.
-    async fn sorted(frame: DataFrame) -> Result<Vec<String>> {
-        let order = frame
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| col(f.name()).sort(true, false))
-            .collect();
-        let batches = frame.sort(order)?.collect().await?;
-        Ok(pretty_format_batches(&batches)?
-            .to_string()
-            .lines()
-            .map(str::to_string)
-            .collect())
-    }
+    use crate::test_tables::{context, keyed_rows, sorted_lines as sorted};
 
     fn customers(ctx: &SessionContext) -> DataFrame {
         // A null id, an id no side holds, one empty partition.
-        table(
+        keyed_rows(
             ctx,
-            ("id", "city"),
+            ["id", "city"],
             vec![
                 vec![(Some(1), "Oslo"), (Some(2), "Rome"), (None, "Nowhere")],
                 vec![],
@@ -425,9 +366,9 @@ mod tests {
 
     /// Dense keys (a vector index) in two partitions.
     fn metrics(ctx: &SessionContext) -> DataFrame {
-        table(
+        keyed_rows(
             ctx,
-            ("m_id", "spent"),
+            ["m_id", "spent"],
             vec![
                 vec![(Some(2), "20"), (Some(3), "30")],
                 vec![(Some(1), "10"), (None, "no key")],
@@ -437,9 +378,9 @@ mod tests {
 
     /// Sparse keys (a map index).
     fn bought(ctx: &SessionContext) -> DataFrame {
-        table(
+        keyed_rows(
             ctx,
-            ("b_id", "sofa"),
+            ["b_id", "sofa"],
             vec![vec![
                 (Some(1000), "yes"),
                 (Some(1 << 40), "far"),
@@ -515,9 +456,9 @@ mod tests {
     #[tokio::test]
     async fn a_side_holding_a_key_twice_is_an_error() {
         let ctx = context();
-        let twice = table(
+        let twice = keyed_rows(
             &ctx,
-            ("m_id", "spent"),
+            ["m_id", "spent"],
             vec![vec![(Some(2), "20")], vec![(Some(2), "again")]],
         );
         let error = lookup_join(customers(&ctx), "id", vec![(twice, "m_id".to_string())])
