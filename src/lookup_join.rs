@@ -59,11 +59,16 @@ pub async fn lookup_join(
     let Some(probe_at) = key_at(&probe, probe_key)? else {
         return Ok(None);
     };
-    let mut planned = Vec::with_capacity(sides.len());
-    for (side, key) in sides {
-        let Some(at) = key_at(&side, &key)? else {
+    // Every key checked before any side is planned.
+    let mut keys = Vec::with_capacity(sides.len());
+    for (side, key) in &sides {
+        let Some(at) = key_at(side, key)? else {
             return Ok(None);
         };
+        keys.push(at);
+    }
+    let mut planned = Vec::with_capacity(sides.len());
+    for ((side, _), at) in sides.into_iter().zip(keys) {
         planned.push((side.create_physical_plan().await?, at));
     }
     let (state, probe) = probe.into_parts();

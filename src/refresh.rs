@@ -1494,7 +1494,13 @@ pub async fn refresh(
     for (_, condition) in &resolved {
         condition.customer_columns(true, &mut columns);
     }
-    if let Some(parts) = passes_to_join(&catalog, &columns).map_err(SegmentError::from)? {
+    // (On a cluster nothing is held: each segment joins what it reads.)
+    let parts = if crate::cluster::on_cluster(ctx) {
+        None
+    } else {
+        passes_to_join(&catalog, &columns).map_err(SegmentError::from)?
+    };
+    if let Some(parts) = parts {
         let step = "while joining the customers to the order metrics, events and purchases";
         let plan = customers_looked_up(ctx, parts)
             .await
