@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatchOptions, UInt32Array};
+use datafusion::arrow::buffer::{BooleanBuffer, NullBuffer};
 use datafusion::arrow::compute::kernels::aggregate::{max, min};
 use datafusion::arrow::compute::{SortOptions, cast, concat_batches, sort_to_indices, take};
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
@@ -361,23 +362,30 @@ impl ExecutionPlan for OrderedLookupExec {
         let schema = Arc::clone(&self.schema);
         let batch_size = context.session_config().batch_size().max(1);
         let output = futures::stream::once(async move {
-            let right = concat_side(&right_schema, right, &mut reservation).await?;
+            // The left side (the customers: a plain scan) is ready long
+            // before the right (their metrics: an aggregate), so it is put
+            // in key order while the right side is still being computed.
             let left = concat_side(&left_schema, left, &mut reservation).await?;
             let timer = elapsed.timer();
-            let index = KeyIndex::new(&int64_keys(right.column(right_key))?)?;
             let left_keys = int64_keys(left.column(left_key))?;
             let order = key_order(&left_keys)?;
-            let matches: UInt32Array = order
-                .values()
-                .iter()
-                .map(|&row| {
-                    let row = row as usize;
-                    left_keys
-                        .is_valid(row)
-                        .then(|| index.get(left_keys.value(row)))
-                        .flatten()
-                })
-                .collect();
+            drop(timer);
+            let right = concat_side(&right_schema, right, &mut reservation).await?;
+            let timer = elapsed.timer();
+            let index = KeyIndex::new(&int64_keys(right.column(right_key))?)?;
+            // The right row of each output row, null without one.
+            let rows = order.values();
+            let mut found = vec![0u32; rows.len()];
+            let valid = BooleanBuffer::collect_bool(rows.len(), |i| {
+                let row = rows[i] as usize;
+                let right_row = left_keys
+                    .is_valid(row)
+                    .then(|| index.get(left_keys.value(row)))
+                    .flatten();
+                found[i] = right_row.unwrap_or(0);
+                right_row.is_some()
+            });
+            let matches = UInt32Array::new(found.into(), Some(NullBuffer::new(valid)));
             drop(timer);
             let rows = order.len();
             output_rows.add(rows);
