@@ -5,9 +5,12 @@
 //! input partition, then repartitions the partial results by hash and
 //! hashes them again. [`DenseAggregateExec`] gives each key the slot
 //! `key - base` of plain vectors instead (counts, sums, minima, maxima): one
-//! set per input partition, filled on its own core, added together slot by
-//! slot at the end (each aggregate on a thread of its own when the groups
-//! are many). A partition whose keys spread too thinly for slots (many
+//! set per input partition, filled on its own core. At the end the groups
+//! are finished a batch at a time, by a task that runs beside the operator
+//! above: partitions over the same range of keys are combined slot by slot
+//! as each batch is made; others are merged first (each aggregate on a
+//! thread of its own when the groups are many). A partition whose keys
+//! spread too thinly for slots (many
 //! more slots than rows) moves to a hash map from key to slot, so every
 //! input gives the result of the aggregate it replaces.
 //!
@@ -399,35 +402,37 @@ impl ExecutionPlan for DenseAggregateExec {
         let shape = Arc::clone(&self.shape);
         let schema = Arc::clone(&self.schema);
         let batch_size = context.session_config().batch_size().max(1);
-        // The groups are merged, then finished a batch at a time and sent
-        // on, by a task of their own: the operator above works on the first
+        // The partitions' groups are finished a batch at a time and sent on
+        // by a task of their own: the operator above works on the first
         // batches (a writer encodes them) while the later ones are being
-        // finished.
+        // finished. Partitions whose slots cover the same keys (each part
+        // of a scan, ranged by the files' statistics) are combined slot by
+        // slot as each batch is finished; others are merged first.
         let mut output = RecordBatchReceiverStream::builder(Arc::clone(&self.schema), 2);
         let tx = output.tx();
         output.spawn(async move {
-            let mut merged: Option<Slots> = None;
+            let mut parts: Vec<Slots> = Vec::new();
             for task in tasks {
                 let slots = crate::operator::joined(task).await?;
-                match merged.as_mut() {
-                    Some(all) => {
+                match parts.first_mut() {
+                    Some(first) if !first.aligned_with(&slots) => {
                         let _timer = elapsed.timer();
-                        all.merge(&shape, slots)?;
+                        first.merge(&shape, slots)?;
                     }
-                    None => merged = Some(slots),
+                    _ => parts.push(slots),
                 }
             }
-            let Some(slots) = merged else {
+            let Some(first) = parts.first() else {
                 return Ok(());
             };
-            let used = {
-                let _timer = elapsed.timer();
-                slots.used_slots()
-            };
-            for chunk in used.chunks(batch_size) {
+            let (len, ranges) = (first.len(), batch_size);
+            for at in (0..len).step_by(ranges) {
                 let batch = {
                     let _timer = elapsed.timer();
-                    slots.finish(&shape, &schema, chunk)?
+                    finish_together(&parts, &shape, &schema, at..len.min(at + ranges))?
+                };
+                let Some(batch) = batch else {
+                    continue;
                 };
                 output_rows.add(batch.num_rows());
                 if tx.send(Ok(batch)).await.is_err() {
@@ -583,37 +588,39 @@ impl Accumulator {
         }
     }
 
-    /// Adds `other`'s slot `s` into this one's slot `s`, for every slot.
-    fn merge_aligned(&mut self, aggregate: &Aggregate, other: &Self) {
-        let op = aggregate.op;
-        for (seen, &theirs) in self.seen.iter_mut().zip(&other.seen) {
-            *seen |= theirs;
-        }
-        match (&mut self.values, &other.values) {
-            (Values::I64(mine), Values::I64(theirs)) => combine_all(op, mine, theirs),
-            (Values::I128(mine), Values::I128(theirs)) => combine_all(op, mine, theirs),
-            // Both sides are made from the same aggregate.
-            _ => {}
-        }
-    }
-
-    /// The values at `slots`, as the aggregate's output type.
-    fn finish(&self, aggregate: &Aggregate, slots: &[usize]) -> Result<ArrayRef> {
+    /// The values at `slots` of `parts` (slots over the same keys)
+    /// combined, as the aggregate's output type.
+    fn finish(aggregate: &Aggregate, parts: &[&Self], slots: &[usize]) -> Result<ArrayRef> {
         let nulls = (aggregate.op != Op::Count)
             .then(|| {
                 NullBuffer::new(BooleanBuffer::collect_bool(slots.len(), |i| {
-                    self.seen[slots[i]]
+                    parts.iter().any(|part| part.seen[slots[i]])
                 }))
             })
             .filter(|nulls| nulls.null_count() > 0);
-        match &self.values {
-            Values::I64(values) => {
-                let values: Vec<i64> = slots.iter().map(|&s| values[s]).collect();
+        let op = aggregate.op;
+        let i64s: Vec<&[i64]> = parts
+            .iter()
+            .filter_map(|part| match &part.values {
+                Values::I64(values) => Some(values.as_slice()),
+                Values::I128(_) => None,
+            })
+            .collect();
+        let i128s: Vec<&[i128]> = parts
+            .iter()
+            .filter_map(|part| match &part.values {
+                Values::I128(values) => Some(values.as_slice()),
+                Values::I64(_) => None,
+            })
+            .collect();
+        match aggregate.width {
+            Width::I64 => {
+                let values = gathered(op, &i64s, slots);
                 let array: ArrayRef = Arc::new(Int64Array::new(values.into(), nulls));
                 Ok(cast(&array, &aggregate.output)?)
             }
-            Values::I128(values) => {
-                let values: Vec<i128> = slots.iter().map(|&s| values[s]).collect();
+            Width::I128 => {
+                let values = gathered(op, &i128s, slots);
                 let array = PrimitiveArray::<Decimal128Type>::new(values.into(), nulls)
                     .with_data_type(aggregate.output.clone());
                 Ok(Arc::new(array))
@@ -734,17 +741,25 @@ fn merge_by<V: Number>(
     }
 }
 
-/// Combines `theirs[s]` into `mine[s]` for every slot, as `op` does.
-fn combine_all<V: Number>(op: Op, mine: &mut [V], theirs: &[V]) {
-    fn each<V: Copy>(mine: &mut [V], theirs: &[V], f: impl Fn(V, V) -> V) {
-        for (m, &t) in mine.iter_mut().zip(theirs) {
-            *m = f(*m, t);
+/// Each of `slots`' value combined over `parts` (slots over the same
+/// keys), as `op` combines them; a part that no row reached at a slot
+/// holds the identity there.
+fn gathered<V: Number>(op: Op, parts: &[&[V]], slots: &[usize]) -> Vec<V> {
+    fn each<V: Copy>(parts: &[&[V]], slots: &[usize], f: impl Fn(V, V) -> V) -> Vec<V> {
+        match parts {
+            [] => Vec::new(),
+            [one] => slots.iter().map(|&s| one[s]).collect(),
+            [a, b] => slots.iter().map(|&s| f(a[s], b[s])).collect(),
+            [first, rest @ ..] => slots
+                .iter()
+                .map(|&s| rest.iter().fold(first[s], |value, part| f(value, part[s])))
+                .collect(),
         }
     }
     match op {
-        Op::Count | Op::Sum => each(mine, theirs, V::wrapping_sum),
-        Op::Min => each(mine, theirs, std::cmp::min),
-        Op::Max => each(mine, theirs, std::cmp::max),
+        Op::Count | Op::Sum => each(parts, slots, V::wrapping_sum),
+        Op::Min => each(parts, slots, std::cmp::min),
+        Op::Max => each(parts, slots, std::cmp::max),
     }
 }
 
@@ -1038,26 +1053,6 @@ impl Slots {
 
     /// Adds `other`'s groups to these.
     fn merge(&mut self, shape: &Shape, other: Self) -> Result<()> {
-        if self.aligned_with(&other) {
-            // Slot by slot: an unused slot holds its aggregate's identity,
-            // so combining every slot gives the same values, in loops
-            // without indirection (both partitions of a scan over the
-            // same key range land here).
-            for (used, &theirs) in self.used.iter_mut().zip(&other.used) {
-                *used |= theirs;
-            }
-            let len = self.len();
-            let work = self
-                .accumulators
-                .iter_mut()
-                .zip(&shape.aggregates)
-                .zip(&other.accumulators)
-                .collect();
-            each_at_once(len, work, |((acc, aggregate), their)| {
-                acc.merge_aligned(aggregate, their)
-            })?;
-            return Ok(());
-        }
         let (theirs, keys) = other.used_keys();
         let mut mine = Vec::with_capacity(theirs.len());
         self.place(shape, &keys, &mut mine);
@@ -1073,15 +1068,32 @@ impl Slots {
         })?;
         Ok(())
     }
+}
 
-    /// The groups at `slots` as a batch of `schema`.
-    fn finish(&self, shape: &Shape, schema: &SchemaRef, slots: &[usize]) -> Result<RecordBatch> {
-        let mut columns: Vec<ArrayRef> = vec![cast(&self.keys_of(slots), &shape.key_type)?];
-        for (acc, aggregate) in self.accumulators.iter().zip(&shape.aggregates) {
-            columns.push(acc.finish(aggregate, slots)?);
-        }
-        Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+/// The groups of `parts` (slots over the same keys) in the slots `range`,
+/// combined, as a batch of `schema`; none when no row reached them.
+fn finish_together(
+    parts: &[Slots],
+    shape: &Shape,
+    schema: &SchemaRef,
+    range: std::ops::Range<usize>,
+) -> Result<Option<RecordBatch>> {
+    let Some(first) = parts.first() else {
+        return Ok(None);
+    };
+    let slots: Vec<usize> = range
+        .filter(|&s| parts.iter().any(|part| part.used[s]))
+        .collect();
+    if slots.is_empty() {
+        return Ok(None);
     }
+    let mut columns: Vec<ArrayRef> = vec![cast(&first.keys_of(&slots), &shape.key_type)?];
+    for (i, aggregate) in shape.aggregates.iter().enumerate() {
+        let accumulators: Vec<&Accumulator> =
+            parts.iter().map(|part| &part.accumulators[i]).collect();
+        columns.push(Accumulator::finish(aggregate, &accumulators, &slots)?);
+    }
+    Ok(Some(RecordBatch::try_new(Arc::clone(schema), columns)?))
 }
 
 /// Groups from which the aggregates are merged each on a thread of its
@@ -1544,8 +1556,15 @@ mod tests {
         Ok(())
     }
 
+    /// Every group of `parts` (slots over the same keys) in one batch.
+    fn finished(parts: &[Slots], shape: &Shape, schema: &SchemaRef) -> Result<RecordBatch> {
+        let len = parts.first().map_or(0, Slots::len);
+        Ok(finish_together(parts, shape, schema, 0..len)?
+            .unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(schema))))
+    }
+
     #[test]
-    fn slots_over_the_same_range_merge_slot_by_slot_as_by_pairs() -> Result<()> {
+    fn slots_over_the_same_range_finish_together_as_merged_by_pairs() -> Result<()> {
         let aggregate = |op, name: &str| Aggregate {
             op,
             width: Width::I64,
@@ -1599,17 +1618,18 @@ mod tests {
             let mut slots = Slots::new(shape);
             slots.update(shape, batch, scratch).map(|()| slots)
         };
-        let mut aligned = filled(&shape, &mine, &mut scratch)?;
-        let same_range = filled(&shape, &theirs, &mut scratch)?;
-        assert!(aligned.aligned_with(&same_range));
-        aligned.merge(&shape, same_range)?;
+        let together = [
+            filled(&shape, &mine, &mut scratch)?,
+            filled(&shape, &theirs, &mut scratch)?,
+        ];
+        assert!(together[0].aligned_with(&together[1]));
         let mut by_pairs = filled(&shape, &mine, &mut scratch)?;
         let mapped = filled(&shape_with(None), &theirs, &mut scratch)?;
         assert!(matches!(mapped.index, Index::Sparse { .. }));
         assert!(!by_pairs.aligned_with(&mapped));
         by_pairs.merge(&shape, mapped)?;
-        let finished = |slots: &Slots| {
-            let batch = slots.finish(&shape, &schema, &slots.used_slots())?;
+        let printed = |parts: &[Slots]| {
+            let batch = finished(parts, &shape, &schema)?;
             Ok::<_, DataFusionError>(pretty_format_batches(&[batch])?.to_string())
         };
         let expected = "\
@@ -1622,16 +1642,21 @@ mod tests {
 | 50  | 2 | 7  | -2 | 9  |
 | 100 | 2 | -3 | -7 | 4  |
 +-----+---+----+----+----+";
-        assert_eq!(finished(&aligned)?, expected);
-        assert_eq!(finished(&by_pairs)?, expected);
-        // Batches of two groups give the same rows in order.
-        let used = aligned.used_slots();
-        let parts = used
-            .chunks(2)
-            .map(|chunk| aligned.finish(&shape, &schema, chunk))
+        assert_eq!(printed(&together)?, expected);
+        assert_eq!(printed(std::slice::from_ref(&by_pairs))?, expected);
+        // Ranges of slots give the same rows in order, and none where no
+        // row reached (slot 0 is the null key, slot k key k: slots 14 to
+        // 20 are unused).
+        let len = together[0].len();
+        let batches = (0..len)
+            .step_by(7)
+            .map(|at| finish_together(&together, &shape, &schema, at..len.min(at + 7)))
             .collect::<Result<Vec<_>>>()?;
-        assert_eq!(parts.len(), 3);
-        assert_eq!(pretty_format_batches(&parts)?.to_string(), expected);
+        assert_eq!(batches.len(), 15);
+        assert!(batches[2].is_none());
+        let batches: Vec<RecordBatch> = batches.into_iter().flatten().collect();
+        assert_eq!(batches.len(), 4);
+        assert_eq!(pretty_format_batches(&batches)?.to_string(), expected);
         Ok(())
     }
 
@@ -1677,7 +1702,7 @@ mod tests {
         )?;
         assert!(matches!(slots.index, Index::Sparse { .. }));
         slots.update(&shape, &keys(vec![Some(990), Some(7)])?, &mut scratch)?;
-        let batch = slots.finish(&shape, &schema, &slots.used_slots())?;
+        let batch = finished(std::slice::from_ref(&slots), &shape, &schema)?;
         let rows = pretty_format_batches(&[batch])?.to_string();
         // Without statistics: a map until the keys prove dense.
         let shape = Shape {
@@ -1693,7 +1718,7 @@ mod tests {
             &mut scratch,
         )?;
         assert!(matches!(other.index, Index::Dense { base: 1 }));
-        let counts = other.finish(&shape, &schema, &other.used_slots())?;
+        let counts = finished(std::slice::from_ref(&other), &shape, &schema)?;
         assert_eq!(counts.num_rows(), 2000);
         let counts = counts.column(1).as_primitive::<Int64Type>();
         assert_eq!(counts.values().iter().sum::<i64>(), 2500);
