@@ -8,8 +8,11 @@
 //! pass per partition. [`lookup_join`] reads each pass whole once (the
 //! passes side by side), indexes its rows by key (a vector by `key -
 //! least` when the keys are dense, a map when not: the ordered lookup's
-//! index) and looks every row of each partition of the probe side up in
-//! all of them, on that partition's own task: nothing is repartitioned.
+//! index) and looks every row of the probe side up in all of them, on the
+//! task of its partition: nothing is hashed. The probe's batches are dealt
+//! round robin over the session's partitions first, so that a probe read
+//! by fewer (a customers file of one row group is read by one partition)
+//! is still looked up on every core.
 //!
 //! The passes are held in memory (counted against the memory pool, as a
 //! hash join's build side is) and cannot spill; a pass holding a key twice
@@ -29,6 +32,7 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, Partitioning};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
+use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PhysicalExpr,
@@ -73,7 +77,8 @@ pub async fn lookup_join(
     }
     let (state, probe) = probe.into_parts();
     let probe = state.create_physical_plan(&probe).await?;
-    let join = LookupJoinExec::try_new(probe, probe_at, planned)?;
+    let deal = state.config().target_partitions();
+    let join = LookupJoinExec::try_new(probe, probe_at, planned, deal)?;
     Ok(Some(crate::operator::frame_of(state, Arc::new(join))?))
 }
 
@@ -81,6 +86,12 @@ pub async fn lookup_join(
 #[derive(Debug)]
 pub struct LookupJoinExec {
     probe: Arc<dyn ExecutionPlan>,
+    /// The partitions the probe's batches are dealt over, round robin.
+    deal: usize,
+    /// What each partition reads: `probe` dealt over `deal` partitions (not
+    /// a child of the plan, so that no optimizer rule takes it away; made
+    /// again with the operator).
+    dealt: Arc<dyn ExecutionPlan>,
     probe_key: usize,
     /// Each side and the column of its key.
     sides: Vec<(Arc<dyn ExecutionPlan>, usize)>,
@@ -115,6 +126,7 @@ impl LookupJoinExec {
         probe: Arc<dyn ExecutionPlan>,
         probe_key: usize,
         sides: Vec<(Arc<dyn ExecutionPlan>, usize)>,
+        deal: usize,
     ) -> Result<Self> {
         let probe_schema = probe.schema();
         if probe_schema.fields().get(probe_key).is_none()
@@ -137,15 +149,28 @@ impl LookupJoinExec {
             );
         }
         let schema = Arc::new(Schema::new(fields));
+        // A probe read by fewer partitions than the session has (a
+        // customers file of one row group is read by one) would be looked
+        // up on fewer cores.
+        let dealt: Arc<dyn ExecutionPlan> = if deal > 1 {
+            Arc::new(RepartitionExec::try_new(
+                Arc::clone(&probe),
+                Partitioning::RoundRobinBatch(deal),
+            )?)
+        } else {
+            Arc::clone(&probe)
+        };
         let properties = PlanProperties::new(
             EquivalenceProperties::new(Arc::clone(&schema)),
-            Partitioning::UnknownPartitioning(probe.output_partitioning().partition_count()),
+            Partitioning::UnknownPartitioning(dealt.output_partitioning().partition_count()),
             EmissionType::Incremental,
             Boundedness::Bounded,
         );
         let built = Arc::new(sides.iter().map(|_| tokio::sync::OnceCell::new()).collect());
         Ok(Self {
             probe,
+            deal,
+            dealt,
             probe_key,
             sides,
             schema,
@@ -169,7 +194,11 @@ impl DisplayAs for LookupJoinExec {
             let separator = if i == 0 { "" } else { ", " };
             write!(f, "{separator}{}@{key}", side.schema().field(*key).name())?;
         }
-        write!(f, "]")
+        write!(f, "]")?;
+        if self.deal > 1 {
+            write!(f, ", probe dealt over {} partitions", self.deal)?;
+        }
+        Ok(())
     }
 }
 
@@ -195,11 +224,9 @@ impl ExecutionPlan for LookupJoinExec {
         Ok(TreeNodeRecursion::Continue)
     }
 
-    /// Rows pass in their order, a partition at a time.
+    /// The probe's batches are dealt over the partitions.
     fn maintains_input_order(&self) -> Vec<bool> {
-        std::iter::once(true)
-            .chain(self.sides.iter().map(|_| false))
-            .collect()
+        vec![false; self.sides.len() + 1]
     }
 
     /// The sides are read whole, whatever their partitions.
@@ -227,7 +254,12 @@ impl ExecutionPlan for LookupJoinExec {
         let sides = children
             .zip(self.sides.iter().map(|(_, key)| *key))
             .collect();
-        Ok(Arc::new(Self::try_new(probe, self.probe_key, sides)?))
+        Ok(Arc::new(Self::try_new(
+            probe,
+            self.probe_key,
+            sides,
+            self.deal,
+        )?))
     }
 
     fn reset_state(self: Arc<Self>) -> Result<Arc<dyn ExecutionPlan>> {
@@ -235,6 +267,7 @@ impl ExecutionPlan for LookupJoinExec {
             Arc::clone(&self.probe),
             self.probe_key,
             self.sides.clone(),
+            self.deal,
         )?))
     }
 
@@ -247,7 +280,7 @@ impl ExecutionPlan for LookupJoinExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let rows = self.probe.execute(partition, Arc::clone(&context))?;
+        let rows = self.dealt.execute(partition, Arc::clone(&context))?;
         let output_rows = MetricBuilder::new(&self.metrics).output_rows(partition);
         let (sides, built) = (self.sides.clone(), Arc::clone(&self.built));
         let (schema, probe_key) = (Arc::clone(&self.schema), self.probe_key);
@@ -438,6 +471,59 @@ mod tests {
                 "| 1000 | Kyiv    |       | yes  |",
                 "|      | Nowhere |       |      |",
                 "+------+---------+-------+------+",
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_probe_read_by_one_partition_is_looked_up_on_every_one() {
+        let ctx = context();
+        // Three batches in one partition (a file of one row group).
+        let batch = |rows: &[(i64, &str)]| {
+            keyed_rows(
+                &ctx,
+                ["id", "city"],
+                vec![rows.iter().map(|&(k, t)| (Some(k), t)).collect()],
+            )
+        };
+        let mut batches = Vec::new();
+        for rows in [
+            &[(1, "Oslo"), (2, "Rome")][..],
+            &[(3, "Lima"), (7, "Graz")],
+            &[(9, "Bern")],
+        ] {
+            batches.extend(batch(rows).collect().await.unwrap());
+        }
+        let probe = ctx.read_batches(batches).unwrap();
+        let frame = lookup_join(probe, "id", vec![(metrics(&ctx), "m_id".to_string())])
+            .await
+            .unwrap()
+            .expect("integer keys");
+        let plan = frame.clone().create_physical_plan().await.unwrap();
+        let shown = datafusion::physical_plan::displayable(plan.as_ref())
+            .indent(false)
+            .to_string();
+        assert!(shown.contains("probe dealt over 3 partitions"), "{shown}");
+        let parts = datafusion::physical_plan::collect_partitioned(plan, ctx.task_ctx())
+            .await
+            .unwrap();
+        let rows: Vec<usize> = parts
+            .iter()
+            .map(|part| part.iter().map(RecordBatch::num_rows).sum())
+            .collect();
+        assert_eq!(rows, [2, 2, 1]);
+        assert_eq!(
+            sorted(frame).await.unwrap(),
+            [
+                "+----+------+-------+",
+                "| id | city | spent |",
+                "+----+------+-------+",
+                "| 1  | Oslo | 10    |",
+                "| 2  | Rome | 20    |",
+                "| 3  | Lima | 30    |",
+                "| 7  | Graz |       |",
+                "| 9  | Bern |       |",
+                "+----+------+-------+",
             ]
         );
     }
