@@ -1,7 +1,8 @@
 //! What segql's physical operators share: those that read every partition
 //! of their input at once (`DenseAggregateExec`, `OrderedLookupExec`,
-//! `KeySetJoinExec`'s keys), those with one input (`ObserveExec`), and
-//! those planned by hand and read as a table ([`frame_of`]).
+//! `KeySetJoinExec`'s keys, `LookupJoinExec`'s sides), those with one
+//! input (`ObserveExec`), and those planned by hand and read as a table
+//! ([`frame_of`]).
 
 use std::future::Future;
 use std::sync::Arc;
