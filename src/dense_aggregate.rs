@@ -413,15 +413,12 @@ impl ExecutionPlan for DenseAggregateExec {
         output.spawn(async move {
             let mut parts: Vec<Slots> = Vec::new();
             for task in tasks {
-                let slots = crate::operator::joined(task).await?;
-                match parts.first_mut() {
-                    Some(first) if !first.aligned_with(&slots) => {
-                        let _timer = elapsed.timer();
-                        first.merge(&shape, slots)?;
-                    }
-                    _ => parts.push(slots),
-                }
+                parts.push(crate::operator::joined(task).await?);
             }
+            let parts = {
+                let _timer = elapsed.timer();
+                ready_to_finish(&shape, parts)?
+            };
             let Some(first) = parts.first() else {
                 return Ok(());
             };
@@ -1070,6 +1067,23 @@ impl Slots {
     }
 }
 
+/// `parts` as they are when all give each key the same slot, else merged
+/// into one (a merge can move the slots of the part merged into).
+fn ready_to_finish(shape: &Shape, parts: Vec<Slots>) -> Result<Vec<Slots>> {
+    let mut rest = parts.into_iter();
+    let Some(mut first) = rest.next() else {
+        return Ok(Vec::new());
+    };
+    let rest: Vec<Slots> = rest.collect();
+    if rest.iter().all(|part| first.aligned_with(part)) {
+        return Ok(std::iter::once(first).chain(rest).collect());
+    }
+    for part in rest {
+        first.merge(shape, part)?;
+    }
+    Ok(vec![first])
+}
+
 /// The groups of `parts` (slots over the same keys) in the slots `range`,
 /// combined, as a batch of `schema`; none when no row reached them.
 fn finish_together(
@@ -1657,6 +1671,60 @@ mod tests {
         let batches: Vec<RecordBatch> = batches.into_iter().flatten().collect();
         assert_eq!(batches.len(), 4);
         assert_eq!(pretty_format_batches(&batches)?.to_string(), expected);
+        Ok(())
+    }
+
+    #[test]
+    fn a_part_over_other_keys_is_merged_and_the_rest_with_it() -> Result<()> {
+        let shape = Shape {
+            key: Arc::new(Column::new("k", 0)),
+            key_name: "k".into(),
+            key_type: DataType::Int64,
+            aggregates: vec![Aggregate {
+                op: Op::Count,
+                width: Width::I64,
+                arg: None,
+                filter: None,
+                output: DataType::Int64,
+                name: "c".into(),
+            }],
+            hint: None,
+        };
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, true),
+            Field::new("c", DataType::Int64, false),
+        ]));
+        let keys = |keys: Vec<i64>| {
+            RecordBatch::try_new(
+                Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, true)])),
+                vec![Arc::new(Int64Array::from(keys))],
+            )
+        };
+        let mut scratch = Vec::new();
+        let mut filled = |keys: &RecordBatch| {
+            let mut slots = Slots::new(&shape);
+            slots.update(&shape, keys, &mut scratch).map(|()| slots)
+        };
+        // Two parts over keys 1..=2000 (dense once they prove so), and one
+        // over keys far beyond: merged into the first, it moves its slots.
+        let dense = keys((1..=2000).collect())?;
+        let beyond = keys(vec![1_000_000, 1_000_001])?;
+        let (a, b, c) = (filled(&dense)?, filled(&dense)?, filled(&beyond)?);
+        assert!(a.aligned_with(&b) && !a.aligned_with(&c));
+        let counts = |parts: Vec<Slots>| -> Result<(usize, i64, usize)> {
+            let parts = ready_to_finish(&shape, parts)?;
+            let batch = finished(&parts, &shape, &schema)?;
+            let counts = batch.column(1).as_primitive::<Int64Type>();
+            Ok((parts.len(), counts.values().iter().sum(), batch.num_rows()))
+        };
+        assert_eq!(
+            counts(vec![filled(&dense)?, filled(&dense)?])?,
+            (2, 4000, 2000)
+        );
+        assert_eq!(counts(vec![a, b, c])?, (1, 4002, 2002));
+        let (c, a, b) = (filled(&beyond)?, filled(&dense)?, filled(&dense)?);
+        assert_eq!(counts(vec![c, a, b])?, (1, 4002, 2002));
+        assert_eq!(counts(Vec::new())?, (0, 0, 0));
         Ok(())
     }
 
