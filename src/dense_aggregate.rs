@@ -1449,15 +1449,7 @@ mod tests {
             })
             .sum();
         assert_eq!(counts, 2000);
-        let keys: Vec<Option<i64>> = batches
-            .iter()
-            .flat_map(|b| {
-                b.column(0)
-                    .as_primitive::<Int64Type>()
-                    .iter()
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+        let keys = crate::test_tables::int64_values(&batches, 0);
         assert_eq!(keys.len(), rows);
         assert!(keys[0].is_none() && keys[1..].windows(2).all(|w| w[0] < w[1]));
         // A limit above stops reading after its rows: the task finishing
@@ -1674,8 +1666,9 @@ mod tests {
         Ok(())
     }
 
-    #[test]
-    fn a_part_over_other_keys_is_merged_and_the_rest_with_it() -> Result<()> {
+    /// `count(*)` grouped by an `Int64` key `k` (statistics' range `hint`),
+    /// and its output schema.
+    fn counted_by_key(hint: Option<(i64, i64)>) -> (Shape, SchemaRef) {
         let shape = Shape {
             key: Arc::new(Column::new("k", 0)),
             key_name: "k".into(),
@@ -1688,18 +1681,27 @@ mod tests {
                 output: DataType::Int64,
                 name: "c".into(),
             }],
-            hint: None,
+            hint,
         };
         let schema = Arc::new(Schema::new(vec![
             Field::new("k", DataType::Int64, true),
             Field::new("c", DataType::Int64, false),
         ]));
-        let keys = |keys: Vec<i64>| {
-            RecordBatch::try_new(
-                Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, true)])),
-                vec![Arc::new(Int64Array::from(keys))],
-            )
-        };
+        (shape, schema)
+    }
+
+    /// A batch of one nullable `Int64` column `k`.
+    fn key_batch(keys: Vec<Option<i64>>) -> Result<RecordBatch> {
+        Ok(RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, true)])),
+            vec![Arc::new(Int64Array::from(keys))],
+        )?)
+    }
+
+    #[test]
+    fn a_part_over_other_keys_is_merged_and_the_rest_with_it() -> Result<()> {
+        let (shape, schema) = counted_by_key(None);
+        let keys = |keys: Vec<i64>| key_batch(keys.into_iter().map(Some).collect());
         let mut scratch = Vec::new();
         let mut filled = |keys: &RecordBatch| {
             let mut slots = Slots::new(&shape);
@@ -1730,30 +1732,8 @@ mod tests {
 
     #[test]
     fn slots_grow_down_then_give_way_to_a_map() -> Result<()> {
-        let shape = Shape {
-            key: Arc::new(Column::new("k", 0)),
-            key_name: "k".into(),
-            key_type: DataType::Int64,
-            aggregates: vec![Aggregate {
-                op: Op::Count,
-                width: Width::I64,
-                arg: None,
-                filter: None,
-                output: DataType::Int64,
-                name: "c".into(),
-            }],
-            hint: Some((1000, 1001)),
-        };
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("k", DataType::Int64, true),
-            Field::new("c", DataType::Int64, false),
-        ]));
-        let keys = |keys: Vec<Option<i64>>| {
-            RecordBatch::try_new(
-                Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, true)])),
-                vec![Arc::new(Int64Array::from(keys))],
-            )
-        };
+        let (shape, schema) = counted_by_key(Some((1000, 1001)));
+        let keys = key_batch;
         let mut slots = Slots::new(&shape);
         let mut scratch = Vec::new();
         slots.update(

@@ -772,15 +772,7 @@ mod tests {
                 .collect()
                 .await
                 .expect("lookup");
-            let keys: Vec<Option<i64>> = ours
-                .iter()
-                .flat_map(|b| {
-                    b.column(0)
-                        .as_primitive::<Int64Type>()
-                        .iter()
-                        .collect::<Vec<_>>()
-                })
-                .collect();
+            let keys = crate::test_tables::int64_values(&ours, 0);
             let mut sorted = keys.clone();
             sorted.sort_by_key(|k| (k.is_none(), *k));
             assert_eq!(keys, sorted, "key order, nulls last");

@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::array::{AsArray, Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::Int64Type;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::common::Result;
@@ -62,4 +63,12 @@ pub(crate) async fn sorted_lines(frame: DataFrame) -> Result<Vec<String>> {
         .lines()
         .map(str::to_string)
         .collect())
+}
+
+/// The values of the `Int64` column at `at` of every batch, in order.
+pub(crate) fn int64_values(batches: &[RecordBatch], at: usize) -> Vec<Option<i64>> {
+    batches
+        .iter()
+        .flat_map(|b| b.column(at).as_primitive::<Int64Type>().iter())
+        .collect()
 }
