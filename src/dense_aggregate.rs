@@ -596,28 +596,28 @@ impl Accumulator {
             })
             .filter(|nulls| nulls.null_count() > 0);
         let op = aggregate.op;
-        let i64s: Vec<&[i64]> = parts
-            .iter()
-            .filter_map(|part| match &part.values {
-                Values::I64(values) => Some(values.as_slice()),
-                Values::I128(_) => None,
-            })
-            .collect();
-        let i128s: Vec<&[i128]> = parts
-            .iter()
-            .filter_map(|part| match &part.values {
-                Values::I128(values) => Some(values.as_slice()),
-                Values::I64(_) => None,
-            })
-            .collect();
         match aggregate.width {
             Width::I64 => {
-                let values = gathered(op, &i64s, slots);
+                let parts: Vec<&[i64]> = parts
+                    .iter()
+                    .filter_map(|part| match &part.values {
+                        Values::I64(values) => Some(values.as_slice()),
+                        Values::I128(_) => None,
+                    })
+                    .collect();
+                let values = gathered(op, &parts, slots);
                 let array: ArrayRef = Arc::new(Int64Array::new(values.into(), nulls));
                 Ok(cast(&array, &aggregate.output)?)
             }
             Width::I128 => {
-                let values = gathered(op, &i128s, slots);
+                let parts: Vec<&[i128]> = parts
+                    .iter()
+                    .filter_map(|part| match &part.values {
+                        Values::I128(values) => Some(values.as_slice()),
+                        Values::I64(_) => None,
+                    })
+                    .collect();
+                let values = gathered(op, &parts, slots);
                 let array = PrimitiveArray::<Decimal128Type>::new(values.into(), nulls)
                     .with_data_type(aggregate.output.clone());
                 Ok(Arc::new(array))

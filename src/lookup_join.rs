@@ -21,7 +21,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, UInt32Array};
+use datafusion::arrow::array::{Array, ArrayRef};
 use datafusion::arrow::compute::{concat_batches, take};
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -367,10 +367,9 @@ fn looked_up(
     let keys = int64_keys(batch.column(probe_key))?;
     let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
     for side in sides {
-        let rows: UInt32Array = keys
-            .iter()
-            .map(|key| key.and_then(|key| side.index.get(key)))
-            .collect();
+        let rows = side
+            .index
+            .rows_found(keys.len(), |i| keys.is_valid(i).then(|| keys.value(i)));
         for &at in &side.kept {
             columns.push(take(side.rows.column(at), &rows, None)?);
         }

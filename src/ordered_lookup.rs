@@ -375,17 +375,10 @@ impl ExecutionPlan for OrderedLookupExec {
             let index = KeyIndex::new(&int64_keys(right.column(right_key))?)?;
             // The right row of each output row, null without one.
             let rows = order.values();
-            let mut found = vec![0u32; rows.len()];
-            let valid = BooleanBuffer::collect_bool(rows.len(), |i| {
+            let matches = index.rows_found(rows.len(), |i| {
                 let row = rows[i] as usize;
-                let right_row = left_keys
-                    .is_valid(row)
-                    .then(|| index.get(left_keys.value(row)))
-                    .flatten();
-                found[i] = right_row.unwrap_or(0);
-                right_row.is_some()
+                left_keys.is_valid(row).then(|| left_keys.value(row))
             });
-            let matches = UInt32Array::new(found.into(), Some(NullBuffer::new(valid)));
             drop(timer);
             let rows = order.len();
             output_rows.add(rows);
@@ -503,6 +496,20 @@ impl KeyIndex {
                 Ok(Self::Sparse(map))
             }
         }
+    }
+
+    /// The row each of `len` keys finds (`key(i)`, `None` for a null
+    /// key), null where none does.
+    pub(crate) fn rows_found(&self, len: usize, key: impl Fn(usize) -> Option<i64>) -> UInt32Array {
+        let mut found = vec![0u32; len];
+        let valid = BooleanBuffer::collect_bool(len, |i| match key(i).and_then(|k| self.get(k)) {
+            Some(row) => {
+                found[i] = row;
+                true
+            }
+            None => false,
+        });
+        UInt32Array::new(found.into(), Some(NullBuffer::new(valid)))
     }
 
     pub(crate) fn get(&self, key: i64) -> Option<u32> {
