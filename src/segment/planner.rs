@@ -2421,23 +2421,22 @@ fn attribute_expr(
 }
 
 /// Whether a customer's RFM group is one of `values`, as a test of the
-/// scores rather than of the group's name: `rfm_group = 'Champions'` or
-/// `rfm_group IN (...)` without naming every customer's group first.
+/// scores rather than of the group's name: `rfm_group = 'Champions'` is
+/// `__rfm_r = 5 AND __rfm_f IN (4, 5)` under the standard map, without a
+/// group name made for every customer and compared.
 ///
 /// The map is data known when the plan is made, written for the scheme's
 /// bins (checked with the project), and the scores run from 1 to the
-/// bins, so the group of every combination of scores is known: the test
-/// is whether the scores' place in [`SegmentMap::groups`]'s order is one
-/// of the wanted places. A customer without scores, or whose scores no
-/// rule covers, is in the scheme's `Prospects` group, as the name
-/// `coalesce(rfm_segment(r, f[, m]), 'Prospects')` says. Never null.
-/// R2 at scale 1: the three segments by group spent 60 ms of compute
-/// each naming and comparing a million groups.
+/// bins, so the group of every combination of scores is known. A
+/// customer without scores, or whose scores no rule covers, is in the
+/// scheme's `Prospects` group, as `coalesce(rfm_segment(r, f[, m]),
+/// 'Prospects')` names it. Null where a score is null and `Prospects`
+/// is not wanted: under set semantics (every `NOT` is `IS NOT TRUE`)
+/// that is false. R2 at scale 1: the three segments by group spent 60 ms
+/// of compute each naming and comparing a million groups.
 ///
 /// `None` when a value is not text (the comparison then goes by name and
 /// fails as it would).
-///
-/// [`SegmentMap::groups`]: segql_udfs::rfm::segment_map::SegmentMap::groups
 fn rfm_group_test(scheme: &RfmScheme, values: &[Scalar]) -> Option<Expr> {
     let wanted: Vec<&str> = values
         .iter()
@@ -2446,33 +2445,75 @@ fn rfm_group_test(scheme: &RfmScheme, values: &[Scalar]) -> Option<Expr> {
             _ => None,
         })
         .collect::<Option<_>>()?;
-    let with_m = scheme.map_uses_monetary();
-    let groups = scheme.groups.groups(with_m);
     let prospects = scheme.prospects.as_str();
-    let places: Vec<Expr> = groups
-        .iter()
-        .enumerate()
-        .filter(|(_, group)| wanted.contains(&group.unwrap_or(prospects)))
-        .map(|(place, _)| lit(place as i64))
-        .collect();
-    // ((r - 1) * scale + f - 1) * scale + m - 1, null when a score is.
-    let scale = scheme.groups.scale();
     let [r, f, m] = RFM_SCORES.map(col);
-    let scores = if with_m { vec![r, f, m] } else { vec![r, f] };
-    let place = scores
-        .into_iter()
-        .map(|score| cast(score, DataType::Int64) - lit(1i64))
-        .reduce(|place, score| place * lit(scale) + score)?;
-    let scored = if places.is_empty() {
-        lit(false)
+    let scores = if scheme.map_uses_monetary() {
+        vec![r, f, m]
     } else {
-        place.clone().in_list(places, false).is_true()
+        vec![r, f]
     };
-    Some(if wanted.contains(&prospects) {
-        place.is_null().or(scored)
-    } else {
-        scored
+    let map = &scheme.groups;
+    let in_group = |cell: &[i64]| {
+        let group = map.lookup(cell[0], cell[1], cell.get(2).copied());
+        wanted.contains(&group.unwrap_or(prospects))
+    };
+    let scored = cells_test(&scores, map.scale(), &mut Vec::new(), &in_group);
+    let unscored = wanted.contains(&prospects).then(|| {
+        scores
+            .iter()
+            .map(|score| score.clone().is_null())
+            .reduce(Expr::or)
+    });
+    Some(match (scored, unscored.flatten()) {
+        (Some(scored), Some(unscored)) => unscored.or(scored),
+        (Some(test), None) | (None, Some(test)) => test,
+        (None, None) => lit(false),
     })
+}
+
+/// The combinations of `scores` (each from 1 to `scale`) after `prefix`
+/// for which `wanted` holds, as a condition on the score columns: the
+/// first score's values grouped by what the later scores must then be,
+/// `r IN (..) AND <later>` for each group, or-ed; `None` for none.
+fn cells_test(
+    scores: &[Expr],
+    scale: i64,
+    prefix: &mut Vec<i64>,
+    wanted: &dyn Fn(&[i64]) -> bool,
+) -> Option<Expr> {
+    let Some((score, later)) = scores.split_first() else {
+        return wanted(prefix).then(|| lit(true));
+    };
+    // (what the later scores must be, the values of this one needing it)
+    let mut groups: Vec<(Expr, Vec<i64>)> = Vec::new();
+    for value in 1..=scale {
+        prefix.push(value);
+        let rest = cells_test(later, scale, prefix, wanted);
+        prefix.pop();
+        let Some(rest) = rest else { continue };
+        match groups.iter_mut().find(|(r, _)| *r == rest) {
+            Some((_, values)) => values.push(value),
+            None => groups.push((rest, vec![value])),
+        }
+    }
+    let lit_score = |value: i64| lit(value as i32);
+    groups
+        .into_iter()
+        .map(|(rest, values)| {
+            let this = match values.as_slice() {
+                [one] => score.clone().eq(lit_score(*one)),
+                all if all.len() as i64 == scale => score.clone().is_not_null(),
+                some => score
+                    .clone()
+                    .in_list(some.iter().copied().map(lit_score).collect(), false),
+            };
+            if rest == lit(true) {
+                this
+            } else {
+                this.and(rest)
+            }
+        })
+        .reduce(Expr::or)
 }
 
 /// A metric's value from its pass column: customers without purchases
