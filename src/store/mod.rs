@@ -836,7 +836,7 @@ impl Store {
 
 /// The most rows in a row group of the rows a change streams into the
 /// store (see `Store::writer_properties`).
-const STORE_ROW_GROUP_ROWS: usize = 1 << 17;
+pub(crate) const STORE_ROW_GROUP_ROWS: usize = 1 << 17;
 
 /// How often (in versions) a store table gets a Delta checkpoint.
 const CHECKPOINT_EVERY: u64 = 10;

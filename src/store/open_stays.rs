@@ -504,6 +504,64 @@ mod tests {
         );
     }
 
+    /// The stays are written in row groups of at most
+    /// `STORE_ROW_GROUP_ROWS` rows, so that a later scan splits them
+    /// between its partitions: one more row than that makes a second row
+    /// group.
+    #[tokio::test]
+    async fn open_stays_are_written_in_row_groups_a_scan_can_split() {
+        use crate::store::Store;
+        use crate::store::tables::StoreTable;
+        use deltalake::parquet::file::reader::{FileReader, SerializedFileReader};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path().join("store"));
+        store.create_if_missing().await.unwrap();
+        let ctx = datafusion::prelude::SessionContext::new();
+        let open = || async {
+            store
+                .open_table(StoreTable::Membership, None)
+                .await
+                .unwrap()
+        };
+        let delta = open().await;
+        let schema = delta.snapshot().unwrap().snapshot().arrow_schema();
+        let first = stay_rows(&schema, &[("a", 1, 1, None)]);
+        open()
+            .await
+            .write(vec![first])
+            .with_save_mode(SaveMode::Overwrite)
+            .with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite)
+            .with_partition_columns([MEMBERSHIP_PARTITION])
+            .await
+            .unwrap();
+        let most = crate::store::STORE_ROW_GROUP_ROWS;
+        let rows: Vec<(&str, i64, i64, Option<i64>)> =
+            (0..=most as i64).map(|id| ("a", id, 2, None)).collect();
+        let plan = ctx
+            .read_batch(stay_rows(&schema, &rows))
+            .unwrap()
+            .into_unoptimized_plan();
+        let delta = replace_open_stays(
+            Store::delta_state(&ctx),
+            open().await,
+            plan,
+            2,
+            Store::writer_properties(),
+        )
+        .await
+        .unwrap();
+        let table = dir.path().join("store").join(StoreTable::Membership.name());
+        let mut groups = Vec::new();
+        for file in delta.snapshot().unwrap().log_data().iter() {
+            let path = table.join(file.path().as_ref());
+            let reader = SerializedFileReader::new(std::fs::File::open(&path).unwrap()).unwrap();
+            for group in reader.metadata().row_groups() {
+                groups.push(group.num_rows() as usize);
+            }
+        }
+        assert_eq!(groups, [most, 1]);
+    }
+
     #[test]
     fn the_open_partition_and_this_changes_are_replaced() {
         assert!(replaced_partition(None, 7));
