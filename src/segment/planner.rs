@@ -3079,8 +3079,8 @@ mod tests {
     /// place) of a map with monetary rules that leave some cells to no
     /// group: the test of the scores keeps the same customers as the
     /// group's name compared (`coalesce(rfm_segment(..), 'Prospects')`),
-    /// for `=`, `!=`, `IN` and `NOT IN`, Prospects among the values or
-    /// not, with a group no cell has and with no value the map names.
+    /// for `IN` and `NOT IN` (`=` and `!=` are a list of one), Prospects
+    /// among the values or not, with no value the map names.
     #[tokio::test]
     async fn group_tests_by_score_keep_who_the_group_names_keep() {
         use super::{RFM_SCORES, Rfm, RfmScheme, Scalar, rfm_group_test};

@@ -410,13 +410,49 @@ mod tests {
         rows
     }
 
+    /// A store in a temporary folder whose `segment_membership` holds the
+    /// stays `first` (as [`stay_rows`]), written as a store's first change
+    /// is (by Delta Lake, the table partitioned then); with the table's
+    /// schema and the table after that write.
+    async fn membership_store(
+        first: &[(&str, i64, i64, Option<i64>)],
+    ) -> (
+        tempfile::TempDir,
+        crate::store::Store,
+        SchemaRef,
+        DeltaTable,
+    ) {
+        use crate::store::tables::StoreTable;
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::new(dir.path().join("store"));
+        store.create_if_missing().await.unwrap();
+        let delta = store
+            .open_table(StoreTable::Membership, None)
+            .await
+            .unwrap();
+        let schema = delta.snapshot().unwrap().snapshot().arrow_schema();
+        let delta = delta
+            .write(vec![stay_rows(&schema, first)])
+            .with_save_mode(SaveMode::Overwrite)
+            .with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite)
+            .with_partition_columns([MEMBERSHIP_PARTITION])
+            .await
+            .unwrap();
+        (dir, store, schema, delta)
+    }
+
     #[tokio::test]
     async fn a_change_replaces_the_open_stays_in_one_version_or_not_at_all() {
         use crate::store::Store;
         use crate::store::tables::StoreTable;
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::new(dir.path().join("store"));
-        store.create_if_missing().await.unwrap();
+        // Change 1 opens three stays and closes one.
+        let (_dir, store, schema, delta) = membership_store(&[
+            ("a", 1, 1, None),
+            ("a", 2, 1, None),
+            ("b", 1, 1, None),
+            ("b", 9, 1, Some(1)),
+        ])
+        .await;
         let ctx = datafusion::prelude::SessionContext::new();
         let open = || async {
             store
@@ -424,8 +460,6 @@ mod tests {
                 .await
                 .unwrap()
         };
-        let delta = open().await;
-        let schema = delta.snapshot().unwrap().snapshot().arrow_schema();
         let plan = |rows: &[(&str, i64, i64, Option<i64>)]| {
             ctx.read_batch(stay_rows(&schema, rows))
                 .unwrap()
@@ -441,25 +475,6 @@ mod tests {
             )
         };
 
-        // Change 1 opens three stays and closes one, written as a store's
-        // first change is (by Delta Lake, the table partitioned then).
-        let first = stay_rows(
-            &schema,
-            &[
-                ("a", 1, 1, None),
-                ("a", 2, 1, None),
-                ("b", 1, 1, None),
-                ("b", 9, 1, Some(1)),
-            ],
-        );
-        let delta = open()
-            .await
-            .write(vec![first])
-            .with_save_mode(SaveMode::Overwrite)
-            .with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite)
-            .with_partition_columns([MEMBERSHIP_PARTITION])
-            .await
-            .unwrap();
         let one = delta.version().unwrap();
         assert_eq!(
             stays_of(&store, &delta).await,
@@ -513,27 +528,8 @@ mod tests {
         use crate::store::Store;
         use crate::store::tables::StoreTable;
         use deltalake::parquet::file::reader::{FileReader, SerializedFileReader};
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::new(dir.path().join("store"));
-        store.create_if_missing().await.unwrap();
+        let (dir, _store, schema, delta) = membership_store(&[("a", 1, 1, None)]).await;
         let ctx = datafusion::prelude::SessionContext::new();
-        let open = || async {
-            store
-                .open_table(StoreTable::Membership, None)
-                .await
-                .unwrap()
-        };
-        let delta = open().await;
-        let schema = delta.snapshot().unwrap().snapshot().arrow_schema();
-        let first = stay_rows(&schema, &[("a", 1, 1, None)]);
-        open()
-            .await
-            .write(vec![first])
-            .with_save_mode(SaveMode::Overwrite)
-            .with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite)
-            .with_partition_columns([MEMBERSHIP_PARTITION])
-            .await
-            .unwrap();
         let most = crate::store::STORE_ROW_GROUP_ROWS;
         let rows: Vec<(&str, i64, i64, Option<i64>)> =
             (0..=most as i64).map(|id| ("a", id, 2, None)).collect();
@@ -543,7 +539,7 @@ mod tests {
             .into_unoptimized_plan();
         let delta = replace_open_stays(
             Store::delta_state(&ctx),
-            open().await,
+            delta,
             plan,
             2,
             Store::writer_properties(),
