@@ -598,26 +598,12 @@ impl Accumulator {
         let op = aggregate.op;
         match aggregate.width {
             Width::I64 => {
-                let parts: Vec<&[i64]> = parts
-                    .iter()
-                    .filter_map(|part| match &part.values {
-                        Values::I64(values) => Some(values.as_slice()),
-                        Values::I128(_) => None,
-                    })
-                    .collect();
-                let values = gathered(op, &parts, slots);
+                let values = gathered::<i64>(op, &of_width(parts), slots);
                 let array: ArrayRef = Arc::new(Int64Array::new(values.into(), nulls));
                 Ok(cast(&array, &aggregate.output)?)
             }
             Width::I128 => {
-                let parts: Vec<&[i128]> = parts
-                    .iter()
-                    .filter_map(|part| match &part.values {
-                        Values::I128(values) => Some(values.as_slice()),
-                        Values::I64(_) => None,
-                    })
-                    .collect();
-                let values = gathered(op, &parts, slots);
+                let values = gathered::<i128>(op, &of_width(parts), slots);
                 let array = PrimitiveArray::<Decimal128Type>::new(values.into(), nulls)
                     .with_data_type(aggregate.output.clone());
                 Ok(Arc::new(array))
@@ -652,11 +638,19 @@ fn passing(filter: &BooleanArray) -> BooleanBuffer {
 
 trait Number: Copy + Ord {
     fn wrapping_sum(self, other: Self) -> Self;
+    /// The values of `values` when they are of this width.
+    fn of(values: &Values) -> Option<&[Self]>;
 }
 
 impl Number for i64 {
     fn wrapping_sum(self, other: Self) -> Self {
         self.wrapping_add(other)
+    }
+    fn of(values: &Values) -> Option<&[Self]> {
+        match values {
+            Values::I64(values) => Some(values),
+            Values::I128(_) => None,
+        }
     }
 }
 
@@ -664,6 +658,21 @@ impl Number for i128 {
     fn wrapping_sum(self, other: Self) -> Self {
         self.wrapping_add(other)
     }
+    fn of(values: &Values) -> Option<&[Self]> {
+        match values {
+            Values::I128(values) => Some(values),
+            Values::I64(_) => None,
+        }
+    }
+}
+
+/// The values of `parts` that are of width `V` (all of them: an
+/// aggregate's parts share its width).
+fn of_width<'a, V: Number>(parts: &[&'a Accumulator]) -> Vec<&'a [V]> {
+    parts
+        .iter()
+        .filter_map(|part| V::of(&part.values))
+        .collect()
 }
 
 /// Combines `values[i]` into slot `slots[i]` for each row `mask` keeps, as

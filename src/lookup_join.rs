@@ -149,9 +149,11 @@ impl LookupJoinExec {
             );
         }
         let schema = Arc::new(Schema::new(fields));
-        // A probe read by fewer partitions than the session has (a
-        // customers file of one row group is read by one) would be looked
-        // up on fewer cores.
+        // A probe read by fewer partitions than the session has, or by
+        // partitions of unequal size (a customers file of one row group
+        // split in two byte ranges gives one of them every row), would be
+        // looked up on fewer cores: its batches are dealt whatever its
+        // partitions.
         let dealt: Arc<dyn ExecutionPlan> = if deal > 1 {
             Arc::new(RepartitionExec::try_new(
                 Arc::clone(&probe),
